@@ -206,8 +206,8 @@ def _compile(model, spec: Spec) -> None:
 
 def _check_output(model, spec: Spec, splits: Splits) -> None:
     try:
-        out_shape = tuple(model.output.shape)
-    except (AttributeError, ValueError):
+        out_shape = tuple(model.outputs[0].shape)
+    except (AttributeError, ValueError, IndexError, TypeError):
         return
     want = {"binary": 1, "regression": 1}.get(splits.task, len(splits.labels or ()) or None)
     if want is not None and out_shape[-1] != want:
@@ -237,8 +237,8 @@ def _versions() -> dict[str, str]:
 
 def _shape_before(model) -> str:
     try:
-        return str(list(model.output.shape))
-    except (AttributeError, ValueError):
+        return str(list(model.outputs[0].shape))
+    except (AttributeError, ValueError, IndexError, TypeError):
         return "(unknown)"
 
 

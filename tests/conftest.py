@@ -1,0 +1,24 @@
+"""Shared fixtures: tiny trained run directories, built once per session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "-1")
+
+REPO = Path(__file__).resolve().parent.parent
+MODELS = REPO / "models"
+
+
+@pytest.fixture(scope="session")
+def trained_mlp_run(tmp_path_factory) -> Path:
+    """The seed spec trained for 3 epochs: a real run directory for downstream stages."""
+    from seqdeploy.train import train
+
+    out = tmp_path_factory.mktemp("runs") / "breast_cancer_mlp"
+    train(MODELS / "breast_cancer_mlp.toml", out=out, epochs=3)
+    return out

@@ -37,8 +37,10 @@ app = typer.Typer(
 )
 
 # Human output goes to stderr so that `--json` leaves stdout to the result object alone.
-console = Console(stderr=True, highlight=False)
-err_console = Console(stderr=True, highlight=False)
+# Piped or captured output gets 120 columns rather than rich's 80, so tables stay readable in logs.
+_WIDTH = None if sys.stderr.isatty() else 120
+console = Console(stderr=True, highlight=False, width=_WIDTH)
+err_console = Console(stderr=True, highlight=False, width=_WIDTH)
 
 JSON_OPTION = typer.Option(False, "--json", help="Print the result object as JSON on stdout (and nothing else there).")
 

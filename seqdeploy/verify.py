@@ -482,7 +482,7 @@ def _keras_output_names(model, n_onnx: int) -> list[str]:
     # The names export gives the ONNX outputs; a mismatch means the files do not belong together.
     from seqdeploy import export
 
-    return list(export.output_names(model))
+    return list(export.keras_output_names(model))
 
 
 def _sanitize(name: str) -> str:

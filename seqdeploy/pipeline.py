@@ -1,0 +1,332 @@
+"""The stages in order on one run directory, skipping what has not changed.
+
+    >>> result = run_pipeline("models/breast_cancer_mlp.toml")  # doctest: +SKIP
+    >>> [s.status for s in result.stages]  # doctest: +SKIP
+    ['ran', 'ran', 'ran', 'ran', 'ran', 'ran']
+
+Each stage has a key: the sha256 of everything it depends on (the spec file,
+the data fingerprint, upstream artifacts, the seqdeploy version and the stage's
+options). After a stage succeeds its key and the sha256 of every file it wrote
+are recorded in ``pipeline.json`` (atomically). A later run skips a stage whose
+key is unchanged and whose files are intact; ``force`` reruns everything.
+Because every file is written atomically and the record is written only after
+the stage's files, an interrupted run (Ctrl-C, crash, SIGKILL) resumes at the
+first unfinished stage.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from seqdeploy import __version__
+from seqdeploy.atomic import atomic_write_json, sha256_file
+from seqdeploy.errors import UsageError
+
+STAGES = ("train", "export", "verify", "quantize", "bench")
+STATE_FILE = "pipeline.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineOptions:
+    """Options that change what the stages produce (they are part of the stage keys)."""
+
+    epochs: int | None = None
+    seed: int | None = None
+    opset: int | None = None
+    max_metric_drop: float = 0.01
+    quantize_mode: str = "auto"
+    bench_batches: tuple[int, ...] = (1, 64)
+    bench_duration: float = 1.0
+    bench_threads: tuple[int, ...] = (1,)
+    bench_vs: tuple[str, ...] = ("keras", "tflite")
+
+
+@dataclasses.dataclass(frozen=True)
+class StageOutcome:
+    name: str
+    status: str  # "ran" | "skipped" | "failed" | "not requested"
+    seconds: float
+    summary: dict
+    files: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineEvent:
+    kind: str  # "start" | "skip" | "done" | "epoch" | "message"
+    stage: str
+    detail: Any = None
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineResult:
+    run_dir: Path
+    spec_name: str
+    stages: tuple[StageOutcome, ...]
+    seconds: float
+    summary: dict
+    manifest_path: Path | None
+    report_path: Path | None
+    embed_snippet: str
+
+
+EventCallback = Callable[[PipelineEvent], None]
+
+
+def parse_stages(text: str | Sequence[str] | None) -> tuple[str, ...]:
+    """``"train,export"`` -> ("train", "export"), validated and in pipeline order."""
+    if text is None:
+        return STAGES
+    items = [s.strip() for s in (text.split(",") if isinstance(text, str) else text) if s.strip()]
+    unknown = [s for s in items if s not in STAGES]
+    if unknown or not items:
+        raise UsageError(f"--stages {text!r}: unknown stage(s) {unknown}; expected a comma-separated subset of "
+                         f"{','.join(STAGES)}")
+    return tuple(s for s in STAGES if s in items)
+
+
+def run_pipeline(spec_path: str | Path, *, out: str | Path | None = None, stages: Sequence[str] | str | None = None,
+                 force: bool = False, options: PipelineOptions = PipelineOptions(),
+                 on_event: EventCallback | None = None) -> PipelineResult:
+    """Run train -> export -> verify -> quantize -> bench and write the bundle (manifest + report).
+
+    Raises :class:`seqdeploy.errors.CheckFailed` when verify fails (the stages
+    after it do not run); a quantize gate that keeps float32 is a result, not a failure.
+    """
+    from seqdeploy.spec import load_spec
+    from seqdeploy.train import default_run_dir
+
+    start = time.perf_counter()
+    emit = on_event or (lambda _e: None)
+    wanted = parse_stages(stages)
+    spec = load_spec(spec_path).with_overrides(epochs=options.epochs, seed=options.seed)
+    run_dir = Path(out) if out is not None else default_run_dir(spec)
+    state = _load_state(run_dir)
+    outcomes: list[StageOutcome] = []
+
+    for name in STAGES:
+        if name not in wanted:
+            outcomes.append(StageOutcome(name, "not requested", 0.0, _existing_summary(run_dir, name)))
+            continue
+        key = _stage_key(name, spec, run_dir, options)
+        prev = state.get(name)
+        if not force and prev and prev.get("key") == key and _files_intact(run_dir, prev.get("files", {})):
+            emit(PipelineEvent("skip", name, "inputs unchanged"))
+            outcomes.append(StageOutcome(name, "skipped", 0.0, _existing_summary(run_dir, name),
+                                         tuple(prev.get("files", {}))))
+            continue
+        emit(PipelineEvent("start", name))
+        t0 = time.perf_counter()
+        state.pop(name, None)  # a stage that starts is unfinished until its record is written again
+        _save_state(run_dir, state)
+        files = _RUNNERS[name](spec, run_dir, options, emit)
+        seconds = time.perf_counter() - t0
+        # Downstream keys hash the upstream files, so they are re-derived after this stage wrote them.
+        record = {"key": _stage_key(name, spec, run_dir, options) if name == "train" else key,
+                  "files": {f: sha256_file(run_dir / f) for f in files if (run_dir / f).exists()},
+                  "seconds": round(seconds, 3), "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        state[name] = record
+        _save_state(run_dir, state)
+        summary = _existing_summary(run_dir, name)
+        emit(PipelineEvent("done", name, summary | {"seconds": seconds}))
+        outcomes.append(StageOutcome(name, "ran", seconds, summary, tuple(files)))
+
+    manifest_path, report_path = _write_bundle(run_dir, emit)
+    summary = pipeline_summary(run_dir)
+    snippet = (f"from seqdeploy.runtime import Predictor; "
+               f"p = Predictor.from_bundle({str(run_dir)!r}); p.predict(rows)")
+    return PipelineResult(run_dir=run_dir, spec_name=spec.name, stages=tuple(outcomes),
+                          seconds=time.perf_counter() - start, summary=summary, manifest_path=manifest_path,
+                          report_path=report_path, embed_snippet=snippet)
+
+
+# --- stage runners -------------------------------------------------------------------------
+
+def _run_train(spec, run_dir: Path, options: PipelineOptions, emit: EventCallback) -> list[str]:
+    from seqdeploy.train import train_spec
+
+    def on_epoch(epoch: int, total: int, logs) -> None:
+        emit(PipelineEvent("epoch", "train", {"epoch": epoch, "total": total, "logs": dict(logs)}))
+
+    train_spec(spec, out=run_dir, on_epoch=on_epoch)
+    return ["spec" + spec.path.suffix, "model.keras", "train.json"]
+
+
+def _run_export(spec, run_dir: Path, options: PipelineOptions, emit: EventCallback) -> list[str]:
+    from seqdeploy.export import export_onnx
+
+    export_onnx(run_dir, opset=options.opset)
+    return ["model.onnx", "export.json"]
+
+
+def _run_verify(spec, run_dir: Path, options: PipelineOptions, emit: EventCallback) -> list[str]:
+    from seqdeploy.verify import verify_run
+
+    verify_run(run_dir)
+    return ["verify.json", "golden.npz", "golden.json"]
+
+
+def _run_quantize(spec, run_dir: Path, options: PipelineOptions, emit: EventCallback) -> list[str]:
+    from seqdeploy.quantize import QuantizeSettings, quantize_run
+
+    settings = QuantizeSettings(mode=options.quantize_mode, max_metric_drop=options.max_metric_drop)
+    result = quantize_run(run_dir, settings)
+    files = ["quantize.json"]
+    chosen = _read_json(run_dir / "quantize.json").get("chosen")
+    if chosen:
+        files.append(chosen)
+    for stale in run_dir.glob("model.*.onnx"):  # artifacts of an earlier choice would be shipped by mistake
+        if stale.name not in files:
+            stale.unlink()
+    del result
+    return files
+
+
+def _run_bench(spec, run_dir: Path, options: PipelineOptions, emit: EventCallback) -> list[str]:
+    from seqdeploy.bench import StopRule, run_bench, write_outputs
+
+    def progress(msg: str) -> None:
+        emit(PipelineEvent("message", "bench", msg))
+
+    result = run_bench(run_dir, batches=options.bench_batches, threads=options.bench_threads,
+                       vs=list(options.bench_vs), rule=StopRule(duration_s=options.bench_duration),
+                       progress=progress)
+    write_outputs(result, run_dir)
+    return ["bench.json", "bench.md", "bench.png"]
+
+
+_RUNNERS = {"train": _run_train, "export": _run_export, "verify": _run_verify,
+            "quantize": _run_quantize, "bench": _run_bench}
+
+
+def _write_bundle(run_dir: Path, emit: EventCallback) -> tuple[Path | None, Path | None]:
+    from seqdeploy.manifest import write_bundle_manifest
+    from seqdeploy.report import write_report
+
+    manifest_path = None
+    if (run_dir / "model.onnx").exists() and (run_dir / "train.json").exists():
+        write_bundle_manifest(run_dir)
+        manifest_path = run_dir / "manifest.json"
+    report_path = write_report(run_dir)
+    emit(PipelineEvent("message", "bundle", f"manifest and report written to {run_dir}"))
+    return manifest_path, report_path
+
+
+# --- keys and state ------------------------------------------------------------------------
+
+def _stage_key(name: str, spec, run_dir: Path, options: PipelineOptions) -> str:
+    h = hashlib.sha256(f"{name}|{__version__}".encode())
+
+    def add_file(rel: str) -> None:
+        p = run_dir / rel
+        h.update(f"|{rel}=".encode() + (sha256_file(p).encode() if p.exists() else b"missing"))
+
+    if name == "train":
+        from seqdeploy.data import load_spec_splits
+
+        h.update(spec.path.read_bytes())
+        h.update(load_spec_splits(spec).fingerprint.encode())
+        h.update(f"|epochs={spec.fit.epochs}|seed={spec.fit.seed}".encode())
+    elif name == "export":
+        add_file("model.keras")
+        add_file("train.json")
+        h.update(f"|opset={options.opset}".encode())
+    elif name == "verify":
+        add_file("model.keras")
+        add_file("model.onnx")
+    elif name == "quantize":
+        add_file("model.onnx")
+        add_file("train.json")
+        h.update(f"|mode={options.quantize_mode}|drop={options.max_metric_drop}".encode())
+    elif name == "bench":
+        for f in ["model.keras", "model.onnx", "quantize.json"]:
+            add_file(f)
+        chosen = _read_json(run_dir / "quantize.json").get("chosen")
+        if chosen:
+            add_file(chosen)
+        h.update(f"|b={options.bench_batches}|t={options.bench_threads}|d={options.bench_duration}"
+                 f"|vs={options.bench_vs}".encode())
+    return h.hexdigest()
+
+
+def _load_state(run_dir: Path) -> dict:
+    data = _read_json(run_dir / STATE_FILE)
+    return data.get("stages", {}) if data.get("seqdeploy") == __version__ else {}
+
+
+def _save_state(run_dir: Path, stages: dict) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(run_dir / STATE_FILE, {"seqdeploy": __version__, "stages": stages})
+
+
+def _files_intact(run_dir: Path, files: dict) -> bool:
+    return all((run_dir / f).exists() and sha256_file(run_dir / f) == digest for f, digest in files.items())
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+# --- summaries ------------------------------------------------------------------------------
+
+def _existing_summary(run_dir: Path, stage: str) -> dict:
+    if stage == "train":
+        t = _read_json(run_dir / "train.json")
+        return {"test_metrics": t.get("test_metrics"), "epochs_run": t.get("epochs_run")} if t else {}
+    if stage == "export":
+        e = _read_json(run_dir / "export.json")
+        return {"opset": e.get("opset"), "op_counts": e.get("op_counts"), "warnings": e.get("warnings")} if e else {}
+    if stage == "verify":
+        v = _read_json(run_dir / "verify.json")
+        return {k: v.get(k) for k in ("passed", "max_abs_error", "label_agreement")} if v else {}
+    if stage == "quantize":
+        q = _read_json(run_dir / "quantize.json")
+        return {"chosen": q.get("chosen"), "reason": q.get("reason") or q.get("summary")} if q else {}
+    if stage == "bench":
+        return bench_headline(run_dir)
+    return {}
+
+
+def bench_headline(run_dir: Path) -> dict:
+    """Batch-1 p50 of the deployed artifact, ONNX float32 and Keras's direct call, from bench.json."""
+    b = _read_json(Path(run_dir) / "bench.json")
+    if not b:
+        return {}
+    chosen = _read_json(Path(run_dir) / "quantize.json").get("chosen")
+    p50: dict[str, float] = {}
+    for m in b.get("results", []):
+        if m.get("batch") == 1 and m.get("status") == "ok" and m.get("latency"):
+            name = m.get("runner")
+            if name not in p50:
+                p50[name] = m["latency"]["p50_us"]
+    fp32 = p50.get("ort:fp32")
+    deployed_name = None
+    if chosen:
+        for name in p50:
+            if name.startswith("ort:") and name != "ort:fp32" and name.split(":", 1)[1] in chosen:
+                deployed_name = name
+    deployed = p50.get(deployed_name) if deployed_name else fp32
+    keras = p50.get("keras:direct") or p50.get("keras:call")
+    tfl = [v for k, v in p50.items() if k.startswith("tflite")]
+    out = {"deployed_runner": deployed_name or "ort:fp32", "deployed_p50_us_b1": deployed, "onnx_fp32_p50_us_b1": fp32,
+           "keras_direct_p50_us_b1": keras, "tflite_best_p50_us_b1": min(tfl) if tfl else None}
+    if deployed and fp32:
+        out["speedup_vs_fp32"] = fp32 / deployed
+    if deployed and keras:
+        out["speedup_vs_keras"] = keras / deployed
+    return out
+
+
+def pipeline_summary(run_dir: Path) -> dict:
+    """One dict with the headline numbers of a run directory (what the CLI prints at the end)."""
+    s: dict[str, Any] = {"run_dir": str(run_dir)}
+    for stage in STAGES:
+        s[stage] = _existing_summary(Path(run_dir), stage)
+    return s

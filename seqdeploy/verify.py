@@ -432,7 +432,7 @@ class _Accumulator:
             self.problems.append(f"non-finite values on {kind}: {bad_k} in Keras, {bad_o} in ONNX output")
         k64, o64 = k.astype(np.float64), o.astype(np.float64)
         finite = np.isfinite(k64) & np.isfinite(o64)
-        diff = np.abs(k64 - o64)[finite]
+        diff = np.abs(k64[finite] - o64[finite])
         mag = np.abs(k64)[finite]
         self.abs.append(diff)
         self.rel.append(diff / np.maximum(mag, 1e-12))

@@ -1,0 +1,165 @@
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from seqdeploy.cli import app
+from seqdeploy.errors import CheckFailed, VerifyInputError
+from seqdeploy.verify import parse_tolerances, verify_models, verify_run
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def exported_run(trained_mlp_run, tmp_path_factory) -> Path:
+    from seqdeploy.export import export_onnx
+
+    run = tmp_path_factory.mktemp("verify") / "run"
+    shutil.copytree(trained_mlp_run, run)
+    export_onnx(run)
+    return run
+
+
+def test_verify_passes_and_writes_report_and_golden(exported_run):
+    res = runner.invoke(app, ["verify", str(exported_run), "--json"])
+    assert res.exit_code == 0, res.output
+    result = json.loads(res.stdout)
+    assert result["passed"] and result["max_abs_error"] < 1e-4 and result["label_agreement"] == 1.0
+    assert {1, 7, 65} <= set(result["batch_sizes"])  # 1, small odd, odd > training batch
+    kinds = {f["kind"].split("[")[0] for f in result["feeds"]}
+    assert {"real", "random", "edge:zeros", "edge:train-min", "edge:train-max"} <= kinds
+    report = json.loads((exported_run / "verify.json").read_text())
+    assert report["passed"] and report["artifact_precision"] == "float32"
+    golden = np.load(exported_run / "golden.npz")
+    assert golden["raw"].shape == (5, 30) and golden["input__features"].shape == (5, 30)
+    out_key = next(k for k in golden.files if k.startswith("output__"))
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(exported_run / "model.onnx"), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {"features": golden["input__features"]})[0]
+    np.testing.assert_allclose(got, golden[out_key], atol=1e-5)
+    gj = json.loads((exported_run / "golden.json").read_text())
+    assert gj[out_key]["shape"] == [5, 1] and gj["raw"]["dtype"] == "float32"
+
+
+def _corrupt_weight(src: Path, dst: Path, delta: float = 3.0) -> None:
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(src))
+    init = next(i for i in model.graph.initializer if numpy_helper.to_array(i).ndim == 2)
+    arr = numpy_helper.to_array(init).copy()
+    arr[0, :] += delta
+    init.CopyFrom(numpy_helper.from_array(arr, init.name))
+    onnx.save(model, str(dst))
+
+
+def test_a_corrupted_weight_fails_with_exit_1_naming_the_output(exported_run, tmp_path):
+    bad = tmp_path / "bad.onnx"
+    _corrupt_weight(exported_run / "model.onnx", bad)
+    res = runner.invoke(app, ["verify", str(exported_run), "--onnx", str(bad)])
+    assert res.exit_code == 1, res.output
+    assert "values not close enough" in res.output and "max abs error" in res.output
+    with pytest.raises(CheckFailed) as info:
+        verify_run(exported_run, onnx_path=bad, write=False)
+    result = info.value.result
+    assert not result.passed and result.outputs[0].elements_over_tolerance > 0
+    assert result.outputs[0].name in str(info.value) and result.max_abs_error > 1e-3
+
+
+def test_a_fixed_batch_axis_is_caught(exported_run, tmp_path):
+    import onnx
+
+    model = onnx.load(str(exported_run / "model.onnx"))
+    for vi in list(model.graph.input) + list(model.graph.output):
+        d = vi.type.tensor_type.shape.dim[0]
+        d.Clear()
+        d.dim_value = 1
+    fixed = tmp_path / "fixed.onnx"
+    onnx.save(model, str(fixed))
+    with pytest.raises(CheckFailed) as info:
+        verify_run(exported_run, onnx_path=fixed, write=False)
+    text = " ".join(info.value.result.failures)
+    assert "batch" in text and "rejected" in text
+    assert any(not f.ok for f in info.value.result.feeds) and any(f.ok for f in info.value.result.feeds)
+
+
+def test_mismatched_pair_and_missing_data_and_nan_inputs_exit_2(exported_run, tmp_path):
+    import keras
+
+    other = keras.Sequential([keras.Input((10,), name="features"), keras.layers.Dense(1, activation="sigmoid")])
+    other.save(tmp_path / "other.keras")
+    x = np.zeros((4, 10), np.float32)
+    np.save(tmp_path / "x.npy", x)
+    res = runner.invoke(app, ["verify", "--keras", str(tmp_path / "other.keras"), "--onnx",
+                              str(exported_run / "model.onnx"), "--data", str(tmp_path / "x.npy")])
+    assert res.exit_code == 2 and "mismatched pair" in res.output and "Traceback" not in res.output
+
+    res = runner.invoke(app, ["verify", "--keras", str(exported_run / "model.keras"), "--onnx",
+                              str(exported_run / "model.onnx")])
+    assert res.exit_code == 2 and "--data" in res.output
+
+    nan = np.ones((4, 30), np.float32)
+    nan[2, 3] = np.nan
+    np.save(tmp_path / "nan.npy", nan)
+    res = runner.invoke(app, ["verify", "--keras", str(exported_run / "model.keras"), "--onnx",
+                              str(exported_run / "model.onnx"), "--data", str(tmp_path / "nan.npy")])
+    assert res.exit_code == 2 and "NaN" in res.output
+
+    res = runner.invoke(app, ["verify", str(tmp_path / "no_such_run")])
+    assert res.exit_code == 2
+
+
+def test_verify_outside_a_run_dir(exported_run, tmp_path):
+    from seqdeploy.data import load_run_splits
+
+    x = load_run_splits(exported_run).x_test
+    np.save(tmp_path / "x.npy", x)
+    shutil.copy(exported_run / "model.onnx", tmp_path / "m.onnx")
+    res = runner.invoke(app, ["verify", "--keras", str(exported_run / "model.keras"), "--onnx",
+                              str(tmp_path / "m.onnx"), "--data", str(tmp_path / "x.npy"), "--samples", "20"])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "verify.json").exists()
+
+
+def test_nonfinite_outputs_are_a_failure_of_their_own(tmp_path):
+    import keras
+
+    from seqdeploy.export import export_onnx
+
+    model = keras.Sequential([keras.Input((3,), name="x"), keras.layers.Dense(2)])
+    model.layers[-1].set_weights([np.full((3, 2), 3e38, np.float32), np.zeros(2, np.float32)])
+    model.save(tmp_path / "big.keras")
+    export_onnx(tmp_path / "big.keras", out=tmp_path / "big.onnx")
+    x = np.ones((6, 3), np.float32)
+    with pytest.raises(CheckFailed) as info:
+        verify_models(tmp_path / "big.keras", tmp_path / "big.onnx", real_inputs=x)
+    assert any("non-finite" in f for f in info.value.result.failures)
+    assert info.value.result.outputs[0].nonfinite_onnx > 0
+
+
+def test_tolerance_parsing():
+    assert parse_tolerances(["1e-3", "out=0.5"], "atol") == (1e-3, {"out": 0.5})
+    with pytest.raises(VerifyInputError, match="expected a number"):
+        parse_tolerances(["abc"], "atol")
+    with pytest.raises(VerifyInputError, match=">= 0"):
+        parse_tolerances(["-1"], "rtol")
+
+
+def test_per_output_tolerance_decides_a_small_difference(exported_run, tmp_path):
+    from seqdeploy.verify import Tolerance
+
+    slightly = tmp_path / "slightly.onnx"
+    _corrupt_weight(exported_run / "model.onnx", slightly, delta=2e-3)
+    with pytest.raises(CheckFailed) as info:
+        verify_run(exported_run, onnx_path=slightly, write=False)
+    out = info.value.result.outputs[0]
+    assert out.elements_over_tolerance > 0 and 1e-4 < out.min_passing_atol < 1e-1
+    ok = verify_run(exported_run, onnx_path=slightly, write=False,
+                    per_output={out.name: Tolerance(atol=out.min_passing_atol * 1.01, rtol=out.rtol)})
+    assert ok.passed and ok.outputs[0].elements_over_tolerance == 0

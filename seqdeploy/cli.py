@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterator
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from seqdeploy import __version__
 from seqdeploy.atomic import to_jsonable
@@ -66,10 +67,10 @@ def handle_errors(*, as_json: bool = False, on_check_failed: Callable[[Any], Non
                 emit_json(exc.result)
             elif on_check_failed is not None:
                 on_check_failed(exc.result)
-        err_console.print(f"[bold red]FAILED:[/] {exc}", soft_wrap=True)
+        err_console.print(f"[bold red]FAILED:[/] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(exc.exit_code)
     except SeqdeployError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(exc.exit_code)
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/]: finished stages and files are intact; rerun to continue")

@@ -40,6 +40,7 @@ class PipelineOptions:
     opset: int | None = None
     max_metric_drop: float = 0.01
     quantize_mode: str = "auto"
+    quantize_rounds: int = 7
     bench_batches: tuple[int, ...] = (1, 64)
     bench_duration: float = 1.0
     bench_threads: tuple[int, ...] = (1,)
@@ -105,6 +106,7 @@ def run_pipeline(spec_path: str | Path, *, out: str | Path | None = None, stages
     wanted = parse_stages(stages)
     spec = load_spec(spec_path).with_overrides(epochs=options.epochs, seed=options.seed)
     run_dir = Path(out) if out is not None else default_run_dir(spec)
+    _remove_orphaned_temp_files(run_dir)
     state = _load_state(run_dir)
     outcomes: list[StageOutcome] = []
 
@@ -173,7 +175,8 @@ def _run_verify(spec, run_dir: Path, options: PipelineOptions, emit: EventCallba
 def _run_quantize(spec, run_dir: Path, options: PipelineOptions, emit: EventCallback) -> list[str]:
     from seqdeploy.quantize import QuantizeSettings, quantize_run
 
-    settings = QuantizeSettings(mode=options.quantize_mode, max_metric_drop=options.max_metric_drop)
+    settings = QuantizeSettings(mode=options.quantize_mode, max_metric_drop=options.max_metric_drop,
+                                latency_rounds=options.quantize_rounds)
     result = quantize_run(run_dir, settings)
     files = ["quantize.json"]
     chosen = _read_json(run_dir / "quantize.json").get("chosen")
@@ -241,7 +244,7 @@ def _stage_key(name: str, spec, run_dir: Path, options: PipelineOptions) -> str:
     elif name == "quantize":
         add_file("model.onnx")
         add_file("train.json")
-        h.update(f"|mode={options.quantize_mode}|drop={options.max_metric_drop}".encode())
+        h.update(f"|mode={options.quantize_mode}|drop={options.max_metric_drop}|r={options.quantize_rounds}".encode())
     elif name == "bench":
         for f in ["model.keras", "model.onnx", "quantize.json"]:
             add_file(f)
@@ -261,6 +264,14 @@ def _load_state(run_dir: Path) -> dict:
 def _save_state(run_dir: Path, stages: dict) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(run_dir / STATE_FILE, {"seqdeploy": __version__, "stages": stages})
+
+
+def _remove_orphaned_temp_files(run_dir: Path) -> None:
+    # A killed process can leave the temporary of an atomic write behind (never a target file).
+    if run_dir.is_dir():
+        for tmp in run_dir.glob(".*.tmp*"):
+            if tmp.is_file():
+                tmp.unlink()
 
 
 def _files_intact(run_dir: Path, files: dict) -> bool:

@@ -1,0 +1,75 @@
+"""`seqdeploy inspect BUNDLE|MODEL.onnx`: what is inside a bundle or an ONNX file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from seqdeploy.cli import JSON_OPTION, app, console, emit_json, handle_errors
+
+
+@app.command("inspect")
+def inspect_command(
+    path: Path = typer.Argument(..., help="A bundle directory (manifest.json checked) or a .onnx file."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Show inputs, outputs, opset, op counts, size, metadata and the bundle's artifacts.
+
+    Example: seqdeploy inspect runs/breast_cancer_mlp
+    """
+    from seqdeploy.manifest import inspect_path
+
+    with handle_errors(as_json=as_json):
+        result = inspect_path(path)
+    if as_json:
+        emit_json(result)
+        return
+    _render(result)
+
+
+def _shape(shape: tuple) -> str:
+    from rich.markup import escape
+
+    return escape("[" + ", ".join("?" if d is None else str(d) for d in shape) + "]")
+
+
+def _render(result) -> None:
+    from rich.table import Table
+
+    m = result.manifest
+    if m is not None:
+        console.print(f"[bold]{m.name}[/]  task={m.task}  schema_version={m.schema_version}  producer={m.producer}")
+        if m.labels:
+            console.print(f"labels: {', '.join(m.labels)}")
+        if m.target_name:
+            console.print(f"target: {m.target_name}")
+        console.print(f"preprocessing: {m.preprocessing.kind}")
+        console.print(f"needs onnxruntime >= {m.min_onnxruntime}"
+                      + (f"; contrib ops: {', '.join(m.contrib_ops)}" if m.contrib_ops else ""))
+        if m.verification is not None:
+            v = m.verification
+            console.print(f"verification: {'[green]passed[/]' if v.passed else '[red]FAILED[/]'}  "
+                          f"max_abs_error={v.max_abs_error}  label_agreement={v.label_agreement}")
+        t = Table(title="artifacts (sha256 checked)")
+        for col in ("file", "precision", "size", "opset", "sha256", "deploy"):
+            t.add_column(col, overflow="fold")
+        for a in m.artifacts:
+            t.add_row(a.file, a.precision, f"{a.size:,}", str(a.opset), a.sha256[:12],
+                      "*" if a.file == m.deployment_artifact else "")
+        console.print(t)
+    for info in result.models:
+        console.print(f"\n[bold]{info.file}[/]  {info.size:,} bytes  ir={info.ir_version}  opset={info.opset}  "
+                      f"params={info.n_parameters:,}  producer={info.producer or '-'}")
+        io = Table(show_header=True)
+        for col in ("", "name", "dtype", "shape"):
+            io.add_column(col)
+        for kind, items in (("input", info.inputs), ("output", info.outputs)):
+            for ti in items:
+                io.add_row(kind, ti.name, ti.dtype, _shape(ti.shape))
+        console.print(io)
+        console.print("ops: " + ", ".join(f"{k}x{v}" for k, v in info.op_counts.items()))
+        if info.contrib_ops:
+            console.print(f"contrib ops: {', '.join(info.contrib_ops)}")
+        if info.metadata_props:
+            console.print("metadata: " + ", ".join(f"{k}={v}" for k, v in info.metadata_props.items()))

@@ -1,0 +1,760 @@
+"""The bundle manifest: what an application needs to run an exported model.
+
+``manifest.json`` sits in the run directory beside the ONNX files. It records
+the model's inputs and outputs, the preprocessing replayed by the runtime, the
+task and its labels, every ONNX artifact with its sha256 and precision, which
+artifact is deployed, what onnxruntime version it needs and the verification
+summary. :mod:`seqdeploy.runtime` reads it; nothing here imports TensorFlow,
+and ``onnx`` is imported lazily inside the builder functions only
+(:func:`write_bundle_manifest`, :func:`inspect_model`).
+
+    >>> from seqdeploy.manifest import write_bundle_manifest, load_manifest
+    >>> m = write_bundle_manifest("runs/breast_cancer_mlp")   # doctest: +SKIP
+    >>> load_manifest("runs/breast_cancer_mlp").deployment.file  # doctest: +SKIP
+    'model.int8-static.onnx'
+
+Schema history (``schema_version``):
+
+1. first version.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import Any, Mapping, Union
+
+from seqdeploy import __version__
+from seqdeploy.atomic import atomic_write_json, sha256_file
+from seqdeploy.errors import BundleError, InputFileNotFound, IntegrityError, ModelLoadError
+
+SCHEMA_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+TASKS = ("binary", "multiclass", "regression")
+PRECISIONS = ("float32", "fp16", "int8-static", "int8-dynamic", "int8", "uint8", "mixed")
+
+# Lowest onnxruntime release implementing each ai.onnx opset (onnxruntime docs, "Compatibility").
+_ORT_FOR_OPSET = {
+    13: "1.6", 14: "1.8", 15: "1.9", 16: "1.11", 17: "1.12", 18: "1.14",
+    19: "1.15", 20: "1.17", 21: "1.18", 22: "1.20", 23: "1.22",
+}
+# The base install's floor (pyproject `onnxruntime>=1.17`): never ask for less.
+_ORT_FLOOR = "1.17"
+_DEFAULT_DOMAINS = ("", "ai.onnx")
+
+
+# --------------------------------------------------------------------------- schema
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """One model input or output: name, numpy dtype name and shape (``"batch"`` = dynamic axis)."""
+
+    name: str
+    dtype: str
+    shape: tuple[Union[int, str, None], ...]
+
+
+@dataclass(frozen=True)
+class Standardize:
+    """``(x - mean) / std`` per feature; raw rows may be keyed by feature name."""
+
+    feature_names: tuple[str, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    kind: str = field(default="standardize", init=False)
+
+
+@dataclass(frozen=True)
+class Scale:
+    """``x * scale + offset`` reshaped to the model input (images)."""
+
+    scale: float
+    offset: float
+    raw_shape: tuple[int, ...]
+    kind: str = field(default="scale", init=False)
+
+
+@dataclass(frozen=True)
+class Tokenize:
+    """Regex tokens -> vocabulary ids (0 = ``<pad>``, 1 = ``<oov>``), right-padded to ``sequence_length``."""
+
+    vocabulary: tuple[str, ...]
+    sequence_length: int
+    lowercase: bool
+    token_pattern: str
+    kind: str = field(default="tokenize", init=False)
+
+
+@dataclass(frozen=True)
+class Window:
+    """``(x - mean) / std`` over a window of a series; outputs are denormalised ``y * std + mean``."""
+
+    window: int
+    mean: float
+    std: float
+    kind: str = field(default="window", init=False)
+
+
+@dataclass(frozen=True)
+class NoPreprocessing:
+    """Raw inputs are model inputs."""
+
+    kind: str = field(default="none", init=False)
+
+
+Preprocessing = Union[Standardize, Scale, Tokenize, Window, NoPreprocessing]
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One ONNX file of the bundle (path relative to the bundle directory)."""
+
+    file: str
+    sha256: str
+    size: int
+    precision: str
+    recipe: str | None = None
+    opset: int | None = None
+    contrib_ops: tuple[str, ...] = ()
+    min_onnxruntime: str = _ORT_FLOOR
+
+
+@dataclass(frozen=True)
+class BundleFile:
+    """A non-model file of the bundle (golden data) with its checksum."""
+
+    file: str
+    sha256: str
+    size: int
+    role: str
+
+
+@dataclass(frozen=True)
+class Verification:
+    """The verify stage's summary (Keras vs onnxruntime parity)."""
+
+    passed: bool
+    max_abs_error: float | None
+    label_agreement: float | None
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """The parsed, validated ``manifest.json`` of a bundle.
+
+    >>> m = load_manifest("runs/breast_cancer_mlp")  # doctest: +SKIP
+    >>> m.task, m.labels, m.inputs[0].shape          # doctest: +SKIP
+    ('binary', ('malignant', 'benign'), ('batch', 30))
+    """
+
+    schema_version: int
+    name: str
+    task: str
+    labels: tuple[str, ...] | None
+    target_name: str | None
+    inputs: tuple[TensorInfo, ...]
+    outputs: tuple[TensorInfo, ...]
+    preprocessing: Preprocessing
+    artifacts: tuple[Artifact, ...]
+    deployment_artifact: str
+    min_onnxruntime: str
+    contrib_ops: tuple[str, ...]
+    verification: Verification | None
+    files: tuple[BundleFile, ...] = ()
+    producer: str = f"seqdeploy {__version__}"
+
+    @property
+    def deployment(self) -> Artifact:
+        """The artifact the application should load by default."""
+        return self.artifact(self.deployment_artifact)
+
+    def artifact(self, name: str) -> Artifact:
+        """Find an artifact by file name, recipe or precision (``"model.onnx"``, ``"int8-static"``)."""
+        for a in self.artifacts:
+            if name in (a.file, a.recipe, a.precision, Path(a.file).stem):
+                return a
+        known = ", ".join(f"{a.file} ({a.precision})" for a in self.artifacts)
+        raise BundleError(f"artifact {name!r} is not in this bundle (it has: {known}); "
+                          f"pass one of these file names or precisions")
+
+
+# --------------------------------------------------------------------------- parsing / validation
+
+
+def _err(where: str, msg: str) -> BundleError:
+    return BundleError(f"manifest.json: {where}: {msg}")
+
+
+def _get(d: Mapping[str, Any], key: str, where: str, types: type | tuple[type, ...], optional: bool = False) -> Any:
+    if key not in d or d[key] is None:
+        if optional:
+            return None
+        raise _err(where, f"missing required field {key!r}; rebuild the bundle with `seqdeploy pipeline` "
+                          f"or write_bundle_manifest(run_dir)")
+    v = d[key]
+    if types is float and isinstance(v, int) and not isinstance(v, bool):
+        v = float(v)
+    if isinstance(v, bool) and bool not in (types if isinstance(types, tuple) else (types,)):
+        raise _err(where, f"{key} = {v!r} (expected {_tname(types)})")
+    if not isinstance(v, types):
+        raise _err(where, f"{key} = {v!r} (expected {_tname(types)})")
+    return v
+
+
+def _tname(types: type | tuple[type, ...]) -> str:
+    ts = types if isinstance(types, tuple) else (types,)
+    return " or ".join(t.__name__ for t in ts)
+
+
+def _floats(v: Any, where: str, key: str, n: int | None = None, positive: bool = False) -> tuple[float, ...]:
+    if not isinstance(v, (list, tuple)) or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
+        raise _err(where, f"{key} = {v!r} (expected a list of numbers)")
+    out = tuple(float(x) for x in v)
+    if n is not None and len(out) != n:
+        raise _err(where, f"{key} has {len(out)} values (expected {n}, one per feature)")
+    if not all(math.isfinite(x) for x in out):
+        raise _err(where, f"{key} contains NaN or inf; retrain with finite data")
+    if positive and any(x <= 0 for x in out):
+        raise _err(where, f"{key} contains values <= 0 (expected std > 0); retrain or fix the record")
+    return out
+
+
+def parse_preprocessing(d: Mapping[str, Any] | None, where: str = "preprocessing") -> Preprocessing:
+    """Validate a preprocessing record (docs/CONTRACTS.md) into its dataclass.
+
+    >>> parse_preprocessing({"kind": "window", "window": 3, "mean": 1.0, "std": 2.0})
+    Window(window=3, mean=1.0, std=2.0, kind='window')
+    """
+    if d is None:
+        return NoPreprocessing()
+    if not isinstance(d, Mapping):
+        raise _err(where, f"{d!r} (expected an object with a 'kind')")
+    kind = d.get("kind", "none")
+    if kind == "standardize":
+        names = d.get("feature_names")
+        if not isinstance(names, (list, tuple)) or not names or not all(isinstance(n, str) for n in names):
+            raise _err(where, f"feature_names = {names!r} (expected a non-empty list of strings)")
+        if len(set(names)) != len(names):
+            raise _err(where, "feature_names has duplicates; feature names must be unique")
+        n = len(names)
+        return Standardize(tuple(names), _floats(d.get("mean"), where, "mean", n),
+                           _floats(d.get("std"), where, "std", n, positive=True))
+    if kind == "scale":
+        raw_shape = d.get("raw_shape")
+        if not isinstance(raw_shape, (list, tuple)) or not raw_shape or not all(
+                isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in raw_shape):
+            raise _err(where, f"raw_shape = {raw_shape!r} (expected a list of positive integers)")
+        scale, offset = _floats([_get(d, "scale", where, float), _get(d, "offset", where, float)], where, "scale/offset")
+        return Scale(scale, offset, tuple(raw_shape))
+    if kind == "tokenize":
+        vocab = d.get("vocabulary")
+        if not isinstance(vocab, (list, tuple)) or len(vocab) < 2 or not all(isinstance(v, str) for v in vocab):
+            raise _err(where, "vocabulary must be a list of strings with '<pad>' at 0 and '<oov>' at 1")
+        length = _get(d, "sequence_length", where, int)
+        if length < 1:
+            raise _err(where, f"sequence_length = {length} (expected >= 1)")
+        pattern = _get(d, "token_pattern", where, str)
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise _err(where, f"token_pattern {pattern!r} is not a valid regex ({exc})") from None
+        return Tokenize(tuple(vocab), length, bool(d.get("lowercase", True)), pattern)
+    if kind == "window":
+        window = _get(d, "window", where, int)
+        if window < 1:
+            raise _err(where, f"window = {window} (expected >= 1)")
+        mean, std = _floats([_get(d, "mean", where, float), _get(d, "std", where, float)], where, "mean/std")
+        if std <= 0:
+            raise _err(where, f"std = {std} (expected > 0)")
+        return Window(window, mean, std)
+    if kind in ("none", None):
+        return NoPreprocessing()
+    raise _err(where, f"kind = {kind!r} (expected one of standardize, scale, tokenize, window, none); "
+                      f"this seqdeploy may be too old for the bundle: upgrade seqdeploy")
+
+
+def _parse_tensor(d: Any, where: str) -> TensorInfo:
+    if not isinstance(d, Mapping):
+        raise _err(where, f"{d!r} (expected an object with name, dtype, shape)")
+    name = _get(d, "name", where, str)
+    dtype = _get(d, "dtype", where, str)
+    shape = _get(d, "shape", where, (list, tuple))
+    for s in shape:
+        if not (s is None or isinstance(s, str) or (isinstance(s, int) and not isinstance(s, bool) and s >= 0)):
+            raise _err(where, f"shape {shape!r} has {s!r} (expected ints, axis names or null)")
+    return TensorInfo(name, dtype, tuple(shape))
+
+
+def check_relative_path(rel: Any, where: str = "file") -> str:
+    """Refuse paths that could leave the bundle directory (absolute, ``..``, drive letters).
+
+    >>> check_relative_path("model.onnx")
+    'model.onnx'
+    """
+    if not isinstance(rel, str) or not rel.strip():
+        raise _err(where, f"{rel!r} (expected a file name relative to the bundle directory)")
+    posix, win = PurePosixPath(rel), PureWindowsPath(rel)
+    if posix.is_absolute() or win.is_absolute() or win.drive or rel.startswith(("/", "\\")):
+        raise _err(where, f"{rel!r} is an absolute path (expected a file name inside the bundle directory); "
+                          f"a manifest must only name files next to it")
+    if ".." in posix.parts or ".." in win.parts:
+        raise _err(where, f"{rel!r} points outside the bundle directory ('..'); "
+                          f"a manifest must only name files next to it")
+    return rel
+
+
+def _resolve_inside(bundle_dir: Path, rel: str, where: str) -> Path:
+    check_relative_path(rel, where)
+    root = bundle_dir.resolve()
+    target = (root / rel).resolve()
+    if target != root and root not in target.parents:
+        raise _err(where, f"{rel!r} resolves to {target}, outside the bundle directory {root} (symlink?); "
+                          f"copy the file into the bundle instead")
+    return target
+
+
+def _parse_artifact(d: Any, where: str) -> Artifact:
+    if not isinstance(d, Mapping):
+        raise _err(where, f"{d!r} (expected an object)")
+    file = check_relative_path(_get(d, "file", where, str), where)
+    sha = _get(d, "sha256", where, str)
+    if not re.fullmatch(r"[0-9a-f]{64}", sha):
+        raise _err(where, f"sha256 = {sha!r} (expected 64 lowercase hex digits)")
+    size = _get(d, "size", where, int)
+    contrib = d.get("contrib_ops") or ()
+    if not isinstance(contrib, (list, tuple)) or not all(isinstance(c, str) for c in contrib):
+        raise _err(where, f"contrib_ops = {contrib!r} (expected a list of op names)")
+    return Artifact(file=file, sha256=sha, size=size, precision=_get(d, "precision", where, str),
+                    recipe=_get(d, "recipe", where, str, optional=True),
+                    opset=_get(d, "opset", where, int, optional=True), contrib_ops=tuple(contrib),
+                    min_onnxruntime=_get(d, "min_onnxruntime", where, str, optional=True) or _ORT_FLOOR)
+
+
+def manifest_from_dict(d: Any) -> Manifest:
+    """Validate a decoded ``manifest.json`` (no file checks; see :func:`load_manifest`).
+
+    Refuses a newer ``schema_version`` than this seqdeploy supports.
+    """
+    if not isinstance(d, Mapping):
+        raise BundleError(f"manifest.json: top level is {type(d).__name__} (expected a JSON object)")
+    version = d.get("schema_version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise _err("schema_version", f"{version!r} (expected an integer >= 1); the file is not a seqdeploy manifest "
+                                     f"or is damaged: rebuild it with write_bundle_manifest(run_dir)")
+    if version > SCHEMA_VERSION:
+        raise BundleError(
+            f"manifest.json has schema_version {version}, but this seqdeploy {__version__} supports "
+            f"schema_version {SCHEMA_VERSION} at most; upgrade seqdeploy (pip install -U seqdeploy) to load this bundle")
+    task = _get(d, "task", "task", str)
+    if task not in TASKS:
+        raise _err("task", f"{task!r} (expected one of {', '.join(TASKS)})")
+    labels = d.get("labels")
+    if labels is not None:
+        if not isinstance(labels, (list, tuple)) or not all(isinstance(x, (str, int)) for x in labels):
+            raise _err("labels", f"{labels!r} (expected a list of class names or null)")
+        labels = tuple(str(x) for x in labels)
+        if task == "binary" and len(labels) != 2:
+            raise _err("labels", f"{len(labels)} labels for a binary task (expected 2)")
+    inputs = d.get("inputs")
+    outputs = d.get("outputs")
+    if not isinstance(inputs, list) or not inputs:
+        raise _err("inputs", f"{inputs!r} (expected a non-empty list)")
+    if not isinstance(outputs, list) or not outputs:
+        raise _err("outputs", f"{outputs!r} (expected a non-empty list)")
+    arts = d.get("artifacts")
+    if not isinstance(arts, list) or not arts:
+        raise _err("artifacts", f"{arts!r} (expected a non-empty list of ONNX files)")
+    artifacts = tuple(_parse_artifact(a, f"artifacts[{i}]") for i, a in enumerate(arts))
+    files_raw = d.get("files") or []
+    if not isinstance(files_raw, list):
+        raise _err("files", f"{files_raw!r} (expected a list)")
+    files = []
+    for i, f in enumerate(files_raw):
+        where = f"files[{i}]"
+        if not isinstance(f, Mapping):
+            raise _err(where, f"{f!r} (expected an object)")
+        files.append(BundleFile(check_relative_path(_get(f, "file", where, str), where), _get(f, "sha256", where, str),
+                                _get(f, "size", where, int), str(f.get("role", "data"))))
+    deploy = _get(d, "deployment_artifact", "deployment_artifact", str)
+    if deploy not in {a.file for a in artifacts}:
+        raise _err("deployment_artifact", f"{deploy!r} is not one of the artifacts "
+                                          f"({', '.join(a.file for a in artifacts)})")
+    ver = d.get("verification")
+    verification = None
+    if ver is not None:
+        if not isinstance(ver, Mapping):
+            raise _err("verification", f"{ver!r} (expected an object or null)")
+        verification = Verification(bool(ver.get("passed")), _opt_float(ver.get("max_abs_error")),
+                                    _opt_float(ver.get("label_agreement")))
+    contrib = d.get("contrib_ops") or ()
+    return Manifest(
+        schema_version=version, name=str(d.get("name", "")), task=task, labels=labels,
+        target_name=d.get("target_name") if isinstance(d.get("target_name"), str) else None,
+        inputs=tuple(_parse_tensor(t, f"inputs[{i}]") for i, t in enumerate(inputs)),
+        outputs=tuple(_parse_tensor(t, f"outputs[{i}]") for i, t in enumerate(outputs)),
+        preprocessing=parse_preprocessing(d.get("preprocessing")),
+        artifacts=artifacts, deployment_artifact=deploy,
+        min_onnxruntime=str(d.get("min_onnxruntime") or _ORT_FLOOR), contrib_ops=tuple(contrib),
+        verification=verification, files=tuple(files), producer=str(d.get("producer", "")),
+    )
+
+
+def _opt_float(v: Any) -> float | None:
+    if v is None or isinstance(v, bool):
+        return None
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def _manifest_path(bundle: str | os.PathLike) -> Path:
+    p = Path(bundle)
+    if p.is_dir():
+        p = p / MANIFEST_NAME
+    if not p.exists():
+        if p.name == MANIFEST_NAME and p.parent.is_dir():
+            raise BundleError(f"{p.parent} has no {MANIFEST_NAME} (expected a bundle directory); "
+                              f"create it with `seqdeploy pipeline` or write_bundle_manifest('{p.parent}')")
+        raise InputFileNotFound(f"bundle {bundle} does not exist (expected a run directory with {MANIFEST_NAME})")
+    return p
+
+
+def load_manifest(bundle_dir: str | os.PathLike, *, check_files: bool = True) -> Manifest:
+    """Read and validate a bundle's manifest; check each file's size and sha256.
+
+    Raises :class:`BundleError` for an invalid or newer manifest, or a path
+    leaving the bundle, and :class:`IntegrityError` naming the file whose
+    content does not match. No onnxruntime session is created here.
+
+    >>> m = load_manifest("runs/breast_cancer_mlp")  # doctest: +SKIP
+    >>> m.deployment.precision                       # doctest: +SKIP
+    'float32'
+    """
+    path = _manifest_path(bundle_dir)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleError(f"{path} is not valid JSON ({exc}); rebuild it with write_bundle_manifest(run_dir)") from None
+    manifest = manifest_from_dict(data)
+    root = path.parent
+    for a in manifest.artifacts:
+        target = _resolve_inside(root, a.file, f"artifact {a.file}")
+        if check_files:
+            check_file(target, a.sha256, a.size)
+    for f in manifest.files:
+        target = _resolve_inside(root, f.file, f"file {f.file}")
+        if check_files:
+            check_file(target, f.sha256, f.size)
+    return manifest
+
+
+def check_file(path: Path, sha256: str, size: int | None = None) -> None:
+    """Raise :class:`IntegrityError` naming ``path`` unless it exists with this size and sha256."""
+    if not path.is_file():
+        raise IntegrityError(f"{path} is listed in the manifest but missing; copy the whole bundle directory "
+                             f"or rebuild it")
+    actual_size = path.stat().st_size
+    if size is not None and actual_size != size:
+        raise IntegrityError(f"{path} has {actual_size} bytes but the manifest expects {size} "
+                             f"(truncated or replaced?); copy the bundle again or rebuild it")
+    actual = sha256_file(path)
+    if actual != sha256:
+        raise IntegrityError(f"{path} has sha256 {actual[:16]}... but the manifest expects {sha256[:16]}... "
+                             f"(the file was modified); copy the bundle again or rebuild it")
+
+
+def bundle_path(bundle_dir: str | os.PathLike, rel: str) -> Path:
+    """Absolute path of a bundle file named in the manifest (checked to stay inside the bundle)."""
+    p = Path(bundle_dir)
+    root = p.parent if p.is_file() else p
+    return _resolve_inside(root, rel, f"file {rel}")
+
+
+# --------------------------------------------------------------------------- building (toolchain side)
+
+
+def _read_json(path: Path, what: str) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputFileNotFound(f"{path} does not exist ({what}); run the stage that writes it first") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleError(f"{path} is not valid JSON ({exc}); rerun the stage that writes it") from None
+
+
+def _load_onnx(path: Path) -> Any:
+    import onnx  # lazy: the runtime never needs it
+
+    try:
+        return onnx.load(str(path), load_external_data=False)
+    except FileNotFoundError:
+        raise InputFileNotFound(f"{path} does not exist (expected an ONNX model); run `seqdeploy export` first") from None
+    except Exception as exc:  # onnx raises DecodeError / RuntimeError for garbage
+        raise ModelLoadError(f"{path} is not a readable ONNX model ({type(exc).__name__}: {exc}); "
+                             f"re-export it") from None
+
+
+def _tensor_infos(model: Any, which: str) -> tuple[TensorInfo, ...]:
+    from onnx import helper
+
+    graph = model.graph
+    init = {i.name for i in graph.initializer}
+    values = graph.input if which == "inputs" else graph.output
+    out = []
+    for v in values:
+        if v.name in init:
+            continue
+        tt = v.type.tensor_type
+        try:
+            dtype = helper.tensor_dtype_to_np_dtype(tt.elem_type).name
+        except Exception:
+            dtype = f"onnx:{tt.elem_type}"
+        shape: list[Union[int, str, None]] = []
+        for dim in tt.shape.dim:
+            if dim.HasField("dim_value"):
+                shape.append(int(dim.dim_value))
+            elif dim.HasField("dim_param"):
+                shape.append(dim.dim_param)
+            else:
+                shape.append(None)
+        out.append(TensorInfo(v.name, dtype, tuple(shape)))
+    return tuple(out)
+
+
+def _opset_and_contrib(model: Any) -> tuple[int | None, tuple[str, ...]]:
+    opset = None
+    for o in model.opset_import:
+        if o.domain in _DEFAULT_DOMAINS:
+            opset = int(o.version)
+    contrib = set()
+
+    def walk(graph: Any) -> None:
+        for node in graph.node:
+            if node.domain not in _DEFAULT_DOMAINS and node.domain != "ai.onnx.ml":
+                contrib.add(f"{node.domain}:{node.op_type}")
+            for attr in node.attribute:
+                if attr.HasField("g"):
+                    walk(attr.g)
+                for g in attr.graphs:
+                    walk(g)
+
+    walk(model.graph)
+    return opset, tuple(sorted(contrib))
+
+
+def _version_tuple(v: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in re.findall(r"\d+", v)[:3])
+
+
+def min_onnxruntime_for(opset: int | None) -> str:
+    """Lowest onnxruntime that implements ``opset`` (never below the base install's floor).
+
+    >>> min_onnxruntime_for(13), min_onnxruntime_for(21)
+    ('1.17', '1.18')
+    """
+    need = _ORT_FLOOR
+    if opset is not None:
+        known = [o for o in _ORT_FOR_OPSET if o <= opset]
+        if known:
+            need = max(need, _ORT_FOR_OPSET[max(known)], key=_version_tuple)
+    return need
+
+
+def _precision_of(recipe: str | None, model: Any) -> str:
+    if recipe:
+        r = recipe.lower()
+        for p in ("int8-static", "int8-dynamic", "fp16"):
+            if p in r:
+                return p
+        if "float16" in r:
+            return "fp16"
+        return recipe
+    ops = {n.op_type for n in model.graph.node}
+    if ops & {"QuantizeLinear", "DynamicQuantizeLinear", "QLinearMatMul", "MatMulInteger", "QLinearConv"}:
+        return "int8-dynamic" if "DynamicQuantizeLinear" in ops else "int8-static"
+    from onnx import TensorProto
+
+    if any(i.data_type == TensorProto.FLOAT16 for i in model.graph.initializer):
+        return "fp16"
+    return "float32"
+
+
+def _artifact(run_dir: Path, rel: str, recipe: str | None) -> Artifact:
+    path = _resolve_inside(run_dir, rel, f"artifact {rel}")
+    model = _load_onnx(path)
+    opset, contrib = _opset_and_contrib(model)
+    return Artifact(file=rel, sha256=sha256_file(path), size=path.stat().st_size,
+                    precision=_precision_of(recipe, model), recipe=recipe, opset=opset,
+                    contrib_ops=contrib, min_onnxruntime=min_onnxruntime_for(opset))
+
+
+def write_bundle_manifest(run_dir: str | os.PathLike) -> Manifest:
+    """Derive ``manifest.json`` from a run directory's files, write it atomically, return it.
+
+    Reads ``train.json`` (task, labels, preprocessing), ``model.onnx`` (inputs and
+    outputs from the graph), ``quantize.json`` (candidates and the chosen one; the
+    deployment artifact is ``model.onnx`` when nothing was chosen), ``verify.json``
+    (summary) and ``golden.npz`` / ``golden.json`` when present.
+
+    >>> write_bundle_manifest("runs/breast_cancer_mlp").deployment_artifact  # doctest: +SKIP
+    'model.onnx'
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise InputFileNotFound(f"run directory {run_dir} does not exist; run `seqdeploy train` and "
+                                f"`seqdeploy export` first (or pass the right --out)")
+    train = _read_json(run_dir / "train.json", "written by `seqdeploy train`")
+    if not isinstance(train, Mapping):
+        raise BundleError(f"{run_dir / 'train.json'}: expected a JSON object")
+    model_path = run_dir / "model.onnx"
+    base_model = _load_onnx(model_path)
+    inputs = _tensor_infos(base_model, "inputs")
+    outputs = _tensor_infos(base_model, "outputs")
+
+    artifacts = [_artifact(run_dir, "model.onnx", None)]
+    deploy = "model.onnx"
+    qpath = run_dir / "quantize.json"
+    if qpath.exists():
+        q = _read_json(qpath, "written by `seqdeploy quantize`")
+        cands = q.get("candidates") or [] if isinstance(q, Mapping) else []
+        for i, c in enumerate(cands):
+            if not isinstance(c, Mapping) or not isinstance(c.get("path", None), (str, type(None))):
+                raise BundleError(f"{qpath}: candidates[{i}] = {str(c)[:200]} (expected an object with a 'path' "
+                                  f"string, or null for a candidate whose file was not kept)")
+            rel = c.get("path")
+            if rel is None:
+                continue  # evaluated but not written (only the chosen candidate is kept)
+            rel = Path(rel).name if Path(rel).is_absolute() and Path(rel).parent.resolve() == run_dir.resolve() else rel
+            if rel == "model.onnx" or not (run_dir / rel).exists():
+                continue  # a rejected candidate whose file was not kept
+            artifacts.append(_artifact(run_dir, rel, c.get("recipe") if isinstance(c.get("recipe"), str) else None))
+        chosen = q.get("chosen") if isinstance(q, Mapping) else None
+        if chosen:
+            chosen = Path(chosen).name if Path(chosen).is_absolute() else chosen
+            if chosen not in {a.file for a in artifacts}:
+                raise BundleError(f"{qpath}: chosen = {chosen!r} but that file is not in {run_dir} "
+                                  f"(have: {', '.join(a.file for a in artifacts)}); rerun `seqdeploy quantize`")
+            deploy = chosen
+
+    verification = None
+    vpath = run_dir / "verify.json"
+    if vpath.exists():
+        v = _read_json(vpath, "written by `seqdeploy verify`")
+        if isinstance(v, Mapping):
+            verification = Verification(bool(v.get("passed")), _opt_float(v.get("max_abs_error")),
+                                        _opt_float(v.get("label_agreement")))
+
+    files = []
+    for name, role in (("golden.npz", "golden"), ("golden.json", "golden-json")):
+        p = run_dir / name
+        if p.is_file():
+            files.append(BundleFile(name, sha256_file(p), p.stat().st_size, role))
+
+    deploy_art = next(a for a in artifacts if a.file == deploy)
+    labels = train.get("labels")
+    manifest = Manifest(
+        schema_version=SCHEMA_VERSION,
+        name=str(train.get("spec_name") or run_dir.name),
+        task=str(train.get("task")),
+        labels=tuple(str(x) for x in labels) if isinstance(labels, (list, tuple)) else None,
+        target_name=train.get("target_name") if isinstance(train.get("target_name"), str) else None,
+        inputs=inputs, outputs=outputs,
+        preprocessing=parse_preprocessing(train.get("preprocessing"), "train.json preprocessing"),
+        artifacts=tuple(artifacts), deployment_artifact=deploy,
+        min_onnxruntime=deploy_art.min_onnxruntime, contrib_ops=deploy_art.contrib_ops,
+        verification=verification, files=tuple(files),
+    )
+    # Round-trip through the validator so that a manifest we write is one we can load.
+    manifest_from_dict(json.loads(json.dumps(_to_json(manifest))))
+    atomic_write_json(run_dir / MANIFEST_NAME, _to_json(manifest))
+    return manifest
+
+
+def _to_json(m: Manifest) -> dict[str, Any]:
+    from seqdeploy.atomic import to_jsonable
+
+    return to_jsonable(m)
+
+
+# --------------------------------------------------------------------------- inspect (toolchain side)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What :func:`inspect_model` reports about one ONNX file."""
+
+    file: str
+    size: int
+    sha256: str
+    ir_version: int
+    opset: int | None
+    opsets: dict[str, int]
+    producer: str
+    inputs: tuple[TensorInfo, ...]
+    outputs: tuple[TensorInfo, ...]
+    op_counts: dict[str, int]
+    n_parameters: int
+    contrib_ops: tuple[str, ...]
+    metadata_props: dict[str, str]
+
+
+@dataclass(frozen=True)
+class InspectResult:
+    """``seqdeploy inspect``: one model, or a bundle's manifest plus each of its artifacts."""
+
+    path: str
+    manifest: Manifest | None
+    models: tuple[ModelInfo, ...]
+
+
+def inspect_model(path: str | os.PathLike) -> ModelInfo:
+    """Summarise an ONNX file: inputs, outputs, opset, op counts, parameters, metadata.
+
+    >>> inspect_model("runs/breast_cancer_mlp/model.onnx").op_counts  # doctest: +SKIP
+    {'MatMul': 3, 'Add': 3, 'Relu': 2, 'Sigmoid': 1}
+    """
+    path = Path(path)
+    model = _load_onnx(path)
+    counts: dict[str, int] = {}
+    for node in model.graph.node:
+        key = node.op_type if node.domain in _DEFAULT_DOMAINS else f"{node.domain}:{node.op_type}"
+        counts[key] = counts.get(key, 0) + 1
+    n_params = 0
+    for init in model.graph.initializer:
+        n = 1
+        for d in init.dims:
+            n *= int(d)
+        n_params += n
+    opset, contrib = _opset_and_contrib(model)
+    producer = " ".join(x for x in (model.producer_name, model.producer_version) if x)
+    return ModelInfo(
+        file=str(path), size=path.stat().st_size, sha256=sha256_file(path), ir_version=int(model.ir_version),
+        opset=opset, opsets={(o.domain or "ai.onnx"): int(o.version) for o in model.opset_import},
+        producer=producer, inputs=_tensor_infos(model, "inputs"), outputs=_tensor_infos(model, "outputs"),
+        op_counts=dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))), n_parameters=n_params,
+        contrib_ops=contrib, metadata_props={p.key: p.value for p in model.metadata_props},
+    )
+
+
+def inspect_path(path: str | os.PathLike) -> InspectResult:
+    """Inspect a bundle directory (manifest checked, each artifact summarised) or one ``.onnx`` file.
+
+    >>> inspect_path("runs/breast_cancer_mlp").manifest.task  # doctest: +SKIP
+    'binary'
+    """
+    p = Path(path)
+    if not p.exists():
+        raise InputFileNotFound(f"{p} does not exist (expected a bundle directory or a .onnx file)")
+    if p.is_dir() or p.name == MANIFEST_NAME:
+        manifest = load_manifest(p)
+        root = p if p.is_dir() else p.parent
+        return InspectResult(str(p), manifest, tuple(inspect_model(bundle_path(root, a.file)) for a in manifest.artifacts))
+    if p.suffix.lower() != ".onnx":
+        raise BundleError(f"{p} is neither a bundle directory nor a .onnx file; pass a run directory or a model.onnx")
+    return InspectResult(str(p), None, (inspect_model(p),))

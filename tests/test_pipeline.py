@@ -1,0 +1,188 @@
+from __future__ import annotations
+
+import errno
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from seqdeploy.atomic import sha256_file
+from seqdeploy.cli import app
+from seqdeploy.errors import UsageError
+from seqdeploy.pipeline import PipelineOptions, parse_stages, run_pipeline
+
+MODELS = Path(__file__).resolve().parent.parent / "models"
+QUICK = PipelineOptions(epochs=1, quantize_rounds=3, bench_duration=0.05, bench_batches=(1, 8))
+runner = CliRunner()
+
+
+def test_parse_stages():
+    assert parse_stages("bench,train") == ("train", "bench")
+    with pytest.raises(UsageError, match="unknown stage"):
+        parse_stages("train,deploy")
+
+
+@pytest.mark.parametrize("spec", sorted(p.stem for p in MODELS.glob("*.toml")))
+def test_every_spec_runs_the_whole_pipeline_and_its_bundle_loads(spec, tmp_path):
+    from seqdeploy.runtime import Predictor
+
+    opts = QUICK if spec == "breast_cancer_mlp" else PipelineOptions(
+        epochs=1, quantize_rounds=3, bench_duration=0.05, bench_batches=(1,), bench_vs=("keras",))
+    result = run_pipeline(MODELS / f"{spec}.toml", out=tmp_path / spec, options=opts)
+    assert [s.status for s in result.stages] == ["ran"] * 5
+    run = result.run_dir
+    for f in ("model.keras", "model.onnx", "verify.json", "golden.npz", "quantize.json", "bench.json",
+              "manifest.json", "report.md", "pipeline.json"):
+        assert (run / f).exists(), f
+    assert result.summary["verify"]["passed"] is True
+    export = json.loads((run / "export.json").read_text())
+    assert "Loop" not in export["op_counts"]
+    predictor = Predictor.from_bundle(run)
+    golden = np.load(run / "golden.npz")
+    raw = golden["raw"]
+    pred = predictor.predict(list(raw) if raw.dtype.kind == "U" else raw)
+    assert len(pred) == len(raw)
+    report = (run / "report.md").read_text()
+    assert "## Verification" in report and "## Benchmark" in report and "Predictor.from_bundle" in report
+
+
+@pytest.fixture(scope="module")
+def seed_pipeline(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("pipe") / "seed"
+    run_pipeline(MODELS / "breast_cancer_mlp.toml", out=out, options=QUICK)
+    return out
+
+
+def test_second_run_skips_every_stage(seed_pipeline):
+    before = {p.name: sha256_file(p) for p in seed_pipeline.iterdir() if p.is_file() and p.suffix != ".md"}
+    res = runner.invoke(app, ["pipeline", str(MODELS / "breast_cancer_mlp.toml"), "--out", str(seed_pipeline),
+                              "--epochs", "1", "--json"])
+    assert res.exit_code == 0, res.output
+    # --json uses default bench/quantize options, so only train/export/verify keys match QUICK
+    statuses = {s["name"]: s["status"] for s in json.loads(res.stdout)["stages"]}
+    assert statuses["train"] == statuses["export"] == statuses["verify"] == "skipped"
+    result = run_pipeline(MODELS / "breast_cancer_mlp.toml", out=seed_pipeline, options=QUICK)
+    assert [s.status for s in result.stages][:3] == ["skipped"] * 3
+    assert sha256_file(seed_pipeline / "model.keras") == before["model.keras"]
+
+
+def test_changed_upstream_reruns_downstream(seed_pipeline, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(seed_pipeline, run)
+    run_pipeline(MODELS / "breast_cancer_mlp.toml", out=run, options=QUICK)  # settle all keys
+    (run / "model.onnx").write_bytes((run / "model.onnx").read_bytes())  # same bytes: still skipped
+    r1 = run_pipeline(MODELS / "breast_cancer_mlp.toml", out=run, options=QUICK, stages="train,export,verify")
+    assert [s.status for s in r1.stages][:3] == ["skipped"] * 3
+    (run / "model.onnx").unlink()  # a missing artifact reruns its stage and what depends on it
+    r2 = run_pipeline(MODELS / "breast_cancer_mlp.toml", out=run, options=QUICK, stages="train,export,verify")
+    assert [s.status for s in r2.stages][:3] == ["skipped", "ran", "skipped"] or \
+        [s.status for s in r2.stages][:3] == ["skipped", "ran", "ran"]
+    r3 = run_pipeline(MODELS / "breast_cancer_mlp.toml", out=run, options=QUICK, stages="train", force=True)
+    assert r3.stages[0].status == "ran"
+
+
+KILL_DURING_EXPORT = textwrap.dedent("""
+    import os, signal, sys
+    from pathlib import Path
+    from seqdeploy import atomic, export
+    from seqdeploy.pipeline import PipelineOptions, run_pipeline
+
+    def killed_export(source, **kwargs):
+        with atomic.atomic_path(Path(source) / "model.onnx") as tmp:
+            tmp.write_bytes(b"half an onnx file")
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    export.export_onnx = killed_export
+    run_pipeline(sys.argv[1], out=sys.argv[2], stages="train,export", options=PipelineOptions(epochs=1))
+""")
+
+
+def test_sigkill_during_export_resumes_without_retraining(tmp_path):
+    run = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-c", KILL_DURING_EXPORT, str(MODELS / "breast_cancer_mlp.toml"), str(run)],
+                          capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    assert (run / "model.keras").exists() and not (run / "model.onnx").exists()
+    assert list(run.glob(".*.tmp*")), "the killed writer left its temporary behind"
+    keras_sha = sha256_file(run / "model.keras")
+    result = run_pipeline(MODELS / "breast_cancer_mlp.toml", out=run, stages="train,export",
+                          options=PipelineOptions(epochs=1))
+    assert [s.status for s in result.stages][:2] == ["skipped", "ran"]
+    assert sha256_file(run / "model.keras") == keras_sha
+    assert not list(run.glob(".*.tmp*"))
+    import onnx
+
+    onnx.checker.check_model(onnx.load(str(run / "model.onnx")))
+
+
+@pytest.mark.parametrize("stage, victim", [("train", "model.keras"), ("export", "model.onnx"),
+                                           ("verify", "verify.json")])
+def test_disk_full_keeps_the_previous_good_artifacts(seed_pipeline, tmp_path, monkeypatch, stage, victim):
+    import shutil
+
+    from seqdeploy import atomic
+
+    run = tmp_path / "run"
+    shutil.copytree(seed_pipeline, run)
+    before = {p.name: sha256_file(p) for p in run.iterdir() if p.is_file()}
+    real_replace = os.replace
+
+    def full_disk(src, dst, *a, **k):
+        if Path(dst).name == victim:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_replace(src, dst, *a, **k)
+
+    monkeypatch.setattr(atomic.os, "replace", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        run_pipeline(MODELS / "breast_cancer_mlp.toml", out=run, stages=stage, force=True, options=QUICK)
+    assert sha256_file(run / victim) == before[victim]
+    assert not list(run.glob(".*.tmp*"))
+    monkeypatch.setattr(atomic.os, "replace", real_replace)
+    result = run_pipeline(MODELS / "breast_cancer_mlp.toml", out=run, stages=stage, options=QUICK)
+    assert result.stages[[s.name for s in result.stages].index(stage)].status == "ran"
+
+
+def test_verify_failure_stops_the_pipeline_with_exit_1(seed_pipeline, tmp_path, monkeypatch):
+    import shutil
+
+    from seqdeploy import verify as verify_mod
+    from seqdeploy.errors import CheckFailed
+
+    run = tmp_path / "run"
+    shutil.copytree(seed_pipeline, run)
+    for f in ("quantize.json", "bench.json"):
+        (run / f).unlink()
+    real = verify_mod.verify_run
+
+    def failing(run_dir, **kw):
+        raise CheckFailed("ONNX output differs from Keras (1 problem(s); output_0: max abs error 0.5 > atol 0.0001)")
+
+    monkeypatch.setattr(verify_mod, "verify_run", failing)
+    res = runner.invoke(app, ["pipeline", str(MODELS / "breast_cancer_mlp.toml"), "--out", str(run), "--epochs", "1",
+                              "--force"])
+    assert res.exit_code == 1 and "max abs error 0.5" in res.output
+    assert not (run / "quantize.json").exists() and not (run / "bench.json").exists()
+    monkeypatch.setattr(verify_mod, "verify_run", real)
+
+
+def test_doctor_reports_versions_and_cpu_flags():
+    from seqdeploy.doctor import cpu_flags, run_doctor
+
+    report = run_doctor(cpuinfo="flags\t: fpu avx2 avx512f avx512_vnni\n")
+    names = {c.name for c in report.checks}
+    assert {"tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime", "protobuf", "numpy", "ml_dtypes"} <= names
+    assert report.cpu_flags["avx512_vnni"] and not report.cpu_flags["amx_int8"]
+    assert next(c for c in report.checks if c.name == "cpu int8").status == "ok"
+    no_vnni = run_doctor(cpuinfo="flags\t: fpu avx2\n")
+    assert next(c for c in no_vnni.checks if c.name == "cpu int8").status == "warn"
+    assert cpu_flags("") == {k: False for k in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")}
+    res = runner.invoke(app, ["doctor", "--json"])
+    assert res.exit_code in (0, 1) and json.loads(res.stdout)["checks"]

@@ -578,17 +578,11 @@ def _cpu_has_native_fp16() -> bool:
 
 
 def make_session(path: str | os.PathLike, *, intra_op_num_threads: int | None = None):
-    """onnxruntime CPU session with the same defaults for float32 and candidates.
+    """onnxruntime CPU session for float32 and candidates alike: the runtime's own defaults,
+    so the gate measures what a deployed ``Predictor`` will run."""
+    from seqdeploy.runtime import make_session as runtime_session
 
-    Kept small on purpose: to be swapped for ``seqdeploy.runtime.make_session``.
-    """
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    if intra_op_num_threads is not None:
-        opts.intra_op_num_threads = intra_op_num_threads
-    opts.log_severity_level = 3
-    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    return runtime_session(path, threads=intra_op_num_threads)
 
 
 def _n_rows(feeds: Mapping[str, np.ndarray]) -> int:

@@ -1,0 +1,958 @@
+"""Keras -> ONNX through tf2onnx, plus the graph fixes tf2onnx lacks.
+
+    >>> from seqdeploy.export import export_onnx
+    >>> result = export_onnx("runs/breast_cancer_mlp")          # doctest: +SKIP
+    >>> result.onnx_path, result.op_counts["MatMul"]            # doctest: +SKIP
+    (PosixPath('runs/breast_cancer_mlp/model.onnx'), 2)
+
+How a model is converted
+------------------------
+* Functional models go through ``tf2onnx.convert.from_function`` whole (one
+  explicit ``TensorSpec`` per input, ``training=False``); ``from_keras`` fails on
+  Keras 3.
+* Sequential models are cut into segments: every maximal run of non-recurrent
+  layers is converted by tf2onnx as its own function (which also returns the
+  Keras mask when one is live), and every LSTM / GRU / SimpleRNN (plain,
+  ``go_backwards``, ``Bidirectional``, masked) is emitted as a native ONNX
+  ``LSTM`` / ``GRU`` / ``RNN`` node by :mod:`seqdeploy.onnx_recurrent`. The
+  pieces are stitched into one graph. tf2onnx alone would emit a slow, opaque
+  ``Loop`` for GRU, SimpleRNN and every masked recurrent layer. A recurrent
+  layer that has no native form (e.g. an unsupported activation) stays inside a
+  tf2onnx segment and the export warns about the resulting ``Loop``.
+* Graph fixes, each a small function: :func:`fix_erfc` (TF's exact GELU uses
+  ``Erfc``, which is not an ONNX op), :func:`name_batch_axis` (tf2onnx names the
+  dynamic batch ``unk__N``), :func:`rename_io` (names from the Keras model),
+  :func:`fold_time_distributed` (Keras unrolls ``TimeDistributed`` T times, or
+  uses ``vectorized_map``, which tf2onnx turns into a wrong Loop),
+  :func:`check_opset_support` and :func:`check_runtime_loadable` (anything
+  onnxruntime refuses is reported by layer name).
+
+Default opset: 17. tf2onnx 1.17 converts opsets up to 18
+(``tf2onnx.constants.OPSET_TO_IR_VERSION``); onnxruntime 1.32 loads and runs
+every opset in 13-18 (measured: a Bidirectional GRU + LayerNormalization + GELU
+model gives the same outputs at each). 17 is the newest opset that older
+deployed onnxruntime builds (>= 1.13) still load, without the opset-18
+signature changes of ``Reduce*``/``Split`` that some quantization and
+optimisation tools still trip over. Opset 13 is the floor: the graph pieces
+built here use the opset-13 forms (``ReduceSum``/``Unsqueeze`` axes as inputs).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import re
+import time
+import zipfile
+from collections import Counter
+from pathlib import Path
+from typing import Any, Iterator
+
+from seqdeploy import __version__
+from seqdeploy.atomic import atomic_path, atomic_write_json, sha256_file
+from seqdeploy.errors import (
+    ExportError,
+    InputFileNotFound,
+    ModelLoadError,
+    OpsetError,
+    UnsupportedLayerError,
+)
+
+DEFAULT_OPSET = 17
+MIN_OPSET = 13
+MAX_OPSET = 18
+BATCH = "batch"
+MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
+
+__all__ = [
+    "DEFAULT_OPSET",
+    "MIN_OPSET",
+    "MAX_OPSET",
+    "TensorInfo",
+    "ExportResult",
+    "load_keras_model",
+    "export_onnx",
+    "convert_model",
+    "fix_erfc",
+    "name_batch_axis",
+    "rename_io",
+    "sanitize_name",
+    "fold_time_distributed",
+    "keras_input_names",
+    "keras_output_names",
+    "loop_and_contrib_warnings",
+    "check_opset_support",
+    "check_runtime_loadable",
+]
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorInfo:
+    """One graph input or output: ``shape`` uses ``"batch"`` for the dynamic batch axis
+    and ``None`` for any other dynamic axis."""
+
+    name: str
+    shape: tuple
+    dtype: str
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportResult:
+    """What :func:`export_onnx` wrote and what the graph contains."""
+
+    source: Path
+    onnx_path: Path
+    report_path: Path
+    opset: int
+    ir_version: int
+    inputs: tuple[TensorInfo, ...]
+    outputs: tuple[TensorInfo, ...]
+    op_counts: dict[str, int]
+    warnings: tuple[str, ...]
+    notes: tuple[str, ...]
+    native_recurrent: tuple[str, ...]
+    strategy: str  # "segmented" (Sequential) or "tf2onnx" (whole model)
+    seconds: float
+    size_bytes: int
+    sha256: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Conversion:
+    """An in-memory conversion (before metadata and files): see :func:`convert_model`."""
+
+    model: Any  # onnx.ModelProto
+    native_recurrent: tuple[str, ...]
+    notes: tuple[str, ...]
+    strategy: str
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _keras_config(path: Path) -> dict | None:
+    """The saved model config (``.keras`` zip or legacy ``.h5``) without deserializing it."""
+    try:
+        if path.suffix == ".keras":
+            with zipfile.ZipFile(path) as zf:
+                return json.loads(zf.read("config.json"))
+        import h5py
+
+        with h5py.File(path, "r") as fh:
+            raw = fh.attrs.get("model_config")
+            if raw is None:
+                return None
+            return json.loads(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
+    except (zipfile.BadZipFile, KeyError, OSError, ValueError) as exc:
+        raise ModelLoadError(
+            f"{path}: not a saved Keras model ({type(exc).__name__}: {exc}); expected a file written by "
+            "keras Model.save() (.keras, or legacy .h5); re-save the model with model.save('model.keras')"
+        ) from None
+
+
+def _find_layers(config: Any, class_names: set[str]) -> list[tuple[str, str]]:
+    """(class, name) of every layer config (nested too) whose class is in ``class_names``."""
+    found: list[tuple[str, str]] = []
+    if isinstance(config, dict):
+        cls = config.get("class_name")
+        if cls in class_names and isinstance(config.get("config"), dict):
+            found.append((cls, str(config["config"].get("name", "?"))))
+        for v in config.values():
+            found.extend(_find_layers(v, class_names))
+    elif isinstance(config, list):
+        for v in config:
+            found.extend(_find_layers(v, class_names))
+    return found
+
+
+def load_keras_model(path: str | Path, *, unsafe: bool = False):
+    """Load a saved Keras 3 model (``.keras`` or legacy ``.h5``) without compiling it.
+
+    ``Lambda`` layers run arbitrary Python: they are refused (naming the layer)
+    unless ``unsafe=True`` (Keras ``safe_mode=False``).
+
+    >>> model = load_keras_model("runs/breast_cancer_mlp/model.keras")  # doctest: +SKIP
+    >>> model.name                                                      # doctest: +SKIP
+    'breast_cancer_mlp'
+    """
+    path = Path(path)
+    if path.is_dir():
+        if (path / "model.keras").is_file():
+            path = path / "model.keras"
+        else:
+            raise InputFileNotFound(
+                f"{path}: directory without model.keras; expected a run directory written by "
+                "`seqdeploy train` or a .keras/.h5 file"
+            )
+    if not path.exists():
+        raise InputFileNotFound(f"{path}: no such file; expected a .keras or .h5 model file or a run directory")
+    if path.suffix.lower() not in MODEL_SUFFIXES:
+        raise ModelLoadError(
+            f"{path}: unsupported model file type {path.suffix or '(no suffix)'!r}; expected one of "
+            f"{', '.join(MODEL_SUFFIXES)} (save with model.save('model.keras'))"
+        )
+    config = _keras_config(path)
+    if not unsafe and config is not None:
+        lambdas = _find_layers(config, {"Lambda"})
+        if lambdas:
+            names = ", ".join(f"{name!r}" for _, name in lambdas)
+            raise ModelLoadError(
+                f"{path}: Lambda layer {names} runs arbitrary Python code and is refused in safe mode; "
+                "replace it with a built-in or registered layer, or pass --unsafe (unsafe=True) if you trust this file"
+            )
+    import keras
+
+    try:
+        with contextlib.redirect_stdout(None):  # legacy h5 loading may print
+            model = keras.saving.load_model(path, compile=False, safe_mode=not unsafe)
+    except Exception as exc:  # noqa: BLE001 - Keras raises many types for a bad file
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        hint = (
+            "if it uses custom layers, register them with @keras.saving.register_keras_serializable and import them first"
+            if "class" in msg.lower() or "custom" in msg.lower() or "unknown" in msg.lower()
+            else "check that the file was written by keras Model.save()"
+        )
+        raise ModelLoadError(f"{path}: could not load the Keras model ({type(exc).__name__}: {msg}); {hint}") from None
+    if not isinstance(model, keras.Model):
+        raise ModelLoadError(f"{path}: contains a {type(model).__name__}, expected a keras.Model")
+    return model
+
+
+# --------------------------------------------------------------------------- naming / graph fixes
+
+
+def sanitize_name(name: str, fallback: str = "tensor") -> str:
+    """Make a tensor name safe for every client: only ``[A-Za-z0-9_]``, not starting with a digit.
+
+    >>> sanitize_name("input layer:0")
+    'input_layer_0'
+    """
+    out = re.sub(r"[^A-Za-z0-9_]", "_", str(name)).strip("_") or fallback
+    if out[0].isdigit():
+        out = f"{fallback}_{out}"
+    return out
+
+
+def _unique(names: list[str]) -> list[str]:
+    seen: Counter = Counter()
+    out = []
+    for n in names:
+        seen[n] += 1
+        out.append(n if seen[n] == 1 else f"{n}_{seen[n] - 1}")
+    return out
+
+
+def fix_erfc(model) -> int:
+    """Replace every ``Erfc(x)`` node (not an ONNX op; TF's exact GELU emits it) by ``1 - Erf(x)``.
+
+    Returns the number of nodes replaced. ``Erf`` exists since opset 9.
+
+    >>> fix_erfc(model_proto)  # doctest: +SKIP
+    1
+    """
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    count = 0
+    for graph in _graphs(model):
+        new_nodes = []
+        for node in graph.node:
+            if node.op_type == "Erfc" and node.domain in ("", "ai.onnx"):
+                count += 1
+                base = node.name or f"erfc_{count}"
+                one = f"{base}/one"
+                erf = f"{base}/erf"
+                graph.initializer.append(numpy_helper.from_array(np.array(1.0, np.float32), one))
+                new_nodes.append(helper.make_node("Erf", [node.input[0]], [erf], name=erf))
+                new_nodes.append(helper.make_node("Sub", [one, erf], [node.output[0]], name=f"{base}/one_minus_erf"))
+            else:
+                new_nodes.append(node)
+        if len(new_nodes) != len(graph.node):
+            del graph.node[:]
+            graph.node.extend(new_nodes)
+    return count
+
+
+def name_batch_axis(model, batch: str = BATCH) -> None:
+    """Name the dynamic batch axis ``batch`` in inputs, outputs and value_info.
+
+    tf2onnx names every dynamic dimension ``unk__N``; the batch axis is axis 0
+    of every graph input and output. Any ``unk__N`` symbol found on axis 0 of an
+    input/output is renamed everywhere it occurs; other ``unk__N`` dims become
+    plain unknown dimensions (no symbol), which is what they are.
+
+    >>> name_batch_axis(model_proto)  # doctest: +SKIP
+    """
+    graph = model.graph
+    batch_syms = set()
+    for vi in list(graph.input) + list(graph.output):
+        dims = vi.type.tensor_type.shape.dim
+        if dims and dims[0].dim_param and (dims[0].dim_param.startswith("unk__") or dims[0].dim_param == batch):
+            batch_syms.add(dims[0].dim_param)
+        elif dims and not dims[0].dim_param and not dims[0].HasField("dim_value"):
+            dims[0].dim_param = batch
+    for vi in list(graph.input) + list(graph.output) + list(graph.value_info):
+        if not vi.type.HasField("tensor_type") or not vi.type.tensor_type.HasField("shape"):
+            continue
+        for dim in vi.type.tensor_type.shape.dim:
+            if dim.dim_param in batch_syms:
+                dim.dim_param = batch
+            elif dim.dim_param.startswith("unk__"):
+                dim.ClearField("dim_param")
+
+
+def rename_io(model, input_names: list[str], output_names: list[str]) -> None:
+    """Rename graph inputs/outputs (in order) everywhere they are referenced.
+
+    >>> rename_io(model_proto, ["features"], ["probability"])  # doctest: +SKIP
+    """
+    graph = model.graph
+    mapping: dict[str, str] = {}
+    for vi, new in zip(graph.input, input_names):
+        mapping[vi.name] = new
+    for vi, new in zip(graph.output, output_names):
+        mapping[vi.name] = new
+    mapping = {k: v for k, v in mapping.items() if k != v}
+    if not mapping:
+        return
+    taken = {n for node in graph.node for n in list(node.input) + list(node.output)} | {i.name for i in graph.initializer}
+    clash = (taken - set(mapping)) & set(mapping.values())
+    if clash:  # an internal tensor already uses a wanted name: move it aside first
+        aside = {n: f"{n}__internal" for n in clash}
+        _rename_everywhere(graph, aside)
+    _rename_everywhere(graph, mapping)
+
+
+def _rename_everywhere(graph, mapping: dict[str, str]) -> None:
+    for node in graph.node:
+        for i, n in enumerate(node.input):
+            if n in mapping:
+                node.input[i] = mapping[n]
+        for i, n in enumerate(node.output):
+            if n in mapping:
+                node.output[i] = mapping[n]
+    for coll in (graph.input, graph.output, graph.value_info, graph.initializer):
+        for item in coll:
+            if item.name in mapping:
+                item.name = mapping[item.name]
+
+
+def _graphs(model) -> Iterator[Any]:
+    """The main graph and every subgraph (Loop/If/Scan bodies)."""
+    from onnx import AttributeProto
+
+    stack = [model.graph]
+    while stack:
+        g = stack.pop()
+        yield g
+        for node in g.node:
+            for attr in node.attribute:
+                if attr.type == AttributeProto.GRAPH:
+                    stack.append(attr.g)
+                elif attr.type == AttributeProto.GRAPHS:
+                    stack.extend(attr.graphs)
+
+
+def op_counts(model) -> dict[str, int]:
+    """``{op_type: count}`` over the main graph and subgraphs (domain-qualified unless ai.onnx)."""
+    c: Counter = Counter()
+    for g in _graphs(model):
+        for node in g.node:
+            c[node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}.{node.op_type}"] += 1
+    return dict(sorted(c.items()))
+
+
+def _layer_of(node_name: str, layer_names: list[str]) -> str | None:
+    """Best guess of the Keras layer a tf2onnx node came from (its name path contains the layer name)."""
+    parts = re.split(r"[/:]", node_name)
+    for name in sorted(layer_names, key=len, reverse=True):
+        if name in parts:
+            return name
+    for name in sorted(layer_names, key=len, reverse=True):
+        if name and name in node_name:
+            return name
+    return None
+
+
+def loop_and_contrib_warnings(model, layer_names: list[str] = ()) -> tuple[str, ...]:
+    """One warning per ``Loop``/``Scan`` node and per op outside the standard domains.
+
+    >>> loop_and_contrib_warnings(model_proto, ["gru"])  # doctest: +SKIP
+    ("Loop node 'gru/while_loop' (layer 'gru'): generic loop, ~3-8x slower than a native op and not quantizable",)
+    """
+    out = []
+    for node in model.graph.node:
+        layer = _layer_of(node.name, list(layer_names))
+        where = f" (layer {layer!r})" if layer else ""
+        if node.op_type in ("Loop", "Scan") and node.domain in ("", "ai.onnx"):
+            out.append(
+                f"{node.op_type} node {node.name!r}{where}: generic loop, typically 3-8x slower than a native "
+                "recurrent op and not quantizable"
+            )
+        elif node.domain not in ("", "ai.onnx", "ai.onnx.ml"):
+            out.append(f"{node.domain}.{node.op_type} node {node.name!r}{where}: contrib-domain op, not portable to every runtime")
+    return tuple(out)
+
+
+def check_opset_support(model, opset: int, layer_names: list[str] = ()) -> None:
+    """Raise :class:`OpsetError` if a standard op in the graph does not exist at ``opset``,
+    and :class:`UnsupportedLayerError` for an op that is no ONNX op at all.
+
+    >>> check_opset_support(model_proto, 13)  # doctest: +SKIP
+    """
+    from onnx import defs
+
+    for g in _graphs(model):
+        for node in g.node:
+            if node.domain not in ("", "ai.onnx"):
+                continue
+            layer = _layer_of(node.name, list(layer_names))
+            where = f"layer {layer!r}" if layer else f"node {node.name!r}"
+            if not defs.has(node.op_type):
+                raise UnsupportedLayerError(
+                    f"{where}: converts to {node.op_type!r}, which is not an ONNX operator; "
+                    "replace the layer with a supported equivalent or report it with the model attached"
+                )
+            try:
+                defs.get_schema(node.op_type, opset)
+            except defs.SchemaError:
+                since = min(s.since_version for s in defs.get_all_schemas_with_history() if s.name == node.op_type and s.domain == "")
+                raise OpsetError(
+                    f"{where} needs ONNX op {node.op_type} (available from opset {since}) but --opset {opset} was "
+                    f"requested; use --opset {max(since, MIN_OPSET)} or higher (default {DEFAULT_OPSET})"
+                ) from None
+
+
+def check_runtime_loadable(model, layer_names: list[str] = ()) -> None:
+    """Create an onnxruntime CPU session; a refusal becomes :class:`UnsupportedLayerError` naming the layer."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    try:
+        ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
+        msg = str(exc)
+        node_name = None
+        m = re.search(r"node with name '([^']*)'", msg) or re.search(r"Node \(([^)]*)\)", msg)
+        if m:
+            node_name = m.group(1)
+        ops = set(re.findall(r"implementation for (\w+)", msg)) | set(re.findall(r"[\w.]*:(\w+)\(", msg))
+        if node_name is None and ops:  # onnxruntime named the op only: find its node
+            node_name = next((n.name for g in _graphs(model) for n in g.node if n.op_type in ops), None)
+        layer = _layer_of(node_name, list(layer_names)) if node_name else None
+        where = f"layer {layer!r}" if layer else (f"node {node_name!r}" if node_name else "the converted graph")
+        what = f" (op {', '.join(sorted(ops))})" if ops else ""
+        raise UnsupportedLayerError(
+            f"{where}{what} cannot be loaded by onnxruntime: {msg.splitlines()[0][:300]}; "
+            "replace the layer or try another --opset"
+        ) from None
+
+
+# --------------------------------------------------------------------------- conversion
+
+
+@contextlib.contextmanager
+def _quiet_tf2onnx() -> Iterator[None]:
+    loggers = [logging.getLogger(n) for n in ("tf2onnx", "tensorflow")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for lg, lv in zip(loggers, levels):
+            lg.setLevel(lv)
+
+
+def _tf_dtype(dtype: Any):
+    import tensorflow as tf
+
+    return tf.as_dtype(getattr(dtype, "name", dtype) if not isinstance(dtype, str) else dtype)
+
+
+def _from_function(fn, specs: list, opset: int, what: str, layer_names: list[str]):
+    """tf2onnx ``from_function`` with errors mapped to seqdeploy errors."""
+    import tensorflow as tf
+    import tf2onnx
+
+    try:
+        with _quiet_tf2onnx():
+            proto, _ = tf2onnx.convert.from_function(tf.function(fn), input_signature=specs, opset=opset)
+    except Exception as exc:  # noqa: BLE001 - tf2onnx raises bare Exceptions
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        layer = _layer_of(msg, layer_names)
+        where = f"layer {layer!r}" if layer else what
+        if "opset" in msg.lower():
+            raise OpsetError(
+                f"{where}: tf2onnx cannot convert it at opset {opset} ({msg[:300]}); "
+                f"try --opset {DEFAULT_OPSET} (supported {MIN_OPSET}-{MAX_OPSET})"
+            ) from None
+        raise UnsupportedLayerError(f"{where}: tf2onnx conversion failed ({type(exc).__name__}: {msg[:300]})") from None
+    return proto
+
+
+def _spec_shape(shape) -> list:
+    return [None if (d is None or (isinstance(d, int) and d < 0)) else int(d) for d in shape]
+
+
+def _io_specs(model) -> list:
+    import tensorflow as tf
+
+    specs = []
+    for t, name in zip(model.inputs, keras_input_names(model)):
+        shape = _spec_shape(t.shape)
+        shape[0] = None
+        specs.append(tf.TensorSpec(shape, _tf_dtype(t.dtype), name=name))
+    return specs
+
+
+def keras_output_names(model) -> list[str]:
+    """ONNX output names for a Keras model: its ``output_names`` (Functional: the output
+    layers' names), else ``output_0, output_1, ...`` (Sequential, like Keras's own ONNX
+    export), sanitised and made unique.
+
+    >>> keras_output_names(keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)]))  # doctest: +SKIP
+    ['output_0']
+    """
+    names = list(getattr(model, "output_names", None) or [])
+    if len(names) != len(model.outputs):
+        names = [f"output_{i}" for i in range(len(model.outputs))]
+    return _unique([sanitize_name(n, "output") for n in names])
+
+
+def keras_input_names(model) -> list[str]:
+    """ONNX input names for a Keras model: its input layers' names (``keras.Input(name=...)``,
+    else Keras's ``input_layer``), sanitised and made unique.
+
+    >>> keras_input_names(keras.Sequential([keras.Input((3,), name="features"), keras.layers.Dense(1)]))  # doctest: +SKIP
+    ['features']
+    """
+    names = []
+    for i, t in enumerate(model.inputs):
+        history = getattr(t, "_keras_history", None)
+        layer_name = getattr(getattr(history, "operation", None), "name", None)
+        names.append(layer_name or getattr(t, "name", "") or f"input_{i}")
+    return _unique([sanitize_name(n, "input") for n in names])
+
+
+def _all_layer_names(model) -> list[str]:
+    names = []
+    for layer in getattr(model, "layers", []):
+        names.append(layer.name)
+        names.extend(_all_layer_names(layer) if hasattr(layer, "layers") else [])
+        for attr in ("layer", "forward_layer", "backward_layer"):
+            inner = getattr(layer, attr, None)
+            if inner is not None and hasattr(inner, "name"):
+                names.append(inner.name)
+    return names
+
+
+def _convert_whole(model, opset: int) -> Conversion:
+    """Functional (or any) model: one tf2onnx ``from_function`` call over the whole model."""
+    specs = _io_specs(model)
+    single = len(specs) == 1
+
+    def fn(*xs):
+        out = model(xs[0] if single else list(xs), training=False)
+        return out
+
+    proto = _from_function(fn, specs, opset, f"model {model.name!r}", _all_layer_names(model))
+    return Conversion(model=proto, native_recurrent=(), notes=(), strategy="tf2onnx")
+
+
+def _is_native_candidate(layer) -> bool:
+    from seqdeploy.onnx_recurrent import RECURRENT_CLASSES
+
+    cls = type(layer).__name__
+    if cls == "Bidirectional":
+        return type(layer.forward_layer).__name__ in RECURRENT_CLASSES
+    return cls in RECURRENT_CLASSES
+
+
+def fold_time_distributed(layer, x):
+    """Apply ``TimeDistributed(inner)`` as reshape [B, T, ...] -> [B*T, ...] -> inner -> [B, T, ...].
+
+    Keras 3 unrolls TimeDistributed into T copies of the inner layer when T is
+    static (T MatMuls in the graph) and uses ``vectorized_map`` when T is dynamic,
+    which tf2onnx converts into a Loop with wrong output shapes. Folding time
+    into batch is exact for any inner layer at inference (no state across steps).
+
+    >>> y = fold_time_distributed(keras.layers.TimeDistributed(keras.layers.Dense(2)), x)  # doctest: +SKIP
+    """
+    import tensorflow as tf
+
+    shape = tf.shape(x)
+    flat = tf.reshape(x, tf.concat([[-1], shape[2:]], axis=0))
+    y = layer.layer(flat, training=False)
+    y = tf.reshape(y, tf.concat([shape[:2], tf.shape(y)[1:]], axis=0))
+    y.set_shape(layer.compute_output_shape(tuple(x.shape)))
+    return y
+
+
+def _segment_fn(layers: list, with_mask: bool) -> tuple[Any, dict]:
+    """A function applying ``layers`` like Keras Sequential does, threading the mask along.
+
+    Also returns a dict filled in while tracing: ``uses_mask`` (a layer read the
+    incoming mask), ``passthrough`` (the outgoing mask is the incoming one) and
+    ``fresh`` (the outgoing mask was made in this segment, by Masking/Embedding).
+    """
+    info = {"uses_mask": False, "passthrough": False, "fresh": False}
+
+    def run(x, mask=None):
+        mask_in = mask
+        fresh = False
+        for layer in layers:
+            kwargs = {"training": False}
+            if mask is not None and getattr(layer, "_call_has_mask_arg", False):
+                kwargs["mask"] = mask
+                if not fresh:
+                    info["uses_mask"] = True
+            if type(layer).__name__ == "TimeDistributed" and "mask" not in kwargs:
+                y = fold_time_distributed(layer, x)
+            else:
+                y = layer(x, **kwargs)
+            new_mask = layer.compute_mask(x, mask) if layer.supports_masking else None
+            if new_mask is not None and new_mask is not mask:
+                fresh = fresh or type(layer).__name__ in ("Masking", "Embedding")
+                if not fresh:
+                    info["uses_mask"] = True  # derived from the incoming mask
+            mask, x = new_mask, y
+        info["passthrough"] = mask is not None and mask is mask_in
+        info["fresh"] = fresh
+        return x, mask
+
+    if with_mask:
+        return (lambda x, mask: run(x, mask)), info
+    return (lambda x: run(x)), info
+
+
+def _named_outputs(fn, has_mask: bool, with_mask: bool):
+    """Wrap a segment function so tf2onnx names its outputs ``y`` (and ``mask``)."""
+
+    def pack(y, m):
+        return {"y": y, "mask": m} if has_mask else {"y": y}
+
+    if with_mask:
+        return lambda x, mask: pack(*fn(x, mask))
+    return lambda x: pack(*fn(x))
+
+
+def _convert_sequential(model, opset: int) -> Conversion:
+    """Segmented conversion (see the module docstring)."""
+    import onnx
+    import tensorflow as tf
+    from onnx import TensorProto, helper
+
+    from seqdeploy.onnx_recurrent import NotNative, build_recurrent, recurrent_spec
+
+    layer_names = _all_layer_names(model)
+    in_spec = _io_specs(model)[0]
+    out_name = keras_output_names(model)[0]
+
+    # Decide which recurrent layers are emitted natively.
+    plan: list[tuple[str, Any]] = []  # ("native", (layer, spec)) or ("tf", [layers])
+    notes: list[str] = []
+    for layer in model.layers:
+        if _is_native_candidate(layer):
+            try:
+                plan.append(("native", (layer, recurrent_spec(layer))))
+                continue
+            except NotNative as exc:
+                notes.append(f"layer {layer.name!r} stays a tf2onnx Loop: {exc}")
+        if plan and plan[-1][0] == "tf":
+            plan[-1][1].append(layer)
+        else:
+            plan.append(("tf", [layer]))
+
+    nodes: list = []
+    inits: list = []
+    opset_imports: dict[str, int] = {"": opset}
+    native: list[str] = []
+    cur, cur_spec = in_spec.name, in_spec  # current tensor name and its TensorSpec
+    mask_name: str | None = None  # current bool [batch, time] mask tensor, if any
+    mask_spec = None
+
+    for idx, (kind, item) in enumerate(plan):
+        if kind == "native":
+            layer, spec = item
+            prefix = sanitize_name(layer.name, "layer")
+            built = build_recurrent(spec, cur, prefix=prefix, mask=mask_name)
+            nodes.extend(built.nodes)
+            inits.extend(built.initializers)
+            cur = built.output
+            native.append(built.description)
+            if mask_name is not None:
+                notes.append(
+                    f"layer {layer.name!r}: the Keras mask becomes ONNX sequence_lens (number of unmasked steps); "
+                    "exact for right-padded sequences (padding at the end), not for masks with gaps or left padding"
+                )
+            width = spec.units * (2 if len(spec.directions) == 2 and (spec.merge_mode or "concat") == "concat" else 1)
+            shape = list(cur_spec.shape)
+            new_shape = [None, shape[1], width] if spec.return_sequences else [None, width]
+            cur_spec = tf.TensorSpec(new_shape, tf.float32, name="x")
+            if not spec.return_sequences:
+                mask_name, mask_spec = None, None
+            continue
+
+        seg_layers = item
+        in_mask = mask_name
+        specs = [tf.TensorSpec(cur_spec.shape, cur_spec.dtype, name="x")]
+        mask_specs = [tf.TensorSpec(mask_spec.shape, tf.bool, name="mask")] if in_mask else []
+        # Trace once to learn what the segment does with the mask, and its output shape.
+        fn, info = _segment_fn(seg_layers, bool(in_mask))
+        y_out, m_out = tf.function(fn).get_concrete_function(*specs, *mask_specs).structured_outputs
+        feed_mask = bool(in_mask) and info["uses_mask"]
+        has_mask_out = m_out is not None and not info["passthrough"]
+        fn, _ = _segment_fn(seg_layers, feed_mask)
+        wrapped = _named_outputs(fn, has_mask_out, feed_mask)
+        what = "layers " + ", ".join(repr(lay.name) for lay in seg_layers)
+        proto = _from_function(wrapped, specs + (mask_specs if feed_mask else []), opset, what, layer_names)
+        for imp in proto.opset_import:
+            if imp.domain not in ("", "ai.onnx"):
+                opset_imports[imp.domain] = max(opset_imports.get(imp.domain, 0), imp.version)
+        seg_prefix = f"seg{idx}/"
+        proto = onnx.compose.add_prefix(proto, seg_prefix)
+        mapping = {f"{seg_prefix}x": cur}
+        if feed_mask:
+            mapping[f"{seg_prefix}mask"] = in_mask
+        g = proto.graph
+        for node in g.node:
+            for i, n in enumerate(node.input):
+                if n in mapping:
+                    node.input[i] = mapping[n]
+        # Subgraphs (Loop bodies) may reference outer-scope names too.
+        for sub in list(_graphs(proto))[1:]:
+            for node in sub.node:
+                for i, n in enumerate(node.input):
+                    if n in mapping:
+                        node.input[i] = mapping[n]
+        nodes.extend(g.node)
+        inits.extend(g.initializer)
+        cur = f"{seg_prefix}y"
+        cur_spec = tf.TensorSpec(y_out.shape, y_out.dtype, name="x")
+        if has_mask_out:
+            mask_name, mask_spec = f"{seg_prefix}mask", tf.TensorSpec(m_out.shape, tf.bool)
+        elif m_out is None:
+            mask_name, mask_spec = None, None
+        # else: the incoming mask passes through unchanged and keeps its name
+
+    nodes.append(helper.make_node("Identity", [cur], [out_name], name=f"{out_name}/identity"))
+    elem = {tf.float32: TensorProto.FLOAT, tf.float64: TensorProto.DOUBLE, tf.int32: TensorProto.INT32,
+            tf.int64: TensorProto.INT64, tf.bool: TensorProto.BOOL, tf.float16: TensorProto.FLOAT16}
+    in_shape = [BATCH] + list(in_spec.shape)[1:]
+    out_shape = [BATCH] + list(cur_spec.shape)[1:]
+    graph = helper.make_graph(
+        nodes,
+        sanitize_name(model.name, "model"),
+        [helper.make_tensor_value_info(in_spec.name, elem[in_spec.dtype], in_shape)],
+        [helper.make_tensor_value_info(out_name, elem[cur_spec.dtype], out_shape)],
+        initializer=inits,
+    )
+    proto = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid(d, v) for d, v in opset_imports.items()],
+        producer_name="seqdeploy",
+        producer_version=__version__,
+    )
+    from tf2onnx.constants import OPSET_TO_IR_VERSION
+
+    proto.ir_version = OPSET_TO_IR_VERSION.get(opset, proto.ir_version)
+    return Conversion(model=proto, native_recurrent=tuple(native), notes=tuple(_dedupe(notes)), strategy="segmented")
+
+
+def _dedupe(items: list[str]) -> list[str]:
+    return list(dict.fromkeys(items))
+
+
+def _is_sequential(model) -> bool:
+    import keras
+
+    return isinstance(model, keras.Sequential) and len(model.inputs) == 1 and len(model.outputs) == 1
+
+
+def convert_model(model, *, opset: int = DEFAULT_OPSET) -> Conversion:
+    """Convert a loaded Keras model to an ONNX ``ModelProto`` (no files written).
+
+    Applies every graph fix and checks the result (checker, shape inference,
+    opset support, onnxruntime can load it).
+
+    >>> conv = convert_model(keras_model, opset=17)  # doctest: +SKIP
+    >>> conv.native_recurrent                         # doctest: +SKIP
+    ('gru: GRU',)
+    """
+    import onnx
+
+    _check_opset(opset)
+    if not getattr(model, "built", True) or not getattr(model, "inputs", None):
+        raise ExportError(
+            f"model {model.name!r} has no defined inputs (it was never built); build it with keras.Input(shape=...) "
+            "as its first layer, or call it once on data before saving"
+        )
+    conv = _convert_sequential(model, opset) if _is_sequential(model) else _convert_whole(model, opset)
+    proto = conv.model
+    layer_names = _all_layer_names(model)
+    fix_erfc(proto)
+    if conv.strategy == "tf2onnx":
+        rename_io(proto, [s.name for s in _io_specs(model)], keras_output_names(model))
+    check_opset_support(proto, opset, layer_names)
+    del proto.graph.value_info[:]
+    name_batch_axis(proto)
+    try:
+        onnx.checker.check_model(proto, full_check=False)
+        proto = onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=False)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        raise ExportError(f"model {model.name!r}: the converted ONNX graph is invalid ({str(exc).splitlines()[0][:300]})") from None
+    name_batch_axis(proto)
+    check_runtime_loadable(proto, layer_names)
+    return dataclasses.replace(conv, model=proto)
+
+
+def _check_opset(opset: Any) -> None:
+    if not isinstance(opset, int) or isinstance(opset, bool) or not MIN_OPSET <= opset <= MAX_OPSET:
+        raise OpsetError(
+            f"opset {opset!r} is outside the supported range {MIN_OPSET}-{MAX_OPSET} "
+            f"(tf2onnx 1.17 converts up to {MAX_OPSET}; the graph fixes need >= {MIN_OPSET}); "
+            f"omit --opset for the default {DEFAULT_OPSET}"
+        )
+
+
+# --------------------------------------------------------------------------- export
+
+
+def _resolve_source(source: str | Path) -> tuple[Path, Path | None]:
+    """(model file, run directory or None)."""
+    src = Path(source)
+    if src.is_dir():
+        model_file = src / "model.keras"
+        if not model_file.is_file():
+            raise InputFileNotFound(
+                f"{src}: run directory without model.keras; expected the output directory of "
+                "`seqdeploy train` (model.keras + train.json) or a .keras/.h5 file"
+            )
+        return model_file, src
+    if not src.exists():
+        raise InputFileNotFound(
+            f"{src}: no such file or directory; expected a run directory, a .keras or a .h5 model file"
+        )
+    return src, None
+
+
+def _tensor_infos(values) -> tuple[TensorInfo, ...]:
+    from onnx import helper
+
+    out = []
+    for vi in values:
+        tt = vi.type.tensor_type
+        shape = []
+        for i, d in enumerate(tt.shape.dim):
+            if d.HasField("dim_value"):
+                shape.append(int(d.dim_value))
+            elif d.dim_param == BATCH or (i == 0 and d.dim_param):
+                shape.append(BATCH)
+            else:
+                shape.append(None)
+        out.append(TensorInfo(name=vi.name, shape=tuple(shape), dtype=str(helper.tensor_dtype_to_np_dtype(tt.elem_type))))
+    return tuple(out)
+
+
+def _metadata(model_file: Path, run_dir: Path | None, opset: int) -> dict[str, str]:
+    import keras
+    import tensorflow as tf
+    import tf2onnx
+
+    meta = {
+        "seqdeploy_version": __version__,
+        "source_file": model_file.name,
+        "source_sha256": sha256_file(model_file),
+        "keras_version": keras.__version__,
+        "tensorflow_version": tf.__version__,
+        "tf2onnx_version": tf2onnx.__version__,
+        "opset": str(opset),
+    }
+    train_json = run_dir / "train.json" if run_dir else None
+    if train_json is not None and train_json.is_file():
+        try:
+            info = json.loads(train_json.read_text("utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ExportError(f"{train_json}: unreadable train.json ({exc}); re-run `seqdeploy train` or remove the file") from None
+        for key in ("spec_name", "task", "target_name"):
+            if info.get(key) is not None:
+                meta[key] = str(info[key])
+        for key in ("labels", "preprocessing", "input"):
+            if info.get(key) is not None:
+                meta[key] = json.dumps(info[key], sort_keys=True)
+    return meta
+
+
+def export_onnx(
+    source: str | Path,
+    *,
+    out: str | Path | None = None,
+    opset: int | None = None,
+    unsafe: bool = False,
+) -> ExportResult:
+    """Export a run directory or a saved Keras model to ONNX, plus an ``export.json`` report.
+
+    A run directory gets ``model.onnx`` and ``export.json`` inside it; a model
+    file ``m.keras`` gets ``m.onnx`` and ``m.export.json`` beside it (or beside
+    ``out``). Nothing is written unless the whole conversion succeeds; files are
+    replaced atomically.
+
+    >>> r = export_onnx("runs/sunspots_gru")     # doctest: +SKIP
+    >>> r.native_recurrent, r.warnings           # doctest: +SKIP
+    (('gru: GRU',), ())
+    """
+    import onnx
+
+    opset = DEFAULT_OPSET if opset is None else opset
+    _check_opset(opset)
+    model_file, run_dir = _resolve_source(source)
+    if out is not None:
+        onnx_path = Path(out)
+        if onnx_path.is_dir():
+            onnx_path = onnx_path / ("model.onnx" if run_dir else f"{model_file.stem}.onnx")
+    elif run_dir is not None:
+        onnx_path = run_dir / "model.onnx"
+    else:
+        onnx_path = model_file.with_suffix(".onnx")
+    if onnx_path.suffix != ".onnx":
+        raise ExportError(f"--out {onnx_path}: expected a path ending in .onnx (or an existing directory)")
+    report_path = onnx_path.with_name("export.json" if onnx_path.name == "model.onnx" else f"{onnx_path.stem}.export.json")
+
+    model = load_keras_model(model_file, unsafe=unsafe)
+    start = time.perf_counter()
+    conv = convert_model(model, opset=opset)
+    proto = conv.model
+    layer_names = _all_layer_names(model)
+    warnings = loop_and_contrib_warnings(proto, layer_names)
+    onnx.helper.set_model_props(proto, _metadata(model_file, run_dir, opset))
+    data = proto.SerializeToString()
+    seconds = time.perf_counter() - start
+
+    with atomic_path(onnx_path) as tmp:
+        tmp.write_bytes(data)
+    result = ExportResult(
+        source=model_file,
+        onnx_path=onnx_path,
+        report_path=report_path,
+        opset=opset,
+        ir_version=int(proto.ir_version),
+        inputs=_tensor_infos(proto.graph.input),
+        outputs=_tensor_infos(proto.graph.output),
+        op_counts=op_counts(proto),
+        warnings=warnings,
+        notes=conv.notes,
+        native_recurrent=conv.native_recurrent,
+        strategy=conv.strategy,
+        seconds=round(seconds, 3),
+        size_bytes=len(data),
+        sha256=sha256_file(onnx_path),
+    )
+    atomic_write_json(report_path, result)
+    return result

@@ -8,7 +8,7 @@ SPEC   ?= models/breast_cancer_mlp.toml
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: demo test test-all bench install clean
+.PHONY: demo test test-all bench docs install clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,11 @@ test: $(STAMP)
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q -m ''
+
+# Regenerate the tables that tests produce (export coverage, reliability) and copy them into the README.
+docs: $(STAMP)
+	SEQDEPLOY_WRITE_DOCS=1 $(BIN)/python -m pytest -q -m '' tests/test_export_coverage.py tests/test_reliability.py
+	$(BIN)/python tools/sync_readme.py
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_zoo.py

@@ -956,3 +956,27 @@ def export_onnx(
     )
     atomic_write_json(report_path, result)
     return result
+
+
+def load_checked_onnx(path: str | Path):
+    """Load an ONNX file a user handed us and run ``onnx.checker`` on it before anything uses it.
+
+    >>> load_checked_onnx("runs/breast_cancer_mlp/model.onnx").graph.input[0].name  # doctest: +SKIP
+    'features'
+    """
+    import onnx
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputFileNotFound(f"{path} does not exist; expected an ONNX model file (run `seqdeploy export`)")
+    try:
+        model = onnx.load(str(path))
+    except Exception as exc:  # protobuf raises DecodeError & co for anything that is not ONNX
+        raise ModelLoadError(f"{path}: not a readable ONNX model ({type(exc).__name__}); re-export it with "
+                             "`seqdeploy export`") from None
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "invalid graph"
+        raise ModelLoadError(f"{path}: fails onnx.checker ({first[:200]}); re-export it with `seqdeploy export`") from None
+    return model

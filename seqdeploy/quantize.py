@@ -493,10 +493,9 @@ def _load_onnx(path: Path):
 
     if not path.exists():
         raise InputFileNotFound(f"{path}: no such ONNX model (expected a float32 model.onnx; run `seqdeploy export` first)")
-    try:
-        return onnx.load(str(path))
-    except Exception as exc:  # noqa: BLE001 - any parse failure is a user-facing load error
-        raise ModelLoadError(f"{path}: not a loadable ONNX model ({type(exc).__name__}: {exc}); re-export it with `seqdeploy export`") from None
+    from seqdeploy.export import load_checked_onnx
+
+    return load_checked_onnx(path)
 
 
 def op_counts(model) -> dict[str, int]:

@@ -131,6 +131,9 @@ class OnnxRunner:
     def __init__(self, path: Path):
         import onnxruntime as ort
 
+        from seqdeploy.export import load_checked_onnx
+
+        load_checked_onnx(path)  # untrusted file: onnx.checker before any session
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
         try:

@@ -249,7 +249,7 @@ def test_bad_inputs_are_clear_errors(mlp, tmp_path):
     with pytest.raises(InputFileNotFound, match="no such ONNX model"):
         _run(tmp_path / "missing.onnx", x, y, tmp_path)
     (tmp_path / "junk.onnx").write_bytes(b"not a model")
-    with pytest.raises(ModelLoadError, match="not a loadable ONNX model"):
+    with pytest.raises(ModelLoadError, match="not a readable ONNX model"):
         _run(tmp_path / "junk.onnx", x, y, tmp_path)
 
 

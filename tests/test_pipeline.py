@@ -43,11 +43,26 @@ def test_every_spec_runs_the_whole_pipeline_and_its_bundle_loads(spec, tmp_path)
     assert result.summary["verify"]["passed"] is True
     export = json.loads((run / "export.json").read_text())
     assert "Loop" not in export["op_counts"]
+    # the CLI verifies the exported artifact too
+    res = runner.invoke(app, ["verify", str(run), "--samples", "50", "--json"])
+    assert res.exit_code == 0, res.output
+    # Predictor on RAW test rows == Keras on the same rows after training's preprocessing
+    import keras
+
+    from seqdeploy.data import load_run_splits
+
+    splits = load_run_splits(run)
+    raw = list(splits.raw_test) if splits.raw_test.dtype.kind == "U" else splits.raw_test
     predictor = Predictor.from_bundle(run)
-    golden = np.load(run / "golden.npz")
-    raw = golden["raw"]
-    pred = predictor.predict(list(raw) if raw.dtype.kind == "U" else raw)
-    assert len(pred) == len(raw)
+    got = predictor.predict(raw)
+    want = np.asarray(keras.models.load_model(run / "model.keras")(splits.x_test, training=False))
+    assert len(got) == len(splits.x_test)
+    if splits.task == "regression":
+        rec = splits.preprocessing
+        np.testing.assert_allclose(got.reshape(-1), want.reshape(-1) * rec["std"] + rec["mean"], atol=1e-3, rtol=1e-4)
+    else:
+        ids = (want[:, 0] >= 0.5).astype(int) if splits.task == "binary" else want.argmax(axis=1)
+        np.testing.assert_array_equal(got, np.asarray(splits.labels)[ids])
     report = (run / "report.md").read_text()
     assert "## Verification" in report and "## Benchmark" in report and "Predictor.from_bundle" in report
 

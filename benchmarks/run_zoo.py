@@ -1,0 +1,371 @@
+"""Build, export, quantize and bench the model zoo; write benchmarks/RESULTS.md (regenerated, never hand-edited).
+
+Usage:
+    .venv/bin/python benchmarks/run_zoo.py            # full zoo, batch 1 and 64, 1 and 2 threads (< ~15 min)
+    .venv/bin/python benchmarks/run_zoo.py --quick    # seed MLP + large MLP, 1 thread, short slices (~2 min)
+    .venv/bin/python benchmarks/run_zoo.py --only mlp_784_1024_1024_10,lstm256
+
+The zoo: every spec in models/*.toml (trained with seqdeploy.train) plus four larger
+architectures with random weights (latency does not depend on training): an MLP
+784-1024-1024-10, a 32x32x3 conv net with 32/64/128 channels, and 256-unit LSTM and GRU
+layers over 50 steps. Each is exported (seqdeploy.export, tf2onnx fallback), quantized
+(seqdeploy.quantize, onnxruntime.quantization fallback) and benchmarked with
+seqdeploy.bench against Keras and TFLite. Run directories live in benchmarks/work/.
+Goals are reported, not asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+ROOT = Path(__file__).resolve().parent.parent
+WORK = ROOT / "benchmarks" / "work"
+RESULTS = ROOT / "benchmarks" / "RESULTS.md"
+
+
+@dataclass
+class Entry:
+    name: str
+    kind: str  # "spec" | "synthetic"
+    size: str  # "tiny" | "large": which goal applies
+    run_dir: Path
+    stages: dict[str, str] = field(default_factory=dict)  # stage -> "ok ..." | "failed: ..."
+    bench: Any = None
+
+
+# ----------------------------------------------------------------------------- synthetic architectures
+
+
+def _synthetic_models() -> dict[str, Callable[[], Any]]:
+    def mlp():
+        import keras
+        return keras.Sequential([keras.Input((784,), name="pixels"), keras.layers.Dense(1024, activation="relu"),
+                                 keras.layers.Dense(1024, activation="relu"), keras.layers.Dense(10, activation="softmax")])
+
+    def conv():
+        import keras
+        L = keras.layers
+        return keras.Sequential([keras.Input((32, 32, 3), name="image"),
+                                 L.Conv2D(32, 3, padding="same", activation="relu"), L.MaxPooling2D(2),
+                                 L.Conv2D(64, 3, padding="same", activation="relu"), L.MaxPooling2D(2),
+                                 L.Conv2D(128, 3, padding="same", activation="relu"), L.GlobalAveragePooling2D(),
+                                 L.Dense(10, activation="softmax")])
+
+    def rnn(layer: str):
+        def build():
+            import keras
+            cell = getattr(keras.layers, layer)
+            return keras.Sequential([keras.Input((50, 16), name="series"), cell(256), keras.layers.Dense(1)])
+        return build
+
+    return {"mlp_784_1024_1024_10": mlp, "conv_32x32x3_32_64_128": conv, "lstm256_50steps": rnn("LSTM"),
+            "gru256_50steps": rnn("GRU")}
+
+
+def build_synthetic(e: Entry, builder: Callable[[], Any]) -> None:
+    import keras
+
+    keras.utils.set_random_seed(0)
+    e.run_dir.mkdir(parents=True, exist_ok=True)
+    if not (e.run_dir / "model.keras").exists():
+        from seqdeploy.atomic import atomic_path
+
+        model = builder()
+        with atomic_path(e.run_dir / "model.keras") as tmp:
+            model.save(tmp)
+    e.stages["build"] = "ok (random weights)"
+
+
+def train_spec(e: Entry, spec: Path) -> None:
+    if (e.run_dir / "model.keras").exists() and (e.run_dir / "train.json").exists():
+        e.stages["train"] = "ok (cached)"
+        return
+    from seqdeploy.train import train
+
+    t0 = time.perf_counter()
+    train(spec, out=e.run_dir)
+    e.stages["train"] = f"ok ({time.perf_counter() - t0:.0f} s)"
+
+
+# ----------------------------------------------------------------------------- export and quantize
+
+
+def export(e: Entry) -> None:
+    if (e.run_dir / "model.onnx").exists():
+        e.stages["export"] = "ok (cached)"
+        return
+    try:
+        from seqdeploy.export import export_onnx
+
+        src = e.run_dir if e.kind == "spec" else e.run_dir / "model.keras"
+        export_onnx(src, out=e.run_dir / "model.onnx")
+        if not (e.run_dir / "model.onnx").exists():  # `out` may mean a directory
+            export_onnx(src, out=e.run_dir)
+        e.stages["export"] = "ok (seqdeploy.export)"
+        return
+    except Exception as exc:  # fall back to plain tf2onnx and say so
+        reason = f"{type(exc).__name__}: {str(exc)[:200]}"
+    import onnx
+    import tensorflow as tf
+    import tf2onnx
+
+    from seqdeploy.atomic import atomic_path
+    from seqdeploy.bench import load_keras
+
+    model = load_keras(e.run_dir / "model.keras")
+    inp = model.inputs[0]
+    spec = (tf.TensorSpec((None, *inp.shape[1:]), inp.dtype, name=inp.name.split(":")[0]),)
+    mp, _ = tf2onnx.convert.from_function(tf.function(lambda t: model(t, training=False)), input_signature=spec, opset=17)
+    with atomic_path(e.run_dir / "model.onnx") as tmp:
+        onnx.save(mp, tmp)
+    e.stages["export"] = f"ok (tf2onnx fallback; seqdeploy.export failed: {reason})"
+
+
+def _onnx_input(path: Path) -> tuple[str, list[Any], Any]:
+    from seqdeploy.bench import OrtRunner
+
+    r = OrtRunner(path)
+    r.prepare(1)
+    return r.input_specs()[0]
+
+
+def quantize(e: Entry) -> None:
+    if (e.run_dir / "quantize.json").exists():
+        e.stages["quantize"] = "ok (cached)"
+        return
+    try:
+        if e.kind == "spec":
+            from seqdeploy.quantize import quantize_run
+
+            res = quantize_run(e.run_dir)
+        else:
+            # no labels for random-weight models: the "metric" is fidelity to the float32 outputs
+            from seqdeploy.bench import OrtRunner, random_data
+            from seqdeploy.quantize import quantize_model
+
+            name, shape, dtype = _onnx_input(e.run_dir / "model.onnx")
+            data = random_data(name, shape, dtype, n=512, seed=1)
+            r = OrtRunner(e.run_dir / "model.onnx")
+            r.prepare(1)
+            r.set_batch(256)
+            target = np.asarray(r.infer({name: data.test[256:]})[0])
+            res = quantize_model(e.run_dir / "model.onnx", out_dir=e.run_dir, calibration_inputs={name: data.train[:256]},
+                                 test_inputs={name: data.test[256:]}, test_targets=target, task="regression")
+        chosen = getattr(res, "chosen", None)
+        e.stages["quantize"] = f"ok (seqdeploy.quantize; chosen: {getattr(chosen, 'recipe', chosen)})"
+    except Exception as exc:
+        e.stages["quantize"] = f"failed: {type(exc).__name__}: {str(exc)[:300]}"
+    if not any(p.name != "model.onnx" for p in e.run_dir.glob("model.*.onnx")):
+        _ort_quantize_fallback(e)
+
+
+def _ort_quantize_fallback(e: Entry) -> None:
+    """Dynamic and static int8 straight from onnxruntime.quantization (no gate), so the int8 columns exist."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantType, quantize_dynamic, quantize_static
+
+    from seqdeploy.bench import random_data
+
+    src = e.run_dir / "model.onnx"
+    name, shape, dtype = _onnx_input(src)
+    data = random_data(name, shape, dtype, n=128, seed=2)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.rows = iter(data.train[i:i + 1] for i in range(len(data.train)))
+
+        def get_next(self):
+            x = next(self.rows, None)
+            return None if x is None else {name: x}
+
+    made = []
+    for recipe, fn in (("zoo-int8-dynamic", lambda d: quantize_dynamic(src, d, weight_type=QuantType.QInt8)),
+                       ("zoo-int8-static", lambda d: quantize_static(src, d, Reader(), per_channel=True))):
+        try:
+            fn(e.run_dir / f"model.{recipe}.onnx")
+            made.append(recipe)
+        except Exception as exc:
+            e.stages[f"quantize:{recipe}"] = f"failed: {type(exc).__name__}: {str(exc)[:200]}"
+    e.stages["quantize"] += f"; onnxruntime.quantization fallback made: {', '.join(made) or 'nothing'} (not gated, not deployed)"
+
+
+# ----------------------------------------------------------------------------- results
+
+
+def _p50(res: Any, runner: str, batch: int, threads: int) -> float | None:
+    m = res.get(runner, batch, threads) if res else None
+    return m.latency.p50_us if (m and m.status == "ok" and m.latency) else None
+
+
+def _best(res: Any, family: str, batch: int, threads: int, precision_has: str = "") -> tuple[str | None, float | None]:
+    best: tuple[str | None, float | None] = (None, None)
+    for r in res.runners:
+        if r.family != family or (precision_has and precision_has not in r.precision):
+            continue
+        v = _p50(res, r.name, batch, threads)
+        if v is not None and (best[1] is None or v < best[1]):
+            best = (r.name, v)
+    return best
+
+
+def render_results(entries: list[Entry], args: argparse.Namespace, wall_s: float) -> str:
+    from seqdeploy.bench import cpu_info, fmt_ratio, fmt_us, speedup, versions
+
+    cpu = cpu_info()
+    flags = cpu["flags"]
+    lines = [
+        "# Model zoo: onnxruntime vs Keras vs TFLite",
+        "",
+        f"Regenerated by `{' '.join(['.venv/bin/python', 'benchmarks/run_zoo.py', *sys.argv[1:]])}` on "
+        f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC in {wall_s / 60:.1f} min. Do not edit by hand.",
+        "",
+        f"- CPU: {cpu['model']}, {cpu['logical_cores']} logical cores; avx2: {flags['avx2']}, avx512_vnni: {flags['avx512_vnni']}, "
+        f"avx_vnni: {flags['avx_vnni']}, amx_int8: {flags['amx_int8']}",
+        "- versions: " + ", ".join(f"{k} {v}" for k, v in versions().items()),
+        f"- timing: {args.duration} s per (model, batch, threads) split between runners, interleaved slices; "
+        "p50 of the full per-call path (feeds in, numpy out). Shared machine: compare ratios, not absolutes.",
+        "- Keras runs with TensorFlow's default thread pools whatever the threads column says.",
+        "- `deployed` = the artifact quantize.json chose (model.onnx when none), loaded with seqdeploy.runtime.make_session.",
+        "- speedup = reference p50 / runner p50 (> 1 = faster than the reference).",
+        "",
+    ]
+    threads_all = sorted({m.threads for e in entries if e.bench for m in e.bench.results})
+    for th in threads_all:
+        for b in (1, 64):
+            lines += [f"## batch {b}, threads {th}", "",
+                      "| model | ORT fp32 | best ORT int8 | Keras direct | Keras predict | TFLite fp32 | TFLite int8 | "
+                      "ORT fp32 vs Keras direct | deployed | deployed vs Keras direct | deployed vs TFLite best |",
+                      "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|"]
+            for e in entries:
+                res = e.bench
+                if res is None:
+                    lines.append(f"| {e.name} | bench failed: {e.stages.get('bench', '?')} |" + " |" * 9)
+                    continue
+                fp32 = _p50(res, "ort:fp32", b, th)
+                q_name, q = _best(res, "onnxruntime", b, th, "int8")
+                kd = _p50(res, "keras:direct", b, th)
+                kp = _p50(res, "keras:predict", b, th)
+                tf32 = _p50(res, "tflite:fp32", b, th)
+                ti8 = _p50(res, "tflite:int8", b, th)
+                dep = res.deployed_runner()
+                dv = _p50(res, dep, b, th) if dep else None
+                tbest = min([v for v in (tf32, ti8) if v is not None], default=None)
+                skip_t = next((m.reason for m in res.results if m.runner.startswith("tflite") and m.batch == b
+                               and m.threads == th and m.status != "ok"), None)
+                lines.append(
+                    f"| {e.name} | {fmt_us(fp32)} | {fmt_us(q)}{f' ({q_name[4:]})' if q_name else ''} | {fmt_us(kd)} | "
+                    f"{fmt_us(kp)} | {fmt_us(tf32) if tf32 or not skip_t else 'n/a'} | {fmt_us(ti8) if ti8 or not skip_t else 'n/a'} | "
+                    f"{fmt_ratio(speedup(kd, fp32))} | {dep or '-'} {fmt_us(dv)} | {fmt_ratio(speedup(kd, dv))} | "
+                    f"{fmt_ratio(speedup(tbest, dv))} |")
+            lines.append("")
+    lines += ["## Goals (reported, not asserted)", ""]
+    for e in entries:
+        res = e.bench
+        if res is None:
+            lines.append(f"- **{e.name}**: no bench result ({e.stages.get('bench', '?')})")
+            continue
+        th = min(m.threads for m in res.results)
+        fp32, kd = _p50(res, "ort:fp32", 1, th), _p50(res, "keras:direct", 1, th)
+        s = speedup(kd, fp32)
+        g1 = "met" if (s is not None and s >= 20) else "MISSED" if s is not None else "n/a"
+        parts = [f"ORT fp32 vs Keras direct at batch 1: {fmt_ratio(s)} (goal >= 20x: {g1})"]
+        dep = res.deployed_runner()
+        need = 1.0 if e.size == "large" else 0.5
+        for b in (1, 64):
+            tb = _best(res, "tflite", b, th)[1]
+            dv = _p50(res, dep, b, th) if dep else None
+            r = speedup(tb, dv)
+            verdict = "n/a (no TFLite result)" if r is None else ("met" if r >= need else "MISSED")
+            parts.append(f"deployed `{dep}` vs TFLite best at batch {b}: {fmt_ratio(r)} "
+                         f"(goal {'>= 1x' if need == 1 else '>= 0.5x'}: {verdict})")
+        lines.append(f"- **{e.name}** ({e.size}): " + "; ".join(parts))
+    lines += ["", "## Stages and notes", ""]
+    for e in entries:
+        lines.append(f"- **{e.name}**: " + "; ".join(f"{k}: {v}" for k, v in e.stages.items()))
+        if e.bench:
+            for r in e.bench.runners:
+                for n in r.notes:
+                    if "thread pools" not in n:
+                        lines.append(f"  - `{r.name}`: {n[:400]}")
+            for w in e.bench.warnings:
+                if "random inputs" not in w:
+                    lines.append(f"  - {w[:400]}")
+            lines.append(f"  - full table: `{(e.run_dir / 'bench.md').relative_to(ROOT)}`")
+    return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="seed MLP + large MLP only, 1 thread, 1 s per configuration")
+    ap.add_argument("--only", default="", help="comma-separated zoo names")
+    ap.add_argument("--duration", type=float, default=None, help="seconds per (model, batch, threads) [full 3, quick 1]")
+    ap.add_argument("--threads", default=None, help="comma-separated thread counts [full 1,2, quick 1]")
+    ap.add_argument("--fresh", action="store_true", help="rebuild every run dir (default: reuse trained/exported models)")
+    args = ap.parse_args(argv)
+    args.duration = args.duration or (1.0 if args.quick else 3.0)
+    threads = tuple(int(t) for t in (args.threads or ("1" if args.quick else "1,2")).split(","))
+    t_start = time.perf_counter()
+    if args.fresh and WORK.exists():
+        import shutil
+        shutil.rmtree(WORK)
+    entries: list[Entry] = []
+    specs = sorted((ROOT / "models").glob("*.toml"))
+    synth = _synthetic_models()
+    for spec in specs:
+        entries.append(Entry(spec.stem, "spec", "tiny", WORK / "runs" / spec.stem))
+    for name in synth:
+        entries.append(Entry(name, "synthetic", "large", WORK / "runs" / name))
+    if args.quick:
+        entries = [e for e in entries if e.name in ("breast_cancer_mlp", "mlp_784_1024_1024_10")]
+    if args.only:
+        keep = {s.strip() for s in args.only.split(",")}
+        entries = [e for e in entries if e.name in keep]
+    from seqdeploy.bench import StopRule, run_bench, write_outputs
+
+    for e in entries:
+        print(f"== {e.name}", file=sys.stderr, flush=True)
+        try:
+            if e.kind == "spec":
+                train_spec(e, ROOT / "models" / f"{e.name}.toml")
+            else:
+                build_synthetic(e, synth[e.name])
+            export(e)
+            quantize(e)
+        except Exception as exc:
+            e.stages["prepare"] = f"failed: {type(exc).__name__}: {str(exc)[:300]}"
+            traceback.print_exc()
+            continue
+        try:
+            t0 = time.perf_counter()
+            res = run_bench(e.run_dir, batches=(1, 64), threads=threads, vs="auto", rule=StopRule(duration_s=args.duration),
+                            progress=lambda msg: print(f"   {msg}", file=sys.stderr, flush=True))
+            e.bench = write_outputs(res, e.run_dir)
+            e.stages["bench"] = f"ok ({time.perf_counter() - t0:.0f} s)"
+        except Exception as exc:
+            e.stages["bench"] = f"failed: {type(exc).__name__}: {str(exc)[:300]}"
+            traceback.print_exc()
+        print(f"   {e.stages}", file=sys.stderr, flush=True)
+    from seqdeploy.atomic import atomic_write_text
+
+    text = render_results(entries, args, time.perf_counter() - t_start)
+    atomic_write_text(RESULTS, text)
+    sys.stdout.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

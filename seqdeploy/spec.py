@@ -52,7 +52,7 @@ DTYPES = ("float32", "int32")
 
 _TOP_KEYS = {"name", "description", "data", "input", "layers", "compile", "fit", "labels"}
 _DATA_KEYS = {"source", "path", "target", "features", "task", "test_fraction", "window",
-              "sequence_length", "vocabulary_size", "samples"}
+              "sequence_length", "vocabulary_size", "samples", "image_size", "channels"}
 _INPUT_KEYS = {"shape", "dtype", "name"}
 _COMPILE_KEYS = {"optimizer", "loss", "metrics"}
 _FIT_KEYS = {"epochs", "batch_size", "validation_split", "early_stopping_patience", "seed"}
@@ -71,6 +71,8 @@ class DataSpec:
     sequence_length: int = 20
     vocabulary_size: int = 2000
     samples: int = 2000
+    image_size: int = 8
+    channels: int = 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -238,11 +240,18 @@ def _parse_data(t: Mapping[str, Any], path: Path, base_dir: Path) -> DataSpec:
     seq_len = _positive_int(t.get("sequence_length", 20), "[data] sequence_length", path)
     vocab = _positive_int(t.get("vocabulary_size", 2000), "[data] vocabulary_size", path)
     samples = _positive_int(t.get("samples", 2000), "[data] samples", path)
+    image_size = _positive_int(t.get("image_size", 8), "[data] image_size", path)
+    channels = _positive_int(t.get("channels", 1), "[data] channels", path)
+    if (image_size != 8 or channels != 1) and source != "digits":
+        raise SpecError(f"{path}: [data] image_size/channels only apply to source = \"digits\", not {source!r}")
+    if not 8 <= image_size <= 128 or channels not in (1, 3):
+        raise SpecError(f"{path}: [data] image_size = {image_size}, channels = {channels}; expected image_size in "
+                        "8..128 (nearest-neighbour upsampling of the 8x8 digits) and channels 1 or 3")
     if vocab < 3:
         raise SpecError(f"{path}: [data] vocabulary_size = {vocab}; expected >= 3 (pad, OOV and one word)")
     return DataSpec(source=source, path=data_path, target=target, features=features, task=task,
                     test_fraction=test_fraction, window=window, sequence_length=seq_len,
-                    vocabulary_size=vocab, samples=samples)
+                    vocabulary_size=vocab, samples=samples, image_size=image_size, channels=channels)
 
 
 def _parse_input(t: Mapping[str, Any], path: Path) -> InputSpec:

@@ -43,7 +43,10 @@ def test_every_spec_runs_the_whole_pipeline_and_its_bundle_loads(spec, tmp_path)
     assert result.summary["verify"]["passed"] is True
     export = json.loads((run / "export.json").read_text())
     assert "Loop" not in export["op_counts"]
-    # the CLI verifies the exported artifact too
+    # the CLI exports and verifies every spec too
+    res = runner.invoke(app, ["export", str(run), "--onnx", "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["op_counts"].get("Loop", 0) == 0
     res = runner.invoke(app, ["verify", str(run), "--samples", "50", "--json"])
     assert res.exit_code == 0, res.output
     # Predictor on RAW test rows == Keras on the same rows after training's preprocessing
@@ -140,7 +143,8 @@ def test_sigkill_during_export_resumes_without_retraining(tmp_path):
 
 
 @pytest.mark.parametrize("stage, victim", [("train", "model.keras"), ("export", "model.onnx"),
-                                           ("verify", "verify.json")])
+                                           ("verify", "verify.json"), ("quantize", "quantize.json"),
+                                           ("bench", "bench.json")])
 def test_disk_full_keeps_the_previous_good_artifacts(seed_pipeline, tmp_path, monkeypatch, stage, victim):
     import shutil
 

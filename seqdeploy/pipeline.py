@@ -306,32 +306,27 @@ def _existing_summary(run_dir: Path, stage: str) -> dict:
 
 
 def bench_headline(run_dir: Path) -> dict:
-    """Batch-1 p50 of the deployed artifact, ONNX float32 and Keras's direct call, from bench.json."""
+    """Batch-1 p50 of the deployed artifact, plain ONNX float32, Keras's direct call and TFLite, from bench.json."""
     b = _read_json(Path(run_dir) / "bench.json")
     if not b:
         return {}
-    chosen = _read_json(Path(run_dir) / "quantize.json").get("chosen")
     p50: dict[str, float] = {}
     for m in b.get("results", []):
-        if m.get("batch") == 1 and m.get("status") == "ok" and m.get("latency"):
-            name = m.get("runner")
-            if name not in p50:
-                p50[name] = m["latency"]["p50_us"]
+        if m.get("batch") == 1 and m.get("status") == "ok" and m.get("latency") and m["runner"] not in p50:
+            p50[m["runner"]] = m["latency"]["p50_us"]
+    deployed_name = next((r["name"] for r in b.get("runners", []) if r.get("deployed")), None)
+    deployed = p50.get(deployed_name) if deployed_name else None
     fp32 = p50.get("ort:fp32")
-    deployed_name = None
-    if chosen:
-        for name in p50:
-            if name.startswith("ort:") and name != "ort:fp32" and name.split(":", 1)[1] in chosen:
-                deployed_name = name
-    deployed = p50.get(deployed_name) if deployed_name else fp32
-    keras = p50.get("keras:direct") or p50.get("keras:call")
+    keras = p50.get("keras:direct")
     tfl = [v for k, v in p50.items() if k.startswith("tflite")]
-    out = {"deployed_runner": deployed_name or "ort:fp32", "deployed_p50_us_b1": deployed, "onnx_fp32_p50_us_b1": fp32,
+    out = {"deployed_runner": deployed_name, "deployed_p50_us_b1": deployed, "onnx_fp32_p50_us_b1": fp32,
            "keras_direct_p50_us_b1": keras, "tflite_best_p50_us_b1": min(tfl) if tfl else None}
     if deployed and fp32:
         out["speedup_vs_fp32"] = fp32 / deployed
     if deployed and keras:
         out["speedup_vs_keras"] = keras / deployed
+    if deployed and tfl:
+        out["speedup_vs_tflite"] = min(tfl) / deployed
     return out
 
 

@@ -246,13 +246,39 @@ def test_random_data_shapes_and_dtypes():
 
 def test_run_bench_tiny_model(tiny_result):
     r = tiny_result
-    assert r.target_kind == "onnx" and r.deployed_runner() == "ort:fp32"
+    assert r.target_kind == "onnx" and r.deployed_runner() == "deployed:fp32"
+    assert [ri.name for ri in r.runners] == ["ort:fp32", "deployed:fp32"]
+    infos = {ri.name: ri for ri in r.runners}
+    assert not infos["ort:fp32"].deployed and "plain InferenceSession.run" in infos["ort:fp32"].notes[0]
+    assert infos["deployed:fp32"].family == "seqdeploy" and "FastSession.run" in infos["deployed:fp32"].notes[0]
     oks = [m for m in r.results if m.status == "ok"]
-    assert {(m.batch, m.threads) for m in oks} == {(1, 1), (4, 1)}
+    assert {(m.runner, m.batch, m.threads) for m in oks} == {(n, b, 1) for n in infos for b in (1, 4)}
     for m in oks:
         assert m.latency.n >= 1 and m.throughput_sps > 0 and m.first_inference_s > 0
-        assert m.speedup["onnx_fp32"] == pytest.approx(1.0)
-        assert m.max_abs_diff == 0.0
+        assert m.speedup["onnx_fp32"] > 0
+        assert m.max_abs_diff == 0.0  # the fast path returns exactly what session.run returns
+    assert all(m.speedup["onnx_fp32"] == pytest.approx(1.0) for m in oks if m.runner == "ort:fp32")
+
+
+def test_deployed_runner_uses_predictor_when_a_bundle_exists(tmp_path):
+    from test_manifest import build_bundle
+
+    run = build_bundle(tmp_path, "binary")
+    r = bench.DeployedRunner(run / "model.onnx", "fp32", bundle=run)
+    r.prepare(1)
+    assert r.set_batch(3) is None and r.via == "Predictor.run" and "Predictor.run" in r.notes[0]
+    x = np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)
+    name = r.input_specs()[0][0]
+    plain = OrtRunner(run / "model.onnx")
+    plain.prepare(1)
+    want = plain.infer({name: x})
+    for _ in range(3):  # first call plain, then the bound buffers
+        got = r.infer({name: x})
+        assert len(got) == len(want) and all(np.array_equal(g, w) for g, w in zip(got, want))
+    (run / "manifest.json").write_text("{}")  # a broken bundle: same path without it, and a note saying so
+    r.prepare(1)
+    assert r.via == "FastSession.run" and any("Predictor.from_bundle failed" in n for n in r.notes)
+    assert np.array_equal(r.infer({name: x})[0], want[0])
 
 
 def test_fixed_batch_onnx_is_skipped_not_failed(tmp_path):
@@ -284,9 +310,11 @@ def test_markdown_rendering(tiny_result):
     lines = md.splitlines()
     header = next(ln for ln in lines if ln.startswith("| runner"))
     assert header.count("|") == len(bench.TABLE_COLUMNS) + 1
-    body = [ln for ln in lines if ln.startswith("| ort:fp32 *")]
+    body = [ln for ln in lines if ln.startswith("| ort:fp32 ")]
     assert len(body) == 2 and all(ln.count("|") == header.count("|") for ln in body)
     assert "1.00x" in body[0]
+    deployed = [ln for ln in lines if ln.startswith("| deployed:fp32 *")]
+    assert len(deployed) == 2 and all(ln.count("|") == header.count("|") for ln in deployed)
 
 
 def test_png_written(tiny_result, tmp_path):
@@ -332,7 +360,7 @@ def test_cli_json(cli, tiny, tmp_path):
     res = cli("bench", tiny, "--batch", "1,2", "--vs", "none", "--duration", "0.05", "--warmup", "0", "--out", tmp_path, "--json")
     assert res.exit_code == 0, res.output
     d = json.loads(res.stdout)
-    assert d["schema_version"] == bench.SCHEMA_VERSION and len(d["results"]) == 2
+    assert d["schema_version"] == bench.SCHEMA_VERSION and len(d["results"]) == 4  # ort:fp32 + deployed:fp32, 2 batches
     assert {p.name for p in tmp_path.iterdir()} >= {"bench.json", "bench.md", "bench.png"}
 
 

@@ -260,6 +260,99 @@ def test_eight_threads_match_single_threaded(predictors):
         np.testing.assert_array_equal(got, expected[kind])
 
 
+# --------------------------------------------------------------------------- the per-call fast path
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_fast_path_returns_exactly_what_session_run_returns(bundles, kind):
+    p = Predictor.from_bundle(bundles[kind])  # a fresh predictor: no cached shapes yet
+    for n in (1, 3, 1, 64, 3):
+        feeds = p.preprocess(sample_raw(kind, n=n, seed=n))
+        want = p.session.run(list(p.output_names), feeds)
+        for _ in range(3):  # first call per shape is plain run, then the bound buffers
+            got = p.run(feeds)
+            assert list(got) == list(p.output_names)
+            for g, w in zip(got.values(), want):
+                assert g.dtype == w.dtype and g.shape == w.shape
+                np.testing.assert_array_equal(g, w)
+    assert p._fast.fast_enabled, p._fast.fast_error
+    assert len(p._fast._tls.slots) == 3  # batch 1, 3 and 64 bound once each in this thread
+
+
+def test_fast_path_outputs_are_fresh_arrays(predictors):
+    p = predictors["binary"]
+    feeds = p.preprocess(sample_raw("binary", n=2))
+    a = p.run(feeds)[p.output_names[0]]
+    b = p.run(feeds)[p.output_names[0]]
+    keep = b.copy()
+    a[...] = 123.0  # the caller owns its result: no aliasing of the bound output buffer
+    c = p.run(feeds)[p.output_names[0]]
+    np.testing.assert_array_equal(b, keep)
+    np.testing.assert_array_equal(c, keep)
+    assert not np.shares_memory(b, c)
+
+
+def test_fast_path_falls_back_for_uncached_and_unusual_feeds(bundles):
+    from seqdeploy import runtime
+
+    p = Predictor.from_bundle(bundles["binary"])
+    name, out = p.input_names[0], p.output_names[0]
+    x = np.random.default_rng(0).standard_normal((runtime.FAST_MAX_SHAPES + 4, 8)).astype(np.float32)
+    for n in range(1, runtime.FAST_MAX_SHAPES + 4):  # more shapes than the cache holds: plain run for the rest
+        f = {name: np.ascontiguousarray(x[:n, :4])}
+        for _ in range(2):
+            np.testing.assert_array_equal(p.run(f)[out], p.session.run([out], f)[0])
+    assert len(p._fast._tls.slots) == runtime.FAST_MAX_SHAPES
+    strided = x[:3, ::2]  # not C-contiguous; copied into the bound buffer
+    np.testing.assert_array_equal(p.run({name: strided})[out], p.session.run([out], {name: strided})[0])
+    with pytest.raises(InputValidationError, match="dtype float64"):  # not the fast path's dtype: same error
+        p.run({name: x[:1, :4].astype(np.float64)})
+    with pytest.raises(InputValidationError, match="shape"):
+        p.run({name: x[:1, :5]})
+    assert p._fast.fast_enabled
+
+
+def test_fast_path_switches_off_for_data_dependent_output_shapes():
+    import onnx
+    from onnx import TensorProto, helper
+
+    from seqdeploy.runtime import FastSession
+
+    g = helper.make_graph([helper.make_node("NonZero", ["x"], ["y"])], "nz",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.INT64, [2, "k"])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    fs = FastSession(make_session(m.SerializeToString()))
+    a, b = np.array([[1, 0, 0, 2]], np.float32), np.array([[1, 1, 1, 0]], np.float32)
+    assert fs.run({"x": a})[0].shape == (2, 2) and fs.run({"x": a})[0].shape == (2, 2)
+    got = fs.run({"x": b})[0]  # same input shape, different output shape: the bound run fails, plain run answers
+    np.testing.assert_array_equal(got, [[0, 0, 0], [0, 1, 2]])
+    assert not fs.fast_enabled and "shape" in fs.fast_error
+    np.testing.assert_array_equal(fs.run({"x": a})[0], [[0, 0], [0, 3]])
+
+
+def test_fast_path_from_eight_threads_with_mixed_batch_sizes(bundles):
+    p = Predictor.from_bundle(bundles["multiclass"])
+    name = p.input_names[0]
+    feeds = [p.preprocess(sample_raw("multiclass", n=n, seed=n)) for n in (1, 2, 5, 17)]
+    expected = [p.session.run(list(p.output_names), f)[0] for f in feeds]
+    barrier = threading.Barrier(8)
+
+    def worker(i):
+        barrier.wait()
+        bad = 0
+        for j in range(300):  # each thread binds its own buffers per batch size
+            k = (i + j) % len(feeds)
+            got = p.run({name: feeds[k][name]})[p.output_names[0]]
+            bad += not np.array_equal(got, expected[k])
+        return bad
+
+    with ThreadPoolExecutor(8) as pool:
+        assert [f.result(timeout=60) for f in [pool.submit(worker, i) for i in range(8)]] == [0] * 8
+    assert p._fast.fast_enabled, p._fast.fast_error
+
+
 # --------------------------------------------------------------------------- import hygiene
 
 

@@ -115,7 +115,7 @@ def test_settings_validation(kw, fragment):
 
 
 def test_recipe_settings_are_typed_and_derived():
-    s = q.QuantizeSettings(calibration_samples=32, calibration_method="entropy", per_channel=False)
+    s = q.QuantizeSettings(calibration_samples=32, calibration_method="entropy", per_channel=False, reduce_range=False)
     assert s.static_settings() == q.StaticInt8Settings(calibration_samples=32, calibration_method="entropy", per_channel=False)
     assert s.dynamic_settings().per_channel is False
     assert q.QuantizeSettings().static_settings().per_channel is True
@@ -299,10 +299,10 @@ def test_chosen_candidate_and_json_schema(mlp, tmp_path, monkeypatch):
 def test_real_latency_measurement_runs(mlp, tmp_path):
     path, x, y = mlp
     r = _run(path, x, y, tmp_path, mode="dynamic", task="multiclass")
-    (c,) = r.candidates
+    c = r.candidates[0]  # a retry (nodes left in float32) may follow when accuracy dropped
     assert [lat.batch_size for lat in c.latency] == [1, 8]
     assert all(lat.float32_p50_ms > 0 and lat.candidate_p50_ms > 0 and lat.noise >= 0 for lat in c.latency)
-    assert c.chosen == (r.chosen is not None)
+    assert any(x.chosen for x in r.candidates) == (r.chosen is not None)
 
 
 def test_regression_and_binary_tasks(tmp_path, monkeypatch):
@@ -412,3 +412,16 @@ def test_cli_exit_codes_and_json(mlp, monkeypatch):
     assert _cli(["quantize", run_dir, "--mode", "int3"]).exit_code == 2
     res = _cli(["quantize", str(path.parent / "missing-run")])
     assert res.exit_code == 2 and "Traceback" not in res.output
+
+
+def test_reduce_range_defaults_to_the_cpu():
+    from seqdeploy.quantize import QuantizeSettings, default_reduce_range
+
+    assert default_reduce_range("flags\t: fpu avx2 fma\n") is True
+    assert default_reduce_range("flags\t: fpu avx2 avx512_vnni\n") is False
+    assert default_reduce_range("flags\t: fpu avx2 avx_vnni\n") is False
+    assert default_reduce_range("") is False  # unknown CPU: keep onnxruntime's default
+    assert QuantizeSettings(reduce_range=True).static_settings().reduce_range is True
+    assert QuantizeSettings(reduce_range=False).dynamic_settings().reduce_range is False
+    auto = QuantizeSettings().static_settings().reduce_range
+    assert auto is default_reduce_range()

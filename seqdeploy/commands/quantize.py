@@ -33,7 +33,10 @@ def render_quantize(result) -> None:
         for b in batches:
             lat = by_b.get(b)
             cells += [f"{lat.candidate_p50_ms:.3f}", f"{lat.speedup:.2f}x ±{lat.noise:.2f}"] if lat else ["-", "-"]
-        verdict = ("[bold green]chosen[/] " if c.chosen else "[green]qualified[/] " if c.qualified else "[red]rejected[/] ") + c.reason
+        reason = c.reason
+        for word in ("chosen: ", "chosen ", "qualified: ", "qualified "):
+            reason = reason[len(word):] if reason.startswith(word) else reason
+        verdict = ("[bold green]chosen[/] " if c.chosen else "[green]qualified[/] " if c.qualified else "[red]rejected[/] ") + reason
         table.add_row(name, f"{c.size_bytes / 1024:.0f}" if c.size_bytes else "-",
                       f"{c.metric:.4f}" if c.metric is not None else "-",
                       f"{c.metric_drop:+.4f}" if c.metric_drop is not None else "-", *cells, verdict)
@@ -70,6 +73,7 @@ def quantize(
     calibration_samples: int = typer.Option(256, "--calibration-samples", help="Training rows used to calibrate static int8."),
     calibration_method: str = typer.Option("minmax", "--calibration-method", help="minmax | entropy | percentile."),
     per_channel: Optional[bool] = typer.Option(None, "--per-channel/--no-per-channel", help="Per-channel weight scales (default: static yes, dynamic no).", show_default=False),
+    reduce_range: Optional[bool] = typer.Option(None, "--reduce-range/--no-reduce-range", help="7-bit weights (default: on for x86 CPUs without VNNI, where 8-bit int8 kernels saturate).", show_default=False),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Quantize a run's model.onnx; keep model.<recipe>.onnx only if it is faster and accurate enough.
@@ -82,7 +86,8 @@ def quantize(
 
     with handle_errors(as_json=as_json, on_check_failed=render_quantize):
         settings = QuantizeSettings(mode=mode, max_metric_drop=max_metric_drop, calibration_samples=calibration_samples,
-                                    calibration_method=calibration_method, per_channel=per_channel)
+                                    calibration_method=calibration_method, per_channel=per_channel,
+                                    reduce_range=reduce_range)
         if as_json:
             result = quantize_run(run_dir, settings)
         else:

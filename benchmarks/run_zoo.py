@@ -181,7 +181,7 @@ def render_results(entries: list[Entry], args: argparse.Namespace, wall_s: float
         f"- timing: {args.duration} s per (model, batch, threads) split between runners, interleaved slices; "
         "p50 of the full per-call path (feeds in, numpy out). Shared machine: compare ratios, not absolutes.",
         "- Keras runs with TensorFlow's default thread pools whatever the threads column says.",
-        "- `deployed` = the artifact quantize.json chose (model.onnx when none), loaded with seqdeploy.runtime.make_session.",
+        "- `deployed` = the artifact quantize.json chose (model.onnx when none), timed through seqdeploy.runtime (Predictor fast path: what users get); `ORT fp32` = a plain `InferenceSession.run` on the same session options.",
         "- speedup = reference p50 / runner p50 (> 1 = faster than the reference).",
         "",
     ]

@@ -43,6 +43,10 @@ _WIDTH = None if sys.stderr.isatty() else 120
 console = Console(stderr=True, highlight=False, width=_WIDTH)
 err_console = Console(stderr=True, highlight=False, width=_WIDTH)
 
+# Modules only the toolchain extra installs: missing ones are an install problem, not a bug.
+_TOOLCHAIN_MODULES = {"tensorflow", "keras", "tf2onnx", "onnx", "onnxconverter_common", "sklearn", "matplotlib",
+                      "sympy", "psutil"}
+
 JSON_OPTION = typer.Option(False, "--json", help="Print the result object as JSON on stdout (and nothing else there).")
 
 
@@ -72,6 +76,13 @@ def handle_errors(*, as_json: bool = False, on_check_failed: Callable[[Any], Non
     except SeqdeployError as exc:
         err_console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(exc.exit_code)
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] not in _TOOLCHAIN_MODULES:
+            raise  # not an install problem: a bug, keep the traceback
+        err_console.print("[bold red]error:[/] " + escape(
+            f"this command needs {exc.name!r}, which is part of the toolchain extra and is not installed; "
+            "install it with: pip install 'seqdeploy[toolchain]'"), soft_wrap=True)
+        raise typer.Exit(2)
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/]: finished stages and files are intact; rerun to continue")
         raise typer.Exit(130)

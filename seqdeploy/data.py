@@ -13,7 +13,7 @@ source             what                                                       ta
                    (no labelled text corpus ships in an installable package;
                    it is named synthetic everywhere it appears)
 ``sunspots``       yearly mean sunspot numbers 1700-2008 (public domain,      regression
-                   SIDC via statsmodels), shipped as models/sunspots.csv
+                   SIDC via statsmodels), shipped as seqdeploy/datasets/sunspots.csv
 =================  =========================================================  ===========
 
 Every loader returns :class:`Splits`: model-ready train/test arrays, the raw
@@ -43,7 +43,8 @@ from seqdeploy.spec import DataSpec, Spec
 
 TOKEN_PATTERN = r"[a-z0-9']+"
 PAD, OOV = "<pad>", "<oov>"
-_REPO_MODELS = Path(__file__).resolve().parent.parent / "models"
+# Shipped inside the package (not under models/) so that a pip-installed seqdeploy has it too.
+_DATASETS = Path(__file__).resolve().parent / "datasets"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -257,7 +258,7 @@ def _synth_review(rng: np.random.Generator, label: int) -> str:
 
 
 def _sunspots(data: DataSpec, seed: int) -> Splits:
-    path = _REPO_MODELS / "sunspots.csv"
+    path = _DATASETS / "sunspots.csv"
     if not path.exists():
         raise DataError(f"built-in sunspots series not found at {path}; reinstall seqdeploy from the repository")
     years, values = [], []

@@ -102,3 +102,15 @@ def test_help_does_not_import_tensorflow_and_is_fast():
     subprocess.run([sys.executable, "-m", "seqdeploy", "--help"], capture_output=True, check=True)
     # generous bound for a loaded 2-core machine; typically ~0.3 s
     assert time.perf_counter() - start < 5.0
+
+
+def test_a_missing_toolchain_module_is_an_install_hint_not_a_traceback(monkeypatch, tmp_path):
+    import seqdeploy.train as train_mod
+
+    def no_keras(*a, **k):
+        raise ModuleNotFoundError("No module named 'keras'", name="keras")
+
+    monkeypatch.setattr(train_mod, "train", no_keras)
+    res = runner.invoke(app, ["train", str(MODELS / "breast_cancer_mlp.toml"), "--out", str(tmp_path / "r")])
+    assert res.exit_code == 2 and "pip install 'seqdeploy[toolchain]'" in res.output
+    assert "Traceback" not in res.output

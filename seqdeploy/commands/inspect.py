@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
 from seqdeploy.cli import JSON_OPTION, app, console, emit_json, handle_errors
 
@@ -72,4 +73,7 @@ def _render(result) -> None:
         if info.contrib_ops:
             console.print(f"contrib ops: {', '.join(info.contrib_ops)}")
         if info.metadata_props:
-            console.print("metadata: " + ", ".join(f"{k}={v}" for k, v in info.metadata_props.items()))
+            def short(v: str) -> str:  # preprocessing records can be kilobytes: --json has them whole
+                return v if len(v) <= 80 else f"{v[:60]}... ({len(v)} chars)"
+
+            console.print("metadata: " + escape(", ".join(f"{k}={short(v)}" for k, v in info.metadata_props.items())))

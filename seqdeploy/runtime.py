@@ -466,7 +466,7 @@ class Predictor:
         dtype = self._input_dtypes[name]
         if type(pre) is Standardize:
             x = self._standardize_array(raw, pre)
-            if x.dtype.kind == "f" and np.maximum.reduce(np.abs(x), axis=None) <= self._safe_abs:  # NaN: False
+            if x.dtype.kind == "f" and float(np.maximum.reduce(np.abs(x), axis=None)) <= self._safe_abs:  # NaN: False
                 return {name: ((x - self._mean) / self._std).astype(dtype, copy=False)}
             with np.errstate(over="ignore", invalid="ignore"):
                 z = ((x - self._mean) / self._std).astype(dtype, copy=False)

@@ -646,7 +646,9 @@ def write_bundle_manifest(run_dir: str | os.PathLike) -> Manifest:
     vpath = run_dir / "verify.json"
     if vpath.exists():
         v = _read_json(vpath, "written by `seqdeploy verify`")
-        if isinstance(v, Mapping):
+        # Only a verification of the very bytes in this bundle counts (a re-export makes it stale).
+        verified = next((a for a in artifacts if isinstance(v, Mapping) and a.file == v.get("artifact")), None)
+        if verified is not None and v.get("onnx_sha256") == verified.sha256:
             verification = Verification(bool(v.get("passed")), _opt_float(v.get("max_abs_error")),
                                         _opt_float(v.get("label_agreement")))
 

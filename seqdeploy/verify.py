@@ -39,7 +39,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from seqdeploy.atomic import atomic_path, atomic_write_json
+from seqdeploy.atomic import atomic_path, atomic_write_json, sha256_file
 from seqdeploy.errors import CheckFailed, InputFileNotFound, VerifyInputError
 
 FLOAT32_TOL = (1e-4, 1e-3)
@@ -307,6 +307,7 @@ def verify_summary(result: VerifyResult) -> dict[str, Any]:
     """The flat summary the manifest and the pipeline read from ``verify.json``."""
     return {"passed": result.passed, "max_abs_error": result.max_abs_error,
             "label_agreement": result.label_agreement, "artifact": result.onnx_path.name,
+            "onnx_sha256": sha256_file(result.onnx_path),
             "artifact_precision": result.artifact_precision, "batch_sizes": list(result.batch_sizes),
             "samples": result.samples, "failures": list(result.failures)}
 

@@ -175,8 +175,12 @@ def build_bundle(root: Path, kind: str = "binary", *, quantize: bool = False, ch
         cands.append({"recipe": "int8-static", "attempt": 2, "path": None, "qualified": False})  # never written
         (run / "quantize.json").write_text(json.dumps({"chosen": chosen, "candidates": cands}))
     if verify:
+        from seqdeploy.atomic import sha256_file
+
         (run / "verify.json").write_text(json.dumps({"passed": True, "max_abs_error": 1.5e-7,
-                                                     "label_agreement": None if kind == "window" else 1.0}))
+                                                     "label_agreement": None if kind == "window" else 1.0,
+                                                     "artifact": "model.onnx",
+                                                     "onnx_sha256": sha256_file(run / "model.onnx")}))
     if golden:
         raw = sample_raw(kind, n=4, seed=3)
         feeds, expected = reference(kind, raw)

@@ -163,3 +163,17 @@ def test_per_output_tolerance_decides_a_small_difference(exported_run, tmp_path)
     ok = verify_run(exported_run, onnx_path=slightly, write=False,
                     per_output={out.name: Tolerance(atol=out.min_passing_atol * 1.01, rtol=out.rtol)})
     assert ok.passed and ok.outputs[0].elements_over_tolerance == 0
+
+
+def test_manifest_carries_verification_only_for_the_verified_bytes(exported_run, tmp_path):
+    from seqdeploy.export import export_onnx
+    from seqdeploy.manifest import write_bundle_manifest
+
+    run = tmp_path / "run"
+    shutil.copytree(exported_run, run)
+    verify_run(run)
+    assert write_bundle_manifest(run).verification is not None
+    export_onnx(run, opset=15)  # different bytes: the old verify.json no longer speaks for them
+    assert write_bundle_manifest(run).verification is None
+    verify_run(run)
+    assert write_bundle_manifest(run).verification.passed

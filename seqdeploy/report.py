@@ -127,6 +127,7 @@ def _verify_section(v: dict) -> list[str]:
     out += [markdown_table(["output", "result", "max abs err", "atol", "rtol", "p99 abs err", "min passing atol",
                             "over tol", "label agreement"], rows), ""]
     out += [f"- {f}" for f in v.get("failures", [])]
+    out += [f"- warning: {w}" for w in v.get("warnings", [])]
     return out + [""]
 
 

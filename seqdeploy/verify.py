@@ -106,6 +106,7 @@ class VerifyResult:
     seconds: float
     report_path: Path | None = None
     golden_path: Path | None = None
+    warnings: tuple[str, ...] = ()
 
 
 # --- runners ------------------------------------------------------------------------------
@@ -268,6 +269,7 @@ def verify_models(keras_path: str | Path, onnx_path: str | Path, *, real_inputs:
         for (k_name, k_val), o_name in zip(want.items(), onnx_rt.output_names):
             acc[o_name].add(kind, k_val, got[o_name], is_real=kind.startswith("real"), task=task)
 
+    warnings = _left_padding_probe(feeds, feed_name, keras_rt, onnx_rt, tol_default)
     reports = tuple(a.report() for a in acc.values())
     for r in reports:
         failures.extend(f"{r.name}: {p}" for p in r.problems)
@@ -281,7 +283,7 @@ def verify_models(keras_path: str | Path, onnx_path: str | Path, *, real_inputs:
     result = VerifyResult(
         passed=passed, keras_path=keras_path, onnx_path=onnx_path, artifact_precision=precision,
         outputs=reports, feeds=tuple(feed_runs), batch_sizes=tuple(sorted({f.batch_size for f in feed_runs})),
-        failures=tuple(dict.fromkeys(failures)), max_abs_error=float(max_err),
+        failures=tuple(dict.fromkeys(failures)), warnings=warnings, max_abs_error=float(max_err),
         label_agreement=min(agreements) if agreements else None,
         samples=int(len(real_inputs)) if real_inputs is not None else 0,
         seconds=time.perf_counter() - start)
@@ -309,7 +311,7 @@ def verify_summary(result: VerifyResult) -> dict[str, Any]:
             "label_agreement": result.label_agreement, "artifact": result.onnx_path.name,
             "onnx_sha256": sha256_file(result.onnx_path),
             "artifact_precision": result.artifact_precision, "batch_sizes": list(result.batch_sizes),
-            "samples": result.samples, "failures": list(result.failures)}
+            "samples": result.samples, "failures": list(result.failures), "warnings": list(result.warnings)}
 
 
 def write_golden(out_dir: Path, feed_name: str, inputs: np.ndarray, runner: KerasRunner, raw: np.ndarray) -> Path:
@@ -407,6 +409,34 @@ def _make_feeds(real, train, shape, dtype, samples, training_batch, vocab) -> li
         feeds.append(("edge:train-min", np.broadcast_to(lo, (3, *concrete)).astype(dtype)))
         feeds.append(("edge:train-max", np.broadcast_to(hi, (3, *concrete)).astype(dtype)))
     return feeds
+
+
+def _left_padding_probe(feeds, feed_name: str, keras_rt: KerasRunner, onnx_rt: OnnxRunner,
+                        tol: Tolerance) -> tuple[str, ...]:
+    """For token inputs: do LEFT-padded sequences still match? A warning, not a failure.
+
+    seqdeploy's tokenizer pads on the right and masked recurrent layers are exported
+    for right padding (ONNX ``sequence_lens``); data padded on the left would differ.
+    """
+    random = next((x for kind, x in feeds if kind == "random"), None)
+    if random is None or random.dtype.kind not in "iu" or random.ndim != 2:
+        return ()
+    lengths = (random != 0).sum(axis=1)
+    left = np.zeros_like(random)
+    for i, n in enumerate(lengths):
+        if n:
+            left[i, -n:] = random[i, :n]
+    try:
+        got = onnx_rt.infer({feed_name: left})
+    except Exception:  # onnxruntime errors are reported by the main checks already
+        return ()
+    want = keras_rt.infer({feed_name: left})
+    worst = max(float(np.max(np.abs(np.asarray(k, np.float64) - np.asarray(o, np.float64)), initial=0.0))
+                for k, o in zip(want.values(), got.values()))
+    if worst > tol.atol:
+        return (f"left-padded token sequences differ from Keras (max abs error {worst:.3g}): the export handles "
+                "masks for RIGHT-padded input only (seqdeploy's tokenizer pads right); pad your data on the right",)
+    return ()
 
 
 class _Accumulator:

@@ -177,3 +177,22 @@ def test_manifest_carries_verification_only_for_the_verified_bytes(exported_run,
     assert write_bundle_manifest(run).verification is None
     verify_run(run)
     assert write_bundle_manifest(run).verification.passed
+
+
+def test_left_padding_is_flagged_for_masked_recurrent_models(tmp_path):
+    import keras
+
+    from seqdeploy.export import export_onnx
+
+    keras.utils.set_random_seed(0)
+    masked = keras.Sequential([keras.Input((6,), dtype="int32", name="tokens"),
+                               keras.layers.Embedding(20, 4, mask_zero=True), keras.layers.LSTM(5),
+                               keras.layers.Dense(1, activation="sigmoid")])
+    masked.save(tmp_path / "masked.keras")
+    export_onnx(tmp_path / "masked.keras", out=tmp_path / "masked.onnx")
+    rng = np.random.default_rng(0)
+    x = rng.integers(1, 20, size=(10, 6)).astype(np.int32)
+    x[:, 4:] = 0  # right-padded, as the tokenizer makes them
+    result = verify_models(tmp_path / "masked.keras", tmp_path / "masked.onnx", real_inputs=x, vocabulary_size=20)
+    assert result.passed
+    assert any("left-padded" in w for w in result.warnings)

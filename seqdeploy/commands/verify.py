@@ -28,6 +28,8 @@ def render_verify(result) -> None:
                   f"{result.seconds:.1f}s")
     for f in result.failures:
         console.print(f"  [red]-[x][/] {f}", soft_wrap=True)
+    for w in result.warnings:
+        console.print(f"  [yellow]warning:[/] {w}", soft_wrap=True)
     if result.passed:
         console.print("[green]PASS[/]: ONNX matches Keras")
     if result.report_path:

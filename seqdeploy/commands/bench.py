@@ -50,6 +50,10 @@ def bench_cmd(
     warmup: float = typer.Option(0.1, "--warmup", help="Warm-up seconds per runner before timing."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Where bench.json/md/png go [default: the run dir or the model's dir]."),
     no_files: bool = typer.Option(False, "--no-files", help="Do not write bench.json/md/png."),
+    graph_opt: str = typer.Option("all", "--graph-opt", help="onnxruntime graph optimisation for the plain ONNX runners: all|extended|basic|disable."),
+    spinning: bool = typer.Option(False, "--spinning/--no-spinning", help="onnxruntime intra-op thread spinning (plain ONNX runners)."),
+    per_call: str = typer.Option("run", "--per-call", help="Plain ONNX runners' call path: run | iobinding."),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Cache the optimised graph on disk here (optimized_model_filepath)."),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Time onnxruntime (every artifact), Keras (predict and direct call) and TFLite side by side.
@@ -57,7 +61,7 @@ def bench_cmd(
     Example: seqdeploy bench runs/breast_cancer_mlp --batch 1,64 --threads 1,2 --vs keras,tflite
     """
     with handle_errors(as_json=as_json):
-        from seqdeploy.bench import StopRule, parse_int_list, parse_vs, run_bench, write_outputs
+        from seqdeploy.bench import OrtSettings, StopRule, parse_int_list, parse_vs, run_bench, write_outputs
         from seqdeploy.errors import UsageError
 
         batches = parse_int_list(batch, "--batch")
@@ -72,8 +76,10 @@ def bench_cmd(
         if status is not None:
             status.start()
         try:
+            settings = OrtSettings(allow_spinning=spinning, graph_optimization=graph_opt, per_call=per_call,
+                                   cache_dir=str(cache_dir) if cache_dir is not None else None)
             result = run_bench(target, batches=batches, threads=thr, vs=("auto" if peers is None else (",".join(peers) or "none")),
-                               rule=rule, progress=progress)
+                               rule=rule, progress=progress, settings=settings)
         finally:
             if status is not None:
                 status.stop()

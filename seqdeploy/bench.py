@@ -1457,6 +1457,13 @@ def render_png(result: BenchResult, path: str | os.PathLike) -> Path:
                 ax2.plot([p[0] for p in pts], [p[1] for p in pts], marker="o",
                          linestyle="-" if th == th0 else "--", label=f"{r.name} t{th}")
     ax2.set_xscale("log", base=2)
+    batches = sorted({m.batch for m in ok})
+    if batches:  # label the measured batch sizes, not powers of two
+        from matplotlib.ticker import FixedLocator, NullLocator
+
+        ax2.xaxis.set_major_locator(FixedLocator(batches))
+        ax2.xaxis.set_minor_locator(NullLocator())
+        ax2.set_xticklabels([str(b) for b in batches])
     ax2.set_yscale("log")
     ax2.set_xlabel("batch size")
     ax2.set_ylabel("throughput (samples/s, p50-based)")

@@ -66,6 +66,22 @@ def test_every_spec_runs_the_whole_pipeline_and_its_bundle_loads(spec, tmp_path)
     else:
         ids = (want[:, 0] >= 0.5).astype(int) if splits.task == "binary" else want.argmax(axis=1)
         np.testing.assert_array_equal(got, np.asarray(splits.labels)[ids])
+    # the same raw rows through `seqdeploy predict` (text as JSONL, arrays as NPY) give the same answers
+    if splits.raw_test.dtype.kind == "U":
+        src = tmp_path / "rows.jsonl"
+        src.write_text("".join(json.dumps({"text": t}) + "\n" for t in splits.raw_test))
+    else:
+        src = tmp_path / "rows.npy"
+        np.save(src, splits.raw_test)
+    res = runner.invoke(app, ["predict", str(run), "--input", str(src), "--output", str(tmp_path / "pred.jsonl")])
+    assert res.exit_code == 0, res.output
+    lines = [json.loads(ln) for ln in (tmp_path / "pred.jsonl").read_text().splitlines()]
+    assert len(lines) == len(got)
+    first = [ln.get("prediction") for ln in lines]
+    if splits.task == "regression":
+        np.testing.assert_allclose(np.asarray(first, float), got.reshape(-1), rtol=1e-5, atol=1e-4)
+    else:
+        assert first == [str(g) for g in got]
     report = (run / "report.md").read_text()
     assert "## Verification" in report and "## Benchmark" in report and "Predictor.from_bundle" in report
 

@@ -594,6 +594,20 @@ def _artifact(run_dir: Path, rel: str, recipe: str | None) -> Artifact:
                     contrib_ops=contrib, min_onnxruntime=min_onnxruntime_for(opset))
 
 
+def refresh_bundle_manifest(run_dir: str | os.PathLike) -> Manifest | None:
+    """Rewrite ``manifest.json`` when ``run_dir`` is a bundle (has ``train.json`` and ``model.onnx``).
+
+    What every stage that changes a run directory calls to keep its manifest in step.
+
+    >>> refresh_bundle_manifest("some/dir/without/train.json") is None  # doctest: +SKIP
+    True
+    """
+    run_dir = Path(run_dir)
+    if not ((run_dir / "train.json").is_file() and (run_dir / "model.onnx").is_file()):
+        return None
+    return write_bundle_manifest(run_dir)
+
+
 def write_bundle_manifest(run_dir: str | os.PathLike) -> Manifest:
     """Derive ``manifest.json`` from a run directory's files, write it atomically, return it.
 

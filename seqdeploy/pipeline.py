@@ -207,13 +207,10 @@ _RUNNERS = {"train": _run_train, "export": _run_export, "verify": _run_verify,
 
 
 def _write_bundle(run_dir: Path, emit: EventCallback) -> tuple[Path | None, Path | None]:
-    from seqdeploy.manifest import write_bundle_manifest
+    from seqdeploy.manifest import refresh_bundle_manifest
     from seqdeploy.report import write_report
 
-    manifest_path = None
-    if (run_dir / "model.onnx").exists() and (run_dir / "train.json").exists():
-        write_bundle_manifest(run_dir)
-        manifest_path = run_dir / "manifest.json"
+    manifest_path = run_dir / "manifest.json" if refresh_bundle_manifest(run_dir) else None
     report_path = write_report(run_dir)
     emit(PipelineEvent("message", "bundle", f"manifest and report written to {run_dir}"))
     return manifest_path, report_path

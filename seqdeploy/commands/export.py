@@ -50,10 +50,10 @@ def export(
         from seqdeploy.export import export_onnx
 
         result = export_onnx(source, out=out, opset=opset, unsafe=unsafe)
-        if source.is_dir() and out is None and (source / "train.json").exists():
-            from seqdeploy.manifest import write_bundle_manifest
+        if source.is_dir() and out is None:
+            from seqdeploy.manifest import refresh_bundle_manifest
 
-            write_bundle_manifest(source)  # a run directory is a bundle: keep its manifest in step
+            refresh_bundle_manifest(source)  # a run directory is a bundle: keep its manifest in step
         if as_json:
             emit_json(result)
         else:

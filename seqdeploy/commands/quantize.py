@@ -54,15 +54,10 @@ def render_quantize(result) -> None:
 
 
 def _update_manifest(run_dir: Path) -> str | None:
-    """Refresh manifest.json when the manifest module and train.json exist; return a note."""
-    if not (run_dir / "train.json").exists():
-        return None
-    try:
-        from seqdeploy.manifest import write_bundle_manifest
-    except ImportError:
-        return None
-    write_bundle_manifest(run_dir)
-    return f"updated {run_dir / 'manifest.json'}"
+    """Refresh manifest.json when the run directory is a bundle; return a note."""
+    from seqdeploy.manifest import refresh_bundle_manifest
+
+    return f"updated {run_dir / 'manifest.json'}" if refresh_bundle_manifest(run_dir) else None
 
 
 @app.command()

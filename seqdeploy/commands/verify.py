@@ -66,7 +66,9 @@ def verify(
                 raise UsageError("give either RUN_DIR or --keras/--onnx/--data, not both")
             result = verify_run(run_dir, onnx_path=onnx, atol=a_def, rtol=r_def, per_output=per,
                                 samples=samples, unsafe=unsafe)
-            _refresh_manifest(run_dir)
+            from seqdeploy.manifest import refresh_bundle_manifest
+
+            refresh_bundle_manifest(run_dir)
         else:
             if keras is None or onnx is None:
                 raise UsageError("verify needs RUN_DIR, or --keras MODEL.keras --onnx MODEL.onnx --data FILE")
@@ -80,11 +82,3 @@ def verify(
         else:
             render_verify(result)
 
-
-def _refresh_manifest(run_dir: Path) -> None:
-    try:
-        from seqdeploy.manifest import write_bundle_manifest
-    except ImportError:
-        return
-    if (Path(run_dir) / "train.json").exists() and (Path(run_dir) / "model.onnx").exists():
-        write_bundle_manifest(run_dir)

@@ -91,3 +91,10 @@ class CheckFailed(SeqdeployError, AssertionError):
     def __init__(self, message: str, result: object | None = None):
         super().__init__(message)
         self.result = result
+
+
+def first_line(exc: BaseException, limit: int | None = None) -> str:
+    """The first non-blank line of an exception's message (its type name if empty), cut at ``limit``."""
+    lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
+    text = lines[0] if lines else type(exc).__name__
+    return text if limit is None else text[:limit]

@@ -51,7 +51,7 @@ from typing import Any, Literal, Mapping, Union
 import numpy as np
 
 from seqdeploy.atomic import atomic_path, atomic_write_json, to_jsonable
-from seqdeploy.errors import InputFileNotFound, ModelLoadError, QuantizeError
+from seqdeploy.errors import InputFileNotFound, QuantizeError
 
 Task = Literal["binary", "multiclass", "regression"]
 Mode = Literal["auto", "dynamic", "static", "fp16"]
@@ -519,7 +519,6 @@ def choose_candidate(candidates: list[Candidate] | tuple[Candidate, ...]) -> Can
 
 
 def _load_onnx(path: Path):
-    import onnx
 
     if not path.exists():
         raise InputFileNotFound(f"{path}: no such ONNX model (expected a float32 model.onnx; run `seqdeploy export` first)")
@@ -530,26 +529,26 @@ def _load_onnx(path: Path):
 
 def op_counts(model) -> dict[str, int]:
     """Count node op types in the main graph and in subgraphs (Loop/Scan bodies)."""
-    counts: dict[str, int] = {}
+    from seqdeploy.export import op_counts as graph_op_counts
 
-    def walk(graph) -> None:
-        for node in graph.node:
-            counts[node.op_type] = counts.get(node.op_type, 0) + 1
-            for attr in node.attribute:
-                if attr.g is not None and len(attr.g.node):
-                    walk(attr.g)
-                for g in attr.graphs:
-                    walk(g)
+    return graph_op_counts(model)
 
-    walk(model.graph)
-    return dict(sorted(counts.items()))
+
+def is_quantized_op(op_type: str) -> bool:
+    """Whether an op type (optionally domain-qualified) only appears in quantized graphs.
+
+        >>> is_quantized_op("QLinearConv"), is_quantized_op("com.microsoft.QGemm"), is_quantized_op("Conv")
+        (True, True, False)
+    """
+    op = op_type.rsplit(".", 1)[-1]
+    return op in QUANTIZED_OP_TYPES or op.startswith("QLinear")
 
 
 def check_not_quantized(model, path: str | os.PathLike = "model") -> None:
     """Raise :class:`QuantizeError` if ``model`` already holds quantized ops or float16 weights."""
     from onnx import TensorProto
 
-    found = sorted(op for op in op_counts(model) if op in QUANTIZED_OP_TYPES or op.startswith("QLinear"))
+    found = sorted(op for op in op_counts(model) if is_quantized_op(op))
     if found:
         raise QuantizeError(
             f"{path}: already quantized (found {', '.join(found)}); expected a float32 model. "

@@ -24,7 +24,7 @@ import numpy as np
 from seqdeploy import __version__
 from seqdeploy.atomic import atomic_path, atomic_write_bytes, atomic_write_json
 from seqdeploy.data import Splits, load_spec_splits
-from seqdeploy.errors import SpecError, TrainError
+from seqdeploy.errors import SpecError, TrainError, first_line
 from seqdeploy.spec import LayerSpec, Spec, load_spec
 
 EpochCallback = Callable[[int, int, Mapping[str, float]], None]
@@ -83,7 +83,7 @@ def train_spec(spec: Spec, *, out: str | Path | None = None, on_epoch: EpochCall
                          validation_split=spec.fit.validation_split, shuffle=True, verbose=0, callbacks=callbacks)
         metrics = model.evaluate(splits.x_test, splits.y_test, batch_size=256, verbose=0, return_dict=True)
     except (ValueError, TypeError) as exc:
-        raise TrainError(f"{spec.path}: Keras could not fit the model: {_first_line(exc)}; check the loss "
+        raise TrainError(f"{spec.path}: Keras could not fit the model: {first_line(exc)}; check the loss "
                          "matches the labels (e.g. sparse_categorical_crossentropy for integer classes)") from None
     seconds = time.perf_counter() - start
     history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
@@ -155,7 +155,7 @@ def build_model(spec: Spec, splits: Splits):
                 model.add(layer)
             except Exception as exc:  # Keras raises many types here; all mean "this layer does not fit"
                 raise SpecError(f"{spec.path}: layers[{layer_spec.index}] ({layer_spec.type}) does not fit the "
-                                f"previous output {_shape_before(model)}: {_first_line(exc)}") from None
+                                f"previous output {_shape_before(model)}: {first_line(exc)}") from None
     _check_output(model, spec, splits)
     return model
 
@@ -176,7 +176,7 @@ def make_layer(ls: LayerSpec, path: Path):
         return cls(**kwargs)
     except Exception as exc:  # Keras validates arguments with TypeError/ValueError and others
         raise SpecError(f"{path}: layers[{ls.index}] ({ls.type}) rejected its arguments "
-                        f"{_short(ls.kwargs)}: Keras says: {_first_line(exc)}") from None
+                        f"{_short(ls.kwargs)}: Keras says: {first_line(exc)}") from None
 
 
 def _compile(model, spec: Spec) -> None:
@@ -187,7 +187,7 @@ def _compile(model, spec: Spec) -> None:
                                           "config": dict(spec.compile.optimizer_kwargs)})
     except (ValueError, TypeError) as exc:
         raise SpecError(f"{spec.path}: [compile] optimizer {spec.compile.optimizer!r} "
-                        f"{dict(spec.compile.optimizer_kwargs)}: {_first_line(exc)}; use e.g. \"adam\", \"sgd\", "
+                        f"{dict(spec.compile.optimizer_kwargs)}: {first_line(exc)}; use e.g. \"adam\", \"sgd\", "
                         "\"rmsprop\"") from None
     try:
         keras.losses.get(spec.compile.loss)
@@ -240,11 +240,6 @@ def _shape_before(model) -> str:
         return str(list(model.outputs[0].shape))
     except (AttributeError, ValueError, IndexError, TypeError):
         return "(unknown)"
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 def _short(kwargs: Mapping[str, Any]) -> str:

@@ -32,7 +32,6 @@ float16 / int8 (quantized)     5e-2      5e-2      reported only (the quantize
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -40,13 +39,11 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from seqdeploy.atomic import atomic_path, atomic_write_json, sha256_file
-from seqdeploy.errors import CheckFailed, InputFileNotFound, VerifyInputError
+from seqdeploy.errors import CheckFailed, InputFileNotFound, VerifyInputError, first_line
 
 FLOAT32_TOL = (1e-4, 1e-3)
 QUANTIZED_TOL = (5e-2, 5e-2)
 GOLDEN_SAMPLES = 5
-_QUANT_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger",
-              "ConvInteger", "QLinearConv", "QLinearMatMul"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,10 +111,10 @@ class VerifyResult:
 class KerasRunner:
     """Runs the Keras model with a direct call (``training=False``)."""
 
-    def __init__(self, model, output_names: Sequence[str]):
+    def __init__(self, model, input_names: Sequence[str], output_names: Sequence[str]):
         self.model = model
+        self.input_names = list(input_names)
         self.output_names = list(output_names)
-        self.input_names = [_sanitize(getattr(t, "name", f"input_{i}")) for i, t in enumerate(model.inputs)]
 
     def infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         xs = [feeds[n] for n in self.input_names]
@@ -140,7 +137,7 @@ class OnnxRunner:
         try:
             self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
-            raise VerifyInputError(f"{path}: onnxruntime cannot load this model: {_first_line(exc)}; "
+            raise VerifyInputError(f"{path}: onnxruntime cannot load this model: {first_line(exc, limit=300)}; "
                                    "re-export it with `seqdeploy export`") from None
         self.inputs = self.session.get_inputs()
         self.outputs = self.session.get_outputs()
@@ -239,9 +236,11 @@ def verify_models(keras_path: str | Path, onnx_path: str | Path, *, real_inputs:
             raise VerifyInputError("the data has no samples; expected at least one")
         real_inputs = real_inputs[:samples].astype(keras_dtype)
 
-    keras_names = _keras_output_names(model, len(onnx_rt.output_names))
-    keras_rt = KerasRunner(model, keras_names)
-    keras_rt.input_names = [feed_name]
+    from seqdeploy.export import keras_output_names
+
+    # The names export gives the ONNX outputs; a mismatch means the files do not belong together.
+    keras_names = keras_output_names(model)
+    keras_rt = KerasRunner(model, [feed_name], keras_names)
 
     failures: list[str] = []
     if len(keras_names) != len(onnx_rt.output_names):
@@ -258,11 +257,11 @@ def verify_models(keras_path: str | Path, onnx_path: str | Path, *, real_inputs:
         try:
             got = onnx_rt.infer(feed)
         except Exception as exc:  # onnxruntime's InvalidArgument & co: a failure of the artifact
-            msg = f"onnxruntime rejected the {kind} feed at batch {len(x)}: {_first_line(exc)}"
+            msg = f"onnxruntime rejected the {kind} feed at batch {len(x)}: {first_line(exc, limit=300)}"
             if "dimension" in str(exc).lower() or "shape" in str(exc).lower():
                 msg += " (is the batch axis dynamic? re-export with `seqdeploy export`)"
             failures.append(msg)
-            feed_runs.append(FeedRun(kind, len(x), False, _first_line(exc)))
+            feed_runs.append(FeedRun(kind, len(x), False, first_line(exc, limit=300)))
             continue
         want = keras_rt.infer(feed)
         feed_runs.append(FeedRun(kind, len(x), True))
@@ -333,9 +332,10 @@ def artifact_precision(onnx_path: Path) -> str:
     """float32, float16 or int8, read from the graph's ops and initializers."""
     import onnx
 
+    from seqdeploy.quantize import is_quantized_op
+
     model = onnx.load(str(onnx_path), load_external_data=False)
-    ops = {n.op_type for n in model.graph.node}
-    if ops & _QUANT_OPS:
+    if any(is_quantized_op(n.op_type) for n in model.graph.node):
         return "int8"
     if any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer):
         return "float16"
@@ -375,7 +375,7 @@ def load_inputs_file(path: str | Path) -> np.ndarray:
         if path.suffix == ".csv":
             return np.loadtxt(path, delimiter=",", skiprows=1, dtype=np.float32, ndmin=2)
     except ValueError as exc:
-        raise VerifyInputError(f"--data {path}: unreadable ({_first_line(exc)}); expected numeric model inputs") from None
+        raise VerifyInputError(f"--data {path}: unreadable ({first_line(exc, limit=300)}); expected numeric model inputs") from None
     raise VerifyInputError(f"--data {path}: unsupported type {path.suffix!r}; expected .npy, .npz or .csv")
 
 
@@ -510,28 +510,3 @@ def _labels(y: np.ndarray, task: str) -> np.ndarray:
     if task == "binary" and y.shape[1] == 1:
         return (y[:, 0] >= 0.5).astype(np.int64)
     return y.argmax(axis=1)
-
-
-def _keras_output_names(model, n_onnx: int) -> list[str]:
-    # The names export gives the ONNX outputs; a mismatch means the files do not belong together.
-    from seqdeploy import export
-
-    return list(export.keras_output_names(model))
-
-
-def _sanitize(name: str) -> str:
-    from seqdeploy.export import sanitize_name
-
-    return sanitize_name(name)
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
-    return lines[0][:300] if lines else type(exc).__name__
-
-
-def read_verify_summary(run_dir: Path) -> dict | None:
-    path = Path(run_dir) / "verify.json"
-    if not path.exists():
-        return None
-    return json.loads(path.read_text())

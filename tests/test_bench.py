@@ -13,7 +13,6 @@ from typer.testing import CliRunner
 
 from seqdeploy import bench
 from seqdeploy.bench import (
-    BenchData,
     Measurement,
     OrtRunner,
     RunnerInfo,

@@ -313,7 +313,6 @@ def test_fast_path_falls_back_for_uncached_and_unusual_feeds(bundles):
 
 
 def test_fast_path_switches_off_for_data_dependent_output_shapes():
-    import onnx
     from onnx import TensorProto, helper
 
     from seqdeploy.runtime import FastSession

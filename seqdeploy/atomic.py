@@ -84,6 +84,14 @@ def atomic_write_json(target: str | os.PathLike, obj: Any) -> Path:
     return atomic_write_text(target, json.dumps(to_jsonable(obj), indent=2, sort_keys=False) + "\n")
 
 
+def read_json_or_empty(path: str | os.PathLike) -> dict:
+    """A JSON file's object, or ``{}`` when the file is missing or unreadable (an optional stage output)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     """Hex sha256 of a file, read in chunks."""
     h = hashlib.sha256()

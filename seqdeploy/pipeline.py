@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from seqdeploy import __version__
-from seqdeploy.atomic import atomic_write_json, sha256_file
+from seqdeploy.atomic import atomic_write_json, read_json_or_empty, sha256_file
 from seqdeploy.errors import UsageError
 
 STAGES = ("train", "export", "verify", "quantize", "bench")
@@ -177,16 +176,9 @@ def _run_quantize(spec, run_dir: Path, options: PipelineOptions, emit: EventCall
 
     settings = QuantizeSettings(mode=options.quantize_mode, max_metric_drop=options.max_metric_drop,
                                 latency_rounds=options.quantize_rounds)
+    # quantize_run itself removes artifacts of an earlier, different choice
     result = quantize_run(run_dir, settings)
-    files = ["quantize.json"]
-    chosen = _read_json(run_dir / "quantize.json").get("chosen")
-    if chosen:
-        files.append(chosen)
-    for stale in run_dir.glob("model.*.onnx"):  # artifacts of an earlier choice would be shipped by mistake
-        if stale.name not in files:
-            stale.unlink()
-    del result
-    return files
+    return ["quantize.json"] + ([result.chosen] if result.chosen else [])
 
 
 def _run_bench(spec, run_dir: Path, options: PipelineOptions, emit: EventCallback) -> list[str]:
@@ -245,7 +237,7 @@ def _stage_key(name: str, spec, run_dir: Path, options: PipelineOptions) -> str:
     elif name == "bench":
         for f in ["model.keras", "model.onnx", "quantize.json"]:
             add_file(f)
-        chosen = _read_json(run_dir / "quantize.json").get("chosen")
+        chosen = read_json_or_empty(run_dir / "quantize.json").get("chosen")
         if chosen:
             add_file(chosen)
         h.update(f"|b={options.bench_batches}|t={options.bench_threads}|d={options.bench_duration}"
@@ -254,7 +246,7 @@ def _stage_key(name: str, spec, run_dir: Path, options: PipelineOptions) -> str:
 
 
 def _load_state(run_dir: Path) -> dict:
-    data = _read_json(run_dir / STATE_FILE)
+    data = read_json_or_empty(run_dir / STATE_FILE)
     return data.get("stages", {}) if data.get("seqdeploy") == __version__ else {}
 
 
@@ -275,27 +267,21 @@ def _files_intact(run_dir: Path, files: dict) -> bool:
     return all((run_dir / f).exists() and sha256_file(run_dir / f) == digest for f, digest in files.items())
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-
 
 # --- summaries ------------------------------------------------------------------------------
 
 def _existing_summary(run_dir: Path, stage: str) -> dict:
     if stage == "train":
-        t = _read_json(run_dir / "train.json")
+        t = read_json_or_empty(run_dir / "train.json")
         return {"test_metrics": t.get("test_metrics"), "epochs_run": t.get("epochs_run")} if t else {}
     if stage == "export":
-        e = _read_json(run_dir / "export.json")
+        e = read_json_or_empty(run_dir / "export.json")
         return {"opset": e.get("opset"), "op_counts": e.get("op_counts"), "warnings": e.get("warnings")} if e else {}
     if stage == "verify":
-        v = _read_json(run_dir / "verify.json")
+        v = read_json_or_empty(run_dir / "verify.json")
         return {k: v.get(k) for k in ("passed", "max_abs_error", "label_agreement")} if v else {}
     if stage == "quantize":
-        q = _read_json(run_dir / "quantize.json")
+        q = read_json_or_empty(run_dir / "quantize.json")
         return {"chosen": q.get("chosen"), "reason": q.get("reason") or q.get("summary")} if q else {}
     if stage == "bench":
         return bench_headline(run_dir)
@@ -304,7 +290,7 @@ def _existing_summary(run_dir: Path, stage: str) -> dict:
 
 def bench_headline(run_dir: Path) -> dict:
     """Batch-1 p50 of the deployed artifact, plain ONNX float32, Keras's direct call and TFLite, from bench.json."""
-    b = _read_json(Path(run_dir) / "bench.json")
+    b = read_json_or_empty(Path(run_dir) / "bench.json")
     if not b:
         return {}
     p50: dict[str, float] = {}

@@ -9,11 +9,10 @@ can be regenerated at any time and never disagrees with them.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from seqdeploy.atomic import atomic_path, atomic_write_text
+from seqdeploy.atomic import atomic_path, atomic_write_text, read_json_or_empty
 
 
 def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
@@ -59,20 +58,20 @@ def write_report(run_dir: str | Path) -> Path:
     """Write ``report.md`` (and ``training.png``) for a run directory and return its path."""
     run_dir = Path(run_dir)
     parts = [f"# seqdeploy report: {run_dir.name}", ""]
-    train = _json(run_dir / "train.json")
+    train = read_json_or_empty(run_dir / "train.json")
     spec_file = run_dir / (train.get("spec_file", "spec.toml") if train else "spec.toml")
     if spec_file.exists():
         lang = "toml" if spec_file.suffix == ".toml" else "python"
         parts += ["## Spec", "", f"```{lang}", spec_file.read_text().strip(), "```", ""]
     if train:
         parts += _train_section(train, run_dir)
-    exp = _json(run_dir / "export.json")
+    exp = read_json_or_empty(run_dir / "export.json")
     if exp:
         parts += _export_section(exp)
-    ver = _json(run_dir / "verify.json")
+    ver = read_json_or_empty(run_dir / "verify.json")
     if ver:
         parts += _verify_section(ver)
-    quant = _json(run_dir / "quantize.json")
+    quant = read_json_or_empty(run_dir / "quantize.json")
     if quant:
         parts += _quantize_section(quant)
     if (run_dir / "bench.md").exists():
@@ -81,7 +80,7 @@ def write_report(run_dir: str | Path) -> Path:
         parts += ["## Benchmark", ""] + body + [""]
         if (run_dir / "bench.png").exists():
             parts += ["![latency and throughput](bench.png)", ""]
-    man = _json(run_dir / "manifest.json")
+    man = read_json_or_empty(run_dir / "manifest.json")
     if man:
         parts += _manifest_section(man, run_dir)
     path = run_dir / "report.md"
@@ -169,10 +168,3 @@ def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.4g}"
     return str(v)
-
-
-def _json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}

@@ -1057,14 +1057,14 @@ def load_data(target: Target, onnx_input: tuple[str, list[Any], Any], seed: int 
 
 def cpu_info() -> dict[str, Any]:
     """CPU model, core count and the SIMD flags that matter for int8 (from /proc/cpuinfo)."""
-    flags: set[str] = set()
+    from seqdeploy.doctor import cpu_flag_set, read_cpuinfo
+
+    text = read_cpuinfo() or ""
+    flags = cpu_flag_set(text)
     model = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags") and not flags:
-                flags = set(line.split(":", 1)[1].split())
-            elif line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
+    for line in text.splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
     wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16")
     return {"model": model, "logical_cores": os.cpu_count(), "flags": {f: f in flags for f in wanted}}
 

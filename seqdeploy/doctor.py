@@ -62,21 +62,34 @@ def _installed(dists: tuple[str, ...]) -> str | None:
     return None
 
 
+def read_cpuinfo() -> str | None:
+    """``/proc/cpuinfo`` as text, or None where there is none (non-Linux)."""
+    try:
+        return Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return None
+
+
+def cpu_flag_set(cpuinfo: str) -> frozenset[str]:
+    """The CPU's feature flags: the first ``flags`` (x86) or ``Features`` (ARM) line of cpuinfo text.
+
+        >>> sorted(cpu_flag_set("processor : 0\nflags : fpu avx2"))
+        ['avx2', 'fpu']
+    """
+    for line in cpuinfo.splitlines():
+        if line.lower().startswith(("flags", "features")) and ":" in line:
+            return frozenset(line.split(":", 1)[1].split())
+    return frozenset()
+
+
 def cpu_flags(cpuinfo: str | None = None) -> dict[str, bool]:
     """AVX2 / AVX-512 / VNNI / AMX flags of this CPU (Linux; empty elsewhere)."""
     if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
+        cpuinfo = read_cpuinfo()
+        if cpuinfo is None:
             return {}
-    flags = set()
-    for line in cpuinfo.splitlines():
-        if line.startswith("flags"):
-            flags.update(line.split(":", 1)[1].split())
-            break
-    wanted = {"avx2": "avx2", "avx512f": "avx512f", "avx512_vnni": "avx512_vnni", "avx_vnni": "avx_vnni",
-              "amx_int8": "amx_int8"}
-    return {k: v in flags for k, v in wanted.items()}
+    flags = cpu_flag_set(cpuinfo)
+    return {k: k in flags for k in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")}
 
 
 def run_doctor(cpuinfo: str | None = None) -> DoctorReport:

@@ -39,7 +39,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import re
 import shutil
 import statistics
 import tempfile
@@ -594,12 +593,10 @@ def plan_recipes(counts: Mapping[str, int], mode: str) -> tuple[list[str], list[
 
 
 def _cpu_has_native_fp16() -> bool:
-    try:
-        text = Path("/proc/cpuinfo").read_text(errors="replace")
-    except OSError:
-        return False
-    flags = set(re.findall(r"[a-z0-9_]+", " ".join(line for line in text.splitlines() if line.lower().startswith(("flags", "features")))))
-    return bool(flags & {"avx512_fp16", "fphp", "asimdhp"})
+    from seqdeploy.doctor import cpu_flag_set, read_cpuinfo
+
+    text = read_cpuinfo()
+    return bool(text and cpu_flag_set(text) & {"avx512_fp16", "fphp", "asimdhp"})
 
 
 # --------------------------------------------------------------------------- sessions and data

@@ -64,6 +64,7 @@ and labels come from the output dtype without a float64 copy. Still missing the
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import re
@@ -174,7 +175,7 @@ FAST_MAX_BYTES = 1 << 20  # inputs + outputs of one cached shape; larger calls a
 class _Slot:
     """One thread's pre-bound buffers for one input shape."""
 
-    __slots__ = ("ins", "outs", "binding", "c_binding", "run_options", "ortvalues")
+    __slots__ = ("ins", "outs", "binding", "c_binding", "run_options", "ortvalues", "run")
 
 
 class FastSession:
@@ -248,10 +249,7 @@ class FastSession:
                         else:
                             for buf, name in zip(slot.ins, self.input_names):
                                 np.copyto(buf, feeds[name])
-                        if self._c is not None:
-                            self._c.run_with_iobinding(slot.c_binding, slot.run_options)
-                        else:
-                            self.session.run_with_iobinding(slot.binding)
+                        slot.run()
                     except Exception as exc:  # noqa: BLE001 - any failure: plain run from now on
                         self._disable(exc)
                         return self._plain(feeds)
@@ -307,12 +305,12 @@ class FastSession:
                 self._c = None  # no pybind handle on this onnxruntime: public API for everything
             slot.run_options = ort.RunOptions()
             slot.run_options.log_severity_level = 4  # a failing bound run falls back quietly (no ORT error log)
+            # the bound call, chosen once per slot so the per-call path has no branch
+            slot.run = (functools.partial(self._c.run_with_iobinding, slot.c_binding, slot.run_options)
+                        if self._c is not None else functools.partial(self.session.run_with_iobinding, slot.binding))
             for buf, name in zip(slot.ins, self.input_names):
                 np.copyto(buf, feeds[name])
-            if self._c is not None:
-                self._c.run_with_iobinding(slot.c_binding, slot.run_options)
-            else:
-                self.session.run_with_iobinding(slot.binding)
+            slot.run()
             for got, want in zip(slot.outs, outs):  # the bound path must reproduce session.run
                 if got.shape != want.shape or not np.array_equal(got, want, equal_nan=want.dtype.kind == "f"):
                     raise RuntimeError("IOBinding outputs differ from session.run")

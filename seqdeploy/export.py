@@ -58,6 +58,7 @@ from seqdeploy.errors import (
     ModelLoadError,
     OpsetError,
     UnsupportedLayerError,
+    first_line,
 )
 
 DEFAULT_OPSET = 17
@@ -211,7 +212,7 @@ def load_keras_model(path: str | Path, *, unsafe: bool = False):
         with contextlib.redirect_stdout(None):  # legacy h5 loading may print
             model = keras.saving.load_model(path, compile=False, safe_mode=not unsafe)
     except Exception as exc:  # noqa: BLE001 - Keras raises many types for a bad file
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        msg = first_line(exc)
         hint = (
             "if it uses custom layers, register them with @keras.saving.register_keras_serializable and import them first"
             if "class" in msg.lower() or "custom" in msg.lower() or "unknown" in msg.lower()
@@ -485,7 +486,7 @@ def _from_function(fn, specs: list, opset: int, what: str, layer_names: list[str
         with _quiet_tf2onnx():
             proto, _ = tf2onnx.convert.from_function(tf.function(fn), input_signature=specs, opset=opset)
     except Exception as exc:  # noqa: BLE001 - tf2onnx raises bare Exceptions
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        msg = first_line(exc)
         layer = _layer_of(msg, layer_names)
         where = f"layer {layer!r}" if layer else what
         if "opset" in msg.lower():

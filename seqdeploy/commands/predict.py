@@ -33,7 +33,8 @@ def predict_command(
     Example: seqdeploy predict runs/breast_cancer_mlp --input new_patients.csv --output preds.csv
     """
     from seqdeploy.errors import UsageError
-    from seqdeploy.runtime import Predictor, predict_file
+    from seqdeploy.runtime import Predictor
+    from seqdeploy.scoring import predict_file
 
     with handle_errors(as_json=as_json):
         if as_json and output is None:

@@ -64,11 +64,13 @@ class FastSession:
     [array([[0.41]], dtype=float32)]
     """
 
-    def __init__(self, session: ort.InferenceSession):
+    def __init__(self, session: ort.InferenceSession, output_names: Sequence[str] | None = None):
         self.session = session
         ins = session.get_inputs()
         self.input_names: tuple[str, ...] = tuple(i.name for i in ins)
-        self.output_names: tuple[str, ...] = tuple(o.name for o in session.get_outputs())
+        #: the outputs computed and returned (a subset of the graph's: onnxruntime prunes the rest)
+        self.output_names: tuple[str, ...] = (tuple(output_names) if output_names
+                                              else tuple(o.name for o in session.get_outputs()))
         self._out_list = list(self.output_names)
         self._dtypes = tuple(np.dtype(_ORT_TYPES.get(i.type, np.float32)) for i in ins)
         self._n_in = len(ins)

@@ -63,7 +63,12 @@ def atomic_write_text(target: str | os.PathLike, text: str) -> Path:
 
 
 def to_jsonable(obj: Any) -> Any:
-    """Convert dataclasses, numpy scalars/arrays, paths and tuples to JSON types."""
+    """Convert dataclasses, numpy scalars/arrays, paths and tuples to JSON types.
+
+    Objects with a ``to_record()`` method (preprocessing kinds) are written as their record.
+    """
+    if callable(getattr(obj, "to_record", None)) and not isinstance(obj, type):
+        return to_jsonable(obj.to_record())
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return {f.name: to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
     if isinstance(obj, dict):

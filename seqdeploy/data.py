@@ -39,10 +39,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from seqdeploy.errors import DataError, InputFileNotFound
+from seqdeploy.preprocess import Scale, Standardize, Tokenize, Window, from_record
 from seqdeploy.spec import DataSpec, Spec
 
-TOKEN_PATTERN = r"[a-z0-9']+"
-PAD, OOV = "<pad>", "<oov>"
 # Shipped inside the package (not under models/) so that a pip-installed seqdeploy has it too.
 _DATASETS = Path(__file__).resolve().parent / "datasets"
 
@@ -127,38 +126,12 @@ def load_run_splits(run_dir: str | Path) -> Splits:
     return splits
 
 
-# --- preprocessing (numpy only; the runtime replays the same records) --------------------
+# --- preprocessing: one definition, in seqdeploy.preprocess --------------------------------
 
 def apply_preprocessing(record: dict, raw: Any) -> np.ndarray:
-    """Turn raw inputs into model inputs according to a preprocessing record."""
-    kind = record["kind"]
-    if kind == "standardize":
-        x = np.asarray(raw, dtype=np.float64)
-        return ((x - np.asarray(record["mean"])) / np.asarray(record["std"])).astype(np.float32)
-    if kind == "scale":
-        x = np.asarray(raw, dtype=np.float64) * record["scale"] + record["offset"]
-        return x.reshape((len(x), *record["model_shape"])).astype(np.float32)
-    if kind == "tokenize":
-        index = {tok: i for i, tok in enumerate(record["vocabulary"])}
-        return np.stack([encode_text(t, index, record) for t in raw]) if len(raw) else \
-            np.zeros((0, record["sequence_length"]), np.int32)
-    if kind == "window":
-        x = (np.asarray(raw, dtype=np.float64) - record["mean"]) / record["std"]
-        return x[..., None].astype(np.float32)
-    if kind == "none":
-        return np.asarray(raw)
-    raise DataError(f"unknown preprocessing kind {kind!r}; expected standardize, scale, tokenize, window or none")
-
-
-def encode_text(text: str, index: dict[str, int], record: dict) -> np.ndarray:
-    """Token ids for one text: lowercase, regex tokens, OOV=1, right-padded with 0."""
-    if record.get("lowercase", True):
-        text = text.lower()
-    ids = [index.get(tok, 1) for tok in re.findall(record["token_pattern"], text)]
-    ids = ids[: record["sequence_length"]]
-    out = np.zeros(record["sequence_length"], dtype=np.int32)
-    out[: len(ids)] = ids
-    return out
+    """Turn raw inputs into model inputs according to a preprocessing record (:mod:`seqdeploy.preprocess`)."""
+    kind = from_record(record, "preprocessing record")
+    return kind.apply(kind.coerce(raw) if kind.kind == "tokenize" else np.asarray(raw))
 
 
 # --- built-in sources ----------------------------------------------------------------------
@@ -187,9 +160,9 @@ def _digits(data: DataSpec, seed: int) -> Splits:
         raw_shape = [size, size, 3]
     y = ds.target.astype(np.int64)
     tr, te = _split_indices(len(y), data.test_fraction, seed, stratify=y)
-    record = {"kind": "scale", "scale": 1.0 / 16.0, "offset": 0.0, "raw_shape": raw_shape,
-              "model_shape": [size, size, ch]}
-    x = apply_preprocessing(record, raw)
+    kind = Scale(1.0 / 16.0, 0.0, tuple(raw_shape), model_shape=(size, size, ch))
+    record = kind.to_record()
+    x = kind.apply(raw)
     return Splits(x_train=x[tr], y_train=y[tr], x_test=x[te], y_test=y[te], raw_test=raw[te],
                   input_name="image", task="multiclass", labels=tuple(str(i) for i in range(10)),
                   target_name=None, preprocessing=record, fingerprint=_fingerprint(f"digits:{size}x{ch}", ds.images, y),
@@ -218,14 +191,9 @@ def _sentiment(data: DataSpec, seed: int) -> Splits:
     y = np.asarray(labels, dtype=np.int64)
     raw = np.asarray(texts, dtype=object)
     tr, te = _split_indices(len(y), data.test_fraction, seed, stratify=y)
-    counts: dict[str, int] = {}
-    for text in raw[tr]:
-        for tok in re.findall(TOKEN_PATTERN, text.lower()):
-            counts[tok] = counts.get(tok, 0) + 1
-    vocab = [PAD, OOV] + [t for t, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))][: data.vocabulary_size - 2]
-    record = {"kind": "tokenize", "vocabulary": vocab, "sequence_length": data.sequence_length,
-              "lowercase": True, "token_pattern": TOKEN_PATTERN, "padding": "right"}
-    x = apply_preprocessing(record, list(raw))
+    kind = Tokenize.fit(list(raw[tr]), data.vocabulary_size, data.sequence_length)
+    record = kind.to_record()
+    x = kind.apply(raw)
     return Splits(x_train=x[tr], y_train=y[tr], x_test=x[te], y_test=y[te],
                   raw_test=np.asarray(raw[te], dtype=str), input_name="tokens", task="binary",
                   labels=("negative", "positive"), target_name=None, preprocessing=record,
@@ -279,11 +247,10 @@ def _windows(series: np.ndarray, data: DataSpec, *, source: str, target_name: st
     target = series[w:]
     n_test = max(1, int(round(len(raw) * data.test_fraction)))
     n_train = len(raw) - n_test  # chronological: the test split is the most recent stretch
-    mean = float(series[: n_train + w].mean())
-    std = float(series[: n_train + w].std()) or 1.0
-    record = {"kind": "window", "window": w, "mean": mean, "std": std}
-    x = apply_preprocessing(record, raw)
-    y = ((target - mean) / std).astype(np.float32)
+    kind = Window.fit(series[: n_train + w], w)
+    record = kind.to_record()
+    x = kind.apply(raw)
+    y = ((target - kind.mean) / kind.std).astype(np.float32)
     return Splits(x_train=x[:n_train], y_train=y[:n_train], x_test=x[n_train:], y_test=y[n_train:],
                   raw_test=raw[n_train:].astype(np.float32), input_name="window", task="regression",
                   labels=None, target_name=target_name, preprocessing=record,
@@ -407,11 +374,9 @@ def _tabular(x: np.ndarray, y: np.ndarray, names: list[str], task: str, labels: 
     _check_finite(x, source)
     _check_enough(len(x), source)
     tr, te = _split_indices(len(y), data.test_fraction, seed, stratify=y if task != "regression" else None)
-    mean = x[tr].mean(axis=0)
-    std = x[tr].std(axis=0)
-    std[std == 0] = 1.0  # constant columns: keep them at zero instead of dividing by zero
-    record = {"kind": "standardize", "feature_names": names, "mean": mean.tolist(), "std": std.tolist()}
-    xm = apply_preprocessing(record, x)
+    kind = Standardize.fit(x[tr], names)
+    record = kind.to_record()
+    xm = kind.apply(x)
     return Splits(x_train=xm[tr], y_train=y[tr], x_test=xm[te], y_test=y[te], raw_test=x[te].astype(np.float32),
                   input_name="features", task=task, labels=labels, target_name=target_name,
                   preprocessing=record, fingerprint=_fingerprint(source, x, y), source=source)

@@ -16,6 +16,8 @@ and ``onnx`` is imported lazily inside the builder functions only
 Schema history (``schema_version``):
 
 1. first version.
+2. each artifact may carry ``portable``: its portable deployment graph (raw inputs ->
+   answers; file, sha256, size, inputs, outputs). Version 1 manifests still load.
 """
 
 from __future__ import annotations
@@ -24,15 +26,24 @@ import json
 import math
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import Any, Mapping, Union
+from typing import Any, Mapping, Sequence, Union
 
 from seqdeploy import __version__
 from seqdeploy.atomic import atomic_write_json, sha256_file
 from seqdeploy.errors import BundleError, InputFileNotFound, IntegrityError, ModelLoadError
+from seqdeploy.preprocess import (  # noqa: F401  (re-exported: the kinds are part of the manifest's schema)
+    NoPreprocessing,
+    Preprocessing,
+    Scale,
+    Standardize,
+    Tokenize,
+    Window,
+    from_record,
+)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 MANIFEST_NAME = "manifest.json"
 TASKS = ("binary", "multiclass", "regression")
 PRECISIONS = ("float32", "fp16", "int8-static", "int8-dynamic", "int8", "uint8", "mixed")
@@ -60,59 +71,21 @@ class TensorInfo:
 
 
 @dataclass(frozen=True)
-class Standardize:
-    """``(x - mean) / std`` per feature; raw rows may be keyed by feature name."""
+class PortableGraph:
+    """The portable deployment graph of one artifact: raw inputs in, answers out (:mod:`seqdeploy.portable`)."""
 
-    feature_names: tuple[str, ...]
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    kind: str = field(default="standardize", init=False)
-
-
-@dataclass(frozen=True)
-class Scale:
-    """``x * scale + offset`` reshaped to the model input (images)."""
-
-    scale: float
-    offset: float
-    raw_shape: tuple[int, ...]
-    kind: str = field(default="scale", init=False)
-
-
-@dataclass(frozen=True)
-class Tokenize:
-    """Regex tokens -> vocabulary ids (0 = ``<pad>``, 1 = ``<oov>``), right-padded to ``sequence_length``."""
-
-    vocabulary: tuple[str, ...]
-    sequence_length: int
-    lowercase: bool
-    token_pattern: str
-    kind: str = field(default="tokenize", init=False)
-
-
-@dataclass(frozen=True)
-class Window:
-    """``(x - mean) / std`` over a window of a series; outputs are denormalised ``y * std + mean``."""
-
-    window: int
-    mean: float
-    std: float
-    kind: str = field(default="window", init=False)
-
-
-@dataclass(frozen=True)
-class NoPreprocessing:
-    """Raw inputs are model inputs."""
-
-    kind: str = field(default="none", init=False)
-
-
-Preprocessing = Union[Standardize, Scale, Tokenize, Window, NoPreprocessing]
+    file: str
+    sha256: str
+    size: int
+    inputs: tuple[TensorInfo, ...]
+    outputs: tuple[TensorInfo, ...]
+    contrib_ops: tuple[str, ...] = ()
+    min_onnxruntime: str = _ORT_FLOOR
 
 
 @dataclass(frozen=True)
 class Artifact:
-    """One ONNX file of the bundle (path relative to the bundle directory)."""
+    """One model-ready ONNX file of the bundle (path relative to the bundle directory) and its portable wrapping."""
 
     file: str
     sha256: str
@@ -122,6 +95,7 @@ class Artifact:
     opset: int | None = None
     contrib_ops: tuple[str, ...] = ()
     min_onnxruntime: str = _ORT_FLOOR
+    portable: PortableGraph | None = None
 
 
 @dataclass(frozen=True)
@@ -172,6 +146,11 @@ class Manifest:
     def deployment(self) -> Artifact:
         """The artifact the application should load by default."""
         return self.artifact(self.deployment_artifact)
+
+    @property
+    def portable(self) -> PortableGraph | None:
+        """The deployed artifact's portable graph (raw inputs -> answers), or None for older bundles."""
+        return self.deployment.portable
 
     def artifact(self, name: str) -> Artifact:
         """Find an artifact by file name, recipe or precision (``"model.onnx"``, ``"int8-static"``)."""
@@ -225,57 +204,12 @@ def _floats(v: Any, where: str, key: str, n: int | None = None, positive: bool =
 
 
 def parse_preprocessing(d: Mapping[str, Any] | None, where: str = "preprocessing") -> Preprocessing:
-    """Validate a preprocessing record (docs/CONTRACTS.md) into its dataclass.
+    """Validate a preprocessing record (docs/CONTRACTS.md) into its kind (:mod:`seqdeploy.preprocess`).
 
     >>> parse_preprocessing({"kind": "window", "window": 3, "mean": 1.0, "std": 2.0})
-    Window(window=3, mean=1.0, std=2.0, kind='window')
+    Window(window=3, mean=1.0, std=2.0)
     """
-    if d is None:
-        return NoPreprocessing()
-    if not isinstance(d, Mapping):
-        raise _err(where, f"{d!r} (expected an object with a 'kind')")
-    kind = d.get("kind", "none")
-    if kind == "standardize":
-        names = d.get("feature_names")
-        if not isinstance(names, (list, tuple)) or not names or not all(isinstance(n, str) for n in names):
-            raise _err(where, f"feature_names = {names!r} (expected a non-empty list of strings)")
-        if len(set(names)) != len(names):
-            raise _err(where, "feature_names has duplicates; feature names must be unique")
-        n = len(names)
-        return Standardize(tuple(names), _floats(d.get("mean"), where, "mean", n),
-                           _floats(d.get("std"), where, "std", n, positive=True))
-    if kind == "scale":
-        raw_shape = d.get("raw_shape")
-        if not isinstance(raw_shape, (list, tuple)) or not raw_shape or not all(
-                isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in raw_shape):
-            raise _err(where, f"raw_shape = {raw_shape!r} (expected a list of positive integers)")
-        scale, offset = _floats([_get(d, "scale", where, float), _get(d, "offset", where, float)], where, "scale/offset")
-        return Scale(scale, offset, tuple(raw_shape))
-    if kind == "tokenize":
-        vocab = d.get("vocabulary")
-        if not isinstance(vocab, (list, tuple)) or len(vocab) < 2 or not all(isinstance(v, str) for v in vocab):
-            raise _err(where, "vocabulary must be a list of strings with '<pad>' at 0 and '<oov>' at 1")
-        length = _get(d, "sequence_length", where, int)
-        if length < 1:
-            raise _err(where, f"sequence_length = {length} (expected >= 1)")
-        pattern = _get(d, "token_pattern", where, str)
-        try:
-            re.compile(pattern)
-        except re.error as exc:
-            raise _err(where, f"token_pattern {pattern!r} is not a valid regex ({exc})") from None
-        return Tokenize(tuple(vocab), length, bool(d.get("lowercase", True)), pattern)
-    if kind == "window":
-        window = _get(d, "window", where, int)
-        if window < 1:
-            raise _err(where, f"window = {window} (expected >= 1)")
-        mean, std = _floats([_get(d, "mean", where, float), _get(d, "std", where, float)], where, "mean/std")
-        if std <= 0:
-            raise _err(where, f"std = {std} (expected > 0)")
-        return Window(window, mean, std)
-    if kind in ("none", None):
-        return NoPreprocessing()
-    raise _err(where, f"kind = {kind!r} (expected one of standardize, scale, tokenize, window, none); "
-                      f"this seqdeploy may be too old for the bundle: upgrade seqdeploy")
+    return from_record(d, f"manifest.json: {where}")
 
 
 def _parse_tensor(d: Any, where: str) -> TensorInfo:
@@ -332,7 +266,28 @@ def _parse_artifact(d: Any, where: str) -> Artifact:
     return Artifact(file=file, sha256=sha, size=size, precision=_get(d, "precision", where, str),
                     recipe=_get(d, "recipe", where, str, optional=True),
                     opset=_get(d, "opset", where, int, optional=True), contrib_ops=tuple(contrib),
-                    min_onnxruntime=_get(d, "min_onnxruntime", where, str, optional=True) or _ORT_FLOOR)
+                    min_onnxruntime=_get(d, "min_onnxruntime", where, str, optional=True) or _ORT_FLOOR,
+                    portable=_parse_portable(d.get("portable"), f"{where}.portable"))
+
+
+def _parse_portable(d: Any, where: str) -> PortableGraph | None:
+    if d is None:
+        return None
+    if not isinstance(d, Mapping):
+        raise _err(where, f"{d!r} (expected an object)")
+    file = check_relative_path(_get(d, "file", where, str), where)
+    sha = _get(d, "sha256", where, str)
+    if not re.fullmatch(r"[0-9a-f]{64}", sha):
+        raise _err(where, f"sha256 = {sha!r} (expected 64 lowercase hex digits)")
+    ins = tuple(_parse_tensor(t, f"{where}.inputs[{i}]") for i, t in enumerate(_get(d, "inputs", where, list)))
+    outs = tuple(_parse_tensor(t, f"{where}.outputs[{i}]") for i, t in enumerate(_get(d, "outputs", where, list)))
+    if not ins or not outs:
+        raise _err(where, "inputs and outputs must not be empty")
+    contrib = d.get("contrib_ops") or ()
+    if not isinstance(contrib, (list, tuple)) or not all(isinstance(c, str) for c in contrib):
+        raise _err(where, f"contrib_ops = {contrib!r} (expected a list of op names)")
+    return PortableGraph(file, sha, _get(d, "size", where, int), ins, outs, tuple(contrib),
+                         _get(d, "min_onnxruntime", where, str, optional=True) or _ORT_FLOOR)
 
 
 def manifest_from_dict(d: Any) -> Manifest:
@@ -447,6 +402,10 @@ def load_manifest(bundle_dir: str | os.PathLike, *, check_files: bool = True) ->
         target = _resolve_inside(root, a.file, f"artifact {a.file}")
         if check_files:
             check_file(target, a.sha256, a.size)
+        if a.portable is not None:
+            target = _resolve_inside(root, a.portable.file, f"artifact {a.portable.file}")
+            if check_files:
+                check_file(target, a.portable.sha256, a.portable.size)
     for f in manifest.files:
         target = _resolve_inside(root, f.file, f"file {f.file}")
         if check_files:
@@ -512,7 +471,7 @@ def _tensor_infos(model: Any, which: str) -> tuple[TensorInfo, ...]:
             continue
         tt = v.type.tensor_type
         try:
-            dtype = helper.tensor_dtype_to_np_dtype(tt.elem_type).name
+            dtype = "str" if tt.elem_type == 8 else helper.tensor_dtype_to_np_dtype(tt.elem_type).name  # 8: STRING
         except Exception:
             dtype = f"onnx:{tt.elem_type}"
         shape: list[Union[int, str, None]] = []
@@ -585,13 +544,38 @@ def _precision_of(recipe: str | None, model: Any) -> str:
     return "float32"
 
 
-def _artifact(run_dir: Path, rel: str, recipe: str | None) -> Artifact:
+def _artifact(run_dir: Path, rel: str, recipe: str | None, train: Mapping[str, Any] | None = None) -> Artifact:
+    """Describe one model-ready artifact; with ``train`` (train.json), also write and describe its portable graph."""
     path = _resolve_inside(run_dir, rel, f"artifact {rel}")
     model = _load_onnx(path)
     opset, contrib = _opset_and_contrib(model)
+    portable = _portable_graph(run_dir, rel, train) if train is not None else None
     return Artifact(file=rel, sha256=sha256_file(path), size=path.stat().st_size,
                     precision=_precision_of(recipe, model), recipe=recipe, opset=opset,
-                    contrib_ops=contrib, min_onnxruntime=min_onnxruntime_for(opset))
+                    contrib_ops=contrib, min_onnxruntime=min_onnxruntime_for(opset), portable=portable)
+
+
+def _portable_graph(run_dir: Path, rel: str, train: Mapping[str, Any]) -> PortableGraph:
+    from seqdeploy.portable import ensure_portable
+
+    pre = parse_preprocessing(train.get("preprocessing"), "train.json preprocessing")
+    labels = train.get("labels")
+    result = ensure_portable(run_dir, rel, pre, str(train.get("task")),
+                             [str(x) for x in labels] if isinstance(labels, (list, tuple)) else None)
+    path = run_dir / result.file
+    model = _load_onnx(path)
+    opset, contrib = _opset_and_contrib(model)
+    return PortableGraph(result.file, sha256_file(path), path.stat().st_size, _tensor_infos(model, "inputs"),
+                         _tensor_infos(model, "outputs"), contrib, min_onnxruntime_for(opset))
+
+
+def _remove_stale_portables(run_dir: Path, artifacts: Sequence[Artifact]) -> None:
+    from seqdeploy.portable import PORTABLE_SUFFIX
+
+    keep = {a.portable.file for a in artifacts if a.portable is not None}
+    for p in run_dir.glob("*" + PORTABLE_SUFFIX):
+        if p.name not in keep:
+            p.unlink(missing_ok=True)
 
 
 def refresh_bundle_manifest(run_dir: str | os.PathLike) -> Manifest | None:
@@ -631,7 +615,7 @@ def write_bundle_manifest(run_dir: str | os.PathLike) -> Manifest:
     inputs = _tensor_infos(base_model, "inputs")
     outputs = _tensor_infos(base_model, "outputs")
 
-    artifacts = [_artifact(run_dir, "model.onnx", None)]
+    artifacts = [_artifact(run_dir, "model.onnx", None, train)]
     deploy = "model.onnx"
     qpath = run_dir / "quantize.json"
     if qpath.exists():
@@ -647,7 +631,8 @@ def write_bundle_manifest(run_dir: str | os.PathLike) -> Manifest:
             rel = Path(rel).name if Path(rel).is_absolute() and Path(rel).parent.resolve() == run_dir.resolve() else rel
             if rel == "model.onnx" or not (run_dir / rel).exists():
                 continue  # a rejected candidate whose file was not kept
-            artifacts.append(_artifact(run_dir, rel, c.get("recipe") if isinstance(c.get("recipe"), str) else None))
+            artifacts.append(_artifact(run_dir, rel, c.get("recipe") if isinstance(c.get("recipe"), str) else None,
+                                       train))
         chosen = q.get("chosen") if isinstance(q, Mapping) else None
         if chosen:
             chosen = Path(chosen).name if Path(chosen).is_absolute() else chosen
@@ -672,6 +657,7 @@ def write_bundle_manifest(run_dir: str | os.PathLike) -> Manifest:
         if p.is_file():
             files.append(BundleFile(name, sha256_file(p), p.stat().st_size, role))
 
+    _remove_stale_portables(run_dir, artifacts)
     deploy_art = next(a for a in artifacts if a.file == deploy)
     labels = train.get("labels")
     manifest = Manifest(

@@ -64,7 +64,8 @@ and labels come from the output dtype without a float64 copy. Still missing the
 
 from __future__ import annotations
 
-import math
+import functools
+import threading
 import os
 import re
 from dataclasses import dataclass
@@ -77,14 +78,12 @@ import onnxruntime as ort
 
 from seqdeploy.atomic import sha256_bytes
 from seqdeploy.errors import BundleError, InputValidationError, IntegrityError
-from seqdeploy.fastpath import _ORT_TYPES, FastSession
+from seqdeploy.fastpath import _ORT_TYPES, FAST_MAX_SHAPES, FastSession  # noqa: F401
+from seqdeploy.preprocess import NoPreprocessing, class_names, task_outputs
+from seqdeploy.preprocess import _fmt_shape, _numeric_array, _shape_ok, _short  # noqa: F401  (shared input checks)
 from seqdeploy.manifest import (
     Artifact,
     Manifest,
-    Scale,
-    Standardize,
-    Tokenize,
-    Window,
     bundle_path,
     load_manifest,
 )
@@ -150,63 +149,70 @@ def _version_tuple(v: str) -> tuple[int, ...]:
 
 @dataclass(frozen=True)
 class RuntimeInfo:
-    """What a :class:`Predictor` loaded: bundle, artifact, threads, onnxruntime version."""
+    """What a :class:`Predictor` loaded: bundle, artifact, graph file, threads, onnxruntime version."""
 
     bundle: str
     artifact: str
     precision: str
     threads: int
     onnxruntime: str
-
-
+    #: the file ``predict`` runs: the portable graph (raw inputs -> answers) or, for bundles without one,
+    #: the model-ready artifact with the recorded preprocessing replayed in numpy
+    graph_file: str = ""
+    graph: str = "model-ready"
 
 
 # --------------------------------------------------------------------------- predictor
 
 
 class Predictor:
-    """A loaded bundle: one onnxruntime session plus the recorded preprocessing.
+    """A loaded bundle: the portable deployment graph (raw inputs -> answers) in one onnxruntime session.
+
+    ``predict`` / ``predict_proba`` check the raw inputs (:mod:`seqdeploy.preprocess`
+    ``coerce``: column count, types, NaN) and run the portable graph, which holds
+    the preprocessing, the model and the task outputs; nothing is computed in numpy
+    on the way except picking the label names. ``run`` takes model-ready feeds and
+    uses the model-ready artifact (its session is created on first use). Bundles
+    written before portable graphs existed run the model-ready artifact with the
+    same preprocessing definition applied in numpy.
 
     Thread-safe: every method may be called from many threads at once
     (onnxruntime's ``run`` is thread-safe; the only mutable state is the per-thread
-    buffers of :class:`FastSession`).
+    buffers of :class:`FastSession` and the lazily created model-ready session).
 
     >>> p = Predictor.from_bundle("runs/iris_softmax")          # doctest: +SKIP
     >>> p.predict(np.array([[5.1, 3.5, 1.4, 0.2]]))            # doctest: +SKIP
     array(['setosa'], dtype='<U10')
     """
 
-    def __init__(self, manifest: Manifest, session: ort.InferenceSession, info: RuntimeInfo):
+    def __init__(self, manifest: Manifest, session: ort.InferenceSession, info: RuntimeInfo,
+                 model_ready: Callable[[], ort.InferenceSession] | None = None):
         self.manifest = manifest
-        self.session = session
         self.info = info
-        self._input_meta = session.get_inputs()
-        self.input_names: tuple[str, ...] = tuple(i.name for i in self._input_meta)
-        self.output_names: tuple[str, ...] = tuple(o.name for o in session.get_outputs())
-        self._output_list = list(self.output_names)
-        self._fast = FastSession(session)
-        self._out0 = self.output_names[0]
-        self._input_dtypes = {i.name: np.dtype(_ORT_TYPES.get(i.type, np.float32)) for i in self._input_meta}
-        self._input_shapes = {i.name: tuple(i.shape) for i in self._input_meta}
-        pre = manifest.preprocessing
-        self._vocab = {tok: i for i, tok in enumerate(pre.vocabulary)} if isinstance(pre, Tokenize) else None
-        self._token_re = re.compile(pre.token_pattern) if isinstance(pre, Tokenize) else None
-        if isinstance(pre, Standardize):
-            self._mean = np.asarray(pre.mean, dtype=np.float64)
-            self._std = np.asarray(pre.std, dtype=np.float64)
-            self._n_feat = len(pre.feature_names)
-            # |x| <= this for every value => (x - mean) / std is finite and fits float32 (half its max):
-            # such inputs skip np.errstate and the finiteness check (same arithmetic, same result)
-            dt = np.dtype(_ORT_TYPES.get(self._input_meta[0].type, np.float32))
-            lim = 0.5 * float(np.finfo(dt).max) if dt.kind == "f" else 0.0
-            with np.errstate(over="ignore", invalid="ignore"):
-                safe = np.min(lim * self._std - np.abs(self._mean)) if self._std.size else 0.0
-            self._safe_abs = float(safe) if np.isfinite(safe) and safe > 0 else 0.0
-        if manifest.labels is not None:
-            self._labels = np.asarray(manifest.labels)
+        self.pre = manifest.preprocessing
+        self._portable = info.graph == "portable"
+        self._graph_session = session
+        self._model_ready_factory = model_ready
+        self._model_ready: ort.InferenceSession | None = None if self._portable else session
+        self._lock = threading.Lock()
+        meta = session.get_inputs()
+        self._graph_inputs = tuple(i.name for i in meta)
+        self._graph_dtypes = {i.name: np.dtype(_ORT_TYPES.get(i.type, np.float32)) for i in meta}
+        self._graph_shapes = {i.name: tuple(i.shape) for i in meta}
+        outs = [o.name for o in session.get_outputs()]
+        task = manifest.task
+        if self._portable:
+            want = "prediction" if task == "regression" else "class_id"
+            self._fast_answer = FastSession(session, output_names=[want])
+            self._fast_proba = FastSession(session, output_names=["probabilities"]) if task != "regression" else None
+            self._fast = None
         else:
-            self._labels = None
-        first = self._input_shapes[self.input_names[0]]
+            self._fast_answer = self._fast_proba = None
+            self._fast = FastSession(session)
+        n_classes = _n_classes(manifest, session, outs, self._portable)
+        self._labels = np.asarray(class_names(manifest.labels, n_classes)) if n_classes else None
+        self._keep_ids = manifest.labels is None  # no names: predict() returns class ids as before
+        first = self._graph_shapes[self._graph_inputs[0]]
         self._fixed_batch = first[0] if first and isinstance(first[0], int) and first[0] > 0 else None
         self._one_chunk = self._fixed_batch or DEFAULT_BATCH_SIZE  # predict() rows that need no chunking
 
@@ -214,38 +220,92 @@ class Predictor:
 
     @classmethod
     def from_bundle(cls, path: str | os.PathLike, artifact: str | None = None,
-                    threads: int | None = None) -> "Predictor":
-        """Load and check a bundle, then create one session for ``artifact`` (default: the deployment one).
+                    threads: int | None = None, graph: str = "portable") -> "Predictor":
+        """Load and check a bundle, then create a session for ``artifact`` (default: the deployment one).
 
-        ``artifact`` is a file name, recipe or precision (``"model.onnx"``, ``"fp16"``).
-        Raises :class:`BundleError` / :class:`IntegrityError` before any session exists
-        if the manifest or a file is wrong.
+        ``artifact`` is a file name, recipe or precision (``"model.onnx"``, ``"fp16"``);
+        ``graph="model-ready"`` runs the model-ready file with numpy preprocessing
+        instead of the portable graph (for comparisons). Raises :class:`BundleError` /
+        :class:`IntegrityError` before any session exists if the manifest or a file is wrong.
 
         >>> p = Predictor.from_bundle("runs/breast_cancer_mlp", artifact="float32")  # doctest: +SKIP
         """
+        if graph not in ("portable", "model-ready"):
+            raise InputValidationError(f"graph = {graph!r} (expected 'portable' or 'model-ready')")
         manifest = load_manifest(path)
         art: Artifact = manifest.deployment if artifact is None else manifest.artifact(artifact)
-        if _version_tuple(ort.__version__) < _version_tuple(art.min_onnxruntime):
-            raise BundleError(f"{art.file} needs onnxruntime >= {art.min_onnxruntime} (opset {art.opset}); "
-                              f"installed {ort.__version__}: pip install -U onnxruntime")
-        file = bundle_path(path, art.file)
-        data = file.read_bytes()
-        if sha256_bytes(data) != art.sha256:  # the bytes we load are the bytes we checked
-            raise IntegrityError(f"{file} changed while loading (sha256 differs from the manifest); "
-                                 f"copy the bundle again or rebuild it")
-        session = make_session(data, threads)
-        got = tuple(i.name for i in session.get_inputs())
-        want = tuple(t.name for t in manifest.inputs)
-        if set(got) != set(want):
-            raise BundleError(f"{art.file} has inputs {list(got)} but the manifest lists {list(want)}; "
-                              f"rebuild the manifest with write_bundle_manifest(run_dir)")
         root = Path(path) if Path(path).is_dir() else Path(path).parent
-        info = RuntimeInfo(str(root), art.file, art.precision, threads or 1, ort.__version__)
-        return cls(manifest, session, info)
+        for need in (art.min_onnxruntime, art.portable.min_onnxruntime if art.portable else art.min_onnxruntime):
+            if _version_tuple(ort.__version__) < _version_tuple(need):
+                raise BundleError(f"{art.file} needs onnxruntime >= {need} (opset {art.opset}); "
+                                  f"installed {ort.__version__}: pip install -U onnxruntime")
+
+        def load(file: str, sha256: str) -> ort.InferenceSession:
+            full = bundle_path(path, file)
+            data = full.read_bytes()
+            if sha256_bytes(data) != sha256:  # the bytes we load are the bytes we checked
+                raise IntegrityError(f"{full} changed while loading (sha256 differs from the manifest); "
+                                     f"copy the bundle again or rebuild it")
+            return make_session(data, threads)
+
+        def model_ready() -> ort.InferenceSession:
+            session = load(art.file, art.sha256)
+            got = tuple(i.name for i in session.get_inputs())
+            want = tuple(t.name for t in manifest.inputs)
+            if set(got) != set(want):
+                raise BundleError(f"{art.file} has inputs {list(got)} but the manifest lists {list(want)}; "
+                                  f"rebuild the manifest with write_bundle_manifest(run_dir)")
+            return session
+
+        if art.portable is not None and graph == "portable":
+            session = load(art.portable.file, art.portable.sha256)
+            info = RuntimeInfo(str(root), art.file, art.precision, threads or 1, ort.__version__,
+                               art.portable.file, "portable")
+            return cls(manifest, session, info, model_ready)
+        info = RuntimeInfo(str(root), art.file, art.precision, threads or 1, ort.__version__, art.file, "model-ready")
+        return cls(manifest, model_ready(), info)
 
     def __repr__(self) -> str:
         return (f"Predictor({self.manifest.name!r}, task={self.manifest.task!r}, artifact={self.info.artifact!r}, "
-                f"inputs={list(self.input_names)})")
+                f"graph={self.info.graph!r}, inputs={list(self.input_names)})")
+
+    # ------------------------------------------------------------------ the model-ready session (run)
+
+    @property
+    def session(self) -> ort.InferenceSession:
+        """The model-ready artifact's session (what :meth:`run` uses); created on first use."""
+        if self._model_ready is None:
+            with self._lock:
+                if self._model_ready is None:
+                    assert self._model_ready_factory is not None
+                    sess = self._model_ready_factory()
+                    self._fast = FastSession(sess)
+                    self._model_ready = sess
+        return self._model_ready
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        """Model-ready input names (the keys :meth:`run` takes)."""
+        return tuple(t.name for t in self.manifest.inputs)
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        """Model-ready output names (the keys :meth:`run` returns)."""
+        return tuple(t.name for t in self.manifest.outputs)
+
+    @property
+    def raw_input_names(self) -> tuple[str, ...]:
+        """Inputs of the graph ``predict`` runs (the portable graph's raw inputs when there is one)."""
+        return self._graph_inputs
+
+    @property
+    def _input_dtypes(self) -> dict[str, np.dtype]:
+        sess = self.session
+        return {i.name: np.dtype(_ORT_TYPES.get(i.type, np.float32)) for i in sess.get_inputs()}
+
+    @property
+    def _input_shapes(self) -> dict[str, tuple]:
+        return {i.name: tuple(i.shape) for i in self.session.get_inputs()}
 
     # ------------------------------------------------------------------ low level
 
@@ -258,205 +318,92 @@ class Predictor:
         >>> p.run({"features": np.zeros((1, 30), np.float32)})  # doctest: +SKIP
         {'dense_2': array([[0.41]], dtype=float32)}
         """
+        self.session  # noqa: B018 - create it (and its fast path) on first use
+        fast = self._fast
+        assert fast is not None
         try:
-            outs = self._fast.run(feeds)
+            outs = fast.run(feeds)
         except (_OrtInvalidArgument, ValueError, TypeError, RuntimeError, AttributeError) as exc:
             raise self._explain_feeds(feeds, exc) from None
-        return {self._out0: outs[0]} if len(outs) == 1 else dict(zip(self.output_names, outs))
+        return {fast.output_names[0]: outs[0]} if len(outs) == 1 else dict(zip(fast.output_names, outs))
 
     def _explain_feeds(self, feeds: Any, exc: Exception) -> InputValidationError:
-        expected = ", ".join(f"{n}: {self._input_dtypes[n].name} {_fmt_shape(self._input_shapes[n])}"
-                             for n in self.input_names)
+        names = self.input_names
+        dtypes, shapes = self._input_dtypes, self._input_shapes
+        expected = ", ".join(f"{n}: {dtypes[n].name} {_fmt_shape(shapes[n])}" for n in names)
         if not isinstance(feeds, Mapping):
             return InputValidationError(f"run() received {type(feeds).__name__} (expected a dict of numpy arrays: "
                                         f"{{{expected}}}); use predict() for raw inputs")
-        missing = [n for n in self.input_names if n not in feeds]
-        extra = [n for n in feeds if n not in self.input_names]
+        missing = [n for n in names if n not in feeds]
+        extra = [n for n in feeds if n not in names]
         if missing or extra:
-            return InputValidationError(f"run() received feeds {list(feeds)} (expected {list(self.input_names)}; "
+            return InputValidationError(f"run() received feeds {list(feeds)} (expected {list(names)}; "
                                         f"missing {missing}, unknown {extra})")
-        for name in self.input_names:
+        for name in names:
             v = feeds[name]
-            want_dt = self._input_dtypes[name]
+            want_dt = dtypes[name]
             if not isinstance(v, np.ndarray):
                 return InputValidationError(f"run(): feed {name!r} is {type(v).__name__} (expected a numpy array "
-                                            f"{want_dt.name} {_fmt_shape(self._input_shapes[name])})")
+                                            f"{want_dt.name} {_fmt_shape(shapes[name])})")
             if v.dtype != want_dt:
                 return InputValidationError(f"run(): feed {name!r} has dtype {v.dtype} (expected {want_dt.name}); "
                                             f"cast it with .astype(np.{want_dt.name})")
-            if not _shape_ok(v.shape, self._input_shapes[name]):
+            if not _shape_ok(v.shape, shapes[name]):
                 return InputValidationError(f"run(): feed {name!r} has shape {tuple(v.shape)} (expected "
-                                            f"{_fmt_shape(self._input_shapes[name])})")
+                                            f"{_fmt_shape(shapes[name])})")
         return InputValidationError(f"onnxruntime rejected the feeds: {str(exc).strip()[:400]} (expected {expected})")
 
     # ------------------------------------------------------------------ preprocessing
 
     def preprocess(self, raw: Any) -> dict[str, np.ndarray]:
-        """Turn raw inputs into model-ready feeds with the recorded preprocessing (validated).
+        """Turn raw inputs into model-ready feeds with the recorded preprocessing (validated), in numpy.
 
         >>> p.preprocess(["a fine film"])["tokens"].dtype  # doctest: +SKIP
         dtype('int32')
         """
-        return self._preprocess(raw, offset=0)
-
-    def _preprocess(self, raw: Any, offset: int) -> dict[str, np.ndarray]:
-        pre = self.manifest.preprocessing
+        feeds = self._raw_feeds(raw, 0)
+        if isinstance(self.pre, NoPreprocessing):
+            return feeds
         name = self.input_names[0]
-        dtype = self._input_dtypes[name]
-        if type(pre) is Standardize:
-            x = self._standardize_array(raw, pre)
-            if x.dtype.kind == "f" and float(np.maximum.reduce(np.abs(x), axis=None)) <= self._safe_abs:  # NaN: False
-                return {name: ((x - self._mean) / self._std).astype(dtype, copy=False)}
-            with np.errstate(over="ignore", invalid="ignore"):
-                z = ((x - self._mean) / self._std).astype(dtype, copy=False)
-                # NaN/inf anywhere make the sum NaN/inf (a finite sum that overflows only costs the diagnosis)
-                bad = dtype.kind == "f" and not math.isfinite(np.add.reduce(z, axis=None))
-            if bad:  # diagnose only then
-                _check_finite(x, offset, "raw input")
-                _cast_checked(z, dtype, offset)
-            return {name: z}
-        if isinstance(pre, Window):
-            x = _numeric_array(raw, f"(n, {pre.window}) raw series windows")
-            if x.ndim != 2 or x.shape[1] != pre.window:
-                raise InputValidationError(f"received shape {x.shape} (expected (n, {pre.window}): one row of "
-                                           f"{pre.window} raw series values per sample)")
-            _check_nonempty(x)
-            _check_finite(x, offset, "raw input")
-            with np.errstate(over="ignore", invalid="ignore"):
-                z = (x.astype(np.float64) - pre.mean) / pre.std
-            rank = len(self._input_shapes[name])
-            z = z.reshape(z.shape[0], pre.window, 1) if rank == 3 else z
-            return {name: _cast_checked(z, dtype, offset)}
-        if isinstance(pre, Scale):
-            x = _numeric_array(raw, f"images of shape (n, {', '.join(map(str, pre.raw_shape))})")
-            size = math.prod(pre.raw_shape)
-            if x.ndim < 1 or not (tuple(x.shape[1:]) == pre.raw_shape or tuple(x.shape[1:]) == (size,)):
-                raise InputValidationError(
-                    f"received shape {x.shape} (expected (n, {', '.join(map(str, pre.raw_shape))}) or (n, {size}))")
-            _check_nonempty(x)
-            if dtype.kind != "f":
-                _check_finite(x, offset, "raw input")
-            with np.errstate(over="ignore", invalid="ignore"):
-                z = (x.astype(np.float64) * pre.scale + pre.offset).astype(dtype, copy=False)
-                bad = dtype.kind == "f" and not math.isfinite(np.add.reduce(z, axis=None))
-            if bad:  # NaN/inf in the input or an overflow: find the row (same messages as before)
-                _check_finite(x, offset, "raw input")
-                _cast_checked(z, dtype, offset)
-            model_shape = self._input_shapes[name][1:]
-            target = model_shape if all(isinstance(d, int) for d in model_shape) else pre.raw_shape
-            return {name: z.reshape((x.shape[0], *target))}
-        if isinstance(pre, Tokenize):
-            return {name: self._tokenize(raw, pre, offset).astype(dtype, copy=False)}
-        return self._no_preprocessing(raw)
+        return {name: self.pre.apply(next(iter(feeds.values())), self._input_dtypes[name],
+                                     self._input_shapes[name][1:])}
 
-    def _standardize_array(self, raw: Any, pre: Standardize) -> np.ndarray:
-        names = pre.feature_names
-        n_feat = len(names)
-        if type(raw) is np.ndarray and raw.ndim == 2 and raw.shape[1] == n_feat and raw.dtype.kind in "iuf" \
-                and raw.shape[0] > 0:
-            return raw  # fast path: already an (n, F) numeric array
-        if isinstance(raw, Mapping):
-            raise InputValidationError("received one dict (expected a list of dicts keyed by feature name, "
-                                       "or an (n, F) array); wrap a single row in a list: [row]")
-        if hasattr(raw, "columns") and hasattr(raw, "to_numpy"):  # a DataFrame, without importing pandas
-            missing = [f for f in names if f not in set(raw.columns)]
-            if missing:
-                raise InputValidationError(f"the table is missing feature column(s) {missing} (expected columns "
-                                           f"{list(names)}; extra columns are ignored)")
-            raw = raw[list(names)].to_numpy()
-        if isinstance(raw, (list, tuple)) and raw and isinstance(raw[0], Mapping):
-            x = np.empty((len(raw), n_feat), dtype=np.float64)
-            for i, row in enumerate(raw):
-                if not isinstance(row, Mapping):
-                    raise InputValidationError(f"row {i} is {type(row).__name__} (expected a dict keyed by feature "
-                                               f"name like rows before it)")
-                for j, f in enumerate(names):
-                    if f not in row:
-                        raise InputValidationError(
-                            f"row {i} is missing feature {f!r} (expected keys {list(names)}; got {list(row)[:10]})")
-                    v = row[f]
-                    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
-                        raise InputValidationError(f"row {i} feature {f!r} = {v!r} (expected a number)")
-                    x[i, j] = float(v)
-            return x
-        x = _numeric_array(raw, lambda: f"an (n, {n_feat}) array of features {_short(names)} or a list of dicts")
-        if x.ndim != 2 or x.shape[1] != n_feat:
-            hint = "; for one sample use x.reshape(1, -1)" if x.ndim == 1 and x.shape[0] == n_feat else ""
-            raise InputValidationError(f"received shape {x.shape} (expected (n, {n_feat}) with features "
-                                       f"{_short(names)}){hint}")
-        _check_nonempty(x)
-        return x
-
-    def _tokenize(self, raw: Any, pre: Tokenize, offset: int) -> np.ndarray:
-        if isinstance(raw, (str, bytes)):
-            raise InputValidationError(f"received one string {raw[:40]!r} (expected a list of strings); "
-                                       f"wrap it in a list: [text]")
-        if isinstance(raw, np.ndarray):
-            if raw.ndim != 1:
-                raise InputValidationError(f"received an array of shape {raw.shape} (expected a 1-D list of strings)")
-            raw = raw.tolist()
-        if not isinstance(raw, (list, tuple)):
-            raise InputValidationError(f"received {type(raw).__name__} (expected a list of strings)")
-        if not raw:
-            raise InputValidationError("received an empty list (expected at least one string)")
-        length = pre.sequence_length
-        out = np.zeros((len(raw), length), dtype=np.int64)
-        vocab, pat = self._vocab, self._token_re
-        assert vocab is not None and pat is not None
-        for i, text in enumerate(raw):
-            if not isinstance(text, str):
-                raise InputValidationError(f"item {i + offset} is {type(text).__name__} {text!r:.40} "
-                                           f"(expected a string)")
-            if pre.lowercase:
-                text = text.lower()
-            ids = [vocab.get(t, 1) for t in pat.findall(text)[:length]]
-            out[i, : len(ids)] = ids
-        return out
-
-    def _no_preprocessing(self, raw: Any) -> dict[str, np.ndarray]:
-        if len(self.input_names) > 1 or isinstance(raw, Mapping):
+    def _raw_feeds(self, raw: Any, offset: int) -> dict[str, np.ndarray]:
+        """Raw inputs checked and converted to what the portable graph takes (``{raw input name: array}``)."""
+        pre = self.pre
+        if not isinstance(pre, NoPreprocessing):
+            return {self._raw_name: pre.coerce(raw, offset)}
+        names = self._graph_inputs
+        if len(names) > 1 or isinstance(raw, Mapping):
             if not isinstance(raw, Mapping):
                 raise InputValidationError(f"received {type(raw).__name__} (this model has inputs "
-                                           f"{list(self.input_names)}: pass a dict of arrays)")
-            missing = [n for n in self.input_names if n not in raw]
+                                           f"{list(names)}: pass a dict of arrays)")
+            missing = [n for n in names if n not in raw]
             if missing:
-                raise InputValidationError(f"missing input(s) {missing} (expected {list(self.input_names)})")
-            items = {n: raw[n] for n in self.input_names}
+                raise InputValidationError(f"missing input(s) {missing} (expected {list(names)})")
+            items = {n: raw[n] for n in names}
         else:
-            items = {self.input_names[0]: raw}
-        feeds = {}
-        n_rows = None
+            items = {names[0]: raw}
+        feeds, n_rows = {}, None
         for n, v in items.items():
-            want = self._input_shapes[n]
-            x = _numeric_array(v, f"{n}: {_fmt_shape(want)}")
-            if not _shape_ok(x.shape, want):
-                raise InputValidationError(f"input {n!r} has shape {x.shape} (expected {_fmt_shape(want)})")
-            _check_nonempty(x)
+            x = pre.coerce(v, offset, self._graph_dtypes[n], self._graph_shapes[n][1:], n)
             if n_rows is not None and x.shape[0] != n_rows:
                 raise InputValidationError(f"input {n!r} has {x.shape[0]} rows but the others have {n_rows}")
             n_rows = x.shape[0]
-            dtype = self._input_dtypes[n]
-            if dtype.kind == "f":
-                _check_finite(x, 0, f"input {n!r}")
-                feeds[n] = _cast_checked(x, dtype, 0)
-            else:
-                if x.dtype.kind == "f":
-                    _check_finite(x, 0, f"input {n!r}")
-                    if not np.all(np.mod(x, 1) == 0):
-                        raise InputValidationError(f"input {n!r} has non-integer values (expected {dtype.name})")
-                info = np.iinfo(dtype) if dtype.kind in "iu" else None
-                if info is not None and x.size and (x.min() < info.min or x.max() > info.max):
-                    raise InputValidationError(f"input {n!r} has values outside the {dtype.name} range")
-                feeds[n] = x.astype(dtype, copy=False)
+            feeds[n] = x
         return feeds
+
+    @functools.cached_property
+    def _raw_name(self) -> str:
+        return self._graph_inputs[0] if self._portable else self.input_names[0]
 
     # ------------------------------------------------------------------ predict
 
     def predict(self, raw: Any, batch_size: int | None = None) -> np.ndarray:
         """Predict from raw inputs: class labels for classifiers, values in target units for regression.
 
-        Inputs are preprocessed and run ``batch_size`` rows at a time (default
-        1024) so memory stays bounded for large inputs.
+        Inputs are checked and run ``batch_size`` rows at a time (default 1024) so
+        memory stays bounded for large inputs.
 
         >>> p.predict(np.array([[...30 floats...]]))    # doctest: +SKIP
         array(['benign'], dtype='<U9')
@@ -470,29 +417,67 @@ class Predictor:
         """
         return self._predict_rows(raw, True, 0, batch_size)
 
+    def answers(self, raw: Any) -> dict[str, np.ndarray]:
+        """Every output of the portable graph for raw inputs: ``probabilities``, ``class_id``, ``label``
+        (classifiers) or ``prediction`` (regression), as an application in another language reads them."""
+        feeds = self._raw_feeds(raw, 0)
+        if self._portable:
+            sess = self._graph_session
+            return dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feeds)))
+        return self._numpy_answers(feeds)
+
     def _predict_rows(self, raw: Any, proba: bool, offset: int, batch_size: int | None = None) -> np.ndarray:
-        task = self.manifest.task
-        if proba and task == "regression":
+        if proba and self.manifest.task == "regression":
             raise InputValidationError("predict_proba() is for classifiers; this bundle's task is regression: "
                                        "use predict()")
         if batch_size is None and type(raw) is np.ndarray and raw.ndim >= 1 and 0 < raw.shape[0] <= self._one_chunk:
-            return self._post(self._run_chunk(raw, offset), task, proba)  # one chunk: what _chunks would yield
-        outs = [self._post(self._run_chunk(c, offset + o), task, proba) for c, o in self._chunks(raw, batch_size)]
+            return self._run_chunk(raw, offset, proba)  # one chunk: what _chunks would yield
+        outs = [self._run_chunk(c, offset + o, proba) for c, o in self._chunks(raw, batch_size)]
         return outs[0] if len(outs) == 1 else np.concatenate(outs, axis=0)
 
-    def _labels_from_proba(self, probs: np.ndarray) -> np.ndarray:
-        if self.manifest.task == "binary":
-            ids = (probs[:, 1] >= 0.5).astype(np.int64)
+    def _run_chunk(self, chunk: Any, offset: int, proba: bool) -> np.ndarray:
+        feeds = self._raw_feeds(chunk, offset)
+        task = self.manifest.task
+        if not self._portable:
+            out = self._numpy_answers(feeds)
+            key = "prediction" if task == "regression" else ("probabilities" if proba else "class_id")
+            y = out[key]
         else:
-            ids = np.argmax(probs, axis=1)
-        return self._labels[ids] if self._labels is not None else ids
+            fast = self._fast_proba if proba else self._fast_answer
+            assert fast is not None
+            try:
+                y = fast.run(feeds)[0]
+            except (_OrtInvalidArgument, ValueError, TypeError, RuntimeError, AttributeError,
+                    UnicodeError) as exc:
+                raise self._explain_raw(feeds, exc) from None
+        if task == "regression":
+            return y.astype(np.float64)
+        if proba:
+            return y.astype(np.float64)
+        return y if self._keep_ids else self._labels[y]
 
-    def _run_chunk(self, chunk: Any, offset: int) -> np.ndarray:
-        feeds = self._preprocess(chunk, offset)
-        try:
-            return self._fast.run(feeds)[0]
-        except (_OrtInvalidArgument, ValueError, TypeError, RuntimeError, AttributeError) as exc:
-            raise self._explain_feeds(feeds, exc) from None
+    def _numpy_answers(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Bundles without a portable graph: the same definition, preprocessing and outputs in numpy."""
+        if isinstance(self.pre, NoPreprocessing):
+            model_feeds = feeds
+        else:
+            model_feeds = self.preprocess_coerced(next(iter(feeds.values())))
+        y = self.run(model_feeds)[self.output_names[0]] if len(self.output_names) == 1 else \
+            next(iter(self.run(model_feeds).values()))
+        return task_outputs(y, self.manifest.task, self.manifest.labels, self.pre)
+
+    def preprocess_coerced(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        name = self.input_names[0]
+        return {name: self.pre.apply(x, self._input_dtypes[name], self._input_shapes[name][1:])}
+
+    def _explain_raw(self, feeds: dict, exc: Exception) -> InputValidationError:
+        if isinstance(exc, UnicodeError):
+            return InputValidationError(f"a text is not valid Unicode ({exc.reason}); expected UTF-8 encodable "
+                                        f"strings")
+        return InputValidationError(f"onnxruntime rejected the inputs: {str(exc).strip()[:400]} (expected "
+                                    + ", ".join(f"{n}: {self._graph_dtypes[n].name} "
+                                                f"{_fmt_shape(self._graph_shapes[n])}" for n in self._graph_inputs)
+                                    + ")")
 
     def _chunks(self, raw: Any, batch_size: int | None) -> Iterable[tuple[Any, int]]:
         if batch_size is None:
@@ -536,89 +521,15 @@ class Predictor:
             return
         yield raw, 0
 
-    def _post(self, y: np.ndarray, task: str, proba: bool) -> np.ndarray:
-        n = y.shape[0]
-        y = y.reshape(n, -1)
-        if task == "regression":
-            pre = self.manifest.preprocessing
-            if isinstance(pre, Window):
-                y = y.astype(np.float64) * pre.std + pre.mean
-            return y[:, 0] if y.shape[1] == 1 else y
-        if task == "binary" and y.shape[1] == 1:
-            if not proba:  # y >= 0.5 in the output dtype equals the float64 test (the cast is exact)
-                ids = (y[:, 0] >= 0.5).astype(np.int64)  # (an int8 view indexes 3x slower)
-                return self._labels[ids] if self._labels is not None else ids
-            probs = np.empty((n, 2), dtype=np.float64)
-            probs[:, 1] = y[:, 0]
-            np.subtract(1.0, probs[:, 1], out=probs[:, 0])
-        elif not proba and self.manifest.task != "binary":  # argmax is the same before the exact float64 cast
-            ids = np.argmax(y, axis=1)
-            return self._labels[ids] if self._labels is not None else ids
-        else:
-            probs = y.astype(np.float64)
-        return probs if proba else self._labels_from_proba(probs)
 
-
-# --------------------------------------------------------------------------- helpers
-
-
-def _short(names: Sequence[str], k: int = 6) -> str:
-    names = list(names)
-    return str(names) if len(names) <= k else f"[{', '.join(map(repr, names[:k]))}, ... {len(names)} in all]"
-
-
-def _fmt_shape(shape: Sequence[Any]) -> str:
-    return "(" + ", ".join("n" if not isinstance(d, int) else str(d) for d in shape) + ")"
-
-
-def _shape_ok(got: Sequence[int], want: Sequence[Any]) -> bool:
-    return len(got) == len(want) and all(not isinstance(w, int) or w <= 0 or g == w for g, w in zip(got, want))
-
-
-def _numeric_array(raw: Any, expected: str | Callable[[], str]) -> np.ndarray:
-    """``raw`` as a numeric ndarray; ``expected`` (text or a callable making it) is used in errors only."""
-    if isinstance(raw, np.ndarray):
-        x = raw
+def _n_classes(manifest: Manifest, session: ort.InferenceSession, outs: Sequence[str], portable: bool) -> int | None:
+    if manifest.task == "regression":
+        return None
+    if manifest.labels is not None:
+        return len(manifest.labels)
+    if portable and "probabilities" in outs:
+        shape = next(o.shape for o in session.get_outputs() if o.name == "probabilities")
     else:
-        if isinstance(raw, (str, bytes, Mapping)) or raw is None:
-            raise InputValidationError(f"received {type(raw).__name__} (expected {_text(expected)})")
-        try:
-            x = np.asarray(raw)
-        except (ValueError, TypeError) as exc:
-            raise InputValidationError(f"received a ragged or mixed sequence ({exc}) "
-                                       f"(expected {_text(expected)})") from None
-    if x.dtype.kind not in "iuf":
-        raise InputValidationError(f"received dtype {x.dtype} (expected numbers: int or float; {_text(expected)})")
-    if x.ndim == 0:
-        raise InputValidationError(f"received a scalar (expected {_text(expected)})")
-    return x
-
-
-def _text(expected: str | Callable[[], str]) -> str:
-    return expected() if callable(expected) else expected
-
-
-def _check_nonempty(x: np.ndarray) -> None:
-    if x.shape[0] == 0 or x.size == 0:
-        raise InputValidationError(f"received an empty array of shape {x.shape} (expected at least one sample)")
-
-
-def _check_finite(x: np.ndarray, offset: int, what: str) -> None:
-    if x.dtype.kind != "f":
-        return
-    finite = np.isfinite(x)
-    if not finite.all():
-        row = int(np.flatnonzero(~finite.reshape(x.shape[0], -1).all(axis=1))[0])
-        bad = x.reshape(x.shape[0], -1)[row][~finite.reshape(x.shape[0], -1)[row]][0]
-        raise InputValidationError(f"{what} row {row + offset} contains {bad} (expected finite numbers); "
-                                   f"impute or drop rows with missing values before predicting")
-
-
-def _cast_checked(z: np.ndarray, dtype: np.dtype, offset: int) -> np.ndarray:
-    with np.errstate(over="ignore", invalid="ignore"):
-        out = z.astype(dtype, copy=False)
-    if out.dtype.kind == "f" and not np.isfinite(out).all():
-        row = int(np.flatnonzero(~np.isfinite(out).reshape(out.shape[0], -1).all(axis=1))[0])
-        raise InputValidationError(f"row {row + offset} overflows {dtype.name} after preprocessing "
-                                   f"(a value is too large; expected magnitudes below {np.finfo(dtype).max:.3g})")
-    return out
+        shape = session.get_outputs()[0].shape
+    units = shape[-1] if shape and isinstance(shape[-1], int) else 2
+    return 2 if units == 1 else units

@@ -130,8 +130,9 @@ def reference(kind: str, raw, seed: int = 0):
     model = _model(kind, seed)
     w = {i.name: nh.to_array(i) for i in model.graph.initializer}
     pre = _train_json(kind)["preprocessing"]
+    f32 = np.float32  # the preprocessing definition computes in float32, like the portable graph
     if kind in ("binary", "multiclass"):
-        x = ((np.asarray(raw, np.float64) - pre["mean"]) / pre["std"]).astype(np.float32)
+        x = (np.asarray(raw, f32) - np.asarray(pre["mean"], f32)) / np.asarray(pre["std"], f32)
         z = x @ w["W"] + w["b"]
         if kind == "binary":
             with np.errstate(over="ignore"):
@@ -149,9 +150,9 @@ def reference(kind: str, raw, seed: int = 0):
         z = w["E"][ids].mean(1) @ w["W"] + w["b"]
         p = 1 / (1 + np.exp(-z[:, 0].astype(np.float64)))
         return ids, np.stack([1 - p, p], 1)
-    x = ((np.asarray(raw, np.float64) - pre["mean"]) / pre["std"]).astype(np.float32)
+    x = (np.asarray(raw, f32) - f32(pre["mean"])) / f32(pre["std"])
     y = x @ w["W"] + w["b"]
-    return x[:, :, None], y[:, 0].astype(np.float64) * pre["std"] + pre["mean"]
+    return x[:, :, None], (y[:, 0] * f32(pre["std"]) + f32(pre["mean"])).astype(np.float64)
 
 
 def build_bundle(root: Path, kind: str = "binary", *, quantize: bool = False, chosen: str | None = None,

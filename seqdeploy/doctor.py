@@ -16,6 +16,8 @@ import re
 from importlib import metadata
 from pathlib import Path
 
+from seqdeploy.compat import fastpath_status
+
 # package -> (distribution names to try, minimum supported, version tested with, advice when off)
 TESTED = {
     "tensorflow": (("tensorflow-cpu", "tensorflow"), "2.16", "2.21.0",
@@ -129,6 +131,7 @@ def run_doctor(cpuinfo: str | None = None) -> DoctorReport:
         else:
             checks.append(Check("cpu int8", "no AVX2", "AVX2 at least", "warn",
                                 "old CPU: onnxruntime falls back to slow kernels; prefer float32"))
+    checks.append(Check("fast path", *fastpath_status()))  # FastSession's path; C API availability
     ok = not any(c.status == "fail" for c in checks)
     return DoctorReport(ok=ok, checks=tuple(checks), cpu_flags=flags, machine=platform.machine(),
                         python=platform.python_version())

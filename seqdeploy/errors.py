@@ -80,6 +80,10 @@ class InputValidationError(SeqdeployError, ValueError):
     """Inputs given to the runtime that do not match the model's signature."""
 
 
+class OrtCapiError(SeqdeployError, RuntimeError):
+    """onnxruntime's C library is missing, too old, or returned an error status (``seqdeploy.ort_capi``)."""
+
+
 class CheckFailed(SeqdeployError, AssertionError):
     """A check ran and failed (verify parity, quantize gate): exit code 1.
 

@@ -1,11 +1,26 @@
-"""The per-call fast path: pre-bound onnxruntime IOBinding buffers per thread and input shape.
+"""The per-call fast path: pre-bound input/output buffers per thread and input shape.
 
-Used by :class:`seqdeploy.runtime.Predictor`; see :class:`FastSession`.
+Used by :class:`seqdeploy.runtime.Predictor`; see :class:`FastSession`. Three paths,
+best first, each falling back to the next with the reason recorded:
+
+* ``"capi"``: a second session made through onnxruntime's stable C API
+  (:mod:`seqdeploy.ort_capi`) from the same model bytes and session options; a call is
+  ``np.copyto`` + one foreign ``RunWithBinding`` call + a copy of the outputs.
+* ``"iobinding"``: the Python session's ``IOBinding`` (the pybind object when
+  :func:`seqdeploy.compat.pybind_session` finds it, the public wrapper otherwise).
+* ``"run"``: plain ``session.run``.
+
+The default is :data:`DEFAULT_FASTPATH`; ``SEQDEPLOY_FASTPATH=capi|iobinding|run`` in the
+environment or ``FastSession(..., fastpath=...)`` picks another. Why ``iobinding`` stays
+the default: ``benchmarks/capi_fastpath.py`` measured the C API path at 1.06-1.14x the
+speed of the IOBinding path at batch 1 on the 30-16-8-1 MLP (the ship bar was 1.3x):
+onnxruntime's own ``Run`` is most of the call, the Python around it is not.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -13,14 +28,20 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from seqdeploy import compat
+from seqdeploy.errors import InputValidationError, OrtCapiError
+
+__all__ = ["FastSession", "FASTPATHS", "DEFAULT_FASTPATH", "FASTPATH_ENV", "FAST_MAX_SHAPES", "FAST_MAX_BYTES"]
+
 _ORT_TYPES = {
     "tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16,
     "tensor(int32)": np.int32, "tensor(int64)": np.int64, "tensor(int8)": np.int8, "tensor(uint8)": np.uint8,
     "tensor(int16)": np.int16, "tensor(bool)": np.bool_, "tensor(string)": np.object_,
 }
 
-# --------------------------------------------------------------------------- the per-call fast path
-
+FASTPATHS = ("capi", "iobinding", "run")  # best first: each falls back to the next
+DEFAULT_FASTPATH = "iobinding"  # measured: see the module docstring
+FASTPATH_ENV = "SEQDEPLOY_FASTPATH"
 FAST_MAX_SHAPES = 8  # cached input shapes (batch sizes) per thread; other shapes use session.run
 FAST_MAX_BYTES = 1 << 20  # inputs + outputs of one cached shape; larger calls are compute-bound anyway
 
@@ -28,7 +49,28 @@ FAST_MAX_BYTES = 1 << 20  # inputs + outputs of one cached shape; larger calls a
 class _Slot:
     """One thread's pre-bound buffers for one input shape."""
 
-    __slots__ = ("ins", "outs", "binding", "c_binding", "run_options", "ortvalues", "run")
+    __slots__ = ("ins", "outs", "binding", "c_binding", "run_options", "ortvalues", "run", "fail")
+
+
+def _no_status(status: Any) -> None:  # pybind calls raise instead of returning a status
+    raise RuntimeError(f"unexpected return value {status!r} from the bound run")
+
+
+def requested_fastpath(fastpath: str | None = None) -> tuple[str, str | None]:
+    """The path asked for (argument, else ``SEQDEPLOY_FASTPATH``, else the default) and a note if the
+    environment value was not understood."""
+    if fastpath is not None:
+        if fastpath not in FASTPATHS:
+            raise InputValidationError(f"fastpath = {fastpath!r} (expected one of {', '.join(FASTPATHS)}, or None "
+                                       f"for the {FASTPATH_ENV} environment variable / default {DEFAULT_FASTPATH})")
+        return fastpath, None
+    env = os.environ.get(FASTPATH_ENV, "").strip().lower()
+    if not env:
+        return DEFAULT_FASTPATH, None
+    if env not in FASTPATHS:
+        return DEFAULT_FASTPATH, (f"{FASTPATH_ENV}={env!r} is not one of {', '.join(FASTPATHS)}: "
+                                  f"using the default {DEFAULT_FASTPATH}")
+    return env, None
 
 
 class FastSession:
@@ -38,33 +80,37 @@ class FastSession:
     ``session.run(output_names, feeds)`` returns, and raises what it raises. Per call:
 
     * the first call with a given input shape in a thread runs plain ``session.run``,
-      then allocates numpy input/output buffers for that shape, wraps them in
-      ``OrtValue`` (shared memory), binds them once to a thread-local ``IOBinding``,
-      runs the binding once and checks it reproduces the plain outputs;
-    * later calls with that shape copy the feeds into the bound buffers, call
-      ``run_with_iobinding`` and return copies of the output buffers: no feed dict
-      conversion, no output allocation by onnxruntime, no per-call Python checks;
+      then allocates numpy input/output buffers for that shape, binds them once (to a
+      C API ``OrtIoBinding`` on the ``capi`` path, to the session's ``IOBinding`` on the
+      ``iobinding`` path), runs the binding once and checks it reproduces the plain
+      outputs bit for bit;
+    * later calls with that shape copy the feeds into the bound buffers, make one bound
+      run call and return copies of the output buffers: no feed dict conversion, no
+      output allocation by onnxruntime, no per-call Python checks;
     * anything else takes plain ``run``: a feed that is not a dict of ndarrays of
       exactly the model's dtypes, more than ``FAST_MAX_SHAPES`` shapes in a thread,
-      calls over ``FAST_MAX_BYTES``, non-tensor outputs. Any error in the bound path
+      calls over ``FAST_MAX_BYTES``, non-tensor outputs. Any error in a bound run
       (e.g. an output whose shape depends on the data) switches the fast path off
       for this session and the call is retried with plain ``run``.
 
-    Calls go to the pybind session (``session._sess``) with a pre-made ``RunOptions``
-    when that attribute exists: the public wrappers re-check names and WebGPU graph
-    capture on every call (``run_with_iobinding(b, run_options)`` even raises and
-    catches an exception internally in onnxruntime 1.32, ~70 us). Without it the
-    public methods are used.
+    ``path`` is the path in use (``"capi"``, ``"iobinding"`` or ``"run"``), ``requested``
+    the one asked for, ``fallback_reason`` why they differ (None when they do not).
+    The ``capi`` path needs the model bytes: pass ``model_bytes=`` (the verified bytes
+    the session was made from), else they are taken from the session
+    (:func:`seqdeploy.compat.session_model_bytes`). Its session gets the Python
+    session's options (threads, execution mode, optimization level, log level,
+    spinning), read through the public ``get_session_options()``.
 
     Thread-safe: buffers and bindings are per thread (``threading.local``); the
-    session itself is shared, and onnxruntime's ``Run`` is thread-safe.
+    sessions are shared, and onnxruntime's ``Run`` is thread-safe.
 
     >>> fs = FastSession(make_session("model.onnx"))          # doctest: +SKIP
     >>> fs.run({"features": np.zeros((1, 30), np.float32)})    # doctest: +SKIP
     [array([[0.41]], dtype=float32)]
     """
 
-    def __init__(self, session: ort.InferenceSession, output_names: Sequence[str] | None = None):
+    def __init__(self, session: ort.InferenceSession, output_names: Sequence[str] | None = None, *,
+                 model_bytes: bytes | None = None, fastpath: str | None = None, capi_library: Any = None):
         self.session = session
         ins = session.get_inputs()
         self.input_names: tuple[str, ...] = tuple(i.name for i in ins)
@@ -76,13 +122,55 @@ class FastSession:
         self._n_in = len(ins)
         self._name0 = self.input_names[0]
         self._dt0 = self._dtypes[0]
-        c = getattr(session, "_sess", None)
-        self._c = c if (callable(getattr(c, "run", None)) and callable(getattr(c, "run_with_iobinding", None))) else None
+        self._c = compat.pybind_session(session)
         self._run_options = ort.RunOptions()  # read-only during Run: shared by the plain path of every thread
         self._tls = threading.local()
         #: False once the bound path failed (or for string inputs); ``fast_error`` says why
         self.fast_enabled = all(dt.kind in "fiub" for dt in self._dtypes)
         self.fast_error: str | None = None if self.fast_enabled else "string inputs"
+        #: the path asked for; ``path`` the one in use; ``fallback_reason`` why they differ
+        self.requested, note = requested_fastpath(fastpath)
+        self.path: str = self.requested
+        self.fallback_reason: str | None = note
+        self.capi: Any = None  # the C API session on the capi path
+        if self.fast_enabled and self.requested == "run":
+            self.fast_enabled, self.fast_error = False, "plain session.run requested"
+        if not self.fast_enabled:
+            self._fall_back("run", self.fast_error)
+        elif self.requested == "capi":
+            self._open_capi(model_bytes, capi_library)
+
+    # ------------------------------------------------------------------ paths
+
+    def _fall_back(self, path: str, reason: str | None) -> None:
+        if FASTPATHS.index(path) > FASTPATHS.index(self.path):
+            self.path = path
+            self.fallback_reason = f"{self.fallback_reason}; {reason}" if self.fallback_reason else reason
+            self._tls = threading.local()  # drop bound buffers of the old path (every thread)
+
+    def _open_capi(self, model_bytes: bytes | None, library: Any) -> None:
+        from seqdeploy import ort_capi
+
+        try:
+            data = model_bytes if model_bytes is not None else compat.session_model_bytes(self.session)
+            if data is None:
+                raise OrtCapiError("the model bytes are unknown (pass model_bytes= with the bytes the session "
+                                   "was created from)")
+            lib = library if library is not None else ort_capi.load_library()
+            cs = ort_capi.CapiSession(bytes(data), lib=lib, **_options_of(self.session))
+            py_out = {o.name: _ORT_TYPES.get(o.type) for o in self.session.get_outputs()}
+            want = (self.input_names, self._dtypes, {n: py_out.get(n) for n in self.output_names})
+            c_out = dict(zip(cs.output_names, cs.output_types))
+            got = (cs.input_names, cs.input_types, {n: c_out.get(n) for n in self.output_names})
+            if want != got:
+                raise OrtCapiError(f"the C API session's inputs/outputs {got} differ from the Python session's "
+                                   f"{want} (different model bytes?)")
+        except Exception as exc:  # noqa: BLE001 - any failure: the next path, with the reason
+            self._fall_back("iobinding", f"C API unavailable: {_describe(exc)}")
+            return
+        self.capi = cs
+
+    # ------------------------------------------------------------------ calls
 
     def run(self, feeds: Any) -> list[np.ndarray]:
         """Outputs for model-ready ``feeds`` (``{input name: ndarray}``), in ``output_names`` order."""
@@ -104,7 +192,9 @@ class FastSession:
                         else:
                             for buf, name in zip(slot.ins, self.input_names):
                                 np.copyto(buf, feeds[name])
-                        slot.run()
+                        status = slot.run()
+                        if status:
+                            slot.fail(status)
                     except Exception as exc:  # noqa: BLE001 - any failure: plain run from now on
                         self._disable(exc)
                         return self._plain(feeds)
@@ -131,8 +221,8 @@ class FastSession:
 
     def _disable(self, exc: BaseException) -> None:
         self.fast_enabled = False
-        msg = " ".join(str(exc).split())
-        self.fast_error = f"{type(exc).__name__}: {msg if len(msg) <= 300 else '...' + msg[-300:]}"
+        self.fast_error = _describe(exc)
+        self._fall_back("run", f"bound run failed: {self.fast_error}")
         self._tls = threading.local()  # drop this thread's buffers (other threads see fast_enabled=False)
 
     def _add_slot(self, slots: dict, key: Any, feeds: dict, outs: Sequence[Any]) -> None:
@@ -141,35 +231,81 @@ class FastSession:
         ins = [np.empty(feeds[n].shape, dt) for n, dt in zip(self.input_names, self._dtypes)]
         if sum(a.nbytes for a in ins) + sum(o.nbytes for o in outs) > FAST_MAX_BYTES:
             return
+        path = self.path
+        slot = _Slot()
+        slot.ins = ins
+        slot.outs = [np.empty(o.shape, o.dtype) for o in outs]
+        slot.fail = _no_status
         try:
-            slot = _Slot()
-            slot.ins = ins
-            slot.outs = [np.empty(o.shape, o.dtype) for o in outs]
-            slot.binding = self.session.io_binding()
-            slot.ortvalues = []
-            for name, buf in zip(self.input_names, slot.ins):
-                ov = ort.OrtValue.ortvalue_from_numpy(buf)
-                slot.binding.bind_ortvalue_input(name, ov)
-                slot.ortvalues.append(ov)
-            for name, buf in zip(self.output_names, slot.outs):
-                ov = ort.OrtValue.ortvalue_from_numpy(buf)
-                slot.binding.bind_ortvalue_output(name, ov)
-                slot.ortvalues.append(ov)
-            slot.c_binding = getattr(slot.binding, "_iobinding", None)
-            if slot.c_binding is None:
-                self._c = None  # no pybind handle on this onnxruntime: public API for everything
-            slot.run_options = ort.RunOptions()
-            slot.run_options.log_severity_level = 4  # a failing bound run falls back quietly (no ORT error log)
-            # the bound call, chosen once per slot so the per-call path has no branch
-            slot.run = (functools.partial(self._c.run_with_iobinding, slot.c_binding, slot.run_options)
-                        if self._c is not None else functools.partial(self.session.run_with_iobinding, slot.binding))
+            if path == "capi":
+                self._bind_capi(slot)
+            elif path == "iobinding":
+                self._bind_iobinding(slot)
+            else:
+                return
             for buf, name in zip(slot.ins, self.input_names):
                 np.copyto(buf, feeds[name])
-            slot.run()
+            status = slot.run()
+            if status:
+                slot.fail(status)
             for got, want in zip(slot.outs, outs):  # the bound path must reproduce session.run
                 if got.shape != want.shape or not np.array_equal(got, want, equal_nan=want.dtype.kind == "f"):
-                    raise RuntimeError("IOBinding outputs differ from session.run")
+                    raise RuntimeError(f"{path} outputs differ from session.run")
         except Exception as exc:  # noqa: BLE001
-            self._disable(exc)
+            if path == "capi":  # the next path takes over from the next call on
+                self._fall_back("iobinding", f"C API bound run failed: {_describe(exc)}")
+            elif path == "iobinding":
+                self._disable(exc)
             return
-        slots[key] = slot
+        if self.path == path:
+            slots[key] = slot
+
+    def _bind_capi(self, slot: _Slot) -> None:
+        bound = self.capi.bind(slot.ins, slot.outs, output_names=self.output_names)
+        slot.binding = bound  # owns the OrtValues and the OrtIoBinding
+        slot.run = bound._call  # returns the OrtStatus* (None when ok)
+        lib = self.capi.lib
+
+        def fail(status: int) -> None:
+            raise lib.status_error(status, "RunWithBinding")
+
+        slot.fail = fail
+
+    def _bind_iobinding(self, slot: _Slot) -> None:
+        slot.binding = self.session.io_binding()
+        slot.ortvalues = []
+        for name, buf in zip(self.input_names, slot.ins):
+            ov = ort.OrtValue.ortvalue_from_numpy(buf)
+            slot.binding.bind_ortvalue_input(name, ov)
+            slot.ortvalues.append(ov)
+        for name, buf in zip(self.output_names, slot.outs):
+            ov = ort.OrtValue.ortvalue_from_numpy(buf)
+            slot.binding.bind_ortvalue_output(name, ov)
+            slot.ortvalues.append(ov)
+        slot.c_binding = compat.pybind_iobinding(slot.binding)
+        if slot.c_binding is None:
+            self._c = None  # no pybind handle on this onnxruntime: public API for everything
+        slot.run_options = ort.RunOptions()
+        slot.run_options.log_severity_level = 4  # a failing bound run falls back quietly (no ORT error log)
+        # the bound call, chosen once per slot so the per-call path has no branch
+        slot.run = (functools.partial(self._c.run_with_iobinding, slot.c_binding, slot.run_options)
+                    if self._c is not None else functools.partial(self.session.run_with_iobinding, slot.binding))
+
+
+def _describe(exc: BaseException) -> str:
+    msg = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {msg if len(msg) <= 300 else '...' + msg[-300:]}"
+
+
+def _options_of(session: ort.InferenceSession) -> dict[str, Any]:
+    """The session's options as :class:`seqdeploy.ort_capi.CapiSession` keywords (public API only)."""
+    so = session.get_session_options()
+    config = {}
+    for key in ("session.intra_op.allow_spinning", "session.inter_op.allow_spinning"):
+        try:
+            config[key] = so.get_session_config_entry(key)
+        except Exception:  # noqa: BLE001 - not set on this session: onnxruntime's default applies
+            continue
+    return {"intra_op_num_threads": so.intra_op_num_threads, "inter_op_num_threads": so.inter_op_num_threads,
+            "execution_mode": int(so.execution_mode), "graph_optimization_level": int(so.graph_optimization_level),
+            "log_severity_level": so.log_severity_level, "config": config}

@@ -7,18 +7,17 @@
 
 How a model is converted
 ------------------------
-* Functional models go through ``tf2onnx.convert.from_function`` whole (one
-  explicit ``TensorSpec`` per input, ``training=False``); ``from_keras`` fails on
-  Keras 3.
-* Sequential models are cut into segments: every maximal run of non-recurrent
-  layers is converted by tf2onnx as its own function (which also returns the
-  Keras mask when one is live), and every LSTM / GRU / SimpleRNN (plain,
-  ``go_backwards``, ``Bidirectional``, masked) is emitted as a native ONNX
-  ``LSTM`` / ``GRU`` / ``RNN`` node by :mod:`seqdeploy.onnx_recurrent`. The
-  pieces are stitched into one graph. tf2onnx alone would emit a slow, opaque
-  ``Loop`` for GRU, SimpleRNN and every masked recurrent layer. A recurrent
-  layer that has no native form (e.g. an unsupported activation) stays inside a
-  tf2onnx segment and the export warns about the resulting ``Loop``.
+* Every model (Sequential, Functional with several inputs/outputs, nested
+  models) is traced once as a whole and converted by tf2onnx
+  ``from_function`` (``from_keras`` fails on Keras 3), except that every
+  LSTM / GRU / SimpleRNN (plain, ``go_backwards``, ``Bidirectional``, masked
+  with any padding pattern) is cut out of the trace and emitted as a native
+  ONNX ``LSTM`` / ``GRU`` / ``RNN`` node (:mod:`seqdeploy.export_native`,
+  :mod:`seqdeploy.onnx_recurrent`, :mod:`seqdeploy.export_masks`). tf2onnx
+  alone would emit a slow, opaque ``Loop`` for GRU, SimpleRNN and every masked
+  recurrent layer. A recurrent layer that has no native form (e.g. an
+  unsupported activation) stays in the trace and the export warns about the
+  resulting ``Loop``.
 * Graph fixes, each a small function: :func:`fix_erfc` (TF's exact GELU uses
   ``Erfc``, which is not an ONNX op), :func:`name_batch_axis` (tf2onnx names the
   dynamic batch ``unk__N``), :func:`rename_io` (names from the Keras model),
@@ -52,6 +51,7 @@ from typing import Any, Iterator
 
 from seqdeploy import __version__
 from seqdeploy.atomic import atomic_path, atomic_write_json, sha256_file
+from seqdeploy.export_native import fold_time_distributed
 from seqdeploy.errors import (
     ExportError,
     InputFileNotFound,
@@ -117,7 +117,7 @@ class ExportResult:
     warnings: tuple[str, ...]
     notes: tuple[str, ...]
     native_recurrent: tuple[str, ...]
-    strategy: str  # "segmented" (Sequential) or "tf2onnx" (whole model)
+    strategy: str  # "tf2onnx+native" (native recurrent ops stitched in) or "tf2onnx"
     seconds: float
     size_bytes: int
     sha256: str
@@ -554,229 +554,6 @@ def _all_layer_names(model) -> list[str]:
     return names
 
 
-def _convert_whole(model, opset: int) -> Conversion:
-    """Functional (or any) model: one tf2onnx ``from_function`` call over the whole model."""
-    specs = _io_specs(model)
-    single = len(specs) == 1
-
-    def fn(*xs):
-        out = model(xs[0] if single else list(xs), training=False)
-        return out
-
-    proto = _from_function(fn, specs, opset, f"model {model.name!r}", _all_layer_names(model))
-    return Conversion(model=proto, native_recurrent=(), notes=(), strategy="tf2onnx")
-
-
-def _is_native_candidate(layer) -> bool:
-    from seqdeploy.onnx_recurrent import RECURRENT_CLASSES
-
-    cls = type(layer).__name__
-    if cls == "Bidirectional":
-        return type(layer.forward_layer).__name__ in RECURRENT_CLASSES
-    return cls in RECURRENT_CLASSES
-
-
-def fold_time_distributed(layer, x):
-    """Apply ``TimeDistributed(inner)`` as reshape [B, T, ...] -> [B*T, ...] -> inner -> [B, T, ...].
-
-    Keras 3 unrolls TimeDistributed into T copies of the inner layer when T is
-    static (T MatMuls in the graph) and uses ``vectorized_map`` when T is dynamic,
-    which tf2onnx converts into a Loop with wrong output shapes. Folding time
-    into batch is exact for any inner layer at inference (no state across steps).
-
-    >>> y = fold_time_distributed(keras.layers.TimeDistributed(keras.layers.Dense(2)), x)  # doctest: +SKIP
-    """
-    import tensorflow as tf
-
-    shape = tf.shape(x)
-    flat = tf.reshape(x, tf.concat([[-1], shape[2:]], axis=0))
-    y = layer.layer(flat, training=False)
-    y = tf.reshape(y, tf.concat([shape[:2], tf.shape(y)[1:]], axis=0))
-    y.set_shape(layer.compute_output_shape(tuple(x.shape)))
-    return y
-
-
-def _segment_fn(layers: list, with_mask: bool) -> tuple[Any, dict]:
-    """A function applying ``layers`` like Keras Sequential does, threading the mask along.
-
-    Also returns a dict filled in while tracing: ``uses_mask`` (a layer read the
-    incoming mask), ``passthrough`` (the outgoing mask is the incoming one) and
-    ``fresh`` (the outgoing mask was made in this segment, by Masking/Embedding).
-    """
-    info = {"uses_mask": False, "passthrough": False, "fresh": False}
-
-    def run(x, mask=None):
-        mask_in = mask
-        fresh = False
-        for layer in layers:
-            kwargs = {"training": False}
-            if mask is not None and getattr(layer, "_call_has_mask_arg", False):
-                kwargs["mask"] = mask
-                if not fresh:
-                    info["uses_mask"] = True
-            if type(layer).__name__ == "TimeDistributed" and "mask" not in kwargs:
-                y = fold_time_distributed(layer, x)
-            else:
-                y = layer(x, **kwargs)
-            new_mask = layer.compute_mask(x, mask) if layer.supports_masking else None
-            if new_mask is not None and new_mask is not mask:
-                fresh = fresh or type(layer).__name__ in ("Masking", "Embedding")
-                if not fresh:
-                    info["uses_mask"] = True  # derived from the incoming mask
-            mask, x = new_mask, y
-        info["passthrough"] = mask is not None and mask is mask_in
-        info["fresh"] = fresh
-        return x, mask
-
-    if with_mask:
-        return (lambda x, mask: run(x, mask)), info
-    return (lambda x: run(x)), info
-
-
-def _named_outputs(fn, has_mask: bool, with_mask: bool):
-    """Wrap a segment function so tf2onnx names its outputs ``y`` (and ``mask``)."""
-
-    def pack(y, m):
-        return {"y": y, "mask": m} if has_mask else {"y": y}
-
-    if with_mask:
-        return lambda x, mask: pack(*fn(x, mask))
-    return lambda x: pack(*fn(x))
-
-
-def _convert_sequential(model, opset: int) -> Conversion:
-    """Segmented conversion (see the module docstring)."""
-    import onnx
-    import tensorflow as tf
-    from onnx import TensorProto, helper
-
-    from seqdeploy.onnx_recurrent import NotNative, build_recurrent, recurrent_spec
-
-    layer_names = _all_layer_names(model)
-    in_spec = _io_specs(model)[0]
-    out_name = keras_output_names(model)[0]
-
-    # Decide which recurrent layers are emitted natively.
-    plan: list[tuple[str, Any]] = []  # ("native", (layer, spec)) or ("tf", [layers])
-    notes: list[str] = []
-    for layer in model.layers:
-        if _is_native_candidate(layer):
-            try:
-                plan.append(("native", (layer, recurrent_spec(layer))))
-                continue
-            except NotNative as exc:
-                notes.append(f"layer {layer.name!r} stays a tf2onnx Loop: {exc}")
-        if plan and plan[-1][0] == "tf":
-            plan[-1][1].append(layer)
-        else:
-            plan.append(("tf", [layer]))
-
-    nodes: list = []
-    inits: list = []
-    opset_imports: dict[str, int] = {"": opset}
-    native: list[str] = []
-    cur, cur_spec = in_spec.name, in_spec  # current tensor name and its TensorSpec
-    mask_name: str | None = None  # current bool [batch, time] mask tensor, if any
-    mask_spec = None
-
-    for idx, (kind, item) in enumerate(plan):
-        if kind == "native":
-            layer, spec = item
-            prefix = sanitize_name(layer.name, "layer")
-            built = build_recurrent(spec, cur, prefix=prefix, mask=mask_name)
-            nodes.extend(built.nodes)
-            inits.extend(built.initializers)
-            cur = built.output
-            native.append(built.description)
-            if mask_name is not None:
-                notes.append(
-                    f"layer {layer.name!r}: the Keras mask becomes ONNX sequence_lens (number of unmasked steps); "
-                    "exact for right-padded sequences (padding at the end), not for masks with gaps or left padding"
-                )
-            width = spec.units * (2 if len(spec.directions) == 2 and (spec.merge_mode or "concat") == "concat" else 1)
-            shape = list(cur_spec.shape)
-            new_shape = [None, shape[1], width] if spec.return_sequences else [None, width]
-            cur_spec = tf.TensorSpec(new_shape, tf.float32, name="x")
-            if not spec.return_sequences:
-                mask_name, mask_spec = None, None
-            continue
-
-        seg_layers = item
-        in_mask = mask_name
-        specs = [tf.TensorSpec(cur_spec.shape, cur_spec.dtype, name="x")]
-        mask_specs = [tf.TensorSpec(mask_spec.shape, tf.bool, name="mask")] if in_mask else []
-        # Trace once to learn what the segment does with the mask, and its output shape.
-        fn, info = _segment_fn(seg_layers, bool(in_mask))
-        y_out, m_out = tf.function(fn).get_concrete_function(*specs, *mask_specs).structured_outputs
-        feed_mask = bool(in_mask) and info["uses_mask"]
-        has_mask_out = m_out is not None and not info["passthrough"]
-        fn, _ = _segment_fn(seg_layers, feed_mask)
-        wrapped = _named_outputs(fn, has_mask_out, feed_mask)
-        what = "layers " + ", ".join(repr(lay.name) for lay in seg_layers)
-        proto = _from_function(wrapped, specs + (mask_specs if feed_mask else []), opset, what, layer_names)
-        for imp in proto.opset_import:
-            if imp.domain not in ("", "ai.onnx"):
-                opset_imports[imp.domain] = max(opset_imports.get(imp.domain, 0), imp.version)
-        seg_prefix = f"seg{idx}/"
-        proto = onnx.compose.add_prefix(proto, seg_prefix)
-        mapping = {f"{seg_prefix}x": cur}
-        if feed_mask:
-            mapping[f"{seg_prefix}mask"] = in_mask
-        g = proto.graph
-        for node in g.node:
-            for i, n in enumerate(node.input):
-                if n in mapping:
-                    node.input[i] = mapping[n]
-        # Subgraphs (Loop bodies) may reference outer-scope names too.
-        for sub in list(_graphs(proto))[1:]:
-            for node in sub.node:
-                for i, n in enumerate(node.input):
-                    if n in mapping:
-                        node.input[i] = mapping[n]
-        nodes.extend(g.node)
-        inits.extend(g.initializer)
-        cur = f"{seg_prefix}y"
-        cur_spec = tf.TensorSpec(y_out.shape, y_out.dtype, name="x")
-        if has_mask_out:
-            mask_name, mask_spec = f"{seg_prefix}mask", tf.TensorSpec(m_out.shape, tf.bool)
-        elif m_out is None:
-            mask_name, mask_spec = None, None
-        # else: the incoming mask passes through unchanged and keeps its name
-
-    nodes.append(helper.make_node("Identity", [cur], [out_name], name=f"{out_name}/identity"))
-    elem = {tf.float32: TensorProto.FLOAT, tf.float64: TensorProto.DOUBLE, tf.int32: TensorProto.INT32,
-            tf.int64: TensorProto.INT64, tf.bool: TensorProto.BOOL, tf.float16: TensorProto.FLOAT16}
-    in_shape = [BATCH] + list(in_spec.shape)[1:]
-    out_shape = [BATCH] + list(cur_spec.shape)[1:]
-    graph = helper.make_graph(
-        nodes,
-        sanitize_name(model.name, "model"),
-        [helper.make_tensor_value_info(in_spec.name, elem[in_spec.dtype], in_shape)],
-        [helper.make_tensor_value_info(out_name, elem[cur_spec.dtype], out_shape)],
-        initializer=inits,
-    )
-    proto = helper.make_model(
-        graph,
-        opset_imports=[helper.make_opsetid(d, v) for d, v in opset_imports.items()],
-        producer_name="seqdeploy",
-        producer_version=__version__,
-    )
-    from tf2onnx.constants import OPSET_TO_IR_VERSION
-
-    proto.ir_version = OPSET_TO_IR_VERSION.get(opset, proto.ir_version)
-    return Conversion(model=proto, native_recurrent=tuple(native), notes=tuple(_dedupe(notes)), strategy="segmented")
-
-
-def _dedupe(items: list[str]) -> list[str]:
-    return list(dict.fromkeys(items))
-
-
-def _is_sequential(model) -> bool:
-    import keras
-
-    return isinstance(model, keras.Sequential) and len(model.inputs) == 1 and len(model.outputs) == 1
-
-
 def convert_model(model, *, opset: int = DEFAULT_OPSET) -> Conversion:
     """Convert a loaded Keras model to an ONNX ``ModelProto`` (no files written).
 
@@ -795,12 +572,15 @@ def convert_model(model, *, opset: int = DEFAULT_OPSET) -> Conversion:
             f"model {model.name!r} has no defined inputs (it was never built); build it with keras.Input(shape=...) "
             "as its first layer, or call it once on data before saving"
         )
-    conv = _convert_sequential(model, opset) if _is_sequential(model) else _convert_whole(model, opset)
-    proto = conv.model
+    from seqdeploy.export_native import convert_native
+
     layer_names = _all_layer_names(model)
+    proto, native, notes = convert_native(model, opset, input_specs=_io_specs(model),
+                                          output_names=keras_output_names(model), from_function=_from_function,
+                                          layer_names=layer_names)
+    conv = Conversion(model=proto, native_recurrent=native, notes=notes,
+                      strategy="tf2onnx+native" if native else "tf2onnx")
     fix_erfc(proto)
-    if conv.strategy == "tf2onnx":
-        rename_io(proto, [s.name for s in _io_specs(model)], keras_output_names(model))
     check_opset_support(proto, opset, layer_names)
     del proto.graph.value_info[:]
     name_batch_axis(proto)

@@ -10,10 +10,10 @@ layout and its output conventions:
   is the same in both; Keras ``reset_after=True`` is ONNX ``linear_before_reset=1``.
 * ``go_backwards`` with ``return_sequences``: Keras returns the sequence in
   reversed time order, so the ONNX ``reverse`` output is flipped on the time axis.
-* masks: right-padded masks become ONNX ``sequence_lens`` (sum of the mask).
-  A standalone masked layer with ``return_sequences`` repeats the last valid
-  output at padded steps (Keras ``zero_output_for_mask=False``); inside
-  ``Bidirectional`` padded steps are zeros (what ONNX emits natively).
+* masks, any pattern (left/right padding, holes, all-masked rows): the unmasked
+  steps are compacted to the front, counted into ``sequence_lens`` and the
+  outputs spread back with Keras's masked-step semantics
+  (:mod:`seqdeploy.export_masks`).
 
     >>> spec = recurrent_spec(keras_layer)            # doctest: +SKIP
     >>> built = build_recurrent(spec, "x", prefix="lstm", mask="mask")  # doctest: +SKIP
@@ -73,6 +73,7 @@ class RecurrentSpec:
     go_backwards: bool  # only for a single direction
     merge_mode: str | None  # Bidirectional only
     linear_before_reset: int = 0  # GRU only
+    zero_output_for_mask: tuple[bool, ...] = (False,)  # per direction (Bidirectional forces return_sequences)
 
     @property
     def onnx_op(self) -> str:
@@ -179,6 +180,7 @@ def recurrent_spec(layer: Any) -> RecurrentSpec:
             name=layer.name, kind=type(fw).__name__, units=int(fw.cell.units), directions=(wf, wb),
             activations=acts_f + acts_b, return_sequences=bool(fw.return_sequences), go_backwards=False,
             merge_mode=layer.merge_mode, linear_before_reset=lbr_f,
+            zero_output_for_mask=(_zero_output(fw), _zero_output(bw)),
         )
     _check_plain(layer)
     w, lbr = _direction_weights(layer)
@@ -186,7 +188,12 @@ def recurrent_spec(layer: Any) -> RecurrentSpec:
         name=layer.name, kind=cls, units=int(layer.cell.units), directions=(w,),
         activations=_layer_activations(layer), return_sequences=bool(layer.return_sequences),
         go_backwards=bool(layer.go_backwards), merge_mode=None, linear_before_reset=lbr,
+        zero_output_for_mask=(_zero_output(layer),),
     )
+
+
+def _zero_output(layer: Any) -> bool:
+    return bool(getattr(layer, "zero_output_for_mask", False))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -202,13 +209,15 @@ class BuiltRecurrent:
 def build_recurrent(spec: RecurrentSpec, x: str, *, prefix: str, mask: str | None = None) -> BuiltRecurrent:
     """Emit ``spec`` reading ``x`` ([batch, time, features] float32) as ONNX nodes.
 
-    ``mask`` names a bool [batch, time] tensor (right padding assumed): it becomes
-    ``sequence_lens``. Returns the nodes, the initializers and the output name
+    ``mask`` names a bool [batch, time] Keras mask of any pattern (see
+    :mod:`seqdeploy.export_masks`). Returns the nodes, the initializers and the output name
     ([batch, time, units*] with return_sequences, else [batch, units*]).
 
     >>> b = build_recurrent(recurrent_spec(layer), "x", prefix="gru")  # doctest: +SKIP
     """
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper, numpy_helper
+
+    from seqdeploy.export_masks import compact_steps, last_step_factor, scatter_indices, scatter_sequence
 
     nodes: list = []
     inits: list = []
@@ -217,22 +226,25 @@ def build_recurrent(spec: RecurrentSpec, x: str, *, prefix: str, mask: str | Non
         return f"{prefix}/{s}"
 
     def const(s: str, arr: np.ndarray) -> str:
-        inits.append(numpy_helper.from_array(np.asarray(arr), name(s)))
+        if name(s) not in {t.name for t in inits}:  # the same constant may be asked for twice
+            inits.append(numpy_helper.from_array(np.asarray(arr), name(s)))
         return name(s)
 
-    def node(op: str, inputs: list[str], s: str, **attrs: Any) -> str:
-        nodes.append(helper.make_node(op, inputs, [name(s)], name=name(s), **attrs))
-        return name(s)
+    def node(op: str, inputs: list[str], s: str | list[str], **attrs: Any):
+        outs = [name(o) for o in ([s] if isinstance(s, str) else s)]
+        nodes.append(helper.make_node(op, inputs, outs, name=outs[0], **attrs))
+        return outs[0] if isinstance(s, str) else outs
 
     dirs = len(spec.directions)
+    compact = None
+    if mask is not None:
+        compact = compact_steps(node, const, x, mask)
+        x = compact.x
     xt = node("Transpose", [x], "x_time_major", perm=[1, 0, 2])
     W = const("W", np.stack([d.W for d in spec.directions]))
     R = const("R", np.stack([d.R for d in spec.directions]))
     B = const("B", np.stack([d.B for d in spec.directions])) if spec.directions[0].B is not None else ""
-    seq_lens = ""
-    if mask is not None:
-        mi = node("Cast", [mask], "mask_int", to=TensorProto.INT32)
-        seq_lens = node("ReduceSum", [mi, const("axis1", np.array([1], np.int64))], "sequence_lens", keepdims=0)
+    seq_lens = compact.sequence_lens if compact is not None else ""
     acts, alphas, betas = [], [], []
     for a in spec.activations:
         onnx_name, alpha, beta = _ACTIVATIONS[a]
@@ -257,10 +269,16 @@ def build_recurrent(spec: RecurrentSpec, x: str, *, prefix: str, mask: str | Non
         op_inputs.pop()
     y, y_h = name("Y"), name("Y_h")
     nodes.append(helper.make_node(spec.onnx_op, op_inputs, [y, y_h], name=name(spec.onnx_op), **attrs))
+    reverse = [False, True] if dirs == 2 else [spec.go_backwards]
+    zero = list(spec.zero_output_for_mask) + [spec.zero_output_for_mask[-1]] * (dirs - len(spec.zero_output_for_mask))
 
     if spec.return_sequences:
         # Y: [T, dirs, B, H] -> [B, T, dirs, H]
         out = node("Transpose", [y], "y_batch_major", perm=[2, 0, 1, 3])
+        if compact is not None:
+            idx = [scatter_indices(node, const, compact, reverse=r, zero_output=z, tag=f"dir{i}")
+                   for i, (r, z) in enumerate(zip(reverse, zero))]
+            out = scatter_sequence(node, const, out, idx)
         out = _merge(node, const, out, spec, axis=2, flat_shape=np.array([0, 0, -1], np.int64))
         if dirs == 1 and spec.go_backwards:
             # Keras returns the go_backwards sequence in processing (reversed) order.
@@ -268,15 +286,17 @@ def build_recurrent(spec: RecurrentSpec, x: str, *, prefix: str, mask: str | Non
                                  const("rev_end", np.array([np.iinfo(np.int64).min], np.int64)),
                                  const("rev_axis", np.array([1], np.int64)),
                                  const("rev_step", np.array([-1], np.int64))], "reversed_time")
-        elif dirs == 1 and mask is not None:
-            # Keras (zero_output_for_mask=False) repeats the last valid output at padded steps;
-            # ONNX writes zeros there. Y_h is that last valid output.
-            last = node("Transpose", [y_h], "last_output", perm=[1, 0, 2])  # [B, 1, H]
-            m3 = node("Unsqueeze", [mask, const("axis2", np.array([2], np.int64))], "mask3")
-            out = node("Where", [m3, out, last], "masked_output")
     else:
         # Y_h: [dirs, B, H] -> [B, dirs, H]
         out = node("Transpose", [y_h], "h_batch_major", perm=[1, 0, 2])
+        if compact is not None and any(zero):
+            # zero_output_for_mask: Keras's last output is zero when the last processed step is masked.
+            ones = const("ones_b1", np.ones((1, 1), np.float32))
+            fac = [last_step_factor(node, const, compact, reverse=r, tag=f"dir{i}") if z else ones
+                   for i, (r, z) in enumerate(zip(reverse, zero))]
+            f = fac[0] if dirs == 1 else node("Concat", fac, "last_factors", axis=1)
+            f3 = node("Unsqueeze", [f, const("axes_2c", np.array([2], np.int64))], "last_factors_3d")
+            out = node("Mul", [out, f3], "h_masked")
         out = _merge(node, const, out, spec, axis=1, flat_shape=np.array([0, -1], np.int64))
     return BuiltRecurrent(nodes=tuple(nodes), initializers=tuple(inits), output=out, description=spec.description)
 

@@ -268,7 +268,7 @@ def verify_models(keras_path: str | Path, onnx_path: str | Path, *, real_inputs:
         for (k_name, k_val), o_name in zip(want.items(), onnx_rt.output_names):
             acc[o_name].add(kind, k_val, got[o_name], is_real=kind.startswith("real"), task=task)
 
-    warnings = _left_padding_probe(feeds, feed_name, keras_rt, onnx_rt, tol_default)
+    warnings: tuple[str, ...] = ()
     reports = tuple(a.report() for a in acc.values())
     for r in reports:
         failures.extend(f"{r.name}: {p}" for p in r.problems)
@@ -399,44 +399,35 @@ def _make_feeds(real, train, shape, dtype, samples, training_batch, vocab) -> li
         ids = rng.integers(1, hi, size=(n, *concrete)).astype(dtype)
         ids[np.arange(concrete[-1])[None, :] >= lengths[:, None]] = 0  # right-padded, like real text
         feeds.append(("random", ids))
+        feeds.extend(_padding_probes(ids, rng))
         feeds.append(("edge:vocab-max", np.full((3, *concrete), hi - 1, dtype)))
         feeds.append(("edge:vocab-min", np.full((3, *concrete), 1, dtype)))
     else:
         lo = ref.min(axis=0) if ref is not None else -np.ones(concrete)
         hi = ref.max(axis=0) if ref is not None else np.ones(concrete)
         feeds.append(("random", rng.uniform(lo, hi, size=(n, *concrete)).astype(dtype)))
+        if len(concrete) == 2:  # [time, features]: zero steps are what Masking(mask_value=0) masks
+            feeds.extend(_padding_probes(feeds[-1][1], rng))
         feeds.append(("edge:zeros", np.zeros((3, *concrete), dtype)))
         feeds.append(("edge:train-min", np.broadcast_to(lo, (3, *concrete)).astype(dtype)))
         feeds.append(("edge:train-max", np.broadcast_to(hi, (3, *concrete)).astype(dtype)))
     return feeds
 
 
-def _left_padding_probe(feeds, feed_name: str, keras_rt: KerasRunner, onnx_rt: OnnxRunner,
-                        tol: Tolerance) -> tuple[str, ...]:
-    """For token inputs: do LEFT-padded sequences still match? A warning, not a failure.
-
-    seqdeploy's tokenizer pads on the right and masked recurrent layers are exported
-    for right padding (ONNX ``sequence_lens``); data padded on the left would differ.
-    """
-    random = next((x for kind, x in feeds if kind == "random"), None)
-    if random is None or random.dtype.kind not in "iu" or random.ndim != 2:
-        return ()
-    lengths = (random != 0).sum(axis=1)
-    left = np.zeros_like(random)
+def _padding_probes(x: np.ndarray, rng) -> list[tuple[str, np.ndarray]]:
+    """Sequences padded on the LEFT (``pad_sequences`` default) and with holes (padding inside a
+    sequence, one all-padding row): masks of every pattern must match Keras, not only right padding."""
+    steps = x.shape[1]
+    pad = np.zeros_like(x[0, 0])
+    lengths = rng.integers(1, steps + 1, size=len(x))
+    left = np.empty_like(x)
     for i, n in enumerate(lengths):
-        if n:
-            left[i, -n:] = random[i, :n]
-    try:
-        got = onnx_rt.infer({feed_name: left})
-    except Exception:  # onnxruntime errors are reported by the main checks already
-        return ()
-    want = keras_rt.infer({feed_name: left})
-    worst = max(float(np.max(np.abs(np.asarray(k, np.float64) - np.asarray(o, np.float64)), initial=0.0))
-                for k, o in zip(want.values(), got.values()))
-    if worst > tol.atol:
-        return (f"left-padded token sequences differ from Keras (max abs error {worst:.3g}): the export handles "
-                "masks for RIGHT-padded input only (seqdeploy's tokenizer pads right); pad your data on the right",)
-    return ()
+        left[i, : steps - n] = pad
+        left[i, steps - n:] = x[i, :n]
+    holes = x.copy()
+    holes[rng.random(x.shape[:2]) < 0.3] = pad
+    holes[0] = pad
+    return [("edge:left-padded", left), ("edge:holes", holes)]
 
 
 class _Accumulator:

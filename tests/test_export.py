@@ -393,8 +393,8 @@ def test_export_run_dir_writes_model_and_report(run_export, files):
     assert report["op_counts"]["GRU"] == 1 and "Loop" not in report["op_counts"]
     assert report["warnings"] == [] and report["size_bytes"] == r.onnx_path.stat().st_size
     assert report["seconds"] > 0
-    assert r.strategy == "segmented" and r.native_recurrent == ("gru: GRU",)
-    assert any("sequence_lens" in n and "right-padded" in n for n in r.notes)
+    assert r.strategy == "tf2onnx+native" and r.native_recurrent == ("gru: GRU",)
+    assert any("'gru'" in n and "any padding pattern" in n for n in r.notes)
 
 
 def test_export_names_and_batch_axis(run_export):
@@ -435,14 +435,20 @@ def test_exported_run_matches_keras_at_two_batch_sizes(run_export, files):
         np.testing.assert_allclose(sess.run(None, {"tokens": x})[0], np.asarray(model(x)), atol=1e-5)
 
 
-def test_functional_multi_input_through_tf2onnx(files, tmp_path):
-    from seqdeploy.export import export_onnx
+def test_functional_multi_input_with_native_gru(files, tmp_path):
+    from seqdeploy.export import export_onnx, load_keras_model
 
     r = export_onnx(files["func"], out=tmp_path)
-    assert r.onnx_path == tmp_path / "func.onnx" and r.strategy == "tf2onnx"
+    assert r.onnx_path == tmp_path / "func.onnx" and r.strategy == "tf2onnx+native"
     assert [(t.name, t.shape) for t in r.inputs] == [("num_feats", ("batch", 4)), ("series", ("batch", 5, 3))]
     assert [t.name for t in r.outputs] == ["prob", "aux"]
-    assert any("func_gru" in w and "Loop" in w for w in r.warnings)
+    assert r.native_recurrent == ("func_gru: GRU",) and r.warnings == () and "Loop" not in r.op_counts
+    model = load_keras_model(files["func"])
+    rng = np.random.RandomState(0)
+    a, b = rng.randn(3, 4).astype("float32"), rng.randn(3, 5, 3).astype("float32")
+    got = _session(r.onnx_path).run(None, {"num_feats": a, "series": b})
+    for g, w in zip(got, model([a, b])):
+        np.testing.assert_allclose(g, np.asarray(w), atol=1e-5)
 
 
 def test_opset_out_of_range_writes_nothing(files, tmp_path):

@@ -179,7 +179,7 @@ def test_manifest_carries_verification_only_for_the_verified_bytes(exported_run,
     assert write_bundle_manifest(run).verification.passed
 
 
-def test_left_padding_is_flagged_for_masked_recurrent_models(tmp_path):
+def test_left_padding_and_holes_are_checked_for_masked_recurrent_models(tmp_path):
     import keras
 
     from seqdeploy.export import export_onnx
@@ -194,5 +194,5 @@ def test_left_padding_is_flagged_for_masked_recurrent_models(tmp_path):
     x = rng.integers(1, 20, size=(10, 6)).astype(np.int32)
     x[:, 4:] = 0  # right-padded, as the tokenizer makes them
     result = verify_models(tmp_path / "masked.keras", tmp_path / "masked.onnx", real_inputs=x, vocabulary_size=20)
-    assert result.passed
-    assert any("left-padded" in w for w in result.warnings)
+    assert result.passed and result.warnings == ()
+    assert {"edge:left-padded", "edge:holes"} <= {f.kind for f in result.feeds}

@@ -6,13 +6,16 @@ its own statically linked copy and does not load it). ``OrtGetApiBase()->GetApi(
 returns the ``OrtApi`` function table: a C struct of function pointers that only ever
 grows at its end, so the entries used here keep their positions in every version.
 :data:`API_ORDER` lists the table's first entries in header order
-(``onnxruntime_c_api.h``, ``struct OrtApi``, read from the API 30 header; the used
-entries all exist since API 13, seqdeploy asks for >= :data:`MIN_API_VERSION`).
+(``onnxruntime_c_api.h``, ``struct OrtApi``, read from the API 30 header); seqdeploy
+asks for a table of version >= :data:`MIN_API_VERSION` (onnxruntime 1.17, its minimum).
+On load, a status round trip through entries 0, 1, 2 and 93 checks the layout; a
+session's input/output names and element types are then compared with the Python
+session's, and every bound run's first result with ``session.run``'s.
 
 What it gives :class:`seqdeploy.fastpath.FastSession`: a :class:`CapiSession` created
 from model bytes with explicit session options, and :meth:`CapiSession.bind`, which
 wraps pre-allocated numpy input/output buffers in ``OrtValue`` once so that a call is
-one foreign call to ``Run`` (ctypes releases the GIL during it)::
+one foreign call to ``RunWithBinding`` (or ``Run``; ctypes releases the GIL during it)::
 
     >>> lib = load_library()                                        # doctest: +SKIP
     >>> cs = CapiSession(model_bytes, lib=lib)                      # doctest: +SKIP
@@ -42,7 +45,7 @@ from seqdeploy.errors import OrtCapiError
 __all__ = ["API_ORDER", "MIN_API_VERSION", "KNOWN_API_VERSION", "OrtLibrary", "CapiSession", "BoundRun",
            "load_library", "find_library"]
 
-#: lowest OrtApi version asked for (onnxruntime 1.17, seqdeploy's minimum); every entry used exists since 13
+#: lowest OrtApi version asked for (onnxruntime 1.17, seqdeploy's minimum onnxruntime)
 MIN_API_VERSION = 17
 #: the newest API version this binding was tested with (onnxruntime 1.32)
 KNOWN_API_VERSION = 32

@@ -80,6 +80,10 @@ class InputValidationError(SeqdeployError, ValueError):
     """Inputs given to the runtime that do not match the model's signature."""
 
 
+class RequestTooLarge(InputValidationError):
+    """A served request over the server's size limits (HTTP 413)."""
+
+
 class OrtCapiError(SeqdeployError, RuntimeError):
     """onnxruntime's C library is missing, too old, or returned an error status (``seqdeploy.ort_capi``)."""
 

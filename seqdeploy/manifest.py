@@ -652,7 +652,8 @@ def write_bundle_manifest(run_dir: str | os.PathLike) -> Manifest:
                                         _opt_float(v.get("label_agreement")))
 
     files = []
-    for name, role in (("golden.npz", "golden"), ("golden.json", "golden-json")):
+    for name, role in (("golden.npz", "golden"), ("golden.json", "golden-json"),
+                       ("golden_portable.json", "golden-portable")):
         p = run_dir / name
         if p.is_file():
             files.append(BundleFile(name, sha256_file(p), p.stat().st_size, role))

@@ -188,6 +188,26 @@ def build_portable(model: Any, pre: Kind, task: str, labels: Sequence[str] | Non
     return m
 
 
+def build_preprocessing(pre: Kind, model_dtype: Any, model_shape: Sequence[Any]) -> Any:
+    """The preprocessing alone as an ONNX model: raw input -> ``model_input`` (for tests and checks)."""
+    from onnx import TensorProto, helper
+
+    b = GraphBuilder("seqdeploy_pre")
+    elem = helper.np_dtype_to_tensor_dtype(np.dtype(model_dtype))
+    raw_dtype, raw_shape = pre.raw_spec(list(model_shape), np.dtype(model_dtype).name)
+    raw_elem = TensorProto.STRING if raw_dtype == "str" else helper.np_dtype_to_tensor_dtype(np.dtype(raw_dtype))
+    pre.to_onnx(b, pre.raw_name, "model_input", elem, list(model_shape))
+    graph = helper.make_graph(b.nodes, "preprocessing",
+                              [helper.make_tensor_value_info(pre.raw_name, raw_elem, ["batch", *raw_shape])],
+                              [helper.make_tensor_value_info("model_input", elem, None)], initializer=b.initializers)
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", ML_OPSET)]
+    if any(n.domain == "com.microsoft" for n in b.nodes):
+        opsets.append(helper.make_opsetid("com.microsoft", MS_OPSET))
+    model = helper.make_model(graph, opset_imports=opsets)
+    model.ir_version = 8
+    return model
+
+
 def ensure_portable(run_dir: str | Path, artifact_file: str, pre: Kind, task: str,
                     labels: Sequence[str] | None) -> PortableResult:
     """Write ``<artifact>.portable.onnx`` beside ``artifact_file`` unless a current one is there."""
@@ -224,7 +244,7 @@ def _rename_uses(graph: Any, old: str, new: str) -> None:
             if name == old:
                 node.input[i] = new
         for attr in node.attribute:
-            if attr.g is not None and attr.g.node:
+            if attr.HasField("g"):
                 _rename_uses(attr.g, old, new)
             for sub in attr.graphs:
                 _rename_uses(sub, old, new)

@@ -103,6 +103,7 @@ class VerifyResult:
     seconds: float
     report_path: Path | None = None
     golden_path: Path | None = None
+    portable: Any = None  # seqdeploy.portable_check.PortableCheck of the deployment graph (run directories)
     warnings: tuple[str, ...] = ()
 
 
@@ -169,10 +170,32 @@ def verify_run(run_dir: str | Path, *, onnx_path: str | Path | None = None, atol
             raise InputFileNotFound(f"{p} does not exist; {hint}")
     splits = load_run_splits(run_dir)
     golden_raw = splits.raw_test[:GOLDEN_SAMPLES]
-    return verify_models(keras_path, onnx_file, real_inputs=splits.x_test, train_inputs=splits.x_train,
-                         task=splits.task, atol=atol, rtol=rtol, per_output=per_output, samples=samples,
-                         unsafe=unsafe, out_dir=run_dir if write else None, golden_raw=golden_raw,
-                         vocabulary_size=len(splits.preprocessing.get("vocabulary", [])) or None)
+    result = verify_models(keras_path, onnx_file, real_inputs=splits.x_test, train_inputs=splits.x_train,
+                           task=splits.task, atol=atol, rtol=rtol, per_output=per_output, samples=samples,
+                           unsafe=unsafe, out_dir=run_dir if write else None, golden_raw=golden_raw,
+                           vocabulary_size=len(splits.preprocessing.get("vocabulary", [])) or None)
+    return _verify_portable(run_dir, onnx_file, splits, result, unsafe=unsafe, write=write)
+
+
+def _verify_portable(run_dir: Path, onnx_file: Path, splits: Any, result: VerifyResult, *, unsafe: bool,
+                     write: bool) -> VerifyResult:
+    """The deployment graph too: raw test rows through the portable graph vs Keras (seqdeploy.portable_check)."""
+    from seqdeploy.export import load_keras_model
+    from seqdeploy.portable_check import check_portable
+    from seqdeploy.preprocess import from_record
+
+    check = check_portable(run_dir, onnx_file, load_keras_model(run_dir / "model.keras", unsafe=unsafe),
+                           splits.raw_test, from_record(splits.preprocessing, "train.json preprocessing"),
+                           splits.task, splits.labels, quantized=result.artifact_precision != "float32",
+                           write_golden=write)
+    failures = tuple(f"deployment graph: {f}" for f in check.failures)
+    result = dataclasses.replace(result, portable=check, passed=not failures,
+                                 failures=result.failures + failures)
+    if write and result.report_path is not None:
+        atomic_write_json(result.report_path, verify_summary(result) | {"details": result})
+    if failures:
+        raise CheckFailed(f"the deployment graph differs from Keras on raw inputs ({failures[0]})", result)
+    return result
 
 
 def verify_models(keras_path: str | Path, onnx_path: str | Path, *, real_inputs: np.ndarray | None,
@@ -310,7 +333,8 @@ def verify_summary(result: VerifyResult) -> dict[str, Any]:
             "label_agreement": result.label_agreement, "artifact": result.onnx_path.name,
             "onnx_sha256": sha256_file(result.onnx_path),
             "artifact_precision": result.artifact_precision, "batch_sizes": list(result.batch_sizes),
-            "samples": result.samples, "failures": list(result.failures), "warnings": list(result.warnings)}
+            "samples": result.samples, "failures": list(result.failures), "warnings": list(result.warnings),
+            "portable": result.portable}
 
 
 def write_golden(out_dir: Path, feed_name: str, inputs: np.ndarray, runner: KerasRunner, raw: np.ndarray) -> Path:

@@ -82,8 +82,36 @@ def test_every_spec_runs_the_whole_pipeline_and_its_bundle_loads(spec, tmp_path)
         np.testing.assert_allclose(np.asarray(first, float), got.reshape(-1), rtol=1e-5, atol=1e-4)
     else:
         assert first == [str(g) for g in got]
+    # the portable deployment graph in plain onnxruntime (a process that never imports seqdeploy) on the raw rows
+    manifest = json.loads((run / "manifest.json").read_text())
+    deployed = next(a for a in manifest["artifacts"] if a["file"] == manifest["deployment_artifact"])
+    assert deployed["portable"]["file"].endswith(".portable.onnx")
+    np.save(tmp_path / "raw.npy", np.asarray(splits.raw_test, dtype=object if splits.task != "regression"
+                                             and splits.raw_test.dtype.kind == "U" else np.float32),
+            allow_pickle=True)
+    plain = subprocess.run([sys.executable, "-c", PLAIN_ORT, str(run / deployed["portable"]["file"]),
+                            str(tmp_path / "raw.npy"), str(tmp_path / "out.npz")],
+                           capture_output=True, text=True, timeout=120)
+    assert plain.returncode == 0, plain.stderr
+    out = np.load(tmp_path / "out.npz", allow_pickle=True)
+    assert "seqdeploy" not in out["modules"].tolist()
+    if splits.task == "regression":
+        np.testing.assert_allclose(out["prediction"], got.reshape(-1), rtol=1e-6, atol=1e-4)
+    else:
+        np.testing.assert_array_equal(out["label"].astype(str), got)
+        np.testing.assert_allclose(out["probabilities"], predictor.predict_proba(raw), atol=1e-6)
     report = (run / "report.md").read_text()
     assert "## Verification" in report and "## Benchmark" in report and "Predictor.from_bundle" in report
+
+
+# raw rows -> the portable file with nothing but numpy and onnxruntime (what any application does)
+PLAIN_ORT = """
+import sys, numpy as np, onnxruntime as ort
+s = ort.InferenceSession(sys.argv[1], providers=["CPUExecutionProvider"])
+raw = np.load(sys.argv[2], allow_pickle=True)
+outs = dict(zip([o.name for o in s.get_outputs()], s.run(None, {s.get_inputs()[0].name: raw})))
+np.savez(sys.argv[3], modules=np.asarray(sorted(m.split(".")[0] for m in sys.modules)), **outs)
+"""
 
 
 @pytest.fixture(scope="module")

@@ -30,6 +30,14 @@ def render_verify(result) -> None:
         console.print(f"  [red]-[x][/] {f}", soft_wrap=True)
     for w in result.warnings:
         console.print(f"  [yellow]warning:[/] {w}", soft_wrap=True)
+    pc = getattr(result, "portable", None)
+    if pc is not None:
+        what = (f"labels {pc.label_agreement:.1%}, " if pc.label_agreement is not None else "") + \
+            f"max abs error {pc.max_abs_error:.2g} (tolerance {pc.tolerance:.2g})"
+        tok = (f"; tokenizer ids exact on {pc.tokenizer_strings - pc.tokenizer_mismatches}/{pc.tokenizer_strings} "
+               f"strings" if pc.tokenizer_strings else "")
+        mark = "[green]ok[/]" if pc.passed else "[red]FAIL[/]"
+        console.print(f"deployment graph (raw rows -> answers, {pc.rows} test rows): {mark} {what}{tok}", soft_wrap=True)
     if result.passed:
         console.print("[green]PASS[/]: ONNX matches Keras")
     if result.report_path:

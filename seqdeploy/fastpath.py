@@ -12,9 +12,15 @@ best first, each falling back to the next with the reason recorded:
 
 The default is :data:`DEFAULT_FASTPATH`; ``SEQDEPLOY_FASTPATH=capi|iobinding|run`` in the
 environment or ``FastSession(..., fastpath=...)`` picks another. Why ``iobinding`` stays
-the default: ``benchmarks/capi_fastpath.py`` measured the C API path at 1.06-1.14x the
-speed of the IOBinding path at batch 1 on the 30-16-8-1 MLP (the ship bar was 1.3x):
-onnxruntime's own ``Run`` is most of the call, the Python around it is not.
+the default: ``benchmarks/capi_fastpath.py`` (30-16-8-1 MLP, 15 interleaved rounds x 2000
+calls, medians, onnxruntime 1.32, shared 2-core AMD EPYC) measured the C API path at
+0.99x the IOBinding path's speed at batch 1 (4.94 vs 4.88 us) and 1.01x at batch 64; the
+bar to ship it was 1.3x. The bound calls themselves cost the same (pybind
+``run_with_iobinding`` 2.81 us, C ``RunWithBinding`` through ctypes 2.77 us): the pybind
+layer adds nothing measurable, and the C API's plain ``Run`` is slower (it re-checks
+names and shapes per call). What remains per call is onnxruntime's own run (1.6 us for an
+Identity graph) and the numpy copies and dict handling around it (~1.9 us). The C API
+path also loads a second onnxruntime copy (+17 MB RSS) and keeps a second session.
 """
 
 from __future__ import annotations

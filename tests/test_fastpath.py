@@ -220,3 +220,15 @@ def test_doctor_reports_the_fast_path(monkeypatch):
     monkeypatch.setattr(ort_capi, "load_library", lambda: (_ for _ in ()).throw(ort_capi.OrtCapiError("gone")))
     check = next(c for c in run_doctor(cpuinfo="flags\t: avx2\n").checks if c.name == "fast path")
     assert check.status == "warn" and "gone" in check.advice and "falls back to the IOBinding path" in check.advice
+
+
+@pytest.mark.parametrize("path", ("capi", "iobinding"))
+def test_strided_and_fortran_order_feeds_are_copied_into_the_bound_buffers(path):
+    sess = make_session(model_bytes("two_inputs"))
+    fs = FastSession(sess, fastpath=path)
+    base = sample_feeds("two_inputs", 6)
+    variants = [base, {"features": np.asfortranarray(base["features"]), "offsets": base["offsets"]},
+                {"features": np.repeat(base["features"], 2, axis=0)[::2], "offsets": base["offsets"][:, ::-1]}]
+    for feeds in variants * 2:
+        assert_same(fs.run(feeds), sess.run(None, feeds))
+    assert fs.path == path and len(fs._tls.slots) == 1

@@ -43,10 +43,15 @@ def export(
     opset: Optional[int] = typer.Option(None, "--opset", help="ONNX opset (default 17; supported 13-18)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output .onnx path (default RUN_DIR/model.onnx or MODEL.onnx)."),
     unsafe: bool = typer.Option(False, "--unsafe", help="Allow Lambda/custom layers (Keras safe_mode=False: runs their code)."),
+    triton: Optional[Path] = typer.Option(None, "--triton", help="Write the bundle as a Triton model repository into this directory (exports ONNX first only if the run has no manifest yet)."),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Convert a Keras model to ONNX (dynamic batch axis `batch`, native recurrent ops)."""
     with handle_errors(as_json=as_json):
+        if triton is not None and (source / "manifest.json").is_file():
+            from seqdeploy.commands._triton import write_and_render
+
+            return write_and_render(source, triton, as_json)
         from seqdeploy.export import export_onnx
 
         result = export_onnx(source, out=out, opset=opset, unsafe=unsafe)
@@ -54,6 +59,10 @@ def export(
             from seqdeploy.manifest import refresh_bundle_manifest
 
             refresh_bundle_manifest(source)  # a run directory is a bundle: keep its manifest in step
+        if triton is not None:
+            from seqdeploy.commands._triton import write_and_render
+
+            return write_and_render(source, triton, as_json)
         if as_json:
             emit_json(result)
         else:

@@ -14,8 +14,9 @@ The default is :data:`DEFAULT_FASTPATH`; ``SEQDEPLOY_FASTPATH=capi|iobinding|run
 environment or ``FastSession(..., fastpath=...)`` picks another. Why ``iobinding`` stays
 the default: ``benchmarks/capi_fastpath.py`` (30-16-8-1 MLP, 15 interleaved rounds x 2000
 calls, medians, onnxruntime 1.32, shared 2-core AMD EPYC) measured the C API path at
-0.99x the IOBinding path's speed at batch 1 (4.94 vs 4.88 us) and 1.01x at batch 64; the
-bar to ship it was 1.3x. The bound calls themselves cost the same (pybind
+0.99x the IOBinding path's speed at batch 1 in two runs (4.94 vs 4.88 us in the quieter
+one) and 1.01x at batch 64 (quieter run; the busy one was too noisy at 64); the bar to
+ship it was 1.3x. The bound calls themselves cost the same (pybind
 ``run_with_iobinding`` 2.81 us, C ``RunWithBinding`` through ctypes 2.77 us): the pybind
 layer adds nothing measurable, and the C API's plain ``Run`` is slower (it re-checks
 names and shapes per call). What remains per call is onnxruntime's own run (1.6 us for an

@@ -16,6 +16,8 @@ calls of each fast path).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import platform
 import statistics
@@ -136,7 +138,8 @@ def runners_for(batch: int, model: bytes, tflite: bool) -> tuple[dict[str, Calla
     }
     info: dict[str, Any] = {}
     if tflite:
-        tfl = tflite_runner(batch)
+        with contextlib.redirect_stdout(io.StringIO()):  # the converter prints its saved-artifact summary
+            tfl = tflite_runner(batch)
         info["tflite_max_abs_diff"] = float(np.max(np.abs(tfl.infer(feeds)[0] - want[0])))
         runners["TFLite fp32 set_tensor/invoke/get_tensor"] = lambda: tfl.infer(feeds)
     return runners, info

@@ -670,7 +670,10 @@ def write_bundle_manifest(run_dir: str | os.PathLike) -> Manifest:
         inputs=inputs, outputs=outputs,
         preprocessing=parse_preprocessing(train.get("preprocessing"), "train.json preprocessing"),
         artifacts=tuple(artifacts), deployment_artifact=deploy,
-        min_onnxruntime=deploy_art.min_onnxruntime, contrib_ops=deploy_art.contrib_ops,
+        min_onnxruntime=max((deploy_art.min_onnxruntime, deploy_art.portable.min_onnxruntime if deploy_art.portable
+                             else _ORT_FLOOR), key=_version_tuple),
+        contrib_ops=tuple(sorted(set(deploy_art.contrib_ops) | set(deploy_art.portable.contrib_ops
+                                                                   if deploy_art.portable else ()))),
         verification=verification, files=tuple(files),
     )
     # Round-trip through the validator so that a manifest we write is one we can load.
@@ -757,7 +760,8 @@ def inspect_path(path: str | os.PathLike) -> InspectResult:
     if p.is_dir() or p.name == MANIFEST_NAME:
         manifest = load_manifest(p)
         root = p if p.is_dir() else p.parent
-        return InspectResult(str(p), manifest, tuple(inspect_model(bundle_path(root, a.file)) for a in manifest.artifacts))
+        files = [f for a in manifest.artifacts for f in (a.file, a.portable.file if a.portable else None) if f]
+        return InspectResult(str(p), manifest, tuple(inspect_model(bundle_path(root, f)) for f in files))
     if p.suffix.lower() != ".onnx":
         raise BundleError(f"{p} is neither a bundle directory nor a .onnx file; pass a run directory or a model.onnx")
     return InspectResult(str(p), None, (inspect_model(p),))

@@ -222,7 +222,9 @@ def test_manifest_derived_from_run_dir(tmp_path, kind):
     assert m.name == f"tiny_{kind}"
     assert m.deployment_artifact == "model.onnx" and m.deployment.precision == "float32"
     assert m.deployment.sha256 == sha256_file(run / "model.onnx")
-    assert m.deployment.opset == 17 and m.contrib_ops == () and m.min_onnxruntime == "1.17"
+    assert m.deployment.opset == 17 and m.min_onnxruntime == "1.17"
+    # the portable graph of a text model tokenizes with onnxruntime's Tokenizer (in every binding)
+    assert m.contrib_ops == (("com.microsoft:Tokenizer",) if kind == "text" else ())
     assert m.inputs[0].shape[0] == "batch" and m.outputs[0].shape[0] == "batch"
     assert m.verification is not None and m.verification.passed
     assert {f.file for f in m.files} == {"golden.npz", "golden.json"}
@@ -381,7 +383,11 @@ def test_manifest_import_is_light():
 
 def test_inspect_bundle_and_model(bundle):
     res = inspect_path(bundle)
-    assert res.manifest is not None and len(res.models) == 3
+    # every artifact (float32, int8, fp16) and its portable deployment graph
+    assert res.manifest is not None and len(res.models) == 6
+    portable = [i for i in res.models if i.file.endswith(".portable.onnx")]
+    assert len(portable) == 3 and all(i.metadata_props["seqdeploy.graph"] == "portable" for i in portable)
+    assert all([o.name for o in i.outputs] == ["probabilities", "class_id", "label"] for i in portable)
     info = res.models[0]
     assert info.op_counts == {"Add": 1, "MatMul": 1, "Sigmoid": 1}
     assert info.opset == 17 and info.n_parameters == 5 and info.metadata_props == {"seqdeploy.kind": "binary"}

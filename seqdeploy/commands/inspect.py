@@ -53,12 +53,19 @@ def _render(result) -> None:
             console.print(f"verification: {'[green]passed[/]' if v.passed else '[red]FAILED[/]'}  "
                           f"max_abs_error={v.max_abs_error}  label_agreement={v.label_agreement}")
         t = Table(title="artifacts (sha256 checked)")
-        for col in ("file", "precision", "size", "opset", "sha256", "deploy"):
+        for col in ("file", "graph", "precision", "size", "opset", "sha256", "deploy"):
             t.add_column(col, overflow="fold")
         for a in m.artifacts:
-            t.add_row(a.file, a.precision, f"{a.size:,}", str(a.opset), a.sha256[:12],
-                      "*" if a.file == m.deployment_artifact else "")
+            deployed = "*" if a.file == m.deployment_artifact else ""
+            t.add_row(a.file, "model-ready", a.precision, f"{a.size:,}", str(a.opset), a.sha256[:12], deployed)
+            if a.portable is not None:
+                t.add_row(a.portable.file, "portable", a.precision, f"{a.portable.size:,}", str(a.opset),
+                          a.portable.sha256[:12], deployed)
         console.print(t)
+        if m.portable is not None:
+            sig = lambda ts: ", ".join(f"{x.name} {x.dtype}{_shape(x.shape)}" for x in ts)  # noqa: E731
+            console.print(f"deployment graph {m.portable.file}: raw inputs {sig(m.portable.inputs)} -> "
+                          f"{sig(m.portable.outputs)}", soft_wrap=True)
     for info in result.models:
         console.print(f"\n[bold]{info.file}[/]  {info.size:,} bytes  ir={info.ir_version}  opset={info.opset}  "
                       f"params={info.n_parameters:,}  producer={info.producer or '-'}")

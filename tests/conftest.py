@@ -22,3 +22,11 @@ def trained_mlp_run(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("runs") / "breast_cancer_mlp"
     train(MODELS / "breast_cancer_mlp.toml", out=out, epochs=3)
     return out
+
+
+@pytest.fixture(scope="session")
+def portable_bundles(trained_mlp_run, tmp_path_factory) -> dict[str, Path]:
+    """``{"tabular", "text"}``: exported bundles with golden_portable.json (the Node and browser clients' tests)."""
+    from portable_bundles import build
+
+    return build(tmp_path_factory.mktemp("portable"), trained_mlp_run)

@@ -1,4 +1,5 @@
-"""`seqdeploy predict` / `seqdeploy inspect`, and the examples that embed a bundle."""
+"""`seqdeploy predict` / `seqdeploy inspect`, and the Python example that embeds a bundle (Node and the
+browser: test_node_client.py, test_web.py)."""
 
 from __future__ import annotations
 
@@ -6,12 +7,10 @@ import csv
 import importlib.util
 import io
 import json
-import os
 import shutil
 import subprocess
 import sys
 import threading
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -226,44 +225,6 @@ def test_serve_example_imports_no_toolchain():
             "print(sorted(m for m in ('tensorflow', 'onnx', 'typer', 'rich') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "[]", out.stderr
-
-
-def _node_modules() -> Path | None:
-    """examples/node_client/node_modules with onnxruntime-node, installed once (npm --ignore-scripts)."""
-    client = REPO / "examples/node_client"
-    if (client / "node_modules/onnxruntime-node/package.json").exists():
-        return client / "node_modules"
-    if shutil.which("npm") is None:
-        return None
-    t0 = time.perf_counter()
-    proc = subprocess.run(["npm", "install", "--ignore-scripts", "--no-audit", "--no-fund", "--no-package-lock"],
-                          cwd=client, capture_output=True, text=True, timeout=300)
-    print(f"npm install onnxruntime-node: {time.perf_counter() - t0:.1f}s (rc {proc.returncode})")
-    if proc.returncode != 0 or not (client / "node_modules/onnxruntime-node").exists():
-        return None
-    return client / "node_modules"
-
-
-def test_node_client_matches_golden(bundles, tmp_path):
-    if shutil.which("node") is None:
-        pytest.skip("node is not installed")
-    modules = _node_modules()
-    if modules is None:
-        pytest.skip("onnxruntime-node is not installed and `npm install --ignore-scripts` failed (offline?)")
-    index = REPO / "examples/node_client/index.js"
-    env = {**os.environ, "NODE_PATH": str(modules)}
-    for kind in ("binary", "text", "window"):
-        out = subprocess.run(["node", str(index), str(bundles[kind])], capture_output=True, text=True,
-                             timeout=60, env=env)
-        assert out.returncode == 0, out.stdout + out.stderr
-        assert "all outputs match golden.json" in out.stdout
-    # a wrong expectation is caught: exit 1
-    run = shutil.copytree(bundles["binary"], tmp_path / "bad")
-    g = json.loads((run / "golden.json").read_text())
-    g["output__prob"]["data"][0][0] += 0.5
-    (run / "golden.json").write_text(json.dumps(g))
-    out = subprocess.run(["node", str(index), str(run)], capture_output=True, text=True, timeout=60, env=env)
-    assert out.returncode == 1 and "MISMATCH" in out.stdout
 
 
 @pytest.mark.parametrize("name, content", [

@@ -1,0 +1,74 @@
+"""Tiny trained bundles with a portable graph and their golden answers, for the Node and browser clients.
+
+``golden_portable.json`` has the format ``seqdeploy verify`` writes:
+``{"inputs": {name: {"dtype", "shape", "data"}}, "outputs": {name: {...}}}`` with
+flat ``data`` lists and ``"str"`` for strings. Here the expected answers come
+from :meth:`Predictor.answers` (the Python runtime), so a client that matches
+them gives what Python gives.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+GOLDEN = "golden_portable.json"
+
+#: text edge cases every client must answer exactly as Python does (the long one is added per bundle)
+EDGE_TEXTS = (
+    "",
+    "loved it 😀🎬👍 best film 🍿",
+    "café naïve résumé: the acting was superb, très bien",
+    "THIS WAS THE WORST MOVIE I HAVE EVER SEEN",
+    "great!!!???... wow,,, ;;; -- not bad at all!!!",
+)
+
+
+def tensor(a: Any) -> dict[str, Any]:
+    a = np.asarray(a)
+    dtype = "str" if a.dtype.kind in "OUS" else str(a.dtype)
+    data = [str(v) for v in a.reshape(-1)] if dtype == "str" else a.reshape(-1).tolist()
+    return {"dtype": dtype, "shape": list(a.shape), "data": data}
+
+
+def write_golden(bundle: Path, raw: Any) -> dict[str, Any]:
+    """Write ``golden_portable.json``: ``raw`` rows and the Python runtime's answers for them."""
+    from seqdeploy.runtime import Predictor
+
+    p = Predictor.from_bundle(bundle)
+    name = p.raw_input_names[0]
+    arr = p.pre.coerce(raw)
+    doc = {"inputs": {name: tensor(arr)}, "outputs": {k: tensor(v) for k, v in p.answers(arr).items()}}
+    (bundle / GOLDEN).write_text(json.dumps(doc))
+    return doc
+
+
+def long_review(bundle: Path) -> str:
+    """A review ten times as long as the model's sequence length (in words)."""
+    seq = json.loads((bundle / "manifest.json").read_text())["preprocessing"]["sequence_length"]
+    words = "the plot was slow but the acting was great and i loved the ending".split()
+    return " ".join(words[i % len(words)] for i in range(10 * seq))
+
+
+def build(root: Path, trained_mlp_run: Path) -> dict[str, Path]:
+    """``{"tabular": breast_cancer_mlp, "text": sentiment_lstm}`` trained briefly, exported, with golden answers."""
+    from seqdeploy.data import load_run_splits
+    from seqdeploy.export import export_onnx
+    from seqdeploy.manifest import write_bundle_manifest
+    from seqdeploy.train import train
+
+    tab = shutil.copytree(trained_mlp_run, root / "breast_cancer")
+    text = root / "sentiment"
+    train(REPO / "models/sentiment_lstm.toml", out=text, epochs=2)
+    for run in (tab, text):
+        export_onnx(run)
+        write_bundle_manifest(run)
+    write_golden(tab, load_run_splits(tab).raw_test[:8])
+    texts = [str(t) for t in load_run_splits(text).raw_test[:6]] + list(EDGE_TEXTS) + [long_review(text)]
+    write_golden(text, texts)
+    return {"tabular": tab, "text": text}

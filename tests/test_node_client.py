@@ -1,0 +1,119 @@
+"""examples/node_client: raw rows (CSV lines, texts) -> the portable ONNX file in onnxruntime-node -> Python's answers."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from portable_bundles import EDGE_TEXTS, GOLDEN, long_review
+from seqdeploy.runtime import Predictor
+
+REPO = Path(__file__).resolve().parents[1]
+CLIENT = REPO / "examples/node_client"
+
+
+@pytest.fixture(scope="module")
+def node() -> str:
+    exe = shutil.which("node")
+    if exe is None:
+        pytest.skip("NODE CLIENT NOT TESTED: `node` is not on PATH (install Node.js >= 18, then `make js`)")
+    if not (CLIENT / "node_modules/onnxruntime-node/package.json").is_file():
+        pytest.skip(f"NODE CLIENT NOT TESTED: onnxruntime-node is not installed in {CLIENT.relative_to(REPO)}: "
+                    f"run `make js` (npm install --ignore-scripts)")
+    return exe
+
+
+def run_client(node: str, bundle: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([node, str(CLIENT / "index.js"), str(bundle), *args], input=stdin, capture_output=True,
+                          text=True, timeout=60, env={**os.environ, "NODE_PATH": str(CLIENT / "node_modules")})
+
+
+def answers(node: str, bundle: Path, *args: str, stdin: str | None = None) -> dict:
+    out = run_client(node, bundle, "--json", *args, stdin=stdin)
+    assert out.returncode == 0, out.stdout + out.stderr
+    return json.loads(out.stdout)["outputs"]
+
+
+def assert_same(got: dict, want: dict[str, np.ndarray]) -> None:
+    """Labels and class ids exactly, probabilities within 1e-5 of the Python runtime."""
+    assert got["label"]["data"] == [str(v) for v in want["label"]]
+    assert got["class_id"]["data"] == want["class_id"].tolist()
+    assert got["probabilities"]["shape"] == list(want["probabilities"].shape)
+    np.testing.assert_allclose(np.reshape(got["probabilities"]["data"], want["probabilities"].shape),
+                               want["probabilities"], atol=1e-5, rtol=0)
+
+
+def csv_line(row) -> str:
+    return ",".join(repr(float(v)) for v in row)  # float32 -> the shortest decimal that gives it back
+
+
+@pytest.mark.parametrize("kind", ["tabular", "text"])
+def test_check_mode_matches_golden(node, portable_bundles, kind):
+    bundle = portable_bundles[kind]
+    out = run_client(node, bundle, "--check")
+    assert out.returncode == 0, out.stdout + out.stderr
+    golden = json.loads((bundle / GOLDEN).read_text())
+    n = golden["inputs"][next(iter(golden["inputs"]))]["shape"][0]
+    assert f"{n} rows match {GOLDEN}" in out.stdout
+    assert out.stdout.count(" ok") == len(golden["outputs"]) == 3
+
+
+def test_csv_lines_give_python_labels(node, portable_bundles):
+    bundle = portable_bundles["tabular"]
+    p = Predictor.from_bundle(bundle)
+    golden = json.loads((bundle / GOLDEN).read_text())
+    raw = np.asarray(golden["inputs"]["features"]["data"], np.float32).reshape(golden["inputs"]["features"]["shape"])
+    want = p.answers(raw)
+    assert len(set(want["label"])) == 2, "the golden rows should cover both classes"
+    # one CSV line per argument, in the manifest's feature order
+    assert_same(answers(node, bundle, *[csv_line(r) for r in raw]), want)
+    # a CSV file on stdin with a header in another order and an extra column: columns are picked by name
+    names = p.pre.feature_names
+    perm = np.random.default_rng(0).permutation(len(names))
+    lines = ["id," + ",".join(names[j] for j in perm)]
+    lines += [f"{i}," + csv_line(r[perm]) for i, r in enumerate(raw)]
+    assert_same(answers(node, bundle, stdin="\n".join(lines) + "\n"), want)
+    # the human output: one label per row, with the class names
+    out = run_client(node, bundle, csv_line(raw[0]))
+    assert out.returncode == 0 and out.stdout.split("\t")[0] == want["label"][0]
+    assert f"{p.manifest.labels[1]}={want['probabilities'][0, 1]:.4f}" in out.stdout
+
+
+def test_text_edge_cases_give_python_answers(node, portable_bundles):
+    bundle = portable_bundles["text"]
+    texts = ["I loved this film, the acting was great", *EDGE_TEXTS, long_review(bundle)]
+    assert texts[1] == "" and len(texts[-1].split()) >= 10 * Predictor.from_bundle(bundle).pre.sequence_length
+    want = Predictor.from_bundle(bundle).answers(texts)
+    assert_same(answers(node, bundle, "--", *texts), want)
+    # reviews on stdin, one per line
+    assert_same(answers(node, bundle, stdin="\n".join(texts[2:]) + "\n"),
+                Predictor.from_bundle(bundle).answers(texts[2:]))
+
+
+def test_mismatch_tampering_and_bad_rows_are_reported(node, portable_bundles, tmp_path):
+    run = shutil.copytree(portable_bundles["text"], tmp_path / "bad")
+    golden = json.loads((run / GOLDEN).read_text())
+    labels = golden["outputs"]["label"]["data"]
+    labels[0] = "negative" if labels[0] == "positive" else "positive"
+    (run / GOLDEN).write_text(json.dumps(golden))
+    out = run_client(node, run, "--check")
+    assert out.returncode == 1 and "MISMATCH" in out.stdout and "label: [0]" in out.stdout, out.stdout
+
+    with open(run / "model.portable.onnx", "ab") as fh:
+        fh.write(b"\0")
+    out = run_client(node, run, "a review")
+    assert out.returncode == 2 and "sha256" in out.stderr and "differs from the manifest" in out.stderr
+
+    tab = portable_bundles["tabular"]
+    for row, match in [("1,2,3", "row 0 has 3 values; expected 30 (mean_radius"),
+                       (",".join(["1"] * 29 + ["x"]), 'row 0 value 29: "x" is not a finite number'),
+                       (",".join(["1"] * 29 + ["nan"]), '"nan" is not a finite number')]:
+        out = run_client(node, tab, row)
+        assert out.returncode == 2 and match in out.stderr, out.stderr
+        assert "    at " not in out.stderr  # a message, not a stack trace

@@ -1,0 +1,127 @@
+"""examples/web in a real headless Chromium: the page runs the portable ONNX file with onnxruntime-web (wasm).
+
+The page, onnxruntime-web's dist directory and the bundles are served from 127.0.0.1;
+Chromium prints the DOM once the page is done (``--dump-dom`` with a virtual-time
+budget) and the test reads the JSON the page writes into ``<pre id="result">``.
+"""
+
+from __future__ import annotations
+
+import functools
+import html
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import threading
+import urllib.parse
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from portable_bundles import GOLDEN
+from seqdeploy.runtime import Predictor
+
+REPO = Path(__file__).resolve().parents[1]
+WEB = REPO / "examples/web"
+DIST = WEB / "node_modules/onnxruntime-web/dist"
+CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--virtual-time-budget=30000")
+
+
+def chromium_path() -> str:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        exe = shutil.which(name)
+        if exe:
+            return exe
+    pytest.skip("BROWSER NOT TESTED: no Chromium on PATH (Debian: `apt-get install chromium`, or `make js` as root)")
+
+
+class Quiet(SimpleHTTPRequestHandler):
+    extensions_map = {**SimpleHTTPRequestHandler.extensions_map, ".wasm": "application/wasm",
+                      ".mjs": "text/javascript", ".js": "text/javascript", ".onnx": "application/octet-stream"}
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def site(portable_bundles, tmp_path_factory):
+    """http://127.0.0.1:PORT/ serving the page, its node_modules and bundles/<kind>/."""
+    browser = chromium_path()
+    if not (DIST / "ort.wasm.min.js").is_file():
+        pytest.skip(f"BROWSER NOT TESTED: onnxruntime-web is not installed in {WEB.relative_to(REPO)}: run `make js`")
+    root = tmp_path_factory.mktemp("site")
+    for name in ("index.html", "app.js", "node_modules"):
+        (root / name).symlink_to(WEB / name)
+    (root / "bundles").mkdir()
+    for kind, path in portable_bundles.items():
+        (root / "bundles" / kind).symlink_to(path)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(root)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield browser, f"http://127.0.0.1:{server.server_address[1]}/index.html", tmp_path_factory.mktemp("chrome")
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def page(site, **query: str) -> tuple[dict, str]:
+    """Load the page with ``query`` in Chromium; return the JSON in #result and the page's text."""
+    browser, url, profiles = site
+    profile = Path(os.path.join(profiles, f"p{len(os.listdir(profiles))}"))
+    cmd = [browser, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--dump-dom", f"{url}?{urllib.parse.urlencode(query)}"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True)
+    try:
+        dom, _ = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)  # the browser and the helpers it started
+            proc.wait()
+    m = re.search(r'<pre id="result">(.*?)</pre>', dom, re.S)
+    assert m and m.group(1), f"the page wrote no result; DOM starts: {dom[:1500]}"
+    text = html.unescape(re.sub(r"<[^>]+>", " ", dom))
+    return json.loads(html.unescape(m.group(1))), " ".join(text.split())
+
+
+@pytest.mark.parametrize("kind", ["text", "tabular"])
+def test_self_check_shows_golden_answers(site, portable_bundles, kind):
+    result, text = page(site, bundle=f"bundles/{kind}", check="1")
+    assert result["ok"] is True and result["mode"] == "check", result
+    golden = json.loads((portable_bundles[kind] / GOLDEN).read_text())["outputs"]
+    got = result["outputs"]
+    assert got["label"]["data"] == golden["label"]["data"]
+    assert got["class_id"]["data"] == golden["class_id"]["data"]
+    np.testing.assert_allclose(got["probabilities"]["data"], golden["probabilities"]["data"], atol=1e-4, rtol=0)
+    assert f"Self-check passed: {len(golden['label']['data'])} rows" in text
+
+
+def test_typed_review_and_pasted_row_give_python_answers(site, portable_bundles):
+    review = "The acting was GREAT, the plot… not so much 😀 — still, I loved the ending!!!"
+    result, text = page(site, bundle="bundles/text", input=review)
+    want = Predictor.from_bundle(portable_bundles["text"]).answers([review])
+    assert result["ok"] and result["input"]["data"] == [review]
+    assert result["outputs"]["label"]["data"] == [want["label"][0]]
+    np.testing.assert_allclose(result["outputs"]["probabilities"]["data"], want["probabilities"][0], atol=1e-5)
+    assert f"{want['label'][0]} negative" in text  # the label, then the bars from the first class
+
+    p = Predictor.from_bundle(portable_bundles["tabular"])
+    golden = json.loads((portable_bundles["tabular"] / GOLDEN).read_text())["inputs"]["features"]
+    row = np.asarray(golden["data"][30:60], np.float32)
+    result, _ = page(site, bundle="bundles/tabular", input=", ".join(repr(float(v)) for v in row))
+    want = p.answers(row[None])
+    assert result["ok"] and result["outputs"]["label"]["data"] == [want["label"][0]]
+    np.testing.assert_allclose(result["outputs"]["probabilities"]["data"], want["probabilities"][0], atol=1e-5)
+
+    result, text = page(site, bundle="bundles/tabular", input="1,2,3")
+    assert result == {"ok": False, "mode": "predict", "error": "the row has 3 values; expected 30 "
+                                                             "(mean_radius, mean_texture, mean_perimeter, ...)"}
+    assert "the row has 3 values" in text
+    result, _ = page(site, bundle="bundles/missing", check="1")
+    assert not result["ok"] and "manifest.json answered HTTP 404" in result["error"]

@@ -300,6 +300,10 @@ def verify_models(keras_path: str | Path, onnx_path: str | Path, *, real_inputs:
             if r.label_agreement is not None and r.label_agreement < 1.0:
                 failures.append(f"{r.name}: label agreement on real samples {r.label_agreement:.2%} < 100%")
     passed = not failures
+    if not passed and precision == "float32":  # say which layer goes wrong first
+        from seqdeploy.locate import locate_for_verify
+
+        warnings += locate_for_verify(model, onnx_path, feed_name, feeds, reports)
     max_err = max((r.max_abs_error for r in reports), default=float("nan"))
     agreements = [r.label_agreement for r in reports if r.label_agreement is not None]
     result = VerifyResult(

@@ -111,3 +111,24 @@ def test_bad_settings_refused():
         MicroBatcher(_double, max_batch_rows=0)
     with pytest.raises(ValueError, match="max_delay"):
         MicroBatcher(_double, max_delay=-1)
+
+
+def test_an_idle_server_does_not_hold_a_lone_request_for_max_delay():
+    rec = Recorder()
+
+    async def main():
+        b = MicroBatcher(_double, max_batch_rows=64, max_delay=1.0, observer=rec)
+        t0 = asyncio.get_running_loop().time()
+        await b.submit({"x": np.ones((1, 2), np.float32)}, 1)
+        first = asyncio.get_running_loop().time() - t0
+        # under load (the last batch held several requests) the batcher waits for more, up to max_delay
+        await asyncio.gather(*(b.submit({"x": np.ones((1, 2), np.float32)}, 1) for _ in range(5)))
+        late = asyncio.gather(b.submit({"x": np.ones((1, 2), np.float32)}, 1))
+        await asyncio.sleep(0.2)
+        extra = b.submit({"x": np.ones((1, 2), np.float32)}, 1)  # arrives while the first is held
+        await asyncio.gather(late, extra)
+        await b.close()
+        return first
+
+    assert _run(main()) < 0.5  # not the 1 s max_delay
+    assert rec.batches[0] == (1, 1) and rec.batches[1] == (5, 5) and rec.batches[2] == (2, 2)

@@ -3,7 +3,10 @@
 Requests are queued; one collector task takes the first waiting request, then
 keeps taking more until the batch holds ``max_batch_rows`` rows or
 ``max_delay`` seconds have passed since the first one arrived (with
-``max_delay = 0`` it takes whatever is already waiting, without waiting). The
+``max_delay = 0`` it takes whatever is already waiting, without waiting). When
+the previous batch held a single request (an idle server) the first request is
+not held back for others: waiting only pays off under load, and under load the
+previous batch held several. The
 batch runs in a thread pool (never on the event loop), and each request gets
 back its own rows. While ``workers`` batches run, the next batch keeps filling.
 
@@ -74,6 +77,7 @@ class MicroBatcher:
         self._carry: _Item | None = None  # taken from the queue but did not fit the last batch
         self._closed = False
         self._waiting = 0  # submitted requests still waiting for their result
+        self._last_requests = 0  # requests in the last batch formed (1 = the server is idle)
 
     # ------------------------------------------------------------------ public
 
@@ -134,7 +138,8 @@ class MicroBatcher:
             first = self._carry or await queue.get()
             self._carry = None
             batch, rows = [first], first.rows
-            deadline = first.enqueued + self.max_delay
+            # an idle server (the last batch was one request) does not hold a lone request back
+            deadline = first.enqueued + (self.max_delay if self._last_requests > 1 else 0.0)
             await asyncio.sleep(0)  # let requests whose bodies are already parsed enqueue first
             while rows < self.max_batch_rows:
                 try:
@@ -152,6 +157,7 @@ class MicroBatcher:
                     break
                 batch.append(item)
                 rows += item.rows
+            self._last_requests = len(batch)
             await self._slots.acquire()  # at most `workers` batches run at once; the queue keeps filling
             task = loop.create_task(self._dispatch(loop, batch, rows))
             self._running.add(task)

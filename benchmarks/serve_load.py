@@ -1,0 +1,236 @@
+"""Load on `seqdeploy serve`: requests/s and p50/p99 latency by concurrency, batching on/off, REST vs gRPC.
+
+One bundle (default: the seed spec, trained briefly into a temporary directory, or
+``--bundle DIR``), one server process per batching setting, on 127.0.0.1 ports.
+The clients are asyncio tasks in this process (aiohttp for REST, tritonclient's
+gRPC asyncio client), each sending one distinct row per request for ``--seconds``
+after a short warm-up; the in-process ``Predictor`` (no network) on the same rows
+at concurrency 1 is the floor. Both servers run at once and the cells are
+interleaved over ``--rounds`` rounds (medians reported). Client and server share
+the machine's cores, so read ratios within one run, not absolute numbers.
+
+    .venv/bin/python benchmarks/serve_load.py [--bundle runs/breast_cancer_mlp] [--seconds 3]
+                     [--concurrency 1,8,32,128] [--rounds 3] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def build_bundle(tmp: Path) -> Path:
+    from seqdeploy.pipeline import PipelineOptions, run_pipeline
+
+    res = run_pipeline(ROOT / "models" / "breast_cancer_mlp.toml", out=tmp / "breast_cancer_mlp",
+                       stages="train,export,verify", options=PipelineOptions(epochs=5))
+    return res.run_dir
+
+
+class Server:
+    def __init__(self, bundle: Path, batching: bool, delay_ms: float):
+        cmd = [sys.executable, "-m", "seqdeploy", "serve", str(bundle), "--http-port", "0", "--grpc-port", "0",
+               "--json", "--max-delay-ms", str(delay_ms), "--batching" if batching else "--no-batching"]
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                                     env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+        ready = json.loads(self.proc.stdout.readline())
+        self.model, self.http_port, self.grpc_port = ready["models"][0], ready["http_port"], ready["grpc_port"]
+
+    def metrics(self) -> dict[str, float]:
+        import urllib.request
+
+        text = urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/metrics", timeout=10).read().decode()
+        out: dict[str, float] = {}
+        for line in text.splitlines():
+            if line.startswith("seqdeploy_batch_requests_") and 'route="v2"' in line:
+                out[line.split("{")[0]] = out.get(line.split("{")[0], 0.0) + float(line.rsplit(" ", 1)[1])
+        return out
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(60)
+
+
+def _summary(lat: list[float], seconds: float, errors: int) -> dict:
+    lat_ms = np.asarray(lat) * 1e3
+    return {"requests": len(lat), "errors": errors, "rps": round(len(lat) / seconds, 1),
+            "p50_ms": round(float(np.percentile(lat_ms, 50)), 3) if len(lat) else None,
+            "p99_ms": round(float(np.percentile(lat_ms, 99)), 3) if len(lat) else None}
+
+
+async def _load_rest(server: Server, name: str, rows: np.ndarray, conc: int, seconds: float, warmup: float) -> dict:
+    import aiohttp
+
+    url = f"http://127.0.0.1:{server.http_port}/v2/models/{server.model}/infer"
+    bodies = [json.dumps({"inputs": [{"name": name, "datatype": "FP32", "shape": [1, rows.shape[1]],
+                                      "data": r.tolist()}]}).encode() for r in rows]
+    lat: list[float] = []
+    errors = 0
+    t_start = time.perf_counter()
+    t_measure, t_end = t_start + warmup, t_start + warmup + seconds
+    conn = aiohttp.TCPConnector(limit=conc)
+    async with aiohttp.ClientSession(connector=conn, headers={"content-type": "application/json"}) as s:
+        async def worker(k: int) -> None:
+            nonlocal errors
+            i = k
+            while True:
+                t0 = time.perf_counter()
+                if t0 >= t_end:
+                    return
+                async with s.post(url, data=bodies[i % len(bodies)]) as r:
+                    await r.read()
+                    ok = r.status == 200
+                t1 = time.perf_counter()
+                if t0 >= t_measure:
+                    if ok:
+                        lat.append(t1 - t0)
+                    else:
+                        errors += 1
+                i += conc
+
+        await asyncio.gather(*(worker(k) for k in range(conc)))
+    return _summary(lat, seconds, errors)
+
+
+async def _load_grpc(server: Server, name: str, rows: np.ndarray, conc: int, seconds: float, warmup: float) -> dict:
+    import tritonclient.grpc.aio as grpcclient
+
+    client = grpcclient.InferenceServerClient(f"127.0.0.1:{server.grpc_port}")
+    inputs = []
+    for r in rows:
+        inp = grpcclient.InferInput(name, [1, rows.shape[1]], "FP32")
+        inp.set_data_from_numpy(r[None, :].astype(np.float32))
+        inputs.append(inp)
+    lat: list[float] = []
+    errors = 0
+    t_start = time.perf_counter()
+    t_measure, t_end = t_start + warmup, t_start + warmup + seconds
+
+    async def worker(k: int) -> None:
+        nonlocal errors
+        i = k
+        while True:
+            t0 = time.perf_counter()
+            if t0 >= t_end:
+                return
+            try:
+                await client.infer(server.model, [inputs[i % len(inputs)]])
+                ok = True
+            except Exception:  # noqa: BLE001 - counted
+                ok = False
+            t1 = time.perf_counter()
+            if t0 >= t_measure:
+                if ok:
+                    lat.append(t1 - t0)
+                else:
+                    errors += 1
+            i += conc
+
+    await asyncio.gather(*(worker(k) for k in range(conc)))
+    await client.close()
+    return _summary(lat, seconds, errors)
+
+
+def _median(runs: list[dict]) -> dict:
+    out = {"rounds": len(runs), "errors": sum(r["errors"] for r in runs)}
+    for k in ("rps", "p50_ms", "p99_ms", "requests_per_call"):
+        vals = [r[k] for r in runs if r.get(k) is not None]
+        out[k] = round(statistics.median(vals), 3) if vals else None
+    return out
+
+
+def _predictor_floor(bundle: Path, rows: np.ndarray, seconds: float) -> dict:
+    from seqdeploy.runtime import Predictor
+
+    p = Predictor.from_bundle(bundle)
+    lat = []
+    t_end = time.perf_counter() + seconds
+    i = 0
+    while time.perf_counter() < t_end:
+        x = rows[i % len(rows)][None, :]
+        t0 = time.perf_counter()
+        p.predict_proba(x)
+        lat.append(time.perf_counter() - t0)
+        i += 1
+    return _summary(lat, seconds, 0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--bundle", type=Path)
+    ap.add_argument("--seconds", type=float, default=3.0)
+    ap.add_argument("--warmup", type=float, default=0.5)
+    ap.add_argument("--concurrency", default="1,8,32,128")
+    ap.add_argument("--delay-ms", type=float, default=1.0, help="max batching delay of the batching-on server")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are reported")
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    concs = [int(c) for c in args.concurrency.split(",")]
+    tmp = Path(tempfile.mkdtemp(prefix="serve_load_"))
+    try:
+        bundle = args.bundle or build_bundle(tmp)
+        golden = np.load(bundle / "golden.npz")
+        raw = golden["raw"].astype(np.float32)
+        rng = np.random.default_rng(0)
+        rows = (raw[rng.integers(len(raw), size=512)] * rng.uniform(0.95, 1.05, (512, 1))).astype(np.float32)
+        floor = [_predictor_floor(bundle, rows, args.seconds) for _ in range(args.rounds)]
+        results: list[dict] = [{"runner": "in-process Predictor.predict_proba", "protocol": "-", "batching": "-",
+                                "concurrency": 1, **_median(floor)}]
+        # both servers stay up; cells are interleaved (on/off alternate, order flips every round) so drift on a
+        # shared machine hits both alike; each cell's numbers are medians over rounds
+        servers = {"on": Server(bundle, True, args.delay_ms), "off": Server(bundle, False, args.delay_ms)}
+        cells: dict[tuple[str, int, str], list[dict]] = {}
+        try:
+            for rnd in range(args.rounds):
+                order = ("on", "off") if rnd % 2 == 0 else ("off", "on")
+                for conc in concs:
+                    for proto, fn in (("rest", _load_rest), ("grpc", _load_grpc)):
+                        for mode in order:
+                            server = servers[mode]
+                            before = server.metrics()
+                            r = asyncio.run(fn(server, "features", rows, conc, args.seconds, args.warmup))
+                            after = server.metrics()
+                            calls = after.get("seqdeploy_batch_requests_count", 0) - before.get("seqdeploy_batch_requests_count", 0)
+                            reqs = after.get("seqdeploy_batch_requests_sum", 0) - before.get("seqdeploy_batch_requests_sum", 0)
+                            r["requests_per_call"] = round(reqs / calls, 2) if calls else None
+                            cells.setdefault((proto, conc, mode), []).append(r)
+                            print(json.dumps({"round": rnd, "protocol": proto, "concurrency": conc, "batching": mode,
+                                              **r}), file=sys.stderr, flush=True)
+        finally:
+            for server in servers.values():
+                rc = server.stop()
+                assert rc == 0, f"server exited {rc}"
+        for conc in concs:
+            for proto in ("rest", "grpc"):
+                for mode in ("on", "off"):
+                    results.append({"runner": "seqdeploy serve", "protocol": proto, "batching": mode,
+                                    "concurrency": conc, **_median(cells[(proto, conc, mode)])})
+        hdr = "| runner | protocol | batching | concurrency | req/s | p50 ms | p99 ms | requests per onnxruntime call | errors |"
+        print(f"medians of {args.rounds} interleaved rounds x {args.seconds:g} s per cell; 1 row per request")
+        print(hdr)
+        print("|" + "---|" * 9)
+        for r in results:
+            print(f"| {r['runner']} | {r['protocol']} | {r['batching']} | {r['concurrency']} | {r['rps']:,.0f} | "
+                  f"{r['p50_ms']} | {r['p99_ms']} | {r.get('requests_per_call') or '-'} | {r['errors']} |")
+        if args.json:
+            args.json.write_text(json.dumps({"results": results}, indent=2))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -30,7 +30,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from seqdeploy.preprocess import Kind, NoPreprocessing, class_names
+from seqdeploy.preprocess import Kind, NoPreprocessing, Standardize, class_names
 
 PORTABLE_SUFFIX = ".portable.onnx"
 ML_OPSET = 3
@@ -38,6 +38,9 @@ MS_OPSET = 1
 _META_SOURCE = "seqdeploy.portable.source_sha256"
 _META_RECIPE = "seqdeploy.portable.recipe_sha256"
 CLASSIFIER_OUTPUTS = ("probabilities", "class_id", "label")
+#: fold standardisation into the first layer where the graph allows (see build_portable); measured in
+#: benchmarks/portable_latency.py --fold
+FOLD = False
 REGRESSION_OUTPUTS = ("prediction",)
 
 
@@ -108,12 +111,17 @@ class PortableResult:
 def recipe_digest(pre: Kind, task: str, labels: Sequence[str] | None) -> str:
     """What the pre/post nodes depend on, hashed: a change rebuilds the portable files."""
     payload = json.dumps({"pre": pre.to_record(), "task": task, "labels": list(labels) if labels else None,
-                          "version": 1}, sort_keys=True)
+                          "fold": FOLD, "version": 1}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
-def build_portable(model: Any, pre: Kind, task: str, labels: Sequence[str] | None) -> Any:
-    """Wrap a model-ready ``onnx.ModelProto`` with preprocessing and task outputs (a new ModelProto)."""
+def build_portable(model: Any, pre: Kind, task: str, labels: Sequence[str] | None, *, fold: bool = FOLD) -> Any:
+    """Wrap a model-ready ``onnx.ModelProto`` with preprocessing and task outputs (a new ModelProto).
+
+    With ``fold``, a standardisation whose input feeds one ``MatMul`` + ``Add`` with constant weights is
+    folded into them (``W / std``, ``b - (mean / std) @ W``, computed in float64): no preprocessing nodes
+    remain. Exact within float32 rounding, not bit for bit; verify checks the result against Keras.
+    """
     import onnx
     from onnx import TensorProto, helper
 
@@ -138,7 +146,10 @@ def build_portable(model: Any, pre: Kind, task: str, labels: Sequence[str] | Non
         raw_dtype, raw_shape = pre.raw_spec(dims, model_np.name)
         elem = TensorProto.STRING if raw_dtype == "str" else helper.np_dtype_to_tensor_dtype(np.dtype(raw_dtype))
         new_inputs.append(helper.make_tensor_value_info(pre.raw_name, elem, ["batch", *raw_shape]))
-        pre.to_onnx(b, pre.raw_name, internal, mi.type.tensor_type.elem_type, dims)
+        if fold and isinstance(pre, Standardize) and fold_standardize(g, internal, pre):
+            b.node("Identity", [pre.raw_name], [internal])  # zero-cost: folded into the first layer's weights
+        else:
+            pre.to_onnx(b, pre.raw_name, internal, mi.type.tensor_type.elem_type, dims)
     y_out = g.output[0]
     post = GraphBuilder("seqdeploy_post")
     out_infos = []
@@ -206,6 +217,36 @@ def build_preprocessing(pre: Kind, model_dtype: Any, model_shape: Sequence[Any])
     model = helper.make_model(graph, opset_imports=opsets)
     model.ir_version = 8
     return model
+
+
+def fold_standardize(graph: Any, input_name: str, pre: Standardize) -> bool:
+    """Fold ``(x - mean) / std`` into the MatMul + Add that consume ``input_name``; False when the pattern is absent."""
+    from onnx import numpy_helper
+
+    inits = {i.name: i for i in graph.initializer}
+    users = [n for n in graph.node if input_name in n.input]
+    if len(users) != 1 or users[0].op_type != "MatMul" or list(users[0].input)[0] != input_name:
+        return False
+    mm = users[0]
+    w_name = mm.input[1]
+    adds = [n for n in graph.node if mm.output[0] in n.input]
+    if w_name not in inits or len(adds) != 1 or adds[0].op_type != "Add":
+        return False
+    add = adds[0]
+    b_name = next((i for i in add.input if i != mm.output[0]), None)
+    if b_name not in inits or sum(w_name in n.input or b_name in n.input for n in graph.node) != 2:
+        return False  # shared weights: leave them alone
+    w = numpy_helper.to_array(inits[w_name]).astype(np.float64)
+    bias = numpy_helper.to_array(inits[b_name]).astype(np.float64)
+    mean, std = np.asarray(pre.mean, np.float64), np.asarray(pre.std, np.float64)
+    if w.ndim != 2 or w.shape[0] != len(std) or bias.shape not in ((w.shape[1],), (1, w.shape[1])) or \
+            inits[w_name].data_type != 1 or inits[b_name].data_type != 1:  # float32 weights only
+        return False
+    w_new = w / std[:, None]
+    b_new = bias - (mean / std) @ w
+    inits[w_name].CopyFrom(numpy_helper.from_array(w_new.astype(np.float32), w_name))
+    inits[b_name].CopyFrom(numpy_helper.from_array(b_new.reshape(bias.shape).astype(np.float32), b_name))
+    return True
 
 
 def ensure_portable(run_dir: str | Path, artifact_file: str, pre: Kind, task: str,

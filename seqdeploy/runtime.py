@@ -298,13 +298,14 @@ class Predictor:
         """Inputs of the graph ``predict`` runs (the portable graph's raw inputs when there is one)."""
         return self._graph_inputs
 
-    @property
+    @functools.cached_property
     def _input_dtypes(self) -> dict[str, np.dtype]:
-        sess = self.session
-        return {i.name: np.dtype(_ORT_TYPES.get(i.type, np.float32)) for i in sess.get_inputs()}
+        """Model-ready input dtypes (the model-ready session's)."""
+        return {i.name: np.dtype(_ORT_TYPES.get(i.type, np.float32)) for i in self.session.get_inputs()}
 
-    @property
+    @functools.cached_property
     def _input_shapes(self) -> dict[str, tuple]:
+        """Model-ready input shapes (the model-ready session's)."""
         return {i.name: tuple(i.shape) for i in self.session.get_inputs()}
 
     # ------------------------------------------------------------------ low level
@@ -462,13 +463,17 @@ class Predictor:
             model_feeds = feeds
         else:
             model_feeds = self.preprocess_coerced(next(iter(feeds.values())))
-        y = self.run(model_feeds)[self.output_names[0]] if len(self.output_names) == 1 else \
-            next(iter(self.run(model_feeds).values()))
+        y = next(iter(self.run(model_feeds).values()))
         return task_outputs(y, self.manifest.task, self.manifest.labels, self.pre)
 
     def preprocess_coerced(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        name = self.input_names[0]
+        """Model-ready feeds from raw inputs already checked by ``coerce`` (numpy preprocessing)."""
+        name = self._model_input
         return {name: self.pre.apply(x, self._input_dtypes[name], self._input_shapes[name][1:])}
+
+    @functools.cached_property
+    def _model_input(self) -> str:
+        return self.manifest.inputs[0].name
 
     def _explain_raw(self, feeds: dict, exc: Exception) -> InputValidationError:
         if isinstance(exc, UnicodeError):

@@ -148,3 +148,22 @@ def test_bad_raw_rows_are_one_line_errors_never_answers(bundles, kind, raw, matc
     with pytest.raises(InputValidationError, match=match) as info:
         p.predict(raw)
     assert "\n" not in str(info.value)
+
+
+def test_folded_standardisation_has_no_preprocessing_nodes_and_same_answers(bundles):
+    from seqdeploy.portable import build_portable
+    from seqdeploy.preprocess import from_record
+
+    run = bundles["multiclass"]
+    train = json.loads((run / "train.json").read_text())
+    pre = from_record(train["preprocessing"])
+    model = onnx.load(str(run / "model.onnx"))
+    plain = build_portable(model, pre, "multiclass", train["labels"], fold=False)
+    folded = build_portable(model, pre, "multiclass", train["labels"], fold=True)
+    assert {"Sub", "Div"} <= {n.op_type for n in plain.graph.node}
+    assert not {"Sub", "Div"} & {n.op_type for n in folded.graph.node}
+    raw = np.asarray(sample_raw("multiclass", n=50), np.float32)
+    a, b = (ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+            .run(None, {"features": raw}) for m in (plain, folded))
+    np.testing.assert_allclose(a[0], b[0], atol=1e-6)
+    np.testing.assert_array_equal(a[2], b[2])

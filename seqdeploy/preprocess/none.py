@@ -1,0 +1,58 @@
+"""``none``: raw inputs are model inputs."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from seqdeploy.errors import InputValidationError
+from seqdeploy.preprocess.base import Kind, register
+from seqdeploy.preprocess.checks import (  # noqa: F401
+    _check_finite, _check_nonempty, _compiled, _err, _finite_float32, _floats, _fmt_shape, _numeric_array,
+    _shape_ok, _short, _target_shape,
+)
+
+@register
+@dataclass(frozen=True)
+class NoPreprocessing(Kind):
+    """Raw inputs are model inputs."""
+
+    kind: ClassVar[str] = "none"
+
+    @classmethod
+    def from_record(cls, d: Mapping[str, Any], where: str) -> "NoPreprocessing":
+        return cls()
+
+    def raw_spec(self, model_shape, model_dtype):
+        return model_dtype, tuple(model_shape)
+
+    def coerce(self, raw: Any, offset: int = 0, dtype: Any = np.float32,
+               shape: Sequence[Any] | None = None, name: str = "inputs") -> np.ndarray:
+        x = _numeric_array(raw, f"{name}: {_fmt_shape(shape or ())}")
+        if shape is not None and not _shape_ok(x.shape[1:], shape):
+            raise InputValidationError(f"input {name!r} has shape {x.shape} (expected {_fmt_shape(('n', *shape))})")
+        _check_nonempty(x)
+        dtype = np.dtype(dtype)
+        if dtype.kind == "f":
+            return _finite_float32(x, offset, dtype)
+        if x.dtype.kind == "f":
+            _check_finite(x, offset, f"input {name!r}")
+            if not np.all(np.mod(x, 1) == 0):
+                raise InputValidationError(f"input {name!r} has non-integer values (expected {dtype.name})")
+        if dtype.kind in "iu":
+            info = np.iinfo(dtype)
+            if x.size and (x.min() < info.min or x.max() > info.max):
+                raise InputValidationError(f"input {name!r} has values outside the {dtype.name} range")
+        return x.astype(dtype, copy=False)
+
+    def apply(self, raw, model_dtype=np.float32, model_shape=None):
+        return np.asarray(raw).astype(model_dtype, copy=False)
+
+    def to_onnx(self, g, raw, out, model_dtype, model_shape):
+        g.node("Identity", [raw], [out])
+
+
+Preprocessing = Kind

@@ -1,0 +1,105 @@
+"""Tabular features: ``standardize``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from seqdeploy.errors import InputValidationError
+from seqdeploy.preprocess.base import Kind, register
+from seqdeploy.preprocess.checks import (  # noqa: F401
+    _check_finite, _check_nonempty, _compiled, _err, _finite_float32, _floats, _fmt_shape, _numeric_array,
+    _shape_ok, _short, _target_shape,
+)
+
+@register
+@dataclass(frozen=True)
+class Standardize(Kind):
+    """``(x - mean) / std`` per feature, float32; raw rows may be keyed by feature name."""
+
+    feature_names: tuple[str, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    kind: ClassVar[str] = "standardize"
+    raw_name: ClassVar[str] = "features"
+
+    @classmethod
+    def fit(cls, x_train: np.ndarray, feature_names: Sequence[str]) -> "Standardize":
+        x = np.asarray(x_train, dtype=np.float64)
+        mean = x.mean(axis=0)
+        std = x.std(axis=0)
+        std[std == 0] = 1.0  # constant columns stay at zero instead of dividing by zero
+        return cls(tuple(feature_names), tuple(float(v) for v in mean), tuple(float(v) for v in std))
+
+    @classmethod
+    def from_record(cls, d: Mapping[str, Any], where: str) -> "Standardize":
+        names = d.get("feature_names")
+        if not isinstance(names, (list, tuple)) or not names or not all(isinstance(n, str) for n in names):
+            raise _err(where, f"feature_names = {names!r} (expected a non-empty list of strings)")
+        if len(set(names)) != len(names):
+            raise _err(where, "feature_names has duplicates; feature names must be unique")
+        n = len(names)
+        return cls(tuple(names), _floats(d.get("mean"), where, "mean", n),
+                   _floats(d.get("std"), where, "std", n, positive=True))
+
+    @property
+    def _mean32(self) -> np.ndarray:
+        return np.asarray(self.mean, dtype=np.float32)
+
+    @property
+    def _std32(self) -> np.ndarray:
+        return np.asarray(self.std, dtype=np.float32)
+
+    def raw_spec(self, model_shape, model_dtype):
+        return "float32", (len(self.feature_names),)
+
+    def coerce(self, raw: Any, offset: int = 0) -> np.ndarray:
+        names = self.feature_names
+        n_feat = len(names)
+        if type(raw) is np.ndarray and raw.ndim == 2 and raw.shape[1] == n_feat and raw.dtype.kind in "iuf" \
+                and raw.shape[0] > 0:
+            x = raw  # fast path: already an (n, F) numeric array
+        elif isinstance(raw, Mapping):
+            raise InputValidationError("received one dict (expected a list of dicts keyed by feature name, "
+                                       "or an (n, F) array); wrap a single row in a list: [row]")
+        elif hasattr(raw, "columns") and hasattr(raw, "to_numpy"):  # a DataFrame, without importing pandas
+            missing = [f for f in names if f not in set(raw.columns)]
+            if missing:
+                raise InputValidationError(f"the table is missing feature column(s) {missing} (expected columns "
+                                           f"{list(names)}; extra columns are ignored)")
+            x = _numeric_array(raw[list(names)].to_numpy(), "numeric feature columns")
+        elif isinstance(raw, (list, tuple)) and raw and isinstance(raw[0], Mapping):
+            x = np.empty((len(raw), n_feat), dtype=np.float64)
+            for i, row in enumerate(raw):
+                if not isinstance(row, Mapping):
+                    raise InputValidationError(f"row {i + offset} is {type(row).__name__} (expected a dict keyed by "
+                                               f"feature name like rows before it)")
+                for j, f in enumerate(names):
+                    if f not in row:
+                        raise InputValidationError(f"row {i + offset} is missing feature {f!r} (expected keys "
+                                                   f"{_short(names)}; got {list(row)[:10]})")
+                    v = row[f]
+                    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+                        raise InputValidationError(f"row {i + offset} feature {f!r} = {v!r} (expected a number)")
+                    x[i, j] = float(v)
+        else:
+            x = _numeric_array(raw, lambda: f"an (n, {n_feat}) array of features {_short(names)} or a list of dicts")
+        if x.ndim != 2 or x.shape[1] != n_feat:
+            hint = "; for one sample use x.reshape(1, -1)" if x.ndim == 1 and x.shape[0] == n_feat else ""
+            cols = f"; each row has {x.shape[1]} values, not {n_feat}" if x.ndim == 2 else ""
+            raise InputValidationError(f"received shape {x.shape} (expected (n, {n_feat}) with features "
+                                       f"{_short(names)}){cols}{hint}")
+        _check_nonempty(x)
+        return _finite_float32(x, offset)
+
+    def apply(self, raw, model_dtype=np.float32, model_shape=None):
+        x = np.asarray(raw, dtype=np.float32)
+        with np.errstate(over="ignore", invalid="ignore"):
+            return ((x - self._mean32) / self._std32).astype(model_dtype, copy=False)
+
+    def to_onnx(self, g, raw, out, model_dtype, model_shape):
+        z = g.node("Div", [g.node("Sub", [raw, g.const("mean", self._mean32)]), g.const("std", self._std32)])
+        g.cast(z, model_dtype, out)

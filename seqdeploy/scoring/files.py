@@ -1,27 +1,37 @@
-"""Batch scoring of files with a bundle: CSV / JSONL / NPY in, predictions out, streamed.
+"""Single CSV / JSONL / NPY files scored line by line, predictions as CSV or JSONL.
 
-What ``seqdeploy predict --input FILE`` calls; kept apart from :mod:`seqdeploy.runtime`
-so that the embeddable runtime carries only what an application needs.
+The original streaming path of ``seqdeploy predict``: it needs only the runtime
+(numpy + onnxruntime), no pyarrow. :func:`predict_file` sends everything else
+(Parquet, directories, globs, kept columns, skipped rows) to
+:mod:`seqdeploy.scoring.tables`.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
 
 from seqdeploy.errors import InputValidationError
-from seqdeploy.manifest import NoPreprocessing, Scale, Standardize, Tokenize, Window
+from seqdeploy.manifest import Manifest, NoPreprocessing, Scale, Standardize, Tokenize, Window
 from seqdeploy.runtime import DEFAULT_BATCH_SIZE, Predictor, _numeric_array, _short
+
+BAD_ROW_MODES = ("fail", "skip")
+
 
 @dataclass(frozen=True)
 class PredictFileResult:
-    """What :func:`predict_file` did: rows scored, where they went, how fast."""
+    """What :func:`predict_file` did: rows scored, where they went, how fast.
+
+    ``skipped`` rows (bad inputs set aside with ``on_bad_row="skip"``) are listed
+    with their file, row and reason in ``skipped_output``.
+    """
 
     bundle: str
     artifact: str
@@ -31,6 +41,10 @@ class PredictFileResult:
     rows: int
     seconds: float
     rows_per_second: float
+    files: int = 1
+    skipped: int = 0
+    skipped_output: str | None = None
+    engine: str = "local"
 
 
 def predict_file(
@@ -39,32 +53,67 @@ def predict_file(
     output: str | os.PathLike | Any | None = None,
     batch_size: int | None = None,
     progress: Any = None,
+    *,
+    keep: str | Sequence[str] | None = None,
+    on_bad_row: str = "fail",
+    overwrite: bool = False,
 ) -> PredictFileResult:
-    """Score a CSV / NPY / JSONL file in chunks and write predictions as CSV or JSONL.
+    """Score files in chunks and write the predictions; memory stays flat.
 
-    Memory stays flat: CSV and JSONL are read line by line, NPY is memory-mapped,
-    and each chunk's predictions are written before the next chunk is read.
-    ``output`` is a path (``.csv`` or ``.jsonl``, written atomically) or a
-    text stream (CSV). ``progress(done, total)`` is called after each chunk
-    (bytes for CSV/JSONL, rows for NPY).
+    ``input_path`` is a file (``.csv``, ``.jsonl``, ``.npy``, ``.parquet``), a
+    directory of such files or a glob. ``output`` is a path (``.csv``,
+    ``.jsonl``, ``.parquet`` or a directory of Parquet parts, written so that an
+    interrupted run leaves nothing that looks complete) or a text stream (CSV).
+    ``keep`` names input columns copied beside the predictions (``"all"`` for
+    every column). ``on_bad_row="skip"`` sets rows that cannot be scored aside
+    (file, row, reason) instead of stopping at the first. An existing output is
+    refused unless ``overwrite``. ``progress(done, total)`` is called after each
+    chunk (bytes for CSV/JSONL, rows otherwise; total may be None).
 
     >>> predict_file(Predictor.from_bundle("runs/x"), "data.csv", "preds.jsonl")  # doctest: +SKIP
     """
+    from seqdeploy.errors import UsageError
+
+    if on_bad_row not in BAD_ROW_MODES:
+        raise UsageError(f"on_bad_row = {on_bad_row!r} (expected one of {list(BAD_ROW_MODES)})")
+    bs = DEFAULT_BATCH_SIZE if batch_size is None else batch_size
+    if isinstance(bs, bool) or not isinstance(bs, int) or bs < 1:
+        raise UsageError(f"batch size {batch_size!r} (expected an integer >= 1)")
+    src = Path(input_path)
+    out_is_path = output is not None and isinstance(output, (str, os.PathLike))
+    simple_in = src.is_file() and src.suffix.lower() in (".csv", ".npy", ".jsonl", ".ndjson")
+    simple_out = output is None or (not out_is_path) or Path(output).suffix.lower() in (".csv", ".jsonl", ".ndjson")
+    if simple_in and simple_out and not keep and on_bad_row == "fail":
+        if out_is_path and not overwrite and Path(output).exists():  # type: ignore[arg-type]
+            raise UsageError(f"output {output} already exists (expected a new path); choose another output path "
+                             f"or allow overwriting it")
+        return _predict_simple_file(predictor, src, output, bs, progress)
+    if src.is_file() and src.suffix.lower() == ".npy":
+        raise UsageError(f"input {src} is a .npy array, scored with output {output} (expected .csv or .jsonl "
+                         f"output, no kept columns, no skipping for arrays); for Parquet output or kept columns "
+                         f"convert the array to a Parquet or CSV table first")
+    try:
+        from seqdeploy.scoring.tables import predict_tables
+    except ModuleNotFoundError as exc:
+        if exc.name != "pyarrow":
+            raise
+        raise UsageError("Parquet, directories, globs, kept columns and skipped rows need pyarrow, which is not "
+                         "installed; install it with: pip install 'seqdeploy[distributed]'") from None
+
+    return predict_tables(predictor, input_path, output, batch_size=bs, keep=keep, on_bad_row=on_bad_row,
+                          overwrite=overwrite, progress=progress)
+
+
+def _predict_simple_file(predictor: "Predictor", src: Path, output: Any, bs: int, progress: Any) -> PredictFileResult:
     import contextlib
     import time
 
     from seqdeploy.atomic import atomic_path
     from seqdeploy.errors import DataError, InputFileNotFound, UsageError
 
-    src = Path(input_path)
     if not src.is_file():
         raise InputFileNotFound(f"input {src} does not exist (expected a .csv, .npy or .jsonl file)")
     kind = src.suffix.lower()
-    if kind not in (".csv", ".npy", ".jsonl", ".ndjson"):
-        raise UsageError(f"input {src} has suffix {kind or '(none)'!r} (expected .csv, .npy or .jsonl)")
-    bs = DEFAULT_BATCH_SIZE if batch_size is None else batch_size
-    if isinstance(bs, bool) or not isinstance(bs, int) or bs < 1:
-        raise UsageError(f"batch size {batch_size!r} (expected an integer >= 1)")
     out_is_path = output is not None and isinstance(output, (str, os.PathLike))
     fmt = "csv"
     if out_is_path:
@@ -85,13 +134,9 @@ def predict_file(
             stream = output if output is not None else sys.stdout
         for chunk, done, total in _read_chunks(predictor, src, kind, bs, DataError):
             try:
-                if predictor.manifest.task == "regression":
-                    preds, probs = predictor._predict_rows(chunk, False, rows), None
-                else:
-                    probs = predictor._predict_rows(chunk, True, rows)
-                    preds = predictor._labels_from_proba(probs)
+                preds, probs = predict_chunk(predictor, chunk)
             except InputValidationError as exc:
-                raise InputValidationError(f"{src}: {exc}") from None
+                raise InputValidationError(f"{src}: {locate_bad_row(predictor, chunk, rows, exc)}") from None
             writer.write(stream, preds, probs)
             rows += len(preds)
             if progress is not None:
@@ -105,6 +150,61 @@ def predict_file(
                              round(rows / secs, 1) if secs > 0 else 0.0)
 
 
+def class_names(manifest: Manifest) -> list[str] | None:
+    """Names of the probability columns: the labels, else class ids as text; None for regression."""
+    if manifest.task == "regression":
+        return None
+    if manifest.labels:
+        return list(manifest.labels)
+    k = _last_dim(manifest)
+    if manifest.task == "binary":
+        return ["0", "1"]
+    return [str(i) for i in range(k)] if k else None
+
+
+def _last_dim(manifest: Manifest) -> int | None:
+    shape = manifest.outputs[0].shape if manifest.outputs else ()
+    return shape[-1] if shape and isinstance(shape[-1], int) else None
+
+
+def labels_from_proba(manifest: Manifest, probs: np.ndarray) -> np.ndarray:
+    """Labels (or class ids) from ``predict_proba`` output, by the rule ``Predictor.predict`` applies."""
+    ids = (probs[:, 1] >= 0.5).astype(np.int64) if manifest.task == "binary" else np.argmax(probs, axis=1)
+    return np.asarray(manifest.labels)[ids] if manifest.labels else ids
+
+
+def predict_chunk(predictor: "Predictor", raw: Any) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(predictions, probabilities or None)`` for raw rows, one model run (public Predictor API only)."""
+    if predictor.manifest.task == "regression":
+        return np.asarray(predictor.predict(raw)), None
+    probs = np.asarray(predictor.predict_proba(raw))
+    return labels_from_proba(predictor.manifest, probs), probs
+
+
+_ROW_RE = re.compile(r"\brow (\d+)\b")
+
+
+def locate_bad_row(predictor: "Predictor", chunk: Any, offset: int, exc: Exception) -> str:
+    """The chunk's error message with the row number counted from the start of the file.
+
+    The runtime numbers rows within the chunk it was given; the chunk starts at
+    ``offset``. A message without a row number gets the first row that fails alone.
+    """
+    msg = str(exc)
+    if offset == 0:
+        return msg
+    m = _ROW_RE.search(msg)
+    if m:
+        return msg[:m.start()] + f"row {int(m.group(1)) + offset}" + msg[m.end():]
+    n = len(chunk)
+    for i in range(n):
+        try:
+            predict_chunk(predictor, chunk[i:i + 1])
+        except InputValidationError as one:
+            return f"row {offset + i}: {one}"
+    return msg
+
+
 class _PredictionWriter:
     """CSV: ``prediction[,p_<label>...]``; JSONL: ``{"prediction": ..., "probabilities": {...}}``."""
 
@@ -112,10 +212,7 @@ class _PredictionWriter:
         self.fmt = fmt
         m = predictor.manifest
         self.header_done = False
-        self.class_names: list[str] | None = None
-        if m.task != "regression":
-            k = len(m.labels) if m.labels else (2 if m.task == "binary" else None)
-            self.class_names = list(m.labels) if m.labels else ([str(i) for i in range(k)] if k else None)
+        self.class_names: list[str] | None = class_names(m)
 
     def write(self, stream: Any, preds: np.ndarray, probs: np.ndarray | None) -> None:
         import csv
@@ -207,14 +304,19 @@ def _flat_size(predictor: "Predictor") -> int | None:
         return pre.window
     if isinstance(pre, Scale):
         return math.prod(pre.raw_shape)
-    shape = predictor._input_shapes[predictor.input_names[0]][1:]
+    shape = _model_shape(predictor)
     return math.prod(shape) if all(isinstance(d, int) for d in shape) else None
+
+
+def _model_shape(predictor: "Predictor") -> tuple[Any, ...]:
+    """Shape of the (first) model input without the batch axis, from the manifest."""
+    return tuple(predictor.manifest.inputs[0].shape[1:])
 
 
 def _reshape_flat(predictor: "Predictor", x: np.ndarray) -> np.ndarray:
     pre = predictor.manifest.preprocessing
     if isinstance(pre, NoPreprocessing):
-        shape = predictor._input_shapes[predictor.input_names[0]][1:]
+        shape = _model_shape(predictor)
         if all(isinstance(d, int) for d in shape):
             return x.reshape((x.shape[0], *shape))
     return x

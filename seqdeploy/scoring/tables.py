@@ -1,0 +1,769 @@
+"""Tables in, predictions out: Parquet / CSV / JSONL files, directories and globs as Arrow batches.
+
+The one scoring core of both engines: :func:`score_table` turns an Arrow table
+of raw inputs into an Arrow table of predictions (plus the kept columns, in the
+input's row order) and a table of the rows it set aside. The local engine
+(:func:`predict_tables`) streams each file through it batch by batch; the Ray
+engine (:mod:`seqdeploy.distributed`) calls it inside its actors.
+
+Output columns: ``prediction`` (the label, or the class id when the bundle has
+no labels; the value in target units for regression, ``prediction_<j>`` for
+several values) and, for classifiers, ``p_<class>`` (float64 probabilities),
+followed by the kept input columns. Rows are numbered from 0 within their file
+(the first data row is row 0, after any header).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob as _glob
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from seqdeploy.errors import DataError, InputFileNotFound, InputValidationError, UsageError
+from seqdeploy.manifest import Manifest, Standardize, Tokenize
+from seqdeploy.scoring.files import PredictFileResult, class_names, predict_chunk
+
+INPUT_FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+#: Provenance columns a reader may add to a batch: the file's index in the input list and the row within it.
+FILE_COLUMN = "__seqdeploy_file"
+ROW_COLUMN = "__seqdeploy_row"
+SUCCESS_MARKER = "_SUCCESS"
+SKIPPED_NAME = "_skipped.jsonl"
+_LIST_COLUMNS = ("input",)  # a list-of-numbers column holding one raw sample per row (besides the input's name)
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """One input file: its path, format (``parquet`` | ``csv`` | ``jsonl``) and size in bytes."""
+
+    path: str
+    format: str
+    size: int
+
+
+def resolve_inputs(spec: str | os.PathLike) -> tuple[InputFile, ...]:
+    """The files an input names: a file, a directory (recursively, sorted) or a glob pattern.
+
+    Names starting with ``_`` or ``.`` (``_SUCCESS``, hidden temporaries) are skipped
+    inside directories.
+
+    >>> resolve_inputs("data/*.parquet")  # doctest: +SKIP
+    """
+    text = os.fspath(spec)
+    p = Path(text)
+    wanted = ", ".join(sorted(set(INPUT_FORMATS)))
+    if p.is_file():
+        fmt = INPUT_FORMATS.get(p.suffix.lower())
+        if fmt is None:
+            raise UsageError(f"input {p} has suffix {p.suffix or '(none)'!r} (expected one of {wanted}, a "
+                             f"directory of such files or a glob pattern)")
+        return (InputFile(str(p), fmt, p.stat().st_size),)
+    if p.is_dir():
+        found = [f for f in sorted(p.rglob("*")) if f.is_file() and f.suffix.lower() in INPUT_FORMATS
+                 and not any(part.startswith(("_", ".")) for part in f.relative_to(p).parts)]
+        if not found:
+            raise InputFileNotFound(f"input directory {p} holds no {wanted} files; put the input files there "
+                                    f"or name them with a glob pattern")
+    elif _glob.has_magic(text):
+        found = [Path(f) for f in sorted(_glob.glob(text, recursive=True))
+                 if Path(f).is_file() and Path(f).suffix.lower() in INPUT_FORMATS]
+        if not found:
+            raise InputFileNotFound(f"input pattern {text!r} matches no {wanted} files; check the pattern")
+    else:
+        raise InputFileNotFound(f"input {p} does not exist (expected a .csv, .jsonl, .npy or .parquet file, a "
+                                f"directory of such files or a glob pattern)")
+    return tuple(InputFile(str(f), INPUT_FORMATS[f.suffix.lower()], f.stat().st_size) for f in found)
+
+
+def file_columns(f: InputFile) -> list[str]:
+    """Column names of an input file (Parquet schema, CSV header, keys of the first JSONL object)."""
+    if f.format == "parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            return list(pq.read_schema(f.path).names)
+        except (pa.ArrowException, OSError) as exc:
+            raise DataError(f"{f.path} is not a readable Parquet file ({_first(exc)}); rewrite it with "
+                            f"pyarrow or pandas to_parquet") from None
+    if f.format == "csv":
+        import csv
+
+        with open(f.path, newline="", encoding="utf-8-sig") as fh:
+            header = next(csv.reader(fh), None)
+        if not header:
+            raise DataError(f"{f.path} is empty (expected a header row and data rows)")
+        return [h.strip() for h in header]
+    with open(f.path, encoding="utf-8-sig") as fh:
+        for line in fh:
+            if line.strip():
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise DataError(f"{f.path} line 1 is not valid JSON ({exc.msg}); expected one JSON object "
+                                    f"per line") from None
+                if not isinstance(obj, dict):
+                    raise DataError(f"{f.path}: the first line holds {type(obj).__name__} (expected one JSON "
+                                    f"object per line, keyed by column name)")
+                return list(obj)
+    raise DataError(f"{f.path} has no data rows (expected one JSON object per line)")
+
+
+# --------------------------------------------------------------------------- layout
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where a table's raw inputs are and what goes out.
+
+    ``mode``: ``features`` (one numeric column per named feature), ``text`` (a
+    string column), ``list`` (one list-of-numbers column, one sample per row) or
+    ``columns`` (the numeric columns in order, for window/image/raw models).
+    """
+
+    mode: str
+    columns: tuple[str, ...]
+    keep: tuple[str, ...]
+    width: int | None
+    outputs: tuple[str, ...]
+    prediction_type: str = "float64"  # arrow type of the prediction column: string (labels), int64 or float64
+
+    @property
+    def read_columns(self) -> tuple[str, ...]:
+        """Every input column the scoring reads, inputs first, without duplicates."""
+        return tuple(dict.fromkeys(self.columns + self.keep))
+
+
+def output_columns(manifest: Manifest) -> tuple[str, ...]:
+    """Prediction column names for a bundle: ``prediction`` (+ ``p_<class>`` for classifiers)."""
+    names = class_names(manifest)
+    if names is not None:
+        return ("prediction", *(f"p_{c}" for c in names))
+    shape = manifest.outputs[0].shape if manifest.outputs else ()
+    k = shape[-1] if len(shape) >= 2 and isinstance(shape[-1], int) else 1
+    return ("prediction",) if k == 1 else tuple(f"prediction_{j}" for j in range(k))
+
+
+def parse_keep(keep: str | Sequence[str] | None) -> tuple[str, ...] | str:
+    """``None`` -> ``()``; ``"all"`` stays; ``"id,customer"`` or a list -> a tuple of names."""
+    if keep is None:
+        return ()
+    if isinstance(keep, str):
+        if keep.strip() == "all":
+            return "all"
+        keep = [k for k in keep.split(",")]
+    names = tuple(k.strip() for k in keep if k.strip())
+    return names
+
+
+def plan_layout(manifest: Manifest, columns: Sequence[str], keep: str | Sequence[str] | None = None,
+                where: str = "the input") -> Layout:
+    """Decide which columns feed the model and which are kept, from a table's column names."""
+    columns = [c for c in columns if c not in (FILE_COLUMN, ROW_COLUMN)]
+    kept = parse_keep(keep)
+    kept = tuple(columns) if kept == "all" else kept
+    unknown = [k for k in kept if k not in columns]
+    if unknown:
+        raise DataError(f"{where} has no column(s) {_short(unknown)} to keep (columns: {_short(columns)}); "
+                        f"name existing columns, or 'all'")
+    outputs = output_columns(manifest)
+    clash = [k for k in kept if k in outputs]
+    if clash:
+        raise DataError(f"{where}: kept column(s) {clash} have the names of prediction columns {list(outputs)}; "
+                        f"rename those input columns first")
+    ptype = "float64" if manifest.task == "regression" else ("string" if manifest.labels else "int64")
+    pre = manifest.preprocessing
+    if len(manifest.inputs) != 1:
+        raise UsageError(f"bundle {manifest.name!r} has {len(manifest.inputs)} inputs; table scoring feeds "
+                         f"single-input models only (use Predictor.predict with a dict of arrays)")
+    if isinstance(pre, Standardize):
+        missing = [f for f in pre.feature_names if f not in columns]
+        if missing:
+            raise InputValidationError(
+                f"{where} is missing feature column(s) {_short(missing)} (columns: {_short(columns)}; expected the "
+                f"training feature names {_short(pre.feature_names)}; extra columns such as ids are ignored)")
+        return Layout("features", tuple(pre.feature_names), kept, len(pre.feature_names), outputs, ptype)
+    if isinstance(pre, Tokenize):
+        if "text" not in columns:
+            raise DataError(f"{where} has columns {_short(columns)} but no 'text' column (expected a 'text' column "
+                            f"holding the raw strings)")
+        return Layout("text", ("text",), kept, None, outputs, ptype)
+    width = _flat_width(manifest)
+    for name in (*_LIST_COLUMNS, manifest.inputs[0].name):
+        if name in columns:
+            return Layout("list", (name,), kept, width, outputs, ptype)
+    numeric = tuple(c for c in columns if c not in kept)
+    if width is not None and len(numeric) != width:
+        raise DataError(f"{where} has {len(numeric)} input column(s) besides the kept ones (expected {width} "
+                        f"numeric columns, one raw value each, or an 'input' column holding a list of {width} "
+                        f"numbers per row)")
+    return Layout("columns", numeric, kept, width, outputs, ptype)
+
+
+def _flat_width(manifest: Manifest) -> int | None:
+    pre = manifest.preprocessing
+    for attr in ("window",):
+        if isinstance(getattr(pre, attr, None), int):
+            return int(getattr(pre, attr))
+    raw_shape = getattr(pre, "raw_shape", None)
+    if raw_shape:
+        return math.prod(raw_shape)
+    shape = manifest.inputs[0].shape[1:]
+    return math.prod(shape) if shape and all(isinstance(d, int) for d in shape) else None
+
+
+# --------------------------------------------------------------------------- scoring one table
+
+
+@dataclass(frozen=True)
+class BadRow:
+    """A row that could not be scored: its file, row number (from 0 within the file) and reason."""
+
+    file: str
+    row: int
+    reason: str
+
+
+def score_table(predictor: Any, table: pa.Table, layout: Layout, *, on_bad_row: str = "fail",
+                file: str | None = None, row0: int = 0,
+                files: Sequence[str] | None = None) -> tuple[pa.Table, pa.Table | None]:
+    """Predictions for one table of raw rows: ``(scored table, skipped rows table or None)``.
+
+    Row provenance comes from the :data:`FILE_COLUMN` / :data:`ROW_COLUMN` columns
+    when present (indexes into ``files``), else from ``file`` and ``row0``. With
+    ``on_bad_row="fail"`` the first bad row raises :class:`DataError` naming its
+    file and row; with ``"skip"`` bad rows are left out of the scored table and
+    returned (file, row, reason, values as JSON) in the second table.
+    """
+    n = table.num_rows
+    names = table.column_names
+    if FILE_COLUMN in names and ROW_COLUMN in names:
+        fidx = table.column(FILE_COLUMN).to_numpy(zero_copy_only=False)
+        rows = table.column(ROW_COLUMN).to_numpy(zero_copy_only=False)
+        where = [str(files[i]) if files is not None else f"file {i}" for i in fidx]
+    else:
+        rows = np.arange(row0, row0 + n, dtype=np.int64)
+        where = [file or "input"] * n
+    raw, bad = extract_inputs(table, layout)
+    if on_bad_row == "fail" and bad:
+        i = min(bad)
+        raise DataError(f"{where[i]} row {int(rows[i])}: {bad[i]}; fix or drop the row, or score with bad rows "
+                        f"skipped")
+    good = np.array([i for i in range(n) if i not in bad], dtype=np.int64) if bad else np.arange(n)
+    preds, probs = None, None
+    while len(good):
+        sub = _take(raw, good)
+        try:
+            preds, probs = predict_chunk(predictor, sub)
+            break
+        except InputValidationError:  # find the rows the runtime refuses, one by one
+            for i in good.tolist():
+                try:
+                    predict_chunk(predictor, _take(raw, np.array([i])))
+                except InputValidationError as exc:
+                    bad[i] = str(exc)
+                    if on_bad_row == "fail":
+                        raise DataError(f"{where[i]} row {int(rows[i])}: {_strip_row0(str(exc))}") from None
+            good = np.array([i for i in good.tolist() if i not in bad], dtype=np.int64)
+    out = _prediction_table(layout, preds, probs, len(good))
+    for k in layout.keep:
+        out = out.append_column(k, table.column(k).take(pa.array(good)))
+    skipped = None
+    if bad:
+        idx = sorted(bad)
+        values = table.select(list(layout.read_columns)).take(pa.array(idx)).to_pylist()
+        skipped = pa.table({"file": [where[i] for i in idx], "row": [int(rows[i]) for i in idx],
+                            "reason": [_strip_row0(bad[i]) for i in idx],
+                            "values": [json.dumps(_jsonable(v), sort_keys=False) for v in values]})
+    return out, skipped
+
+
+def _prediction_table(layout: Layout, preds: np.ndarray | None, probs: np.ndarray | None, n: int) -> pa.Table:
+    cols: dict[str, pa.Array] = {}
+    outs = layout.outputs
+    if preds is None:  # every row set aside: typed empty columns
+        ptype = getattr(pa, layout.prediction_type)()
+        return pa.table({o: pa.array([], type=ptype if o == "prediction" else pa.float64()) for o in outs})
+    if probs is not None:
+        ptype = getattr(pa, layout.prediction_type)()
+        cols["prediction"] = pa.array(preds.tolist() if preds.dtype.kind in "UO" else preds, type=ptype)
+        for j, o in enumerate(outs[1:]):
+            cols[o] = pa.array(np.ascontiguousarray(probs[:, j], dtype=np.float64))
+    elif preds.ndim == 2:
+        for j, o in enumerate(outs):
+            cols[o] = pa.array(np.ascontiguousarray(preds[:, j], dtype=np.float64))
+    else:
+        cols["prediction"] = pa.array(np.asarray(preds, dtype=np.float64))
+    return pa.table(cols)
+
+
+def _take(raw: Any, idx: np.ndarray) -> Any:
+    if isinstance(raw, np.ndarray):
+        return raw[idx]
+    return [raw[i] for i in idx.tolist()]
+
+
+def _strip_row0(msg: str) -> str:
+    """A runtime message about a one-row call, without its meaningless 'row 0'."""
+    return msg.replace("raw input row 0 ", "raw input ").replace("row 0 ", "")
+
+
+def extract_inputs(table: pa.Table, layout: Layout) -> tuple[Any, dict[int, str]]:
+    """Raw model inputs for every row of ``table`` and ``{row position: reason}`` for rows that cannot be used.
+
+    Bad rows keep a placeholder in the returned inputs so positions stay aligned.
+    """
+    n = table.num_rows
+    bad: dict[int, str] = {}
+    if layout.mode == "text":
+        col = table.column(layout.columns[0])
+        if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
+            vals = col.to_pylist()
+            texts = []
+            for i, v in enumerate(vals):
+                if not isinstance(v, str):
+                    bad.setdefault(i, f"column 'text' holds {type(v).__name__} {v!r:.40} (expected a string)")
+                    v = ""
+                texts.append(v)
+            return texts, bad
+        texts = col.to_pylist()
+        for i, v in enumerate(texts):
+            if v is None:
+                bad[i] = "column 'text' is empty (null; expected a string)"
+                texts[i] = ""
+        return texts, bad
+    if layout.mode == "list":
+        name = layout.columns[0]
+        vals = table.column(name).to_pylist()
+        width = layout.width
+        x = np.zeros((n, width or (len(vals[0]) if vals and vals[0] else 0)), dtype=np.float64)
+        for i, v in enumerate(vals):
+            if not isinstance(v, (list, tuple)):
+                bad[i] = f"column {name!r} holds {type(v).__name__} (expected a list of {width or 'n'} numbers)"
+                continue
+            if len(v) != x.shape[1]:
+                bad[i] = f"column {name!r} holds {len(v)} values (expected {x.shape[1]})"
+                continue
+            try:
+                x[i] = [float("nan") if e is None else float(e) for e in v]
+            except (TypeError, ValueError):
+                bad[i] = f"column {name!r} holds a value that is not a number (expected {x.shape[1]} numbers)"
+                continue
+            if not np.isfinite(x[i]).all():
+                bad[i] = f"column {name!r} contains {x[i][~np.isfinite(x[i])][0]} (expected finite numbers)"
+        return x, bad
+    x = np.empty((n, len(layout.columns)), dtype=np.float64)
+    for j, name in enumerate(layout.columns):
+        x[:, j] = _float_column(table.column(name), name, bad)
+    finite = np.isfinite(x)
+    if not finite.all():
+        for i in np.flatnonzero(~finite.all(axis=1)).tolist():
+            if i not in bad:
+                j = int(np.flatnonzero(~finite[i])[0])
+                bad[i] = f"column {layout.columns[j]!r} = {x[i, j]} (expected a finite number)"
+    if bad:
+        x[list(bad)] = 0.0
+    return x, bad
+
+
+def _float_column(col: pa.ChunkedArray, name: str, bad: dict[int, str]) -> np.ndarray:
+    """A column as float64 (nulls -> NaN); text cells that are not numbers become reasons in ``bad``."""
+    import pyarrow.compute as pc
+
+    t = col.type
+    if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t) or pa.types.is_decimal(t):
+        arr = pc.cast(col, pa.float64()) if not pa.types.is_floating(t) or t != pa.float64() else col
+        values = arr.to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
+        nulls = col.is_null().to_numpy(zero_copy_only=False) if col.null_count else None
+    elif pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_null(t):
+        texts = col.to_pylist()
+        values = np.empty(len(texts), dtype=np.float64)
+        nulls = None
+        for i, s in enumerate(texts):
+            cell = (s or "").strip()
+            try:
+                values[i] = float(cell)
+            except ValueError:
+                values[i] = np.nan
+                what = "is empty (a missing value)" if not cell else f"= {cell[:40]!r} is not a number"
+                bad.setdefault(i, f"column {name!r} {what}")
+        return values
+    else:
+        raise DataError(f"column {name!r} has type {t} (expected numbers, or text holding numbers)")
+    if nulls is not None:
+        for i in np.flatnonzero(nulls).tolist():
+            bad.setdefault(i, f"column {name!r} is empty (null; a missing value)")
+    return values
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)
+    if isinstance(v, dict):
+        return {k: _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, (str, int, float, bool)) or v is None:
+        return v
+    return str(v)
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def iter_batches(f: InputFile, columns: Sequence[str], batch_size: int) -> Iterator[tuple[pa.Table, int]]:
+    """Stream ``(table, first row number)`` of at most ``batch_size`` rows from one file, only ``columns``.
+
+    Parquet is read batch by batch; CSV as text columns (values are parsed by the
+    scoring, so a bad cell is a bad row, not a failed file); JSONL one line at a time.
+    """
+    if f.format == "parquet":
+        yield from _parquet_batches(f, columns, batch_size)
+    elif f.format == "csv":
+        yield from _csv_batches(f, columns, batch_size)
+    else:
+        yield from _jsonl_batches(f, columns, batch_size)
+
+
+def _parquet_batches(f: InputFile, columns: Sequence[str], bs: int,
+                     row_groups: Sequence[int] | None = None, row0: int = 0) -> Iterator[tuple[pa.Table, int]]:
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(f.path)
+        missing = [c for c in columns if c not in pf.schema_arrow.names]
+        if missing:
+            raise DataError(f"{f.path} has no column(s) {_short(missing)} (columns: {_short(pf.schema_arrow.names)}); "
+                            f"every input file needs the columns of the first")
+        row = row0
+        for batch in pf.iter_batches(batch_size=bs, columns=list(columns), row_groups=row_groups):
+            yield pa.Table.from_batches([batch]), row
+            row += batch.num_rows
+    except (pa.ArrowException, OSError) as exc:
+        raise DataError(f"{f.path} is not a readable Parquet file ({_first(exc)}); rewrite it with pyarrow or "
+                        f"pandas to_parquet") from None
+
+
+def _csv_batches(f: InputFile, columns: Sequence[str], bs: int) -> Iterator[tuple[pa.Table, int]]:
+    import pyarrow.csv as pcsv
+
+    header = file_columns(f)
+    missing = [c for c in columns if c not in header]
+    if missing:
+        raise DataError(f"{f.path} has no column(s) {_short(missing)} (header: {_short(header)}); every input "
+                        f"file needs the columns of the first")
+    try:
+        reader = pcsv.open_csv(
+            f.path, read_options=pcsv.ReadOptions(block_size=1 << 20),
+            parse_options=pcsv.ParseOptions(newlines_in_values=True),
+            convert_options=pcsv.ConvertOptions(column_types={c: pa.string() for c in header},
+                                                include_columns=list(columns), strings_can_be_null=False))
+        row = 0
+        for batch in reader:
+            for s in range(0, batch.num_rows, bs):
+                part = batch.slice(s, bs)
+                yield pa.Table.from_batches([part]), row
+                row += part.num_rows
+    except pa.ArrowInvalid as exc:
+        raise DataError(f"{f.path} is not a readable CSV file ({_first(exc)}); expected a header row and the same "
+                        f"number of fields on every line") from None
+
+
+def _jsonl_batches(f: InputFile, columns: Sequence[str], bs: int) -> Iterator[tuple[pa.Table, int]]:
+    buf: list[dict] = []
+    row = 0
+    with open(f.path, encoding="utf-8-sig") as fh:
+        for line_no, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                obj = {"__error__": f"line {line_no} is not valid JSON ({exc.msg})"}
+            if not isinstance(obj, dict):
+                obj = {"__error__": f"line {line_no} holds {type(obj).__name__} (expected a JSON object)"}
+            buf.append(obj)
+            if len(buf) >= bs:
+                yield _jsonl_table(buf, columns), row
+                row += len(buf)
+                buf = []
+    if buf:
+        yield _jsonl_table(buf, columns), row
+
+
+def _jsonl_table(objs: list[dict], columns: Sequence[str]) -> pa.Table:
+    cols = {}
+    for c in columns:
+        vals = [o.get(c) for o in objs]
+        try:
+            cols[c] = pa.array(vals)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):  # mixed types in one column: keep them as text
+            cols[c] = pa.array([None if v is None else (v if isinstance(v, str) else json.dumps(v)) for v in vals])
+    return pa.table(cols)
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def output_kind(output: str | os.PathLike) -> str:
+    """``parquet`` | ``csv`` | ``jsonl`` for a file output, ``dir`` for a directory of Parquet parts."""
+    p = Path(output)
+    suffix = p.suffix.lower()
+    if os.fspath(output).endswith(("/", os.sep)) or p.is_dir() or not suffix:
+        return "dir"
+    kinds = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+    if suffix not in kinds:
+        raise UsageError(f"output {output} has suffix {suffix!r} (expected .parquet, .csv, .jsonl or a directory "
+                         f"for Parquet parts)")
+    return kinds[suffix]
+
+
+def skipped_path(output: str | os.PathLike) -> Path:
+    """Where the rows set aside go: ``<dir>/_skipped.jsonl``, or ``<name>.skipped.jsonl`` beside a file."""
+    p = Path(output)
+    if output_kind(output) == "dir":
+        return p / SKIPPED_NAME
+    return p.with_name(p.stem + ".skipped.jsonl")
+
+
+def check_output_free(output: str | os.PathLike, overwrite: bool) -> None:
+    """Refuse an existing output (file or directory) unless ``overwrite``."""
+    p = Path(output)
+    if p.exists() and not overwrite:
+        what = "directory" if p.is_dir() else "file"
+        raise UsageError(f"output {what} {p} already exists (expected a new path); choose another output path "
+                         f"or allow overwriting it")
+    if p.is_dir() and output_kind(output) != "dir":
+        raise UsageError(f"output {p} is a directory (expected a {p.suffix} file); choose another output path")
+
+
+@contextlib.contextmanager
+def staged_directory(target: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary directory beside ``target``; on success mark it complete and move it into place.
+
+    The directory gets a ``_SUCCESS`` file and replaces ``target`` (an existing one
+    only when ``overwrite``). On any error the temporary is removed and ``target``
+    is untouched; a killed process leaves only a hidden ``.<name>.tmp-*`` directory
+    without ``_SUCCESS``.
+    """
+    target = Path(target)
+    check_output_free(target, overwrite)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        yield tmp
+        (tmp / SUCCESS_MARKER).write_text("")
+        old = None
+        if target.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+            os.replace(target, old / "x")
+        os.replace(tmp, target)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+class _TableSink:
+    """Writes scored tables to one file (Parquet, CSV or JSONL) or to Parquet parts in a directory."""
+
+    def __init__(self, path: Path, kind: str, manifest: Manifest):
+        self.path, self.kind = path, kind
+        self.names = class_names(manifest)
+        self.schema: pa.Schema | None = None
+        self.writer: Any = None
+        self.stream: Any = None
+        self.part = -1
+
+    def start_file(self, index: int) -> None:
+        """Directory outputs: one Parquet part per input file (``part-<index>.parquet``)."""
+        if self.kind == "dir":
+            self.close()
+            self.part = index
+
+    def write(self, table: pa.Table) -> None:
+        if self.schema is None:
+            self.schema = table.schema
+        elif table.schema != self.schema:
+            try:
+                table = table.cast(self.schema)
+            except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, ValueError) as exc:
+                raise DataError(f"the kept columns change type between input files or batches ({_first(exc)}); "
+                                f"give every input file the same column types") from None
+        if self.kind in ("parquet", "dir"):
+            import pyarrow.parquet as pq
+
+            if self.writer is None:
+                target = self.path / f"part-{self.part:06d}.parquet" if self.kind == "dir" else self.path
+                self.writer = pq.ParquetWriter(str(target), self.schema)
+            self.writer.write_table(table)
+            return
+        if self.stream is None:
+            self.stream = open(self.path, "w", encoding="utf-8", newline="")
+            if self.kind == "csv":
+                import csv
+
+                csv.writer(self.stream, lineterminator="\n").writerow(table.column_names)
+        if self.kind == "csv":
+            import csv
+
+            rows = zip(*[_csv_values(table.column(c)) for c in table.column_names])
+            csv.writer(self.stream, lineterminator="\n").writerows(rows)
+        else:
+            p_cols = [c for c in table.column_names if c.startswith("p_")] if self.names else []
+            other = [c for c in table.column_names if c not in p_cols]
+            for rec in table.to_pylist():
+                obj = {c: rec[c] for c in other}
+                if p_cols:
+                    obj = {"prediction": obj.pop("prediction"),
+                           "probabilities": {c[2:]: round(rec[c], 7) for c in p_cols}, **obj}
+                self.stream.write(json.dumps(_jsonable(obj)) + "\n")
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+        if self.stream is not None:
+            self.stream.close()
+            self.stream = None
+
+
+def _csv_values(col: pa.ChunkedArray) -> list[Any]:
+    if pa.types.is_floating(col.type):
+        return np.round(col.to_numpy(zero_copy_only=False), 7).tolist()
+    return col.to_pylist()
+
+
+def write_skipped(path: Path, tables: Sequence[pa.Table]) -> int:
+    """Write skipped rows as JSON lines (``file``, ``row``, ``reason``, ``values``) atomically; return the count."""
+    from seqdeploy.atomic import atomic_write_text
+
+    lines = []
+    for t in tables:
+        for rec in t.to_pylist():
+            rec["values"] = json.loads(rec["values"])
+            lines.append(json.dumps(rec))
+    atomic_write_text(path, "".join(line + "\n" for line in lines))
+    return len(lines)
+
+
+# --------------------------------------------------------------------------- the local engine
+
+
+def predict_tables(predictor: Any, input_spec: str | os.PathLike, output: str | os.PathLike | Any | None, *,
+                   batch_size: int = 1024, keep: str | Sequence[str] | None = None, on_bad_row: str = "fail",
+                   overwrite: bool = False, progress: Any = None) -> PredictFileResult:
+    """Score every row of the input files in this process, streaming record batches (flat memory).
+
+    See :func:`seqdeploy.scoring.predict_file` for the arguments; this is its Arrow path.
+    """
+    files = resolve_inputs(input_spec)
+    layout = plan_layout(predictor.manifest, file_columns(files[0]), keep, where=files[0].path)
+    if output is None or not isinstance(output, (str, os.PathLike)):
+        if on_bad_row == "skip":
+            raise UsageError("skipping bad rows needs an output path: the skipped rows are written beside it")
+        kind, target = "csv-stream", None
+    else:
+        kind, target = output_kind(output), Path(output)
+        check_output_free(target, overwrite)
+        if on_bad_row == "skip" and kind != "dir":
+            check_output_free(skipped_path(target), overwrite)
+    t0 = time.perf_counter()
+    total = sum(_parquet_rows(f) for f in files) if all(f.format == "parquet" for f in files) else None
+    rows, skipped_tables, n_skipped = 0, [], 0
+    with contextlib.ExitStack() as stack:
+        if kind == "dir":
+            work = stack.enter_context(staged_directory(target, overwrite))  # type: ignore[arg-type]
+            sink = _TableSink(work, "dir", predictor.manifest)
+        elif kind == "csv-stream":
+            import sys
+
+            sink = _StreamSink(output if output is not None else sys.stdout, predictor.manifest)
+        else:
+            from seqdeploy.atomic import atomic_path
+
+            tmp = stack.enter_context(atomic_path(target))  # type: ignore[arg-type]
+            sink = _TableSink(tmp, kind, predictor.manifest)
+        stack.callback(sink.close)
+        for index, f in enumerate(files):
+            sink.start_file(index)
+            for table, row0 in iter_batches(f, layout.read_columns, batch_size):
+                out, skipped = score_table(predictor, table, layout, on_bad_row=on_bad_row, file=f.path, row0=row0)
+                if out.num_rows:
+                    sink.write(out)
+                rows += out.num_rows
+                if skipped is not None:
+                    skipped_tables.append(skipped)
+                    n_skipped += skipped.num_rows
+                if progress is not None:
+                    progress(rows + n_skipped, total)
+        if rows + n_skipped == 0:
+            raise DataError(f"{input_spec} has no data rows (expected at least one row)")
+        if rows == 0 and kind in ("parquet", "csv", "jsonl"):
+            sink.write(_prediction_table(layout, None, None, 0))
+        sink.close()
+        if on_bad_row == "skip":
+            side = (work / SKIPPED_NAME) if kind == "dir" else skipped_path(target)  # type: ignore[arg-type]
+            write_skipped(side, skipped_tables)
+    secs = time.perf_counter() - t0
+    side_out = None
+    if on_bad_row == "skip" and target is not None:
+        side_out = str(target / SKIPPED_NAME) if kind == "dir" else str(skipped_path(target))
+    return PredictFileResult(predictor.info.bundle, predictor.info.artifact, os.fspath(input_spec),
+                             None if target is None else str(target), "parquet" if kind == "dir" else kind.split("-")[0],
+                             rows, round(secs, 4), round(rows / secs, 1) if secs > 0 else 0.0, files=len(files),
+                             skipped=n_skipped, skipped_output=side_out)
+
+
+class _StreamSink(_TableSink):
+    def __init__(self, stream: Any, manifest: Manifest):
+        super().__init__(Path("-"), "csv", manifest)
+        self._out = stream
+        self._header = False
+
+    def write(self, table: pa.Table) -> None:
+        import csv
+
+        w = csv.writer(self._out, lineterminator="\n")
+        if not self._header:
+            w.writerow(table.column_names)
+            self._header = True
+        w.writerows(zip(*[_csv_values(table.column(c)) for c in table.column_names]))
+
+    def close(self) -> None:
+        self._out.flush()
+
+
+def _parquet_rows(f: InputFile) -> int:
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.ParquetFile(f.path).metadata.num_rows
+    except (pa.ArrowException, OSError):
+        return 0
+
+
+def _short(names: Sequence[str], k: int = 6) -> str:
+    names = list(names)
+    return str(names) if len(names) <= k else f"[{', '.join(map(repr, names[:k]))}, ... {len(names)} in all]"
+
+
+def _first(exc: BaseException) -> str:
+    from seqdeploy.errors import first_line
+
+    return first_line(exc, 300)

@@ -9,7 +9,7 @@
 //   node index.js BUNDLE_DIR --check       run golden_portable.json's inputs and compare the answers
 //
 // Options: --json (answers as {"outputs": {name: {dtype, shape, data}}}), --artifact FILE|PRECISION,
-// --atol X (--check: tolerance for probabilities / predictions, default 1e-4).
+// --atol X (--check: tolerance for probabilities / predictions; default golden_portable.json's, else 1e-4).
 // Exit codes: 0 ok, 1 a --check mismatch, 2 a bad bundle, row or usage.
 'use strict';
 
@@ -25,7 +25,7 @@ const EXACT = new Set(['str', 'int64', 'int32', 'bool']); // compared exactly by
 class UsageError extends Error {}
 
 function parseArgs(argv) {
-  const args = { bundle: null, rows: [], json: false, check: false, atol: 1e-4, artifact: null };
+  const args = { bundle: null, rows: [], json: false, check: false, atol: null, artifact: null };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const value = () => {
@@ -43,7 +43,7 @@ function parseArgs(argv) {
     else args.rows.push(a);
   }
   if (args.bundle === null) throw new UsageError('missing BUNDLE_DIR (a seqdeploy run directory with manifest.json)');
-  if (!(args.atol >= 0)) throw new UsageError(`--atol must be a number >= 0`);
+  if (args.atol !== null && !(args.atol >= 0)) throw new UsageError('--atol must be a number >= 0');
   if (args.check && args.rows.length) throw new UsageError('--check runs golden_portable.json: give no rows with it');
   return args;
 }
@@ -265,7 +265,8 @@ async function main() {
       : describe(outputs, n, manifest.labels));
     return 0;
   }
-  const lines = Object.entries(golden.outputs || {}).map(([name, want]) => compare(name, want, outputs[name], args.atol));
+  const atol = args.atol ?? (golden.tolerance && golden.tolerance.atol) ?? 1e-4;
+  const lines = Object.entries(golden.outputs || {}).map(([name, want]) => compare(name, want, outputs[name], atol));
   if (!lines.length) throw new UsageError('golden_portable.json lists no outputs');
   const ok = lines.every((l) => l.endsWith('ok'));
   if (args.json) process.stdout.write(JSON.stringify({ file: portable.file, ok, lines, outputs }) + '\n');

@@ -187,6 +187,10 @@
 
   // ------------------------------------------------------------ showing answers
 
+  function fmtMs(ms) {
+    return `${ms < 0.1 ? 'under 0.1' : ms.toFixed(1)} ms`;
+  }
+
   function pct(v) {
     return `${(100 * v).toFixed(1)}%`;
   }
@@ -283,7 +287,7 @@
       const feeds = feedsFromText(text);
       const { outputs, ms } = await run(feeds);
       showAnswer(outputs);
-      $('status').textContent = `Answered on this device in ${ms < 0.1 ? 'under 0.1' : ms.toFixed(1)} ms.`;
+      $('status').textContent = `Answered on this device in ${fmtMs(ms)}.`;
       const input = Object.values(feeds)[0];
       setResult({ ok: true, mode: 'predict', input: { ...input, data: Array.from(input.data) }, outputs });
     } catch (e) {
@@ -296,8 +300,7 @@
 
   // ------------------------------------------------------------ self-check
 
-  function compare(name, want, got) {
-    const atol = 1e-4;
+  function compare(name, want, got, atol) {
     if (!got) return { name, ok: false, detail: 'missing from the outputs' };
     if (JSON.stringify(want.shape) !== JSON.stringify(got.shape)) {
       return { name, ok: false, detail: `shape ${JSON.stringify(got.shape)}, expected ${JSON.stringify(want.shape)}` };
@@ -314,12 +317,13 @@
   async function selfCheck() {
     if (!state.golden) throw new InputError('the bundle has no golden_portable.json (written by seqdeploy verify)');
     const { outputs, ms } = await run(state.golden.inputs);
-    const checks = Object.entries(state.golden.outputs).map(([name, want]) => compare(name, want, outputs[name]));
+    const atol = (state.golden.tolerance && state.golden.tolerance.atol) || 1e-4;
+    const checks = Object.entries(state.golden.outputs).map(([name, want]) => compare(name, want, outputs[name], atol));
     const ok = checks.length > 0 && checks.every((c) => c.ok);
     const rows = state.session.inputNames.length ? state.golden.inputs[state.session.inputNames[0]].shape[0] : 0;
     const box = $('check');
     box.className = ok ? 'ok' : 'fail';
-    box.textContent = ok ? `Self-check passed: ${rows} rows give the answers in golden_portable.json (${ms.toFixed(1)} ms).`
+    box.textContent = ok ? `Self-check passed: ${rows} rows give the answers in golden_portable.json (${fmtMs(ms)}).`
       : `Self-check FAILED: ${checks.filter((c) => !c.ok).map((c) => `${c.name}: ${c.detail}`).join('; ')}`;
     box.hidden = false;
     showAnswer(outputs);

@@ -1,4 +1,4 @@
-from seqdeploy.cli import main
+from seqdeploy.console import main
 
 if __name__ == "__main__":
     main()

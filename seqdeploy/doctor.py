@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import dataclasses
 import platform
-import re
 from importlib import metadata
 from pathlib import Path
 
 from seqdeploy.compat import fastpath_status
+from seqdeploy.manifest import version_tuple
 
 # package -> (distribution names to try, minimum supported, version tested with, advice when off)
 TESTED = {
@@ -26,9 +26,10 @@ TESTED = {
     "tf2onnx": (("tf2onnx",), "1.17", "1.17.0", "pip install 'tf2onnx>=1.17'"),
     "onnx": (("onnx",), "1.16", "1.23.2", "pip install 'onnx>=1.16'"),
     "onnxruntime": (("onnxruntime",), "1.17", "1.32.0", "pip install 'onnxruntime>=1.17'"),
-    "protobuf": (("protobuf",), "3.20", "7.36.2", "a protobuf that TensorFlow and onnx both accept: pip install -U protobuf"),
+    "protobuf": (("protobuf",), "3.20", "6.33.6", "a protobuf that TensorFlow, onnx, kserve and tritonclient all accept "
+                                               "(>= 6.33.5, < 7): pip install 'protobuf>=6.33.5,<7'"),
     "numpy": (("numpy",), "1.26", "2.4.6", "pip install 'numpy>=1.26'"),
-    "ml_dtypes": (("ml-dtypes", "ml_dtypes"), "0.3", "0.6.0", "pip install -U ml-dtypes (TensorFlow and onnx share it)"),
+    "ml_dtypes": (("ml-dtypes", "ml_dtypes"), "0.3", "0.5.4", "pip install -U ml-dtypes (TensorFlow and onnx share it)"),
 }
 RUNTIME_ONLY = {"onnxruntime", "numpy"}
 
@@ -49,10 +50,6 @@ class DoctorReport:
     cpu_flags: dict[str, bool]
     machine: str
     python: str
-
-
-def _version_tuple(v: str) -> tuple[int, ...]:
-    return tuple(int(p) for p in re.findall(r"\d+", v)[:3])
 
 
 def _installed(dists: tuple[str, ...]) -> str | None:
@@ -104,18 +101,18 @@ def run_doctor(cpuinfo: str | None = None) -> DoctorReport:
             checks.append(Check(name, None, f">= {minimum} (tested {tested})", status,
                                 f"not installed: {advice}" + (" (needed for the toolchain only)" if status == "warn" else "")))
             continue
-        fv = _version_tuple(found)
-        if fv < _version_tuple(minimum):
+        fv = version_tuple(found)
+        if fv < version_tuple(minimum):
             checks.append(Check(name, found, f">= {minimum} (tested {tested})", "fail", f"too old: {advice}"))
-        elif fv[:2] != _version_tuple(tested)[:2]:
-            newer = fv[:2] > _version_tuple(tested)[:2]
+        elif fv[:2] != version_tuple(tested)[:2]:
+            newer = fv[:2] > version_tuple(tested)[:2]
             checks.append(Check(name, found, f">= {minimum} (tested {tested})", "warn",
                                 ("newer than tested: if export or verify misbehaves, try " if newer else
                                  "older than tested: consider upgrading to ") + f"{name}=={tested}"))
         else:
             checks.append(Check(name, found, f">= {minimum} (tested {tested})", "ok"))
     keras_v = _installed(("keras",))
-    if keras_v and _version_tuple(keras_v)[0] < 3:
+    if keras_v and version_tuple(keras_v)[0] < 3:
         checks.append(Check("keras 3", keras_v, "3.x", "fail", "tf-keras/Keras 2 is not supported: pip install 'keras>=3'"))
     flags = cpu_flags(cpuinfo)
     if flags:

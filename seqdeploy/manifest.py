@@ -507,7 +507,12 @@ def _opset_and_contrib(model: Any) -> tuple[int | None, tuple[str, ...]]:
     return opset, tuple(sorted(contrib))
 
 
-def _version_tuple(v: str) -> tuple[int, ...]:
+def version_tuple(v: str) -> tuple[int, ...]:
+    """``"1.32.0rc1"`` -> ``(1, 32, 0)``: release numbers compared as tuples (one definition, used everywhere).
+
+    >>> version_tuple("1.17.3") < version_tuple("1.32")
+    True
+    """
     return tuple(int(x) for x in re.findall(r"\d+", v)[:3])
 
 
@@ -521,7 +526,7 @@ def min_onnxruntime_for(opset: int | None) -> str:
     if opset is not None:
         known = [o for o in _ORT_FOR_OPSET if o <= opset]
         if known:
-            need = max(need, _ORT_FOR_OPSET[max(known)], key=_version_tuple)
+            need = max(need, _ORT_FOR_OPSET[max(known)], key=version_tuple)
     return need
 
 
@@ -671,7 +676,7 @@ def write_bundle_manifest(run_dir: str | os.PathLike) -> Manifest:
         preprocessing=parse_preprocessing(train.get("preprocessing"), "train.json preprocessing"),
         artifacts=tuple(artifacts), deployment_artifact=deploy,
         min_onnxruntime=max((deploy_art.min_onnxruntime, deploy_art.portable.min_onnxruntime if deploy_art.portable
-                             else _ORT_FLOOR), key=_version_tuple),
+                             else _ORT_FLOOR), key=version_tuple),
         contrib_ops=tuple(sorted(set(deploy_art.contrib_ops) | set(deploy_art.portable.contrib_ops
                                                                    if deploy_art.portable else ()))),
         verification=verification, files=tuple(files),

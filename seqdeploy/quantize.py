@@ -62,7 +62,7 @@ MODES: tuple[str, ...] = ("auto", "dynamic", "static", "fp16")
 CALIBRATION_METHODS: tuple[str, ...] = ("minmax", "entropy", "percentile")
 QUANT_TYPES: tuple[str, ...] = ("int8", "uint8")
 
-#: recipe name -> artifact file name (the contract in DESIGN.md).
+#: recipe name -> artifact file name (the contract in docs/ARCHITECTURE.md).
 RECIPE_FILES: dict[str, str] = {
     "int8-static": "model.int8-static.onnx",
     "int8-dynamic": "model.int8-dynamic.onnx",

@@ -67,7 +67,6 @@ from __future__ import annotations
 import functools
 import threading
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -86,6 +85,7 @@ from seqdeploy.manifest import (
     Manifest,
     bundle_path,
     load_manifest,
+    version_tuple,
 )
 
 __all__ = ["Predictor", "FastSession", "RuntimeInfo", "session_options", "make_session", "DEFAULT_BATCH_SIZE"]
@@ -141,10 +141,6 @@ def make_session(model: str | os.PathLike | bytes, threads: int | None = None) -
         where = "model bytes" if isinstance(model, bytes) else str(model)
         raise BundleError(f"onnxruntime {ort.__version__} cannot load {where}: {str(exc).strip()[:400]}; "
                           f"check the bundle's min_onnxruntime and upgrade onnxruntime if needed") from None
-
-
-def _version_tuple(v: str) -> tuple[int, ...]:
-    return tuple(int(x) for x in re.findall(r"\d+", v)[:3])
 
 
 @dataclass(frozen=True)
@@ -236,7 +232,7 @@ class Predictor:
         art: Artifact = manifest.deployment if artifact is None else manifest.artifact(artifact)
         root = Path(path) if Path(path).is_dir() else Path(path).parent
         for need in (art.min_onnxruntime, art.portable.min_onnxruntime if art.portable else art.min_onnxruntime):
-            if _version_tuple(ort.__version__) < _version_tuple(need):
+            if version_tuple(ort.__version__) < version_tuple(need):
                 raise BundleError(f"{art.file} needs onnxruntime >= {need} (opset {art.opset}); "
                                   f"installed {ort.__version__}: pip install -U onnxruntime")
 

@@ -113,3 +113,18 @@ def test_a_missing_toolchain_module_is_an_install_hint_not_a_traceback(monkeypat
     res = runner.invoke(app, ["train", str(MODELS / "breast_cancer_mlp.toml"), "--out", str(tmp_path / "r")])
     assert res.exit_code == 2 and "pip install 'seqdeploy[toolchain]'" in res.output
     assert "Traceback" not in res.output
+
+
+def test_console_script_without_the_cli_extra_prints_the_install_hint():
+    """The base install has no typer: `seqdeploy --help` says which extra to install (exit 2), no traceback."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['typer'] = None; sys.argv = ['seqdeploy', '--help']; "
+            "from seqdeploy.console import main; main()")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2, out.stderr
+    assert "pip install 'seqdeploy[cli]'" in out.stderr and "Traceback" not in out.stderr
+    ok = subprocess.run([sys.executable, "-c", "import sys; sys.argv = ['seqdeploy', '--help']; "
+                         "from seqdeploy.console import main; main()"], capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0 and "train" in ok.stdout

@@ -1,8 +1,9 @@
-"""The embeddable runtime: load a bundle, replay its preprocessing, predict.
+"""The embeddable runtime: load a bundle, run its portable deployment graph, predict.
 
 Imports only numpy, onnxruntime, the standard library and seqdeploy's
-manifest/errors/atomic modules: never TensorFlow, never ``onnx``. This is what
-``pip install seqdeploy`` (the base install) gives an application.
+manifest/preprocess/fastpath/errors/atomic modules: never TensorFlow, never
+``onnx``. This is what ``pip install seqdeploy`` (the base install) gives an
+application.
 
     >>> from seqdeploy.runtime import Predictor
     >>> p = Predictor.from_bundle("runs/breast_cancer_mlp")      # doctest: +SKIP
@@ -10,56 +11,26 @@ manifest/errors/atomic modules: never TensorFlow, never ``onnx``. This is what
     array(['benign'], dtype='<U9')
     >>> p.predict_proba(x_raw)[:, 1]                               # doctest: +SKIP
 
-Session defaults (measured on the shared 2-core box, onnxruntime 1.32, a
-30-16-8-1 MLP, medians of 7 interleaved rounds; the box was busy, load 2-6, so
-treat absolute microseconds as +-30%; ``python benchmarks/predictor_overhead.py``
-and ``python benchmarks/runtime_threads.py`` reproduce them):
+Session defaults (:func:`session_options`), chosen by measurement for per-call
+latency of small models (``benchmarks/predictor_overhead.py``,
+``benchmarks/runtime_threads.py``; numbers in ``benchmarks/RESULTS.md``):
 
-* ``intra_op_num_threads = 1`` (``threads=None``). For models this small a call
-  is a few microseconds of compute plus per-call overhead, and a second intra-op
-  thread only adds hand-off cost: batch 1, 11.8 us with 1 thread vs 12.4-13.4 us
-  with 2; batch 256, 21 us vs 29-37 us. Concurrency comes from the caller
-  instead: ``run`` is thread-safe and releases the GIL. Pass ``threads=k`` for
-  large models called from one thread.
+* ``intra_op_num_threads = 1`` (``threads=None``): for models this small a second
+  intra-op thread only adds hand-off cost; concurrency comes from the caller
+  (``predict``/``run`` are thread-safe and release the GIL). Pass ``threads=k``
+  for large models called from one thread.
 * ``inter_op_num_threads = 1``, sequential execution: the graphs are chains.
-* ``allow_spinning = 0``. With one intra-op thread there is no pool to spin.
-  With ``threads > 1``, spinning saves a few microseconds but keeps a core busy
-  between calls in the host application. That is the wrong default for a
-  library that runs inside someone else's process.
-* ``graph_optimization_level = ORT_ENABLE_ALL``: at batch 256 the fusions make
-  calls ~35% faster than ENABLE_BASIC (21 vs 35 us); at batch 1 the two are
-  within noise (11.8 vs 12.5 us).
+* ``allow_spinning = 0``: a library inside someone else's process must not keep
+  a core busy between calls.
+* ``graph_optimization_level = ORT_ENABLE_ALL``: the fusions pay off at larger
+  batches and cost nothing at batch 1.
 * the model bytes are read once, their sha256 checked against the manifest, and
   the session is created from those bytes, so the file cannot change between
   the check and the load.
 
-Per-call overhead (``benchmarks/predictor_overhead.py --baseline-rev HEAD --tflite``:
-30-16-8-1 MLP, 30 interleaved rounds x 2000 calls, medians; the box was busy, so
-read the ratios). onnxruntime's kernels take ~1-2 us here; the rest is its Python
-path: ``session.run`` converts the feed dict, allocates outputs and re-checks names
-on every call. :class:`FastSession` (used by :class:`Predictor`) binds, per thread
-and input shape, numpy input/output buffers to an ``IOBinding`` once; a call is
-``np.copyto`` + ``run_with_iobinding`` + a copy of the output (details and the
-fallbacks in its docstring). Batch 1, time relative to bare ``session.run``:
-
-    ==========================================  ======  =========  ==============
-    runner                                      before  after      TFLite / this
-    ==========================================  ======  =========  ==============
-    bare ``session.run``                        1.00    1.00       0.28-0.29
-    bare ``run_with_iobinding`` (pre-bound)     0.53    0.53-0.54  0.54
-    ``Predictor.run(feeds)``                    1.10    0.68-0.69  0.41-0.43
-    ``Predictor.predict(raw rows)``             4.7-5.5 2.4-2.8    0.11-0.12
-    TFLite set_tensor/invoke/get_tensor         0.28    0.28-0.29  1.00
-    ==========================================  ======  =========  ==============
-
-i.e. ``Predictor.run`` takes 0.61x the time it took (11.7 -> 7.1 us in the
-quieter run) and ``predict`` 0.51x (56.8 -> 28.8 us). At batch 64: run 0.75x,
-predict 0.58x. ``predict`` is lean rather than free: a float input whose
-magnitudes cannot overflow skips ``np.errstate`` and the finiteness scan (one
-abs-max test instead, same arithmetic), a single chunk skips the chunk generator,
-and labels come from the output dtype without a float64 copy. Still missing the
-"within 2x of TFLite" goal by ~15%: the remaining gap is onnxruntime's own
-``run_with_iobinding`` floor (~0.54x TFLite even with nothing else around it).
+Per call, :class:`~seqdeploy.fastpath.FastSession` binds numpy buffers to an
+``IOBinding`` once per thread and input shape (see its docstring for the
+fallbacks and the optional C API path).
 """
 
 from __future__ import annotations

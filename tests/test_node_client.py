@@ -1,4 +1,4 @@
-"""examples/node_client: raw rows (CSV lines, texts) -> the portable ONNX file in onnxruntime-node -> Python's answers."""
+"""examples/node_client: raw rows (CSV lines, texts) -> portable ONNX in onnxruntime-node -> Python's answers."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from portable_bundles import EDGE_TEXTS, GOLDEN, long_review
+from portable_bundles import EDGE_TEXTS, GOLDEN, long_review, write_golden
 from seqdeploy.runtime import Predictor
+from test_manifest import build_bundle, sample_raw
 
 REPO = Path(__file__).resolve().parents[1]
 CLIENT = REPO / "examples/node_client"
@@ -94,6 +95,23 @@ def test_text_edge_cases_give_python_answers(node, portable_bundles):
     # reviews on stdin, one per line
     assert_same(answers(node, bundle, stdin="\n".join(texts[2:]) + "\n"),
                 Predictor.from_bundle(bundle).answers(texts[2:]))
+
+
+@pytest.mark.parametrize("kind", ["window", "multiclass"])
+def test_series_regression_and_multiclass_rows(node, tmp_path, kind):
+    """A series window (regression: the prediction in target units) and a 3-class table, from CSV lines."""
+    bundle = build_bundle(tmp_path, kind)
+    raw = np.asarray(sample_raw(kind, n=6, seed=5), np.float32)
+    want = Predictor.from_bundle(bundle).answers(raw)
+    got = answers(node, bundle, *[csv_line(r) for r in raw])
+    if kind == "window":
+        assert list(got) == ["prediction"] and got["prediction"]["shape"] == [6]
+        np.testing.assert_allclose(got["prediction"]["data"], want["prediction"], rtol=1e-6, atol=1e-5)
+    else:
+        assert_same(got, want)
+    write_golden(bundle, raw)
+    out = run_client(node, bundle, "--check")
+    assert out.returncode == 0 and "6 rows match" in out.stdout, out.stdout + out.stderr
 
 
 def test_mismatch_tampering_and_bad_rows_are_reported(node, portable_bundles, tmp_path):

@@ -19,12 +19,14 @@ import threading
 import urllib.parse
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pytest
 
-from portable_bundles import GOLDEN
+from portable_bundles import GOLDEN, write_golden
 from seqdeploy.runtime import Predictor
+from test_manifest import build_bundle, sample_raw
 
 REPO = Path(__file__).resolve().parents[1]
 WEB = REPO / "examples/web"
@@ -42,6 +44,13 @@ def chromium_path() -> str:
     pytest.skip("BROWSER NOT TESTED: no Chromium on PATH (Debian: `apt-get install chromium`, or `make js` as root)")
 
 
+class Site(NamedTuple):
+    browser: str
+    url: str  # the page
+    profiles: Path  # one fresh Chromium profile per page load goes in here
+    bundles: dict[str, Path]  # served at bundles/<kind>/
+
+
 class Quiet(SimpleHTTPRequestHandler):
     extensions_map = {**SimpleHTTPRequestHandler.extensions_map, ".wasm": "application/wasm",
                       ".mjs": "text/javascript", ".js": "text/javascript", ".onnx": "application/octet-stream"}
@@ -56,53 +65,64 @@ def site(portable_bundles, tmp_path_factory):
     browser = chromium_path()
     if not (DIST / "ort.wasm.min.js").is_file():
         pytest.skip(f"BROWSER NOT TESTED: onnxruntime-web is not installed in {WEB.relative_to(REPO)}: run `make js`")
+    bundles = dict(portable_bundles)
+    bundles["window"] = build_bundle(tmp_path_factory.mktemp("series"), "window")  # regression: a prediction
+    write_golden(bundles["window"], sample_raw("window", n=5, seed=7))
     root = tmp_path_factory.mktemp("site")
     for name in ("index.html", "app.js", "node_modules"):
         (root / name).symlink_to(WEB / name)
     (root / "bundles").mkdir()
-    for kind, path in portable_bundles.items():
+    for kind, path in bundles.items():
         (root / "bundles" / kind).symlink_to(path)
     server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(root)))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield browser, f"http://127.0.0.1:{server.server_address[1]}/index.html", tmp_path_factory.mktemp("chrome")
+        yield Site(browser, f"http://127.0.0.1:{server.server_address[1]}/index.html",
+                   tmp_path_factory.mktemp("chrome"), bundles)
     finally:
         server.shutdown()
         server.server_close()
 
 
-def page(site, **query: str) -> tuple[dict, str]:
+def page(site: Site, **query: str) -> tuple[dict, str]:
     """Load the page with ``query`` in Chromium; return the JSON in #result and the page's text."""
-    browser, url, profiles = site
-    profile = Path(os.path.join(profiles, f"p{len(os.listdir(profiles))}"))
-    cmd = [browser, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--dump-dom", f"{url}?{urllib.parse.urlencode(query)}"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True)
+    profile = site.profiles / f"p{len(os.listdir(site.profiles))}"
+    url = f"{site.url}?{urllib.parse.urlencode(query)}"
+    proc = subprocess.Popen([site.browser, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--dump-dom", url],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True)
     try:
         dom, _ = proc.communicate(timeout=90)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)  # the browser and the helpers it started
-            proc.wait()
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # the browser's own session: helpers it left, or all on a timeout
+        except ProcessLookupError:
+            pass
+        proc.wait()
     m = re.search(r'<pre id="result">(.*?)</pre>', dom, re.S)
     assert m and m.group(1), f"the page wrote no result; DOM starts: {dom[:1500]}"
     text = html.unescape(re.sub(r"<[^>]+>", " ", dom))
     return json.loads(html.unescape(m.group(1))), " ".join(text.split())
 
 
-@pytest.mark.parametrize("kind", ["text", "tabular"])
-def test_self_check_shows_golden_answers(site, portable_bundles, kind):
+@pytest.mark.parametrize("kind", ["text", "tabular", "window"])
+def test_self_check_shows_golden_answers(site, kind):
     result, text = page(site, bundle=f"bundles/{kind}", check="1")
     assert result["ok"] is True and result["mode"] == "check", result
-    golden = json.loads((portable_bundles[kind] / GOLDEN).read_text())["outputs"]
+    golden = json.loads((site.bundles[kind] / GOLDEN).read_text())["outputs"]
     got = result["outputs"]
-    assert got["label"]["data"] == golden["label"]["data"]
-    assert got["class_id"]["data"] == golden["class_id"]["data"]
-    np.testing.assert_allclose(got["probabilities"]["data"], golden["probabilities"]["data"], atol=1e-4, rtol=0)
-    assert f"Self-check passed: {len(golden['label']['data'])} rows" in text
+    assert set(got) == set(golden) == ({"prediction"} if kind == "window" else {"label", "class_id", "probabilities"})
+    for name, want in golden.items():
+        assert got[name]["shape"] == want["shape"]
+        if want["dtype"] in ("str", "int64"):
+            assert got[name]["data"] == want["data"], name
+        else:
+            np.testing.assert_allclose(got[name]["data"], want["data"], atol=1e-4, rtol=1e-6)
+    assert f"Self-check passed: {want['shape'][0]} rows" in text
 
 
-def test_typed_review_and_pasted_row_give_python_answers(site, portable_bundles):
+def test_typed_review_and_pasted_row_give_python_answers(site):
+    portable_bundles = site.bundles
     review = "The acting was GREAT, the plot… not so much 😀 — still, I loved the ending!!!"
     result, text = page(site, bundle="bundles/text", input=review)
     want = Predictor.from_bundle(portable_bundles["text"]).answers([review])

@@ -122,9 +122,32 @@ def test_verify_outside_a_run_dir(exported_run, tmp_path):
     np.save(tmp_path / "x.npy", x)
     shutil.copy(exported_run / "model.onnx", tmp_path / "m.onnx")
     res = runner.invoke(app, ["verify", "--keras", str(exported_run / "model.keras"), "--onnx",
-                              str(tmp_path / "m.onnx"), "--data", str(tmp_path / "x.npy"), "--samples", "20"])
+                              str(tmp_path / "m.onnx"), "--data", str(tmp_path / "x.npy"), "--samples", "20",
+                              "--out", str(tmp_path / "report")])
     assert res.exit_code == 0, res.output
-    assert (tmp_path / "verify.json").exists()
+    assert (tmp_path / "report" / "verify.json").exists() and not (tmp_path / "verify.json").exists()
+
+
+def test_pair_mode_never_damages_a_bundle(exported_run, tmp_path):
+    """verify --keras/--onnx on a bundle's own files: the bundle stays byte-identical, or is refreshed and loads."""
+    from seqdeploy.data import load_run_splits
+    from seqdeploy.manifest import write_bundle_manifest
+    from seqdeploy.runtime import Predictor
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(exported_run, bundle)
+    write_bundle_manifest(bundle)
+    np.save(tmp_path / "x.npy", load_run_splits(bundle).x_test)
+    before = {p.name: p.read_bytes() for p in bundle.iterdir() if p.is_file()}
+    pair = ["verify", "--keras", str(bundle / "model.keras"), "--onnx", str(bundle / "model.onnx"),
+            "--data", str(tmp_path / "x.npy"), "--samples", "20"]
+    res = runner.invoke(app, pair + ["--out", str(tmp_path / "elsewhere")])
+    assert res.exit_code == 0, res.output
+    assert {p.name: p.read_bytes() for p in bundle.iterdir() if p.is_file()} == before
+    res = runner.invoke(app, pair + ["--out", str(bundle)])  # into the bundle: refreshed consistently
+    assert res.exit_code == 0, res.output
+    p = Predictor.from_bundle(bundle)
+    assert len(p.predict(load_run_splits(bundle).raw_test)) > 0
 
 
 def test_nonfinite_outputs_are_a_failure_of_their_own(tmp_path):

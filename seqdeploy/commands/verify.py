@@ -54,6 +54,9 @@ def verify(
     rtol: List[str] = typer.Option([], "--rtol", help="Relative tolerance, or OUTPUT=value per output (repeatable)."),
     samples: int = typer.Option(200, "--samples", help="Real samples to compare."),
     unsafe: bool = typer.Option(False, "--unsafe", help="Allow Keras files with Lambda/custom layers (runs their code)."),
+    out: Path = typer.Option(Path("."), "--out", help="With --keras/--onnx/--data: where verify.json and the golden "
+                                                      "files go (default the current directory; a bundle "
+                                                      "directory is refreshed so it still loads)."),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Check the ONNX artifact computes what the Keras model computes (exit 1 when it does not)."""
@@ -83,8 +86,14 @@ def verify(
             if data is None:
                 raise UsageError("verify outside a run directory needs --data FILE.npy|.npz|.csv with "
                                  "model-ready inputs (no data source otherwise)")
-            result = verify_models(keras, onnx, real_inputs=load_inputs_file(data), atol=a_def, rtol=r_def,
-                                   per_output=per, samples=samples, unsafe=unsafe, out_dir=onnx.parent)
+            out.mkdir(parents=True, exist_ok=True)
+            try:
+                result = verify_models(keras, onnx, real_inputs=load_inputs_file(data), atol=a_def, rtol=r_def,
+                                       per_output=per, samples=samples, unsafe=unsafe, out_dir=out)
+            finally:  # a report written into a bundle must leave it loadable (its manifest lists every file)
+                from seqdeploy.manifest import refresh_bundle_manifest
+
+                refresh_bundle_manifest(out)
         if as_json:
             emit_json(result)
         else:

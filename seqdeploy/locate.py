@@ -10,8 +10,9 @@ locator runs one feed through both sides and compares layer by layer:
   copy of the model (onnxruntime graph optimisations off, so nothing is fused away).
 * A layer *matches* when some ONNX tensor of the same shape equals its output
   within ``atol + rtol * |keras|``. The export does not keep a layer -> tensor map
-  (tf2onnx fuses and renames), so tensors are matched by value; the reported
-  tensor prefers one whose node name carries the layer's name.
+  (tf2onnx fuses and renames), so tensors are matched by value, in any axis
+  order and ignoring unit axes (tf2onnx keeps convolutions channels-first); the
+  reported tensor prefers one whose node name carries the layer's name.
 * The first mismatch is the first layer (in graph order) that does not match
   while none of the layers downstream of it match either: a layer whose output
   was fused into the next op (no tensor of its own) but whose successors match
@@ -72,10 +73,10 @@ def locate_mismatch(keras_model: Any, onnx_model: Any, feeds: Mapping[str, np.nd
     xs = [np.asarray(feeds[n]) for n in names]
     layers, keras_out = _keras_layer_outputs(model, xs)
     onnx_out = _onnx_intermediates(proto, {n: x for n, x in zip(names, xs)})
-    by_shape: dict[tuple, list[tuple[str, np.ndarray]]] = {}
+    by_dims: dict[tuple, list[tuple[str, np.ndarray]]] = {}
     for name, value in onnx_out.items():
-        if value.dtype.kind == "f":
-            by_shape.setdefault(tuple(value.shape), []).append((name, value))
+        if value.dtype.kind == "f" and value.ndim >= 1:
+            by_dims.setdefault(_dims_key(value), []).append((name, _squeeze(value)))
     producers = {out: node.name for node in proto.graph.node for out in node.output}
 
     checks = []
@@ -86,15 +87,17 @@ def locate_mismatch(keras_model: Any, onnx_model: Any, feeds: Mapping[str, np.nd
             continue
         want = np.asarray(out, np.float64)
         best = None  # (not within tolerance, not named after the layer (only among matches), error, tensor)
-        for tname, value in by_shape.get(tuple(want.shape), []):
-            diff = np.abs(value.astype(np.float64) - want)
-            ok = bool(np.all(diff <= atol + rtol * np.abs(want)))
-            named = layer.name in f"{producers.get(tname, '')}/{tname}"
-            key = (not ok, ok and not named, float(diff.max()) if diff.size else 0.0, tname)
-            best = key if best is None or key < best else best
+        wsq = _squeeze(want)
+        for tname, value in by_dims.get(_dims_key(want), []):
+            for view in _layouts(value, wsq.shape):
+                diff = np.abs(view.astype(np.float64) - wsq)
+                ok = bool(np.all(diff <= atol + rtol * np.abs(wsq)))
+                named = layer.name in f"{producers.get(tname, '')}/{tname}"
+                key = (not ok, ok and not named, float(diff.max()) if diff.size else 0.0, tname)
+                best = key if best is None or key < best else best
         if best is None:
             checks.append(LayerCheck(layer.name, type(layer).__name__, tuple(want.shape), UNOBSERVED, None, None,
-                                     "no ONNX tensor of this shape"))
+                                     "no ONNX tensor of this shape (in any axis order)"))
         else:
             checks.append(LayerCheck(layer.name, type(layer).__name__, tuple(want.shape),
                                      DIFFERS if best[0] else MATCH, best[3], best[2]))
@@ -126,6 +129,30 @@ def locate_for_verify(model, onnx_path: Path, feed_name: str, feeds, reports, *,
     except Exception as exc:  # noqa: BLE001 - a diagnosis must not hide the verify result
         return (f"layer locator could not run: {type(exc).__name__}: {first_line(exc, limit=200)}",)
     return (f"layer locator ({kind or 'first'} feed): {result.message}",)
+
+
+def _squeeze(x: np.ndarray) -> np.ndarray:
+    """Drop size-1 axes after the batch axis (tf2onnx runs Conv1D as a 2D Conv with a unit axis)."""
+    keep = [0] + [i for i in range(1, x.ndim) if x.shape[i] != 1]
+    return x.reshape([x.shape[i] for i in keep])
+
+
+def _dims_key(x: np.ndarray) -> tuple:
+    sq = _squeeze(x)
+    return (sq.shape[0], tuple(sorted(sq.shape[1:])))
+
+
+def _layouts(value: np.ndarray, shape: tuple):
+    """``value`` (squeezed) in every axis order (batch first) that has ``shape``: tf2onnx keeps
+    convolutions channels-first, Keras channels-last."""
+    import itertools
+
+    seen = set()
+    for perm in itertools.permutations(range(1, value.ndim)):
+        order = (0, *perm)
+        if tuple(value.shape[i] for i in order) == tuple(shape) and order not in seen:
+            seen.add(order)
+            yield value.transpose(order)
 
 
 def _keras_layer_outputs(model, xs: list[np.ndarray]) -> tuple[list, list]:

@@ -121,8 +121,7 @@ def test_functional_branch_is_found_while_the_other_branch_matches(tmp_path):
     r = locate_mismatch(model, tmp_path / "bad.onnx", feed)
     status = {c.layer: c.status for c in r.layers}
     assert r.first_mismatch == "branch_b", r.layers
-    assert status["rnn"] == status["branch_a"] == status["pool"] == MATCH
-    assert status["conv"] in (MATCH, "unobserved")  # tf2onnx may keep Conv1D in an NCW layout only
+    assert status["rnn"] == status["branch_a"] == status["conv"] == status["pool"] == MATCH
 
 
 def test_missing_feed_is_a_clear_error(sequential):
@@ -132,3 +131,25 @@ def test_missing_feed_is_a_clear_error(sequential):
     root, model = sequential
     with pytest.raises(VerifyInputError, match=r"no feed for input\(s\) \['tokens'\]"):
         locate_mismatch(model, root / "m.onnx", {"x": _tokens()})
+
+
+def test_conv_net_layouts_are_matched_and_the_corrupted_conv_found(tmp_path):
+    """tf2onnx runs Conv2D channels-first: the locator still matches the channels-last Keras outputs."""
+    import keras
+
+    from seqdeploy.export import export_onnx
+    from seqdeploy.locate import MATCH, locate_mismatch
+
+    L = keras.layers
+    keras.utils.set_random_seed(0)
+    model = _seeded(keras.Sequential([
+        keras.Input((8, 8, 2), name="img"), L.Conv2D(4, 3, name="c1"), L.BatchNormalization(name="bn"),
+        L.ReLU(name="act"), L.Conv2D(3, 3, name="c2"), L.Flatten(name="flat"), L.Dense(2, name="out")]))
+    model.save(tmp_path / "cnn.keras")
+    export_onnx(tmp_path / "cnn.keras", out=tmp_path / "cnn.onnx")
+    feed = {"img": np.random.RandomState(0).randn(3, 8, 8, 2).astype("float32")}
+    clean = locate_mismatch(model, tmp_path / "cnn.onnx", feed)
+    assert clean.first_mismatch is None and all(c.status == MATCH for c in clean.layers), clean.layers
+    _corrupt(tmp_path / "cnn.onnx", tmp_path / "bad.onnx", "c2", op_types=("Conv",))
+    bad = locate_mismatch(model, tmp_path / "bad.onnx", feed)
+    assert bad.first_mismatch == "c2" and [c.status for c in bad.layers[:3]] == [MATCH] * 3

@@ -143,6 +143,11 @@ def test_pair_mode_never_damages_a_bundle(exported_run, tmp_path):
             "--data", str(tmp_path / "x.npy"), "--samples", "20"]
     res = runner.invoke(app, pair + ["--out", str(tmp_path / "elsewhere")])
     assert res.exit_code == 0, res.output
+    np.save(tmp_path / "raw.npy", load_run_splits(bundle).raw_test)
+    for cmd in (["inspect", str(bundle)], ["predict", str(bundle), "--input", str(tmp_path / "raw.npy"),
+                                            "--output", str(tmp_path / "pred.csv")]):
+        res = runner.invoke(app, cmd)  # the other commands that read a bundle
+        assert res.exit_code == 0, res.output
     assert {p.name: p.read_bytes() for p in bundle.iterdir() if p.is_file()} == before
     res = runner.invoke(app, pair + ["--out", str(bundle)])  # into the bundle: refreshed consistently
     assert res.exit_code == 0, res.output

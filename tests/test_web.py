@@ -139,7 +139,19 @@ def test_typed_review_and_pasted_row_give_python_answers(site):
     assert result["ok"] and result["outputs"]["label"]["data"] == [want["label"][0]]
     np.testing.assert_allclose(result["outputs"]["probabilities"]["data"], want["probabilities"][0], atol=1e-5)
 
-    result, text = page(site, bundle="bundles/tabular", input="1,2,3")
+    # pasted from a spreadsheet: a header line (other column order, an extra column) and tab-separated rows
+    names = p.pre.feature_names
+    rows = np.asarray(golden["data"], np.float32).reshape(golden["shape"])[:3]
+    pasted = "\n".join(["id\t" + "\t".join(names[::-1])] + [f"{i}\t" + "\t".join(repr(float(v)) for v in r[::-1])
+                                                           for i, r in enumerate(rows)])
+    result, text = page(site, bundle="bundles/tabular", input=pasted)
+    want = p.answers(rows)
+    assert result["ok"] and result["outputs"]["label"]["data"] == list(want["label"]), result
+    np.testing.assert_allclose(np.reshape(result["outputs"]["probabilities"]["data"], (3, 2)), want["probabilities"],
+                               atol=1e-5)
+    assert f"{want['label'][0]} (first of 3 rows)" in text
+
+    result, text = page(site, bundle="bundles/tabular", input="1,2,abc")  # a typo, not a header
     assert result == {"ok": False, "mode": "predict", "error": "the row has 3 values; expected 30 "
                                                              "(mean_radius, mean_texture, mean_perimeter, ...)"}
     assert "the row has 3 values" in text

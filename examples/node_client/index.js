@@ -20,6 +20,7 @@ const crypto = require('crypto');
 const USAGE = 'usage: node index.js BUNDLE_DIR [ROW ...] [--json] [--artifact FILE|PRECISION] '
   + '[--check [--atol X]]\n';
 const TYPED = { float32: Float32Array, float64: Float64Array, int32: Int32Array, uint8: Uint8Array, int8: Int8Array };
+const SEP = /[,\t]/; // CSV fields: commas (or tabs, as pasted from a spreadsheet)
 const EXACT = new Set(['str', 'int64', 'int32', 'bool']); // compared exactly by --check
 
 class UsageError extends Error {}
@@ -104,7 +105,7 @@ function parseNumber(field, where) {
 }
 
 function looksLikeHeader(fields) {
-  return fields.some((f) => f.trim() !== '' && Number.isNaN(Number(f.trim())));
+  return fields.every((f) => f.trim() === '' || Number.isNaN(Number(f.trim()))); // names only, no numbers
 }
 
 // Rows of the numeric raw input (features, window, image): CSV lines of numbers, in the manifest's
@@ -116,8 +117,8 @@ function numericFeed(input, rows, featureNames, allowHeader) {
   }
   const width = sizeOf(dims);
   let order = null;
-  if (allowHeader && rows.length && looksLikeHeader(rows[0].split(','))) {
-    const header = rows[0].split(',').map((h) => h.trim());
+  if (allowHeader && rows.length && looksLikeHeader(rows[0].split(SEP))) {
+    const header = rows[0].split(SEP).map((h) => h.trim());
     if (!featureNames) throw new UsageError(`first row ${JSON.stringify(rows[0].slice(0, 60))} is not numbers`);
     const missing = featureNames.filter((f) => !header.includes(f));
     if (missing.length) {
@@ -130,7 +131,7 @@ function numericFeed(input, rows, featureNames, allowHeader) {
   if (!rows.length) throw new UsageError('no rows: give CSV lines as arguments or on stdin');
   const data = new Float32Array(rows.length * width);
   rows.forEach((line, r) => {
-    const fields = line.split(',');
+    const fields = line.split(SEP);
     const where = `row ${r}`;
     if (order) {
       order.forEach((c, j) => { data[r * width + j] = parseNumber(fields[c] ?? '', `${where} column ${featureNames[j]}`); });
@@ -138,7 +139,7 @@ function numericFeed(input, rows, featureNames, allowHeader) {
     }
     if (fields.length !== width) {
       const names = featureNames ? ` (${featureNames.slice(0, 4).join(', ')}, ...)` : '';
-      throw new UsageError(`${where} has ${fields.length} values; expected ${width}${names}, comma-separated`);
+      throw new UsageError(`${where} has ${fields.length} values; expected ${width}${names}, separated by commas or tabs`);
     }
     fields.forEach((f, j) => { data[r * width + j] = parseNumber(f, `${where} value ${j}`); });
   });

@@ -34,7 +34,9 @@
 
   // The bundle directory as a same-origin URL ending in '/'.
   function bundleUrl() {
-    const rel = params.get('bundle') || 'bundle';
+    const rel = params.get('bundle');
+    if (!rel) throw new InputError('no bundle given: open this page as index.html?bundle=PATH, PATH being a bundle '
+      + 'directory (with manifest.json) relative to the page, e.g. ?bundle=bundles/sentiment');
     const url = new URL(rel.endsWith('/') ? rel : rel + '/', location.href);
     if (url.origin !== location.origin) throw new InputError(`bundle=${rel}: expected a path on this site`);
     return url;
@@ -127,7 +129,7 @@
     const split = (l) => l.split(/[,\t]/);
     let order = null;
     const head = split(lines[0]);
-    if (names && head.some((f) => f.trim() !== '' && Number.isNaN(Number(f.trim())))) {
+    if (names && head.every((f) => f.trim() === '' || Number.isNaN(Number(f.trim())))) { // a header: no numbers
       const cols = head.map((h) => h.trim());
       const missing = names.filter((f) => !cols.includes(f));
       if (missing.length) throw new InputError(`the header lacks ${missing.slice(0, 4).join(', ')} (${missing.length} missing)`);

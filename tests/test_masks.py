@@ -187,3 +187,23 @@ def test_verify_catches_a_right_padding_only_export(tmp_path, monkeypatch):
         verify_models(tmp_path / "m.keras", tmp_path / "wrong.onnx", real_inputs=real, vocabulary_size=VOCAB)
     worst = {r.worst_feed for r in info.value.result.outputs}
     assert any(w and ("left-padded" in w or "holes" in w) for w in worst), worst
+
+
+def test_dynamic_time_axis_with_masks():
+    """Input((None,)): the same graph serves every sequence length, masks included."""
+    import keras
+    import onnxruntime as ort
+
+    from seqdeploy.export import convert_model, op_counts
+
+    L = keras.layers
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((None,), dtype="int32", name="tokens"), L.Embedding(VOCAB, 3, mask_zero=True),
+                              L.Bidirectional(L.GRU(4, return_sequences=True)),
+                              L.LSTM(3, go_backwards=True, return_sequences=True)])
+    conv = convert_model(model)
+    assert "Loop" not in op_counts(conv.model)
+    sess = ort.InferenceSession(conv.model.SerializeToString(), providers=["CPUExecutionProvider"])
+    for steps in (1, 5, 9):
+        x = np.random.RandomState(steps).randint(0, 4, (4, steps)).astype("int32")  # ~1/4 padding anywhere
+        np.testing.assert_allclose(sess.run(None, {"tokens": x})[0], np.asarray(model(x)), atol=ATOL)

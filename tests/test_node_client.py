@@ -19,14 +19,14 @@ REPO = Path(__file__).resolve().parents[1]
 CLIENT = REPO / "examples/node_client"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # session scope: checked before the bundles are trained
 def node() -> str:
     exe = shutil.which("node")
     if exe is None:
         pytest.skip("NODE CLIENT NOT TESTED: `node` is not on PATH (install Node.js >= 18, then `make js`)")
     if not (CLIENT / "node_modules/onnxruntime-node/package.json").is_file():
         pytest.skip(f"NODE CLIENT NOT TESTED: onnxruntime-node is not installed in {CLIENT.relative_to(REPO)}: "
-                    f"run `make js` (npm install --ignore-scripts)")
+                    f"run `make js` (npm ci --ignore-scripts)")
     return exe
 
 

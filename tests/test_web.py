@@ -59,12 +59,17 @@ class Quiet(SimpleHTTPRequestHandler):
         pass
 
 
-@pytest.fixture(scope="module")
-def site(portable_bundles, tmp_path_factory):
-    """http://127.0.0.1:PORT/ serving the page, its node_modules and bundles/<kind>/."""
-    browser = chromium_path()
+@pytest.fixture(scope="session")  # session scope: checked before the bundles are trained
+def browser() -> str:
+    exe = chromium_path()
     if not (DIST / "ort.wasm.min.js").is_file():
         pytest.skip(f"BROWSER NOT TESTED: onnxruntime-web is not installed in {WEB.relative_to(REPO)}: run `make js`")
+    return exe
+
+
+@pytest.fixture(scope="module")
+def site(browser, portable_bundles, tmp_path_factory):
+    """http://127.0.0.1:PORT/ serving the page, its node_modules and bundles/<kind>/."""
     bundles = dict(portable_bundles)
     bundles["window"] = build_bundle(tmp_path_factory.mktemp("series"), "window")  # regression: a prediction
     write_golden(bundles["window"], sample_raw("window", n=5, seed=7))

@@ -207,3 +207,20 @@ def test_dynamic_time_axis_with_masks():
     for steps in (1, 5, 9):
         x = np.random.RandomState(steps).randint(0, 4, (4, steps)).astype("int32")  # ~1/4 padding anywhere
         np.testing.assert_allclose(sess.run(None, {"tokens": x})[0], np.asarray(model(x)), atol=ATOL)
+
+
+@pytest.mark.parametrize("opset", [13, 18])
+def test_mask_nodes_at_lowest_and_highest_opset(opset):
+    import keras
+    import onnxruntime as ort
+
+    from seqdeploy.export import convert_model
+
+    L = keras.layers
+    model = _model([L.Bidirectional(L.GRU(4, return_sequences=True)),
+                    L.SimpleRNN(3, go_backwards=True, return_sequences=True, zero_output_for_mask=True), L.LSTM(2)],
+                   f"opset_{opset}")
+    conv = convert_model(model, opset=opset)
+    sess = ort.InferenceSession(conv.model.SerializeToString(), providers=["CPUExecutionProvider"])
+    for name, x in _patterns().items():
+        np.testing.assert_allclose(sess.run(None, {"tokens": x})[0], np.asarray(model(x)), atol=ATOL, err_msg=name)

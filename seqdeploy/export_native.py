@@ -110,8 +110,8 @@ def _time_distributed_patches(model) -> list[tuple[Any, Any]]:
         original = layer.call
 
         def call(inputs, training=None, mask=None, _layer=layer, _original=original):
-            if mask is not None:
-                return _original(inputs, training=training, mask=mask)
+            if mask is not None and getattr(_layer.layer, "_call_has_mask_arg", True):
+                return _original(inputs, training=training, mask=mask)  # the inner layer reads the mask
             return fold_time_distributed(_layer, inputs)
 
         patches.append((layer, call))

@@ -200,7 +200,8 @@ def test_dynamic_time_axis_with_masks():
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((None,), dtype="int32", name="tokens"), L.Embedding(VOCAB, 3, mask_zero=True),
                               L.Bidirectional(L.GRU(4, return_sequences=True)),
-                              L.LSTM(3, go_backwards=True, return_sequences=True)])
+                              L.LSTM(3, go_backwards=True, return_sequences=True),
+                              L.TimeDistributed(L.Dense(2))])  # masked, dynamic time: folded, not a Loop
     conv = convert_model(model)
     assert "Loop" not in op_counts(conv.model)
     sess = ort.InferenceSession(conv.model.SerializeToString(), providers=["CPUExecutionProvider"])

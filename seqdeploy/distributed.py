@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 import os
 import tempfile
 import time
@@ -396,6 +397,12 @@ def predict_files_ray(bundle: str | os.PathLike, input_spec: str | os.PathLike, 
     art = manifest.deployment if artifact is None else manifest.artifact(artifact)
     t0 = time.perf_counter()
     started = ray_started_here(address)
+    # Ray Data logs a failed batch's whole traceback (and its plan, warnings) on stderr; the error that
+    # matters is re-raised below as one line, so its loggers stay quiet during the run
+    loggers = [logging.getLogger(n) for n in ("ray.data", "ray")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL)
     try:
         import ray
         import pyarrow.parquet as pq
@@ -439,6 +446,8 @@ def predict_files_ray(bundle: str | os.PathLike, input_spec: str | os.PathLike, 
             if rows + n_skipped == 0:
                 raise DataError(f"{input_spec} has no data rows (expected at least one row)")
     finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
         if started:
             ray.shutdown()
     secs = time.perf_counter() - t0
@@ -471,18 +480,28 @@ def _merged_skipped(directory: Path, files: Sequence[Any]) -> list:
 
 
 def _worker_error(exc: BaseException) -> BaseException:
-    """The seqdeploy error a worker raised, unwrapped from Ray's exceptions; else ``exc`` itself."""
-    seen, todo = set(), [exc]
+    """The seqdeploy error a worker raised, recovered from Ray's wrapping; else ``exc`` itself.
+
+    Ray Data re-raises a failed batch as ``UserCodeException`` whose text holds the
+    worker's traceback; the worker's exception object itself does not travel.
+    """
+    import re
+
+    from seqdeploy import errors
+
+    todo, seen = [exc], set()
     while todo:
         e = todo.pop(0)
         if e is None or id(e) in seen:
             continue
         seen.add(id(e))
-        if isinstance(e, SeqdeployError):
-            cause = getattr(e, "cause", None)
-            if isinstance(cause, SeqdeployError):
-                return type(cause)(str(cause))
-            if type(e).__module__.startswith("seqdeploy"):
-                return type(e)(str(e))
+        if isinstance(e, SeqdeployError) and type(e).__module__ == errors.__name__:
+            return e
         todo += [getattr(e, "cause", None), e.__cause__, e.__context__]
+    found = re.findall(r"seqdeploy\.errors\.(\w+): (.+)", str(exc))
+    if found:
+        name, message = found[-1]
+        cls = getattr(errors, name, None)
+        if isinstance(cls, type) and issubclass(cls, SeqdeployError):
+            return cls(message.strip())
     return exc

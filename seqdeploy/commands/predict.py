@@ -114,6 +114,11 @@ def _run_ray(bundle, input, output, batch_size, artifact, threads, keep, on_bad_
     except ModuleNotFoundError as exc:
         raise UsageError(f"--engine ray needs {exc.name!r}, which is not installed; install it with: "
                          f"pip install 'seqdeploy[distributed]'") from None
-    return predict_files_ray(bundle, input, output, artifact=artifact, keep=keep, on_bad_row=on_bad_row,
-                             overwrite=overwrite, address=address, actors=actors,
-                             batch_size=batch_size or DEFAULT_RAY_BATCH_SIZE, threads=threads or 1)
+    import contextlib
+    import sys
+
+    # Ray prints worker and raylet notices (a restarted actor, ...) on stdout: keep stdout for --json
+    with contextlib.redirect_stdout(sys.stderr):
+        return predict_files_ray(bundle, input, output, artifact=artifact, keep=keep, on_bad_row=on_bad_row,
+                                 overwrite=overwrite, address=address, actors=actors,
+                                 batch_size=batch_size or DEFAULT_RAY_BATCH_SIZE, threads=threads or 1)

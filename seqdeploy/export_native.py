@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import inspect
 from typing import Any, Iterator
 
 REC = "seqdeploy__rec"
@@ -110,7 +111,7 @@ def _time_distributed_patches(model) -> list[tuple[Any, Any]]:
         original = layer.call
 
         def call(inputs, training=None, mask=None, _layer=layer, _original=original):
-            if mask is not None and getattr(_layer.layer, "_call_has_mask_arg", True):
+            if mask is not None and "mask" in inspect.signature(_layer.layer.call).parameters:
                 return _original(inputs, training=training, mask=mask)  # the inner layer reads the mask
             return fold_time_distributed(_layer, inputs)
 

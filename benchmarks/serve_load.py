@@ -10,7 +10,10 @@ interleaved over ``--rounds`` rounds (medians reported). Client and server share
 the machine's cores, so read ratios within one run, not absolute numbers.
 
     .venv/bin/python benchmarks/serve_load.py [--bundle runs/breast_cancer_mlp] [--seconds 3]
-                     [--concurrency 1,8,32,128] [--rounds 3] [--json out.json]
+                     [--concurrency 1,8,32,128] [--rounds 3] [--lean] [--json out.json]
+
+``--lean`` adds a bare ASGI app (uvicorn + httptools, orjson) around the same
+ServedModel and MicroBatcher, REST only, to measure KServe's per-request cost.
 """
 
 from __future__ import annotations
@@ -63,6 +66,84 @@ class Server:
     def stop(self) -> int:
         self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(60)
+
+
+class LeanServer:
+    """The same ServedModel + MicroBatcher behind a bare ASGI app on uvicorn (REST v2 JSON only): no KServe.
+
+    Benchmark-only: it measures what KServe's dataplane (FastAPI routing, pydantic models,
+    InferRequest/InferResponse conversions, middleware) costs per request.
+    """
+
+    def __init__(self, bundle: Path, batching: bool, delay_ms: float):
+        import socket
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.http_port = sock.getsockname()[1]
+        self.proc = subprocess.Popen([sys.executable, __file__, "--lean-server", str(bundle), str(self.http_port),
+                                      "on" if batching else "off", str(delay_ms)], cwd=ROOT,
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        self.model = self.proc.stdout.readline().strip()
+
+    def metrics(self) -> dict[str, float]:
+        return {}
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(60)
+
+
+def run_lean_server(bundle: str, port: int, batching: bool, delay_ms: float) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    import orjson
+    import uvicorn
+
+    from seqdeploy.serve.batching import MicroBatcher
+    from seqdeploy.serve.model import ServedModel
+
+    model = ServedModel.load(bundle)
+    batcher = MicroBatcher(model.run_v2, max_batch_rows=64, max_delay=delay_ms / 1000, enabled=batching,
+                           executor=ThreadPoolExecutor(1))
+    np_types = {"FP32": np.float32, "FP64": np.float64, "INT64": np.int64, "INT32": np.int32, "BYTES": object}
+    specs = {t.name: t for t in model.outputs}
+    path = f"/v2/models/{model.name}/infer"
+
+    async def app(scope, receive, send):
+        body, more = b"", True
+        while more:
+            m = await receive()
+            body += m.get("body", b"")
+            more = m.get("more_body", False)
+        if scope["path"] != path:
+            await send({"type": "http.response.start", "status": 404, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        req = orjson.loads(body)
+        tensors = [(i["name"], i["datatype"], np.asarray(i["data"], dtype=np_types[i["datatype"]]).reshape(i["shape"]))
+                   for i in req["inputs"]]
+        feeds, rows = model.check_v2(tensors, 4096)
+        outs = await batcher.submit(feeds, rows)
+        resp = orjson.dumps({"model_name": model.name, "outputs": [
+            {"name": n, "datatype": specs[n].datatype, "shape": list(a.shape), "data": a.ravel().tolist()}
+            for n, a in outs.items()]})
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(resp)).encode())]})
+        await send({"type": "http.response.body", "body": resp})
+
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", lifespan="off", loop="uvloop",
+                            http="httptools", access_log=False)
+    server = uvicorn.Server(config)
+
+    async def main():
+        task = asyncio.ensure_future(server.serve())
+        while not server.started:
+            await asyncio.sleep(0.01)
+        print(model.name, flush=True)
+        await task
+
+    asyncio.run(main())
 
 
 def _summary(lat: list[float], seconds: float, errors: int) -> dict:
@@ -177,8 +258,13 @@ def main() -> None:
     ap.add_argument("--concurrency", default="1,8,32,128")
     ap.add_argument("--delay-ms", type=float, default=1.0, help="max batching delay of the batching-on server")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are reported")
+    ap.add_argument("--lean", action="store_true", help="also time a bare ASGI app with the same batcher (REST)")
+    ap.add_argument("--lean-server", nargs=4, metavar=("BUNDLE", "PORT", "BATCHING", "DELAY_MS"), help=argparse.SUPPRESS)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
+    if args.lean_server:
+        b, port, batching, delay = args.lean_server
+        return run_lean_server(b, int(port), batching == "on", float(delay))
     concs = [int(c) for c in args.concurrency.split(",")]
     tmp = Path(tempfile.mkdtemp(prefix="serve_load_"))
     try:
@@ -193,13 +279,17 @@ def main() -> None:
         # both servers stay up; cells are interleaved (on/off alternate, order flips every round) so drift on a
         # shared machine hits both alike; each cell's numbers are medians over rounds
         servers = {"on": Server(bundle, True, args.delay_ms), "off": Server(bundle, False, args.delay_ms)}
+        if args.lean:
+            servers["lean-on"] = LeanServer(bundle, True, args.delay_ms)
         cells: dict[tuple[str, int, str], list[dict]] = {}
         try:
             for rnd in range(args.rounds):
-                order = ("on", "off") if rnd % 2 == 0 else ("off", "on")
+                order = tuple(servers) if rnd % 2 == 0 else tuple(reversed(servers))
                 for conc in concs:
                     for proto, fn in (("rest", _load_rest), ("grpc", _load_grpc)):
                         for mode in order:
+                            if mode.startswith("lean") and proto != "rest":
+                                continue
                             server = servers[mode]
                             before = server.metrics()
                             r = asyncio.run(fn(server, "features", rows, conc, args.seconds, args.warmup))
@@ -213,12 +303,15 @@ def main() -> None:
         finally:
             for server in servers.values():
                 rc = server.stop()
-                assert rc == 0, f"server exited {rc}"
+                assert rc == 0 or isinstance(server, LeanServer), f"server exited {rc}"  # seqdeploy serve drains, exits 0
         for conc in concs:
             for proto in ("rest", "grpc"):
-                for mode in ("on", "off"):
-                    results.append({"runner": "seqdeploy serve", "protocol": proto, "batching": mode,
-                                    "concurrency": conc, **_median(cells[(proto, conc, mode)])})
+                for mode in servers:
+                    if (proto, conc, mode) in cells:
+                        lean = mode.startswith("lean")
+                        results.append({"runner": "bare ASGI + same batcher (no KServe)" if lean else "seqdeploy serve",
+                                        "protocol": proto, "batching": mode.split("-")[-1], "concurrency": conc,
+                                        **_median(cells[(proto, conc, mode)])})
         hdr = "| runner | protocol | batching | concurrency | req/s | p50 ms | p99 ms | requests per onnxruntime call | errors |"
         print(f"medians of {args.rounds} interleaved rounds x {args.seconds:g} s per cell; 1 row per request")
         print(hdr)

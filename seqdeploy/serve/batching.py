@@ -4,9 +4,10 @@ Requests are queued; one collector task takes the first waiting request, then
 keeps taking more until the batch holds ``max_batch_rows`` rows or
 ``max_delay`` seconds have passed since the first one arrived (with
 ``max_delay = 0`` it takes whatever is already waiting, without waiting). When
-the previous batch held a single request (an idle server) the first request is
-not held back for others: waiting only pays off under load, and under load the
-previous batch held several. The
+the previous batch held a single request (an idle server) a request is not held
+back for others (and, when nothing is queued or running, skips the queue
+altogether): waiting only pays off under load, and under load the previous batch
+held several. The
 batch runs in a thread pool (never on the event loop), and each request gets
 back its own rows. While ``workers`` batches run, the next batch keeps filling.
 
@@ -89,6 +90,11 @@ class MicroBatcher:
         self._waiting += 1
         try:
             if not self.enabled:
+                return await self._run_alone(loop, payload, rows)
+            if self._last_requests <= 1 and self._carry is None and not self._slots.locked() \
+                    and (self._queue is None or self._queue.empty()):
+                # idle: nothing to coalesce with, so skip the queue and the collector's extra loop turns
+                self._last_requests = 1
                 return await self._run_alone(loop, payload, rows)
             if self._queue is None:
                 self._queue = asyncio.Queue()

@@ -143,9 +143,9 @@ def build_portable(model: Any, pre: Kind, task: str, labels: Sequence[str] | Non
         _rename_uses(g, mi.name, internal)
         dims = [_dim(d) for d in mi.type.tensor_type.shape.dim][1:]
         model_np = helper.tensor_dtype_to_np_dtype(mi.type.tensor_type.elem_type)
-        raw_dtype, raw_shape = pre.raw_spec(dims, model_np.name)
-        elem = TensorProto.STRING if raw_dtype == "str" else helper.np_dtype_to_tensor_dtype(np.dtype(raw_dtype))
-        new_inputs.append(helper.make_tensor_value_info(pre.raw_name, elem, ["batch", *raw_shape]))
+        for raw_name, raw_dtype, raw_shape in pre.raw_inputs(dims, model_np.name):
+            elem = TensorProto.STRING if raw_dtype == "str" else helper.np_dtype_to_tensor_dtype(np.dtype(raw_dtype))
+            new_inputs.append(helper.make_tensor_value_info(raw_name, elem, ["batch", *raw_shape]))
         if fold and isinstance(pre, Standardize) and fold_standardize(g, internal, pre):
             b.node("Identity", [pre.raw_name], [internal])  # zero-cost: folded into the first layer's weights
         else:
@@ -205,11 +205,11 @@ def build_preprocessing(pre: Kind, model_dtype: Any, model_shape: Sequence[Any])
 
     b = GraphBuilder("seqdeploy_pre")
     elem = helper.np_dtype_to_tensor_dtype(np.dtype(model_dtype))
-    raw_dtype, raw_shape = pre.raw_spec(list(model_shape), np.dtype(model_dtype).name)
-    raw_elem = TensorProto.STRING if raw_dtype == "str" else helper.np_dtype_to_tensor_dtype(np.dtype(raw_dtype))
+    raw_infos = [helper.make_tensor_value_info(name, TensorProto.STRING if raw_dtype == "str" else
+                                               helper.np_dtype_to_tensor_dtype(np.dtype(raw_dtype)), ["batch", *shape])
+                 for name, raw_dtype, shape in pre.raw_inputs(list(model_shape), np.dtype(model_dtype).name)]
     pre.to_onnx(b, pre.raw_name, "model_input", elem, list(model_shape))
-    graph = helper.make_graph(b.nodes, "preprocessing",
-                              [helper.make_tensor_value_info(pre.raw_name, raw_elem, ["batch", *raw_shape])],
+    graph = helper.make_graph(b.nodes, "preprocessing", raw_infos,
                               [helper.make_tensor_value_info("model_input", elem, None)], initializer=b.initializers)
     opsets = [helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", ML_OPSET)]
     if any(n.domain == "com.microsoft" for n in b.nodes):

@@ -66,7 +66,7 @@ def check_portable(run_dir: str | Path, onnx_file: str | Path, keras_model: Any,
     raw_rows = list(raw_test[:rows]) if isinstance(pre, Tokenize) else np.asarray(raw_test)[:rows]
     raw = pre.coerce(raw_rows)
     in_name = sess.get_inputs()[0].name
-    got = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, {in_name: raw})))
+    got = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, pre.feeds(raw, in_name))))
 
     k_in = keras_model.inputs[0]
     model_shape = tuple(k_in.shape[1:])
@@ -77,7 +77,7 @@ def check_portable(run_dir: str | Path, onnx_file: str | Path, keras_model: Any,
 
     failures: list[str] = []
     if task == "regression":
-        scale = float(getattr(pre, "std", 1.0))
+        scale = pre.target_scale
         tol = (5e-2 if quantized else 1e-4) * max(1.0, scale)
         err = float(np.max(np.abs(got["prediction"].astype(np.float64) - want["prediction"]))) if len(y) else 0.0
         agreement = None
@@ -110,11 +110,12 @@ def check_portable(run_dir: str | Path, onnx_file: str | Path, keras_model: Any,
         if isinstance(pre, Tokenize):  # a few hostile strings too: other bindings must tokenize them alike
             extra = [t for t in HOSTILE_TEXTS if t and "\x00" not in t][:6]
             golden_raw = np.asarray(list(golden_raw) + extra, dtype=object)
-        g_out = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, {in_name: golden_raw})))
+        g_feeds = pre.feeds(golden_raw, in_name)
+        g_out = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, g_feeds)))
         x_g = pre.apply(golden_raw, np.dtype(str(np.dtype(k_in.dtype))), model_shape)
         y_g = keras_model(x_g, training=False)
         expect = task_outputs(np.asarray(y_g[0] if isinstance(y_g, (list, tuple)) else y_g), task, labels, pre)
-        doc = {"inputs": {in_name: _tensor(golden_raw)},
+        doc = {"inputs": {k: _tensor(v) for k, v in g_feeds.items()},
                "outputs": {name: _tensor(expect[name]) for name in g_out},
                "tolerance": {"atol": max(tol, 1e-4)}, "graph": "portable"}
         path = run_dir / GOLDEN_PORTABLE

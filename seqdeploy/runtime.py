@@ -333,14 +333,14 @@ class Predictor:
         if isinstance(self.pre, NoPreprocessing):
             return feeds
         name = self.input_names[0]
-        return {name: self.pre.apply(next(iter(feeds.values())), self._input_dtypes[name],
-                                     self._input_shapes[name][1:])}
+        return {name: self.pre.apply(feeds if len(feeds) > 1 else next(iter(feeds.values())),
+                                     self._input_dtypes[name], self._input_shapes[name][1:])}
 
     def _raw_feeds(self, raw: Any, offset: int) -> dict[str, np.ndarray]:
         """Raw inputs checked and converted to what the portable graph takes (``{raw input name: array}``)."""
         pre = self.pre
         if not isinstance(pre, NoPreprocessing):
-            return {self._raw_name: pre.coerce(raw, offset)}
+            return pre.feeds(pre.coerce(raw, offset), self._raw_name)
         names = self._graph_inputs
         if len(names) > 1 or isinstance(raw, Mapping):
             if not isinstance(raw, Mapping):
@@ -429,7 +429,7 @@ class Predictor:
         if isinstance(self.pre, NoPreprocessing):
             model_feeds = feeds
         else:
-            model_feeds = self.preprocess_coerced(next(iter(feeds.values())))
+            model_feeds = self.preprocess_coerced(feeds if len(feeds) > 1 else next(iter(feeds.values())))
         y = next(iter(self.run(model_feeds).values()))
         return task_outputs(y, self.manifest.task, self.manifest.labels, self.pre)
 

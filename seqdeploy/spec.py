@@ -46,13 +46,19 @@ from typing import Any, Callable, Mapping
 from seqdeploy.errors import InputFileNotFound, SpecError
 
 BUILTIN_SOURCES = ("breast_cancer", "digits", "sentiment", "sunspots")
-FILE_SOURCES = ("csv", "npz")
+TABLE_SOURCES = ("csv", "jsonl", "parquet")
+FILE_SOURCES = (*TABLE_SOURCES, "npz", "images")
+RESIZE_METHODS = ("bilinear", "nearest", "bicubic", "lanczos", "box", "hamming")
+ALPHA_MODES = ("white", "black", "error")
+ENCODINGS = ("onehot", "index")
 TASKS = ("binary", "multiclass", "regression")
 DTYPES = ("float32", "int32")
 
 _TOP_KEYS = {"name", "description", "data", "input", "layers", "compile", "fit", "labels"}
 _DATA_KEYS = {"source", "path", "target", "features", "task", "test_fraction", "window",
-              "sequence_length", "vocabulary_size", "samples", "image_size", "channels"}
+              "sequence_length", "vocabulary_size", "samples", "image_size", "channels",
+              "text", "lowercase", "token_pattern", "categorical", "encoding", "resize", "alpha",
+              "skip_bad_files"}
 _INPUT_KEYS = {"shape", "dtype", "name"}
 _COMPILE_KEYS = {"optimizer", "loss", "metrics"}
 _FIT_KEYS = {"epochs", "batch_size", "validation_split", "early_stopping_patience", "seed"}
@@ -71,8 +77,19 @@ class DataSpec:
     sequence_length: int = 20
     vocabulary_size: int = 2000
     samples: int = 2000
-    image_size: int = 8
+    image_size: int | tuple[int, int] = 8
     channels: int = 1
+    #: tables: a text column (tokenized) instead of numeric features
+    text: str | None = None
+    lowercase: bool = True
+    token_pattern: str | None = None
+    #: tables: categorical feature columns (None: inferred from non-numeric columns)
+    categorical: tuple[str, ...] | None = None
+    encoding: str = "onehot"
+    #: image folders
+    resize: str = "bilinear"
+    alpha: str = "white"
+    skip_bad_files: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -212,17 +229,18 @@ def _parse_data(t: Mapping[str, Any], path: Path, base_dir: Path) -> DataSpec:
     if source in FILE_SOURCES:
         raw = t.get("path")
         if not isinstance(raw, str) or not raw:
-            raise SpecError(f"{path}: [data] source = {source!r} needs path = \"file.{source}\" "
-                            "(relative to the spec file)")
+            example = "photos/\" (one subfolder per class" if source == "images" else f"file.{source}\" ("
+            raise SpecError(f"{path}: [data] source = {source!r} needs path = \"{example}"
+                            "relative to the spec file)")
         data_path = Path(raw) if Path(raw).is_absolute() else (base_dir / raw)
     elif "path" in t:
-        raise SpecError(f"{path}: [data] path is only used with source = \"csv\" or \"npz\", "
+        raise SpecError(f"{path}: [data] path is only used with source = {' / '.join(FILE_SOURCES)}, "
                         f"not the built-in {source!r}; remove it")
     target = t.get("target")
     if target is not None and not isinstance(target, str):
         raise SpecError(f"{path}: [data] target = {target!r}; expected a column name (string)")
-    if source == "csv" and target is None:
-        raise SpecError(f"{path}: [data] source = \"csv\" needs target = \"<column>\" naming the label column")
+    if source in TABLE_SOURCES and target is None:
+        raise SpecError(f"{path}: [data] source = {source!r} needs target = \"<column>\" naming the label column")
     features = t.get("features")
     if features is not None:
         if not isinstance(features, list) or not features or not all(isinstance(f, str) for f in features):
@@ -231,6 +249,11 @@ def _parse_data(t: Mapping[str, Any], path: Path, base_dir: Path) -> DataSpec:
     task = t.get("task")
     if task is not None and task not in TASKS:
         raise SpecError(f"{path}: [data] task = {task!r}; expected one of {', '.join(TASKS)}")
+    if source == "images":
+        task = task or "multiclass"
+        if task == "regression":
+            raise SpecError(f"{path}: [data] source = \"images\" has one class per folder: task = \"binary\" or "
+                            "\"multiclass\", not \"regression\"")
     if source in FILE_SOURCES and task is None:
         raise SpecError(f"{path}: [data] source = {source!r} needs task = one of {', '.join(TASKS)}")
     test_fraction = _float(t.get("test_fraction", 0.2), "[data] test_fraction", path)
@@ -240,18 +263,87 @@ def _parse_data(t: Mapping[str, Any], path: Path, base_dir: Path) -> DataSpec:
     seq_len = _positive_int(t.get("sequence_length", 20), "[data] sequence_length", path)
     vocab = _positive_int(t.get("vocabulary_size", 2000), "[data] vocabulary_size", path)
     samples = _positive_int(t.get("samples", 2000), "[data] samples", path)
-    image_size = _positive_int(t.get("image_size", 8), "[data] image_size", path)
+    raw_size = t.get("image_size", 8)
     channels = _positive_int(t.get("channels", 1), "[data] channels", path)
-    if (image_size != 8 or channels != 1) and source != "digits":
-        raise SpecError(f"{path}: [data] image_size/channels only apply to source = \"digits\", not {source!r}")
-    if not 8 <= image_size <= 128 or channels not in (1, 3):
+    if source == "images":
+        image_size = _image_size(raw_size, path)
+        if channels not in (1, 3):
+            raise SpecError(f"{path}: [data] channels = {channels}; expected 1 (greyscale) or 3 (RGB)")
+    else:
+        image_size = _positive_int(raw_size, "[data] image_size", path)
+    if (image_size != 8 or channels != 1) and source not in ("digits", "images"):
+        raise SpecError(f"{path}: [data] image_size/channels only apply to source = \"digits\" or \"images\", "
+                        f"not {source!r}")
+    if source != "images" and (not 8 <= image_size <= 128 or channels not in (1, 3)):
         raise SpecError(f"{path}: [data] image_size = {image_size}, channels = {channels}; expected image_size in "
                         "8..128 (nearest-neighbour upsampling of the 8x8 digits) and channels 1 or 3")
     if vocab < 3:
         raise SpecError(f"{path}: [data] vocabulary_size = {vocab}; expected >= 3 (pad, OOV and one word)")
+    extra = _parse_byo(t, source, path)
+    if extra.get("text") is not None and (features is not None or extra.get("categorical")):
+        raise SpecError(f"{path}: [data] text = {extra['text']!r} feeds the model the tokenized text column alone; "
+                        "remove features / categorical (or drop text for a numeric/categorical table)")
+    if extra.get("text") is not None and task == "regression":
+        raise SpecError(f"{path}: [data] text = {extra['text']!r} with task = \"regression\": text columns feed "
+                        "classifiers; use task = \"binary\" or \"multiclass\"")
     return DataSpec(source=source, path=data_path, target=target, features=features, task=task,
                     test_fraction=test_fraction, window=window, sequence_length=seq_len,
-                    vocabulary_size=vocab, samples=samples, image_size=image_size, channels=channels)
+                    vocabulary_size=vocab, samples=samples, image_size=image_size, channels=channels, **extra)
+
+
+def _parse_byo(t: Mapping[str, Any], source: str, path: Path) -> dict[str, Any]:
+    """The bring-your-own-data keys: text/categorical columns of tables, image-folder loading."""
+    out: dict[str, Any] = {}
+    table_keys = ("text", "lowercase", "token_pattern", "categorical", "encoding")
+    image_keys = ("resize", "alpha", "skip_bad_files")
+    for key in table_keys:
+        if key in t and source not in TABLE_SOURCES:
+            raise SpecError(f"{path}: [data] {key} applies to table sources ({', '.join(TABLE_SOURCES)}), not "
+                            f"{source!r}; remove it")
+    for key in image_keys:
+        if key in t and source != "images":
+            raise SpecError(f"{path}: [data] {key} applies to source = \"images\", not {source!r}; remove it")
+    if "text" in t:
+        if not isinstance(t["text"], str) or not t["text"]:
+            raise SpecError(f"{path}: [data] text = {t['text']!r}; expected the name of the text column")
+        out["text"] = t["text"]
+    for key in ("lowercase", "skip_bad_files"):
+        if key in t:
+            if not isinstance(t[key], bool):
+                raise SpecError(f"{path}: [data] {key} = {t[key]!r}; expected true or false")
+            out[key] = t[key]
+    if "token_pattern" in t:
+        pattern = t["token_pattern"]
+        try:
+            re.compile(pattern)
+        except (re.error, TypeError) as exc:
+            raise SpecError(f"{path}: [data] token_pattern = {pattern!r} is not a regex ({exc}); e.g. "
+                            "\"[A-Za-z0-9']+\"") from None
+        out["token_pattern"] = pattern
+    if "categorical" in t:
+        cats = t["categorical"]
+        if not isinstance(cats, list) or not all(isinstance(c, str) and c for c in cats) or len(set(cats)) != len(cats):
+            raise SpecError(f"{path}: [data] categorical = {cats!r}; expected a list of distinct column names "
+                            "(or [] for none)")
+        out["categorical"] = tuple(cats)
+    for key, allowed in (("encoding", ENCODINGS), ("resize", RESIZE_METHODS), ("alpha", ALPHA_MODES)):
+        if key in t:
+            if t[key] not in allowed:
+                raise SpecError(f"{path}: [data] {key} = {t[key]!r}; expected one of {', '.join(allowed)}")
+            out[key] = t[key]
+    return out
+
+
+def _image_size(raw: Any, path: Path) -> int | tuple[int, int]:
+    if isinstance(raw, list) and len(raw) == 2 and all(isinstance(v, int) and not isinstance(v, bool) for v in raw):
+        h, w = raw
+    elif isinstance(raw, int) and not isinstance(raw, bool):
+        h = w = raw
+    else:
+        raise SpecError(f"{path}: [data] image_size = {raw!r}; expected an integer or [height, width]")
+    if not (4 <= h <= 1024 and 4 <= w <= 1024):
+        raise SpecError(f"{path}: [data] image_size = {raw!r}; expected sizes from 4 to 1024 pixels")
+    return h if h == w else (h, w)
 
 
 def _parse_input(t: Mapping[str, Any], path: Path) -> InputSpec:

@@ -46,6 +46,8 @@ class TrainResult:
     n_train: int
     n_test: int
     synthetic_data: bool
+    #: what the data loader decided (inferred categorical columns, skipped files)
+    notes: tuple[str, ...] = ()
 
 
 def default_run_dir(spec: Spec) -> Path:
@@ -95,6 +97,8 @@ def train_spec(spec: Spec, *, out: str | Path | None = None, on_epoch: EpochCall
         pred = np.asarray(pred).reshape(-1)
         std = splits.preprocessing["std"]
         test_metrics["mae_original_units"] = float(np.mean(np.abs(pred - splits.y_test)) * std)
+    elif splits.task == "regression" and splits.preprocessing.get("target_std") is not None:
+        test_metrics = target_unit_metrics(model, splits, test_metrics)
 
     n_val = int(len(splits.x_train) * spec.fit.validation_split)
     info = {
@@ -107,7 +111,8 @@ def train_spec(spec: Spec, *, out: str | Path | None = None, on_epoch: EpochCall
         "input": {"name": splits.input_name, "shape": [None, *splits.input_shape], "dtype": splits.input_dtype},
         "preprocessing": splits.preprocessing,
         "data": {"source": splits.source, "fingerprint": splits.fingerprint, "synthetic": splits.synthetic,
-                 "n_train": len(splits.x_train) - n_val, "n_val": n_val, "n_test": len(splits.x_test)},
+                 "n_train": len(splits.x_train) - n_val, "n_val": n_val, "n_test": len(splits.x_test),
+                 "notes": list(splits.notes)},
         "seed": spec.fit.seed,
         "epochs_requested": spec.fit.epochs,
         "epochs_run": len(history.get("loss", [])),
@@ -127,7 +132,26 @@ def train_spec(spec: Spec, *, out: str | Path | None = None, on_epoch: EpochCall
                        test_metrics=test_metrics, history=history, epochs_run=info["epochs_run"],
                        epochs_requested=spec.fit.epochs, seconds=seconds, parameters=info["parameters"],
                        data_fingerprint=splits.fingerprint, n_train=info["data"]["n_train"],
-                       n_test=len(splits.x_test), synthetic_data=splits.synthetic)
+                       n_test=len(splits.x_test), synthetic_data=splits.synthetic, notes=splits.notes)
+
+
+def target_unit_metrics(model: Any, splits: Splits, keras_metrics: Mapping[str, float]) -> dict[str, float]:
+    """Test metrics of a model trained on a standardised target, in the target's units.
+
+    ``mae``, ``mse`` and ``rmse`` come from the de-normalised predictions (the runtime's answers) against the
+    de-normalised test targets; Keras's own numbers (standardised units) are kept as ``<name>_standardised``.
+    """
+    from seqdeploy.preprocess import from_record
+
+    pre = from_record(splits.preprocessing, "preprocessing")
+    pred = np.asarray(pre.postprocess(np.asarray(model(splits.x_test, training=False)).reshape(-1, 1)),
+                      dtype=np.float64).reshape(-1)
+    y = np.asarray(pre.postprocess(np.asarray(splits.y_test, dtype=np.float32).reshape(-1, 1)),
+                   dtype=np.float64).reshape(-1)
+    err = pred - y
+    out = {f"{k}_standardised": float(v) for k, v in keras_metrics.items()}
+    out.update(mae=float(np.mean(np.abs(err))), mse=float(np.mean(err ** 2)), rmse=float(np.sqrt(np.mean(err ** 2))))
+    return out
 
 
 def build_model(spec: Spec, splits: Splits):

@@ -14,6 +14,7 @@ from seqdeploy.portable import build_portable, build_preprocessing
 from seqdeploy.portable_check import HOSTILE_TEXTS, tokenizer_ids
 from seqdeploy.preprocess import (
     KINDS,
+    Categorical,
     NoPreprocessing,
     Scale,
     Standardize,
@@ -38,7 +39,12 @@ def onnx_apply(kind, raw, model_dtype, model_shape):
 
 def test_every_kind_is_registered_and_round_trips():
     kinds = [Standardize(("a", "b"), (1.0, 2.0), (0.5, 4.0)), Scale(0.25, 1.0, (2, 3), "uint8", (3, 2)),
-             Window(4, 10.0, 2.0), Tokenize(("<pad>", "<oov>", "good"), 5), NoPreprocessing()]
+             Window(4, 10.0, 2.0), Tokenize(("<pad>", "<oov>", "good"), 5), NoPreprocessing(),
+             Categorical(("a",), (1.0,), (2.0,), ("plan", "region"), (("pro", "basic"), ("eu",)), "onehot")]
+    # the optional fields of the bring-your-own-data sources round-trip too
+    kinds += [Standardize(("a",), (1.0,), (0.5,), 10.0, 4.0), Tokenize(("<pad>", "<oov>", "good"), 5, column="review"),
+              Scale(1 / 255, 0.0, (4, 5, 3), "uint8", (4, 5, 3), "bilinear", "white"),
+              Categorical((), (), (), ("plan",), (("pro",),), "index", 3.0, 2.0)]
     assert set(KINDS) == {k.kind for k in kinds}
     for k in kinds:
         assert from_record(k.to_record()) == k
@@ -55,6 +61,16 @@ def test_every_kind_is_registered_and_round_trips():
     ({"kind": "tokenize", "vocabulary": ["<pad>", "<oov>"], "sequence_length": 3, "token_pattern": "("}, "regex"),
     ({"kind": "window", "window": 0, "mean": 0.0, "std": 1.0}, "window"),
     ({"kind": "bogus"}, "expected one of standardize"),
+    ({"kind": "standardize", "feature_names": ["a"], "mean": [0], "std": [1], "target_mean": 1, "target_std": 0},
+     "target_std"),
+    ({"kind": "scale", "scale": 1.0, "offset": 0.0, "raw_shape": [2, 2], "raw_dtype": "uint8", "resize": "cubic",
+      "alpha": "white"}, "resize"),
+    ({"kind": "scale", "scale": 1.0, "offset": 0.0, "raw_shape": [2, 2], "resize": "nearest", "alpha": "white"},
+     "uint8"),
+    ({"kind": "categorical", "feature_names": ["a"], "mean": [0], "std": [1], "categorical_names": ["a"],
+      "vocabularies": [["x"]]}, "unique"),
+    ({"kind": "categorical", "categorical_names": ["p"], "vocabularies": [[]]}, "vocabularies"),
+    ({"kind": "categorical", "categorical_names": ["p"], "vocabularies": [["x"]], "encoding": "hash"}, "encoding"),
 ])
 def test_bad_records_name_the_field(record, match):
     with pytest.raises(BundleError, match=match):
@@ -221,3 +237,97 @@ def test_uint8_pixels_accepted_as_ints_or_uint8():
     a = k.coerce(np.array([[[0, 255], [3, 4]]]))
     assert a.dtype == np.uint8
     np.testing.assert_array_equal(k.coerce(a.astype(np.uint8)), a)
+
+
+# --------------------------------------------------------------------------- bring-your-own-data kinds
+
+
+cat_values = st.sampled_from(["pro", "basic", "free", "", "Pro", "é", "😀", "0", "1", "unseen", " pro"])
+
+
+@settings(**SETTINGS)
+@given(st.data())
+def test_categorical_numpy_equals_onnx(data):
+    f = data.draw(st.integers(0, 3))
+    c = data.draw(st.integers(1, 3))
+    encoding = data.draw(st.sampled_from(["onehot", "index"]))
+    vocabs = tuple(tuple(dict.fromkeys(data.draw(st.lists(cat_values, min_size=1, max_size=5)))) for _ in range(c))
+    k = Categorical(tuple(f"x{i}" for i in range(f)), tuple(data.draw(st.lists(finite32, min_size=f, max_size=f))),
+                    tuple(data.draw(st.lists(st.floats(0.0009765625, 1024.0, width=32), min_size=f, max_size=f))),
+                    tuple(f"c{j}" for j in range(c)), vocabs, encoding)
+    n = data.draw(st.integers(1, 7))
+    x = data.draw(hnp.arrays(np.float32, (n, f), elements=finite32))
+    cats = np.asarray(data.draw(st.lists(st.lists(cat_values, min_size=c, max_size=c), min_size=n, max_size=n)),
+                      dtype=object).reshape(n, c)
+    raw = k.coerce({"features": x, "categories": cats})
+    got = run_graph(build_preprocessing(k, np.float32, (k.width,)), k.feeds(raw))[0]
+    want = k.apply(raw)
+    assert want.shape == (n, k.width)
+    np.testing.assert_array_equal(got, want)
+    # the definition: unseen values are id 0 (OOV), the one-hot block has the OOV column first
+    ids = k.ids(cats)
+    for j, vocab in enumerate(vocabs):
+        assert [ids[i, j] == 0 for i in range(n)] == [v not in vocab for v in cats[:, j].tolist()]
+    assert sum(k.oov_counts(raw).values()) == int((ids == 0).sum())
+
+
+def test_categorical_fit_uses_training_values_by_frequency_and_reads_rows_dataframes_and_records():
+    import pandas as pd
+
+    cats = np.asarray([["pro"], ["basic"], ["pro"], ["free"], ["basic"], ["pro"]], dtype=object)
+    k = Categorical.fit(np.arange(6.0).reshape(6, 1), ["age"], cats, ["plan"])
+    assert k.vocabularies == (("pro", "basic", "free"),) and k.width == 1 + 4
+    rows = [{"age": 3, "plan": "basic", "id": 9}, {"age": 1.5, "plan": "enterprise"}]
+    a = k.apply(k.coerce(rows))
+    np.testing.assert_array_equal(a[:, 1:], [[0, 0, 1, 0], [1, 0, 0, 0]])  # enterprise -> OOV
+    np.testing.assert_allclose(a[:, 0], (np.float32([3, 1.5]) - np.float32(2.5)) / np.float32(np.std(np.arange(6.0))))
+    np.testing.assert_array_equal(k.apply(k.coerce(pd.DataFrame(rows))), a)
+    structured = k.coerce(rows)
+    np.testing.assert_array_equal(k.apply(k.coerce(structured)), a)
+    assert k.oov_counts(structured) == {"plan": 1}
+    # integer categories are their digits
+    k2 = Categorical.fit(np.zeros((3, 0)), [], np.asarray([["1"], ["2"], ["1"]], dtype=object), ["zone"])
+    assert k2.apply(k2.coerce([{"zone": 2}, {"zone": 2.0}, {"zone": "1"}])).tolist() == [[0, 0, 1], [0, 0, 1], [0, 1, 0]]
+
+
+@pytest.mark.parametrize("rows, match", [
+    ([{"age": 1.0}], "row 0 is missing column 'plan'"),
+    ([{"age": "old", "plan": "pro"}], "row 0 column 'age' = 'old' is not a number"),
+    ([{"age": 1.0, "plan": None}], "row 0 column 'plan' = None"),
+    ([{"age": float("nan"), "plan": "pro"}], "row 0 contains nan"),
+    ({"age": 1.0, "plan": "pro"}, "wrap a single row in a list"),
+    ([], "non-empty list"),
+])
+def test_categorical_bad_rows_are_one_line_errors(rows, match):
+    k = Categorical(("age",), (0.0,), (1.0,), ("plan",), (("pro",),))
+    with pytest.raises(InputValidationError, match=match) as info:
+        k.coerce(rows)
+    assert "\n" not in str(info.value)
+
+
+@settings(**SETTINGS)
+@given(st.data())
+def test_scaled_regression_target_postprocess_numpy_equals_onnx(data):
+    f = data.draw(st.integers(1, 4))
+    t_mean, t_std = data.draw(finite32), data.draw(st.floats(0.0078125, 1024.0, width=32))
+    kinds = [Standardize(tuple(f"c{i}" for i in range(f)), (0.0,) * f, (1.0,) * f, t_mean, t_std),
+             Categorical(tuple(f"c{i}" for i in range(f - 1)), (0.0,) * (f - 1), (1.0,) * (f - 1), ("p",), (("a",),),
+                         "index", t_mean, t_std)]
+    y = data.draw(hnp.arrays(np.float32, (data.draw(st.integers(1, 6)), 1), elements=finite32))
+    for k in kinds:
+        want = task_outputs(y, "regression", None, k)["prediction"]
+        np.testing.assert_array_equal(want, y[:, 0] * np.float32(t_std) + np.float32(t_mean))
+        assert k.target_scale == t_std
+        # the post-processing alone: the same nodes the portable graph appends after the model
+        from seqdeploy.portable import GraphBuilder
+
+        g = GraphBuilder("post")
+        k.postprocess_onnx(g, "y", "prediction")
+        from onnx import TensorProto, helper
+
+        graph = helper.make_graph(g.nodes, "post", [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 1])],
+                                  [helper.make_tensor_value_info("prediction", TensorProto.FLOAT, ["n", 1])],
+                                  initializer=g.initializers)
+        m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        m.ir_version = 8
+        np.testing.assert_array_equal(run_graph(m, {"y": y})[0][:, 0], want)

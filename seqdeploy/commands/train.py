@@ -37,6 +37,8 @@ def render_train(result) -> None:
     data_note = " [yellow](synthetic data)[/]" if result.synthetic_data else ""
     console.print(f"{result.epochs_run}/{result.epochs_requested} epochs{stopped} in {result.seconds:.1f}s, "
                   f"{result.parameters} parameters, {result.n_train} train / {result.n_test} test rows{data_note}")
+    for note in getattr(result, "notes", ()):
+        console.print(f"[yellow]note:[/] {note}")
     console.print(f"run directory: [bold]{result.run_dir}[/]")
 
 

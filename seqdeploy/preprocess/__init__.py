@@ -1,7 +1,7 @@
 """The one preprocessing definition: raw inputs -> model inputs, model outputs -> answers.
 
 Every preprocessing *kind* (``standardize``, ``scale``, ``window``, ``tokenize``,
-``none``) is one frozen dataclass registered in :data:`KINDS`. Each kind has
+``none``, ``categorical``) is one frozen dataclass registered in :data:`KINDS`. Each kind has
 
 * ``fit(...)`` (classmethod): the record, from training data only;
 * ``to_record()`` / ``from_record(d)``: the JSON record in ``train.json`` and
@@ -40,10 +40,11 @@ from seqdeploy.preprocess.images import Scale
 from seqdeploy.preprocess.series import Window
 from seqdeploy.preprocess.text import OOV, OOV_ID, PAD, PAD_ID, TOKEN_PATTERN, Tokenize
 from seqdeploy.preprocess.none import NoPreprocessing
+from seqdeploy.preprocess.categorical import Categorical
 from seqdeploy.preprocess.outputs import class_names, task_outputs
 
 Preprocessing = Kind
 
 __all__ = ["KINDS", "Kind", "Preprocessing", "from_record", "register", "Standardize", "Scale", "Window",
-           "Tokenize", "NoPreprocessing", "task_outputs", "class_names", "PAD", "OOV", "PAD_ID", "OOV_ID",
+           "Tokenize", "NoPreprocessing", "Categorical", "task_outputs", "class_names", "PAD", "OOV", "PAD_ID", "OOV_ID",
            "TOKEN_PATTERN"]

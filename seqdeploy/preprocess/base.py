@@ -58,6 +58,22 @@ class Kind:
     def raw_spec(self, model_shape: Sequence[Any], model_dtype: str) -> tuple[str, tuple[Any, ...]]:
         raise NotImplementedError  # pragma: no cover
 
+    def raw_inputs(self, model_shape: Sequence[Any], model_dtype: str) -> list[tuple[str, str, tuple[Any, ...]]]:
+        """Every raw input of the portable graph: ``(name, numpy dtype name or "str", shape without batch)``.
+
+        One input (``raw_name``) unless a kind takes several (numeric and categorical columns).
+        """
+        return [(self.raw_name, *self.raw_spec(model_shape, model_dtype))]
+
+    def feeds(self, x: Any, name: str | None = None) -> dict[str, np.ndarray]:
+        """The coerced raw input as ``{raw input name: array}`` (``name`` overrides a single input's name)."""
+        return {name or self.raw_name: x}
+
+    @property
+    def target_scale(self) -> float:
+        """Size of one standard deviation of the regression target in its units (tolerances scale with it)."""
+        return 1.0
+
     def coerce(self, raw: Any, offset: int = 0) -> np.ndarray:
         raise NotImplementedError  # pragma: no cover
 

@@ -26,6 +26,10 @@ class Scale(Kind):
     raw_shape: tuple[int, ...]
     raw_dtype: str = "float32"
     model_shape: tuple[int, ...] | None = None  # per sample; None: the raw shape
+    #: image files (see seqdeploy.preprocess.image_files): the Pillow resampling filter used to resize every
+    #: file to raw_shape, and what alpha becomes; None for arrays that are not read from image files
+    resize: str | None = None
+    alpha: str | None = None
     kind: ClassVar[str] = "scale"
     raw_name: ClassVar[str] = "image"
 
@@ -47,7 +51,18 @@ class Scale(Kind):
                 raise _err(where, f"model_shape = {model_shape!r} (expected positive integers with as many values "
                                   f"as raw_shape {list(raw_shape)})")
             model_shape = tuple(model_shape)
-        return cls(scale, offset, tuple(raw_shape), raw_dtype, model_shape)
+        resize, alpha = d.get("resize"), d.get("alpha")
+        if resize is not None or alpha is not None:
+            from seqdeploy.preprocess.image_files import ALPHA_MODES, RESIZE_METHODS
+
+            if resize not in RESIZE_METHODS:
+                raise _err(where, f"resize = {resize!r} (expected one of {', '.join(RESIZE_METHODS)})")
+            if alpha not in ALPHA_MODES:
+                raise _err(where, f"alpha = {alpha!r} (expected one of {', '.join(ALPHA_MODES)})")
+            if raw_dtype != "uint8" or len(raw_shape) not in (2, 3) or (len(raw_shape) == 3 and raw_shape[2] != 3):
+                raise _err(where, f"image files need raw_dtype 'uint8' and raw_shape [height, width] or "
+                                  f"[height, width, 3] (got {raw_dtype!r}, {list(raw_shape)})")
+        return cls(scale, offset, tuple(raw_shape), raw_dtype, model_shape, resize, alpha)
 
     def raw_spec(self, model_shape, model_dtype):
         return self.raw_dtype, tuple(self.raw_shape)

@@ -60,6 +60,10 @@ class Window(Kind):
             z = z[..., None]
         return z.astype(model_dtype, copy=False)
 
+    @property
+    def target_scale(self) -> float:
+        return float(self.std)
+
     def postprocess(self, y: np.ndarray) -> np.ndarray:
         return np.asarray(y, dtype=np.float32) * np.float32(self.std) + np.float32(self.mean)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -18,11 +19,18 @@ from seqdeploy.preprocess.checks import (  # noqa: F401
 @register
 @dataclass(frozen=True)
 class Standardize(Kind):
-    """``(x - mean) / std`` per feature, float32; raw rows may be keyed by feature name."""
+    """``(x - mean) / std`` per feature, float32; raw rows may be keyed by feature name.
+
+    Regression on tables standardises the target too (``target_mean``, ``target_std``, from the
+    training split): the model learns ``(y - target_mean) / target_std`` and its outputs are
+    de-normalised ``y * target_std + target_mean`` (float32) by the runtime and the portable graph.
+    """
 
     feature_names: tuple[str, ...]
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    target_mean: float | None = None
+    target_std: float | None = None
     kind: ClassVar[str] = "standardize"
     raw_name: ClassVar[str] = "features"
 
@@ -42,8 +50,14 @@ class Standardize(Kind):
         if len(set(names)) != len(names):
             raise _err(where, "feature_names has duplicates; feature names must be unique")
         n = len(names)
+        t_mean, t_std = _target_stats(d, where)
         return cls(tuple(names), _floats(d.get("mean"), where, "mean", n),
-                   _floats(d.get("std"), where, "std", n, positive=True))
+                   _floats(d.get("std"), where, "std", n, positive=True), t_mean, t_std)
+
+    def with_target(self, y_train: np.ndarray) -> "Standardize":
+        """The same record with the regression target's training mean and std (see the class docstring)."""
+        mean, std = fit_target(y_train)
+        return dataclasses.replace(self, target_mean=mean, target_std=std)
 
     @property
     def _mean32(self) -> np.ndarray:
@@ -103,3 +117,44 @@ class Standardize(Kind):
     def to_onnx(self, g, raw, out, model_dtype, model_shape):
         z = g.node("Div", [g.node("Sub", [raw, g.const("mean", self._mean32)]), g.const("std", self._std32)])
         g.cast(z, model_dtype, out)
+
+    @property
+    def target_scale(self) -> float:
+        return float(self.target_std) if self.target_std is not None else 1.0
+
+    def postprocess(self, y: np.ndarray) -> np.ndarray:
+        return denormalise(y, self.target_mean, self.target_std)
+
+    def postprocess_onnx(self, g, y, out):
+        denormalise_onnx(g, y, out, self.target_mean, self.target_std)
+
+
+def fit_target(y_train: np.ndarray) -> tuple[float, float]:
+    """Mean and std (1.0 for a constant target) of a regression target on the training split."""
+    y = np.asarray(y_train, dtype=np.float64).reshape(-1)
+    return float(y.mean()), float(y.std()) or 1.0
+
+
+def _target_stats(d: Mapping[str, Any], where: str) -> tuple[float | None, float | None]:
+    if d.get("target_mean") is None and d.get("target_std") is None:
+        return None, None
+    mean, std = _floats([d.get("target_mean"), d.get("target_std")], where, "target_mean/target_std")
+    if std <= 0:
+        raise _err(where, f"target_std = {std} (expected > 0); retrain or fix the record")
+    return mean, std
+
+
+def denormalise(y: np.ndarray, mean: float | None, std: float | None) -> np.ndarray:
+    """``y * std + mean`` in float32 (identity without target statistics)."""
+    if mean is None or std is None:
+        return y
+    return np.asarray(y, dtype=np.float32) * np.float32(std) + np.float32(mean)
+
+
+def denormalise_onnx(g: Any, y: str, out: str, mean: float | None, std: float | None) -> None:
+    if mean is None or std is None:
+        g.node("Identity", [y], [out])
+        return
+    y = g.cast(y, np.float32)
+    g.node("Add", [g.node("Mul", [y, g.const("target_std", np.float32(std))]),
+                   g.const("target_mean", np.float32(mean))], [out])

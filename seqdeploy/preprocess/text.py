@@ -44,6 +44,8 @@ class Tokenize(Kind):
     lowercase: bool = True
     token_pattern: str = TOKEN_PATTERN
     padding: str = "right"
+    #: the table column the texts came from in training (``seqdeploy predict`` reads the same column)
+    column: str | None = None
     kind: ClassVar[str] = "tokenize"
     raw_name: ClassVar[str] = "text"
 
@@ -82,7 +84,10 @@ class Tokenize(Kind):
         padding = d.get("padding", "right")
         if padding != "right":
             raise _err(where, f"padding = {padding!r} (expected 'right': token ids are right-padded with 0)")
-        return cls(tuple(vocab), length, lowercase, pattern, padding)
+        column = d.get("column")
+        if column is not None and (not isinstance(column, str) or not column):
+            raise _err(where, f"column = {column!r} (expected the name of the text column)")
+        return cls(tuple(vocab), length, lowercase, pattern, padding, column)
 
     @property
     def _regex(self) -> "re.Pattern[str]":

@@ -114,6 +114,21 @@ def test_series_regression_and_multiclass_rows(node, tmp_path, kind):
     assert out.returncode == 0 and "6 rows match" in out.stdout, out.stdout + out.stderr
 
 
+def test_deployment_artifact_by_default_others_by_name(node, tmp_path):
+    bundle = build_bundle(tmp_path, "binary", quantize=True, chosen="model.int8-dynamic.onnx")
+    raw = np.asarray(sample_raw("binary", n=3, seed=2), np.float32)
+    rows = [csv_line(r) for r in raw]
+    for args, file in [((), "model.int8-dynamic.portable.onnx"), (("--artifact", "fp16"), "model.fp16.portable.onnx"),
+                       (("--artifact", "model.onnx"), "model.portable.onnx")]:
+        out = run_client(node, bundle, "--json", *args, *rows)
+        assert out.returncode == 0, out.stderr
+        got = json.loads(out.stdout)
+        assert got["file"] == file
+        assert_same(got["outputs"], Predictor.from_bundle(bundle, artifact=args[1] if args else None).answers(raw))
+    out = run_client(node, bundle, "--artifact", "int4", rows[0])
+    assert out.returncode == 2 and 'artifact "int4" is not in the manifest (it lists model.onnx' in out.stderr
+
+
 def test_mismatch_tampering_and_bad_rows_are_reported(node, portable_bundles, tmp_path):
     run = shutil.copytree(portable_bundles["text"], tmp_path / "bad")
     golden = json.loads((run / GOLDEN).read_text())

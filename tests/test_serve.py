@@ -263,6 +263,13 @@ def test_unknown_model_is_404_and_oversized_body_is_413(server, graph, golden):
     assert post(server, f"/v2/models/{server.model}/infer", _v2_body(name, x))[0] == 200
 
 
+def test_models_cannot_be_unloaded_over_the_network(server, graph, golden):
+    name, x = v2_inputs(graph, golden, 1)
+    got, body = post(server, f"/v2/repository/models/{server.model}/unload", {})
+    assert got == 501 and "SIGTERM" in body["error"]
+    assert post(server, f"/v2/models/{server.model}/infer", _v2_body(name, x))[0] == 200
+
+
 # --------------------------------------------------------------------------- load
 
 

@@ -171,6 +171,18 @@ class BundleModel(Model):
         return {"predictions": pred.tolist()}, rows
 
 
+class FixedRepository(ModelRepositoryExtension):
+    """The repository extension without load/unload: anyone who can reach the port could otherwise unload a model."""
+
+    async def load(self, model_name: str) -> None:
+        raise NotImplementedError(f"this server serves the bundles it was started with; loading {model_name!r} "
+                                  f"is not supported: restart it with the bundles to serve")
+
+    async def unload(self, model_name: str) -> None:
+        raise NotImplementedError(f"this server serves the bundles it was started with; unloading {model_name!r} "
+                                  f"is not supported: stop it with SIGTERM instead")
+
+
 # --------------------------------------------------------------------------- HTTP extras
 
 
@@ -271,7 +283,7 @@ async def serve_async(models: list[ServedModel], options: ServeOptions,
     for km in kmodels:
         repo.update(km)
     dataplane = DataPlane(model_registry=repo)
-    extension = ModelRepositoryExtension(model_registry=repo)
+    extension = FixedRepository(model_registry=repo)
 
     sock = _listen(options.host, options.http_port)
     http_port = sock.getsockname()[1]

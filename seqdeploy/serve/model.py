@@ -13,9 +13,8 @@ session exists (a tampered bundle is refused with :class:`IntegrityError`).
 
 from __future__ import annotations
 
-import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -181,76 +180,35 @@ class ServedModel:
     # ------------------------------------------------------------------ v1 (raw rows)
 
     def check_instances(self, instances: Any, max_rows: int) -> tuple[Any, int]:
-        """v1 ``instances`` (raw rows) -> the raw input :class:`Predictor` takes, and its row count."""
-        from seqdeploy.manifest import NoPreprocessing, Scale, Standardize, Tokenize, Window
+        """v1 ``instances`` (raw rows) -> the canonical raw array of the bundle's preprocessing, and its row count.
+
+        The preprocessing kind's own ``coerce`` decides what a raw row may be (numbers, objects keyed by
+        feature name, strings for text), so v1 accepts exactly what :class:`Predictor` accepts.
+        """
+        from seqdeploy.manifest import NoPreprocessing
 
         if not isinstance(instances, list) or not instances:
-            got = f"an empty list" if isinstance(instances, list) else type(instances).__name__
+            got = "an empty list" if isinstance(instances, list) else type(instances).__name__
             raise InputValidationError(f"'instances' is {got} (expected a non-empty list of raw rows)")
         n = len(instances)
         if n > max_rows:
             raise RequestTooLarge(f"request has {n} instances (the server takes at most {max_rows} per request); "
                                   f"split it into smaller requests")
         pre = self.manifest.preprocessing
-        if hasattr(pre, "coerce") and not isinstance(pre, NoPreprocessing):
-            return pre.coerce(instances), n  # the one definition of raw inputs (lists of dicts, arrays, strings)
-        if isinstance(pre, Tokenize):
-            for i, t in enumerate(instances):
-                if not isinstance(t, str):
-                    raise InputValidationError(f"instance {i} is {type(t).__name__} {str(t)[:40]!r} (expected a "
-                                               f"string: this model reads text)")
-            return list(instances), n
-        if isinstance(pre, Standardize):
-            names = pre.feature_names
-            trailing: tuple[int, ...] = (len(names),)
-            if isinstance(instances[0], Mapping):
-                rows = []
-                for i, row in enumerate(instances):
-                    if not isinstance(row, Mapping):
-                        raise InputValidationError(f"instance {i} is {type(row).__name__} (expected an object keyed "
-                                                   f"by feature name like the instances before it)")
-                    missing = [f for f in names if f not in row]
-                    if missing:
-                        raise InputValidationError(f"instance {i} is missing feature(s) {missing[:5]} (expected "
-                                                   f"keys {list(names)[:6]}... {len(names)} in all)")
-                    rows.append([row[f] for f in names])
-                instances = rows
-        elif isinstance(pre, Window):
-            trailing = (pre.window,)
-        elif isinstance(pre, Scale):
-            trailing = (int(math.prod(pre.raw_shape)),)
-        elif isinstance(pre, NoPreprocessing) and len(self.predictor.input_names) == 1:
-            shape = self.predictor.manifest.inputs[0].shape
-            trailing = tuple(d if isinstance(d, int) else -1 for d in shape[1:])
-        else:
-            raise InputValidationError(f"{self.name!r} has several inputs; raw v1 instances cannot name them: "
-                                       f"use the v2 infer route with one tensor per input")
-        try:
-            x = np.asarray(instances, dtype=np.float64)
-        except (ValueError, TypeError) as exc:
-            raise InputValidationError(f"instances are not a rectangular array of numbers ({str(exc)[:120]}); "
-                                       f"expected {n} rows of shape {list(trailing)}") from None
-        if isinstance(pre, Scale) and x.ndim > 2:
-            x = x.reshape(n, -1)
-        if x.ndim != 1 + len(trailing) or any(w > 0 and g != w for g, w in zip(x.shape[1:], trailing)):
-            raise InputValidationError(f"instances have shape {list(x.shape)} (expected [{n}, "
-                                       f"{', '.join(map(str, trailing))}], -1 = any size)")
-        if not np.isfinite(x).all():
-            bad = int(np.flatnonzero(~np.isfinite(x.reshape(n, -1)).all(axis=1))[0])
-            raise InputValidationError(f"instance {bad} contains a non-finite value (expected finite numbers); "
-                                       f"impute or drop rows with missing values")
-        return x, n
+        if not isinstance(pre, NoPreprocessing):
+            return pre.coerce(instances), n
+        if len(self.manifest.inputs) != 1:
+            raise InputValidationError(f"{self.name!r} has inputs {[t.name for t in self.manifest.inputs]}; raw v1 "
+                                       f"instances cannot name them: use the v2 infer route with one tensor per input")
+        t = self.manifest.inputs[0]
+        return pre.coerce(instances, dtype=t.dtype, shape=t.shape[1:], name=t.name), n
 
     def run_v1(self, payloads: list[Any]) -> list[np.ndarray]:
         """Predictor.predict on the raw rows of a batch of requests; one result array per request."""
         sizes = [len(p) for p in payloads]
         if len(payloads) == 1:
             return [self.predictor.predict(payloads[0])]
-        if isinstance(payloads[0], list):
-            raw: Any = [t for p in payloads for t in p]
-        else:
-            raw = np.concatenate(payloads, axis=0)
-        pred = self.predictor.predict(raw)
+        pred = self.predictor.predict(np.concatenate(payloads, axis=0))
         return np.split(pred, np.cumsum(sizes)[:-1], axis=0)
 
 

@@ -73,6 +73,9 @@ def site(browser, portable_bundles, tmp_path_factory):
     bundles = dict(portable_bundles)
     bundles["window"] = build_bundle(tmp_path_factory.mktemp("series"), "window")  # regression: a prediction
     write_golden(bundles["window"], sample_raw("window", n=5, seed=7))
+    bundles["tampered"] = shutil.copytree(portable_bundles["tabular"], tmp_path_factory.mktemp("bad") / "b")
+    with open(bundles["tampered"] / "model.portable.onnx", "ab") as fh:
+        fh.write(b"\0")
     root = tmp_path_factory.mktemp("site")
     for name in ("index.html", "app.js", "node_modules"):
         (root / name).symlink_to(WEB / name)
@@ -160,5 +163,11 @@ def test_typed_review_and_pasted_row_give_python_answers(site):
     assert result == {"ok": False, "mode": "predict", "error": "the row has 3 values; expected 30 "
                                                              "(mean_radius, mean_texture, mean_perimeter, ...)"}
     assert "the row has 3 values" in text
+
+
+def test_missing_or_tampered_bundle_is_refused(site):
     result, _ = page(site, bundle="bundles/missing", check="1")
     assert not result["ok"] and "manifest.json answered HTTP 404" in result["error"]
+    result, text = page(site, bundle="bundles/tampered", check="1")
+    assert not result["ok"] and "model.portable.onnx: sha256" in result["error"], result
+    assert "differs from the manifest" in text and "The bundle could not be loaded." in text

@@ -424,7 +424,8 @@ def predict_files_ray(bundle: str | os.PathLike, input_spec: str | os.PathLike, 
             source = _datasource_class()(files, layout.read_columns, batch_size)
             # reading and writing take a small CPU share: a pool of actors sized to the cluster's CPUs
             # would otherwise leave no CPU for them, and the run would wait forever
-            ds = ray.data.read_datasource(source, num_cpus=_IO_CPUS, concurrency=max(2, n_actors))
+            n_reads = len(source.get_read_tasks(1))
+            ds = ray.data.read_datasource(source, num_cpus=_IO_CPUS, concurrency=max(1, min(2 * n_actors, n_reads)))
             scored = predict_dataset(ds, ray.put(payload), layout=layout, artifact=art.file, actors=n_actors,
                                      batch_size=batch_size, threads=threads, actor_cpus=threads_cpu,
                                      on_bad_row=on_bad_row,

@@ -1,8 +1,8 @@
 """`seqdeploy predict --engine ray`: a real local Ray (num_cpus=2), started once for these tests.
 
-The Ray output is compared row for row with the local engine. Default run: the
-tiny hand-built bundle (killed actor, bad rows, refused overwrite); ``slow``:
-200k rows of the seed spec and 20k texts of the sentiment spec, trained briefly.
+The Ray output is compared row for row with the local engine: 200k rows of the
+seed spec and 20k texts of the sentiment spec (both trained briefly), and the
+tiny hand-built bundle for the faults (killed actor, bad rows, refused overwrite).
 """
 
 from __future__ import annotations
@@ -141,27 +141,31 @@ def test_ray_bad_rows_fail_then_skip_then_refuse_overwrite(local_ray, tiny, tmp_
         predict_files_ray(tiny, tmp_path / "rows", tmp_path / "out")
 
 
-# --------------------------------------------------------------------------- the seed specs (slow)
+# --------------------------------------------------------------------------- the seed specs
 
 
 @pytest.fixture(scope="module")
 def seed_bundle(trained_mlp_run, tmp_path_factory) -> Path:
     from seqdeploy.export import export_onnx
+    from seqdeploy.manifest import write_bundle_manifest
 
     run = tmp_path_factory.mktemp("ray_seed") / "run"
     shutil.copytree(trained_mlp_run, run)
     export_onnx(run)
+    write_bundle_manifest(run)
     return run
 
 
 @pytest.fixture(scope="module")
 def sentiment_bundle(tmp_path_factory) -> Path:
     from seqdeploy.export import export_onnx
+    from seqdeploy.manifest import write_bundle_manifest
     from seqdeploy.train import train
 
     run = tmp_path_factory.mktemp("ray_sentiment") / "run"
     train(REPO / "models" / "sentiment_lstm.toml", out=run, epochs=2)
     export_onnx(run)
+    write_bundle_manifest(run)
     return run
 
 
@@ -185,7 +189,6 @@ def _assert_same(local: pa.Table, distributed: pa.Table) -> None:
             assert a.to_pylist() == b.to_pylist(), name
 
 
-@pytest.mark.slow
 def test_seed_spec_200k_rows_ray_equals_local(local_ray, seed_bundle, tmp_path):
     from seqdeploy.data import load_run_splits
     from seqdeploy.manifest import load_manifest
@@ -209,7 +212,6 @@ def test_seed_spec_200k_rows_ray_equals_local(local_ray, seed_bundle, tmp_path):
     assert distributed.column("prediction").to_pylist() == p.predict(raw).tolist()
 
 
-@pytest.mark.slow
 def test_sentiment_20k_texts_ray_equals_local(local_ray, sentiment_bundle, tmp_path):
     from seqdeploy.data import load_run_splits
 

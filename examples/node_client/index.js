@@ -134,12 +134,15 @@ function numericFeed(input, rows, featureNames, allowHeader) {
     const fields = line.split(SEP);
     const where = `row ${r}`;
     if (order) {
-      order.forEach((c, j) => { data[r * width + j] = parseNumber(fields[c] ?? '', `${where} column ${featureNames[j]}`); });
+      order.forEach((c, j) => {
+        data[r * width + j] = parseNumber(fields[c] ?? '', `${where} column ${featureNames[j]}`);
+      });
       return;
     }
     if (fields.length !== width) {
       const names = featureNames ? ` (${featureNames.slice(0, 4).join(', ')}, ...)` : '';
-      throw new UsageError(`${where} has ${fields.length} values; expected ${width}${names}, separated by commas or tabs`);
+      throw new UsageError(`${where} has ${fields.length} values; expected ${width}${names}, `
+        + 'separated by commas or tabs');
     }
     fields.forEach((f, j) => { data[r * width + j] = parseNumber(f, `${where} value ${j}`); });
   });
@@ -271,7 +274,10 @@ async function main() {
   if (!lines.length) throw new UsageError('golden_portable.json lists no outputs');
   const ok = lines.every((l) => l.endsWith('ok'));
   if (args.json) process.stdout.write(JSON.stringify({ file: portable.file, ok, lines, outputs }) + '\n');
-  else process.stdout.write(lines.join('\n') + `\n${portable.file}: ${ok ? `${n} rows match golden_portable.json` : 'MISMATCH'}\n`);
+  else {
+    const summary = ok ? `${n} rows match golden_portable.json` : 'MISMATCH';
+    process.stdout.write(lines.join('\n') + `\n${portable.file}: ${summary}\n`);
+  }
   return ok ? 0 : 1;
 }
 

@@ -82,14 +82,18 @@
     const art = (manifest.artifacts || []).find((a) => a.file === want || a.precision === want || a.recipe === want);
     if (!art) throw new InputError(`artifact ${JSON.stringify(want)} is not in the manifest`);
     if (!art.portable) {
-      throw new InputError(`${art.file} has no portable graph (the bundle predates it): rebuild it with a current seqdeploy`);
+      throw new InputError(`${art.file} has no portable graph (the bundle predates it): `
+        + 'rebuild it with a current seqdeploy');
     }
     const bytes = new Uint8Array(await (await fetchOk(fileUrl(art.portable.file), 'the portable model')).arrayBuffer());
     const sha = await sha256Hex(bytes);
     if (sha !== null && sha !== art.portable.sha256) {
-      throw new InputError(`${art.portable.file}: sha256 ${sha.slice(0, 16)}... differs from the manifest; copy the bundle again`);
+      throw new InputError(`${art.portable.file}: sha256 ${sha.slice(0, 16)}... differs from the manifest; `
+        + 'copy the bundle again');
     }
-    state.session = await ort.InferenceSession.create(bytes, { executionProviders: ['wasm'], graphOptimizationLevel: 'all' });
+    state.session = await ort.InferenceSession.create(bytes, {
+      executionProviders: ['wasm'], graphOptimizationLevel: 'all',
+    });
     state.manifest = manifest;
     state.portable = { ...art.portable, verified: sha !== null };
     try {
@@ -132,7 +136,9 @@
     if (names && head.every((f) => f.trim() === '' || Number.isNaN(Number(f.trim())))) { // a header: no numbers
       const cols = head.map((h) => h.trim());
       const missing = names.filter((f) => !cols.includes(f));
-      if (missing.length) throw new InputError(`the header lacks ${missing.slice(0, 4).join(', ')} (${missing.length} missing)`);
+      if (missing.length) {
+        throw new InputError(`the header lacks ${missing.slice(0, 4).join(', ')} (${missing.length} missing)`);
+      }
       order = names.map((f) => cols.indexOf(f));
       lines = lines.slice(1);
       if (!lines.length) throw new InputError('the header has no data row below it');
@@ -170,7 +176,8 @@
 
   function plain(t) {
     const dtype = t.type === 'string' ? 'str' : t.type;
-    return { dtype, shape: Array.from(t.dims), data: dtype === 'str' ? Array.from(t.data) : Array.from(t.data, Number) };
+    const data = dtype === 'str' ? Array.from(t.data) : Array.from(t.data, Number);
+    return { dtype, shape: Array.from(t.dims), data };
   }
 
   async function run(feeds) {
@@ -310,7 +317,8 @@
     if (EXACT.has(want.dtype)) {
       const bad = want.data.findIndex((v, i) => String(v) !== String(got.data[i]));
       return bad < 0 ? { name, ok: true, detail: `${want.data.length} values equal` }
-        : { name, ok: false, detail: `[${bad}] = ${JSON.stringify(got.data[bad])}, expected ${JSON.stringify(want.data[bad])}` };
+        : { name, ok: false,
+          detail: `[${bad}] = ${JSON.stringify(got.data[bad])}, expected ${JSON.stringify(want.data[bad])}` };
     }
     const err = want.data.reduce((m, v, i) => Math.max(m, Math.abs(got.data[i] - v)), 0);
     return { name, ok: err <= atol, detail: `max abs error ${err.toExponential(2)} (atol ${atol})` };

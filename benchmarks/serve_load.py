@@ -10,10 +10,13 @@ interleaved over ``--rounds`` rounds (medians reported). Client and server share
 the machine's cores, so read ratios within one run, not absolute numbers.
 
     .venv/bin/python benchmarks/serve_load.py [--bundle runs/breast_cancer_mlp] [--seconds 3]
-                     [--concurrency 1,8,32,128] [--rounds 3] [--lean] [--json out.json]
+                     [--concurrency 1,8,32,128] [--rounds 3] [--kserve-routes] [--lean] [--json out.json]
 
-``--lean`` adds a bare ASGI app (uvicorn + httptools, orjson) around the same
-ServedModel and MicroBatcher, REST only, to measure KServe's per-request cost.
+``--kserve-routes`` adds a server answering infer/predict through KServe's FastAPI
+endpoints (pydantic models, routing, timing middleware) instead of seqdeploy's direct
+route handler; ``--lean`` adds a bare ASGI app (uvicorn + httptools, orjson) around
+the same ServedModel and MicroBatcher. Both REST only: they measure KServe's
+per-request cost.
 """
 
 from __future__ import annotations
@@ -45,9 +48,9 @@ def build_bundle(tmp: Path) -> Path:
 
 
 class Server:
-    def __init__(self, bundle: Path, batching: bool, delay_ms: float):
+    def __init__(self, bundle: Path, batching: bool, delay_ms: float, *extra: str):
         cmd = [sys.executable, "-m", "seqdeploy", "serve", str(bundle), "--http-port", "0", "--grpc-port", "0",
-               "--json", "--max-delay-ms", str(delay_ms), "--batching" if batching else "--no-batching"]
+               "--json", "--max-delay-ms", str(delay_ms), "--batching" if batching else "--no-batching", *extra]
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                                      env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
         ready = json.loads(self.proc.stdout.readline())
@@ -258,6 +261,8 @@ def main() -> None:
     ap.add_argument("--concurrency", default="1,8,32,128")
     ap.add_argument("--delay-ms", type=float, default=1.0, help="max batching delay of the batching-on server")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are reported")
+    ap.add_argument("--kserve-routes", action="store_true",
+                    help="also time a server answering through KServe's FastAPI endpoints (REST)")
     ap.add_argument("--lean", action="store_true", help="also time a bare ASGI app with the same batcher (REST)")
     ap.add_argument("--lean-server", nargs=4, metavar=("BUNDLE", "PORT", "BATCHING", "DELAY_MS"), help=argparse.SUPPRESS)
     ap.add_argument("--json", type=Path)
@@ -279,6 +284,8 @@ def main() -> None:
         # both servers stay up; cells are interleaved (on/off alternate, order flips every round) so drift on a
         # shared machine hits both alike; each cell's numbers are medians over rounds
         servers = {"on": Server(bundle, True, args.delay_ms), "off": Server(bundle, False, args.delay_ms)}
+        if args.kserve_routes:
+            servers["kserve-on"] = Server(bundle, True, args.delay_ms, "--kserve-routes")
         if args.lean:
             servers["lean-on"] = LeanServer(bundle, True, args.delay_ms)
         cells: dict[tuple[str, int, str], list[dict]] = {}
@@ -288,7 +295,7 @@ def main() -> None:
                 for conc in concs:
                     for proto, fn in (("rest", _load_rest), ("grpc", _load_grpc)):
                         for mode in order:
-                            if mode.startswith("lean") and proto != "rest":
+                            if mode.startswith(("lean", "kserve")) and proto != "rest":
                                 continue
                             server = servers[mode]
                             before = server.metrics()
@@ -308,8 +315,10 @@ def main() -> None:
             for proto in ("rest", "grpc"):
                 for mode in servers:
                     if (proto, conc, mode) in cells:
-                        lean = mode.startswith("lean")
-                        results.append({"runner": "bare ASGI + same batcher (no KServe)" if lean else "seqdeploy serve",
+                        runner = {"lean": "bare ASGI + same batcher (no KServe)",
+                                  "kserve": "seqdeploy serve --kserve-routes (KServe's FastAPI endpoints)"}.get(
+                            mode.split("-")[0], "seqdeploy serve")
+                        results.append({"runner": runner,
                                         "protocol": proto, "batching": mode.split("-")[-1], "concurrency": conc,
                                         **_median(cells[(proto, conc, mode)])})
         hdr = "| runner | protocol | batching | concurrency | req/s | p50 ms | p99 ms | requests per onnxruntime call | errors |"

@@ -28,6 +28,8 @@ def serve(
     max_request_rows: int = typer.Option(4096, "--max-request-rows", help="Rows per request at most (413 above)."),
     max_body_mb: float = typer.Option(16.0, "--max-body-mb", help="Request body size limit in MiB (413 above)."),
     grace: float = typer.Option(30.0, "--grace", help="Seconds to finish accepted requests after SIGTERM."),
+    kserve_routes: bool = typer.Option(False, "--kserve-routes", hidden=True,
+                                       help="Answer infer/predict through KServe's FastAPI endpoints (for comparison)."),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Serve bundles over REST (v1 + v2) and gRPC (v2) with micro-batching and Prometheus /metrics."""
@@ -38,7 +40,8 @@ def serve(
         options = ServeOptions(host=host, http_port=http_port, grpc_port=None if no_grpc else grpc_port,
                                batching=batching, max_batch_size=max_batch_size, max_delay_ms=max_delay_ms,
                                workers=workers, max_request_rows=max_request_rows,
-                               max_body_bytes=int(max_body_mb * 1024 * 1024), grace_seconds=grace)
+                               max_body_bytes=int(max_body_mb * 1024 * 1024), grace_seconds=grace,
+                               kserve_routes=kserve_routes)
 
         def ready(models, http, grpc) -> None:
             where = host if ":" not in host else f"[{host}]"

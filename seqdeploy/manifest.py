@@ -531,22 +531,9 @@ def min_onnxruntime_for(opset: int | None) -> str:
 
 
 def _precision_of(recipe: str | None, model: Any) -> str:
-    if recipe:
-        r = recipe.lower()
-        for p in ("int8-static", "int8-dynamic", "fp16"):
-            if p in r:
-                return p
-        if "float16" in r:
-            return "fp16"
-        return recipe
-    ops = {n.op_type for n in model.graph.node}
-    if ops & {"QuantizeLinear", "DynamicQuantizeLinear", "QLinearMatMul", "MatMulInteger", "QLinearConv"}:
-        return "int8-dynamic" if "DynamicQuantizeLinear" in ops else "int8-static"
-    from onnx import TensorProto
+    from seqdeploy.precision import precision_of, precision_of_graph  # the one precision definition
 
-    if any(i.data_type == TensorProto.FLOAT16 for i in model.graph.initializer):
-        return "fp16"
-    return "float32"
+    return (precision_of(recipe) if recipe else precision_of_graph(model)).name
 
 
 def _artifact(run_dir: Path, rel: str, recipe: str | None, train: Mapping[str, Any] | None = None) -> Artifact:

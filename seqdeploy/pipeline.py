@@ -237,9 +237,9 @@ def _stage_key(name: str, spec, run_dir: Path, options: PipelineOptions) -> str:
     elif name == "bench":
         for f in ["model.keras", "model.onnx", "quantize.json"]:
             add_file(f)
-        chosen = read_json_or_empty(run_dir / "quantize.json").get("chosen")
-        if chosen:
-            add_file(chosen)
+        record = _quantize_record(run_dir)
+        if record is not None and record.chosen:
+            add_file(record.chosen)
         h.update(f"|b={options.bench_batches}|t={options.bench_threads}|d={options.bench_duration}"
                  f"|vs={options.bench_vs}".encode())
     return h.hexdigest()
@@ -281,36 +281,30 @@ def _existing_summary(run_dir: Path, stage: str) -> dict:
         v = read_json_or_empty(run_dir / "verify.json")
         return {k: v.get(k) for k in ("passed", "max_abs_error", "label_agreement")} if v else {}
     if stage == "quantize":
-        q = read_json_or_empty(run_dir / "quantize.json")
-        return {"chosen": q.get("chosen"), "reason": q.get("reason") or q.get("summary")} if q else {}
+        record = _quantize_record(run_dir)
+        return {"chosen": record.chosen, "reason": record.summary} if record is not None else {}
     if stage == "bench":
         return bench_headline(run_dir)
     return {}
 
 
+def _quantize_record(run_dir: Path):
+    """quantize.json as :func:`seqdeploy.quantize.read_record` reads it; None when missing or unreadable."""
+    from seqdeploy.errors import QuantizeError
+    from seqdeploy.quantize.record import read_record
+
+    try:
+        return read_record(run_dir)
+    except QuantizeError:
+        return None
+
+
 def bench_headline(run_dir: Path) -> dict:
-    """Batch-1 p50 of the deployed artifact, plain ONNX float32, Keras's direct call and TFLite, from bench.json."""
-    b = read_json_or_empty(Path(run_dir) / "bench.json")
-    if not b:
-        return {}
-    p50: dict[str, float] = {}
-    for m in b.get("results", []):
-        if m.get("batch") == 1 and m.get("status") == "ok" and m.get("latency") and m["runner"] not in p50:
-            p50[m["runner"]] = m["latency"]["p50_us"]
-    deployed_name = next((r["name"] for r in b.get("runners", []) if r.get("deployed")), None)
-    deployed = p50.get(deployed_name) if deployed_name else None
-    fp32 = p50.get("ort:fp32")
-    keras = p50.get("keras:direct")
-    tfl = [v for k, v in p50.items() if k.startswith("tflite")]
-    out = {"deployed_runner": deployed_name, "deployed_p50_us_b1": deployed, "onnx_fp32_p50_us_b1": fp32,
-           "keras_direct_p50_us_b1": keras, "tflite_best_p50_us_b1": min(tfl) if tfl else None}
-    if deployed and fp32:
-        out["speedup_vs_fp32"] = fp32 / deployed
-    if deployed and keras:
-        out["speedup_vs_keras"] = keras / deployed
-    if deployed and tfl:
-        out["speedup_vs_tflite"] = min(tfl) / deployed
-    return out
+    """Batch-1 p50 of the deployed artifact beside every speedup reference (plain ONNX float32, Keras's
+    direct call, TFLite best), from bench.json (:func:`seqdeploy.bench.schema.headline`)."""
+    from seqdeploy.bench.schema import headline
+
+    return headline(read_json_or_empty(Path(run_dir) / "bench.json"))
 
 
 def pipeline_summary(run_dir: Path) -> dict:

@@ -39,6 +39,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from seqdeploy.atomic import atomic_path, atomic_write_json, sha256_file
+from seqdeploy.bench.runners.keras import KerasRunner
+from seqdeploy.bench.runners.onnxruntime import OrtRunner
 from seqdeploy.errors import CheckFailed, InputFileNotFound, VerifyInputError, first_line
 
 FLOAT32_TOL = (1e-4, 1e-3)
@@ -107,47 +109,25 @@ class VerifyResult:
     warnings: tuple[str, ...] = ()
 
 
-# --- runners ------------------------------------------------------------------------------
+# --- runners: the benchmark's runner families (seqdeploy.bench.runners), outputs keyed by name -----------
 
-class KerasRunner:
-    """Runs the Keras model with a direct call (``training=False``)."""
-
-    def __init__(self, model, input_names: Sequence[str], output_names: Sequence[str]):
-        self.model = model
-        self.input_names = list(input_names)
-        self.output_names = list(output_names)
-
-    def infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        xs = [feeds[n] for n in self.input_names]
-        out = self.model(xs[0] if len(xs) == 1 else xs, training=False)
-        outs = out if isinstance(out, (list, tuple)) else [out]
-        return {name: np.asarray(o) for name, o in zip(self.output_names, outs)}
+def keras_runner(model, input_names: Sequence[str], output_names: Sequence[str]) -> KerasRunner:
+    """The Keras model's direct call (``training=False``); ``infer_named`` keys the outputs by ``output_names``."""
+    return KerasRunner(model, "direct", input_names=input_names, output_names=output_names)
 
 
-class OnnxRunner:
-    """Runs an ONNX file in onnxruntime on the CPU."""
+def onnx_runner(path: Path) -> OrtRunner:
+    """onnxruntime on the CPU (the runtime's session options, onnxruntime's default thread count)."""
+    from seqdeploy.export import load_checked_onnx
 
-    def __init__(self, path: Path):
-        import onnxruntime as ort
-
-        from seqdeploy.export import load_checked_onnx
-
-        load_checked_onnx(path)  # untrusted file: onnx.checker before any session
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        try:
-            self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
-            raise VerifyInputError(f"{path}: onnxruntime cannot load this model: {first_line(exc, limit=300)}; "
-                                   "re-export it with `seqdeploy export`") from None
-        self.inputs = self.session.get_inputs()
-        self.outputs = self.session.get_outputs()
-        self.input_names = [i.name for i in self.inputs]
-        self.output_names = [o.name for o in self.outputs]
-
-    def infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        res = self.session.run(self.output_names, {k: feeds[k] for k in self.input_names})
-        return dict(zip(self.output_names, res))
+    load_checked_onnx(path)  # untrusted file: onnx.checker before any session
+    runner = OrtRunner(path)
+    try:
+        runner.prepare(None)
+    except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
+        raise VerifyInputError(f"{path}: onnxruntime cannot load this model: {first_line(exc, limit=300)}; "
+                               "re-export it with `seqdeploy export`") from None
+    return runner
 
 
 # --- public API ----------------------------------------------------------------------------
@@ -218,7 +198,7 @@ def verify_models(keras_path: str | Path, onnx_path: str | Path, *, real_inputs:
             raise InputFileNotFound(f"{p} does not exist; expected a Keras model and an ONNX file to compare")
     if samples < 1:
         raise VerifyInputError(f"--samples {samples}: expected at least 1")
-    onnx_rt = OnnxRunner(onnx_path)
+    onnx_rt = onnx_runner(onnx_path)
     model = load_keras_model(keras_path, unsafe=unsafe)
     if len(model.inputs) != 1:
         raise VerifyInputError(f"{keras_path}: verify supports single-input models; this one has "
@@ -263,7 +243,7 @@ def verify_models(keras_path: str | Path, onnx_path: str | Path, *, real_inputs:
 
     # The names export gives the ONNX outputs; a mismatch means the files do not belong together.
     keras_names = keras_output_names(model)
-    keras_rt = KerasRunner(model, [feed_name], keras_names)
+    keras_rt = keras_runner(model, [feed_name], keras_names)
 
     failures: list[str] = []
     if len(keras_names) != len(onnx_rt.output_names):
@@ -278,7 +258,7 @@ def verify_models(keras_path: str | Path, onnx_path: str | Path, *, real_inputs:
     for kind, x in feeds:
         feed = {feed_name: x}
         try:
-            got = onnx_rt.infer(feed)
+            got = onnx_rt.infer_named(feed)
         except Exception as exc:  # onnxruntime's InvalidArgument & co: a failure of the artifact
             msg = f"onnxruntime rejected the {kind} feed at batch {len(x)}: {first_line(exc, limit=300)}"
             if "dimension" in str(exc).lower() or "shape" in str(exc).lower():
@@ -286,7 +266,7 @@ def verify_models(keras_path: str | Path, onnx_path: str | Path, *, real_inputs:
             failures.append(msg)
             feed_runs.append(FeedRun(kind, len(x), False, first_line(exc, limit=300)))
             continue
-        want = keras_rt.infer(feed)
+        want = keras_rt.infer_named(feed)
         feed_runs.append(FeedRun(kind, len(x), True))
         for (k_name, k_val), o_name in zip(want.items(), onnx_rt.output_names):
             acc[o_name].add(kind, k_val, got[o_name], is_real=kind.startswith("real"), task=task)
@@ -343,7 +323,7 @@ def verify_summary(result: VerifyResult) -> dict[str, Any]:
 
 def write_golden(out_dir: Path, feed_name: str, inputs: np.ndarray, runner: KerasRunner, raw: np.ndarray) -> Path:
     """Write golden.npz and golden.json: raw samples, model feeds and Keras's outputs."""
-    outputs = runner.infer({feed_name: inputs})
+    outputs = runner.infer_named({feed_name: inputs})
     arrays = {"raw": np.asarray(raw), f"input__{feed_name}": inputs}
     arrays.update({f"output__{k}": np.asarray(v) for k, v in outputs.items()})
     path = out_dir / "golden.npz"
@@ -357,17 +337,10 @@ def write_golden(out_dir: Path, feed_name: str, inputs: np.ndarray, runner: Kera
 
 
 def artifact_precision(onnx_path: Path) -> str:
-    """float32, float16 or int8, read from the graph's ops and initializers."""
-    import onnx
+    """float32, float16 or int8 (the numeric type of :mod:`seqdeploy.precision`), read from the graph."""
+    from seqdeploy.precision import precision_of_onnx
 
-    from seqdeploy.quantize import is_quantized_op
-
-    model = onnx.load(str(onnx_path), load_external_data=False)
-    if any(is_quantized_op(n.op_type) for n in model.graph.node):
-        return "int8"
-    if any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer):
-        return "float16"
-    return "float32"
+    return precision_of_onnx(onnx_path).numeric
 
 
 def parse_tolerances(values: Sequence[str], what: str) -> tuple[float | None, dict[str, float]]:

@@ -20,6 +20,7 @@ pytest.importorskip("onnxruntime.quantization")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 import seqdeploy.quantize as q  # noqa: E402
+import seqdeploy.quantize.core as qcore  # noqa: E402  (the flow: where the gate's measurements are looked up)
 from seqdeploy.errors import InputFileNotFound, ModelLoadError, QuantizeError  # noqa: E402
 
 FAST = dict(latency_rounds=2, latency_round_seconds=0.0, latency_warmup=1, latency_min_calls=2,
@@ -258,7 +259,7 @@ def test_bad_inputs_are_clear_errors(mlp, tmp_path):
 
 def test_nothing_qualifies_leaves_no_artifact(mlp, tmp_path, monkeypatch):
     path, x, y = mlp
-    monkeypatch.setattr(q, "measure_latency", _fake_latency(0.7))
+    monkeypatch.setattr(qcore, "measure_latency", _fake_latency(0.7))
     out = tmp_path / "out"
     out.mkdir()
     (out / "model.int8-static.onnx").write_bytes(b"stale from an older run")
@@ -275,7 +276,7 @@ def test_nothing_qualifies_leaves_no_artifact(mlp, tmp_path, monkeypatch):
 def test_chosen_candidate_and_json_schema(mlp, tmp_path, monkeypatch):
     path, x, y = mlp
     speeds = iter([3.0, 3.0, 2.0, 2.0])  # static (b=1, b=8) faster than dynamic
-    monkeypatch.setattr(q, "measure_latency", lambda f, c, feeds, b, s: _fake_latency(next(speeds))(f, c, feeds, b, s))
+    monkeypatch.setattr(qcore, "measure_latency", lambda f, c, feeds, b, s: _fake_latency(next(speeds))(f, c, feeds, b, s))
     r = _run(path, x, y, tmp_path, max_metric_drop=0.5)
     assert r.chosen == "model.int8-static.onnx" and r.chosen_recipe == "int8-static"
     out = tmp_path / "out"
@@ -306,7 +307,7 @@ def test_real_latency_measurement_runs(mlp, tmp_path):
 
 
 def test_regression_and_binary_tasks(tmp_path, monkeypatch):
-    monkeypatch.setattr(q, "measure_latency", _fake_latency(2.0))
+    monkeypatch.setattr(qcore, "measure_latency", _fake_latency(2.0))
     reg = _mlp(tmp_path / "reg.onnx", n_out=1, head="linear")
     x, y = _data(reg, task="regression")
     r = _run(reg, x, y, tmp_path, task="regression", mode="dynamic", max_metric_drop=0.5)
@@ -320,10 +321,10 @@ def test_regression_and_binary_tasks(tmp_path, monkeypatch):
 
 def test_accuracy_loss_triggers_diagnosis_and_retry(mlp, tmp_path, monkeypatch):
     path, x, y = mlp
-    monkeypatch.setattr(q, "measure_latency", _fake_latency(2.0))
+    monkeypatch.setattr(qcore, "measure_latency", _fake_latency(2.0))
     drops = iter([0.5])  # the first attempt loses 50 points, the retry none
     real = q.metric_drop
-    monkeypatch.setattr(q, "metric_drop", lambda task, f, c: next(drops, None) or real(task, f, c))
+    monkeypatch.setattr(qcore, "metric_drop", lambda task, f, c: next(drops, None) or real(task, f, c))
     r = _run(path, x, y, tmp_path, mode="static", exclude_worst_layers=1, max_metric_drop=0.2)
     first, retry = r.candidates
     assert (first.attempt, retry.attempt) == (1, 2)
@@ -348,7 +349,7 @@ def test_preprocess_failure_is_a_warning(mlp, tmp_path, monkeypatch):
     import onnxruntime.quantization.shape_inference as si
 
     path, x, y = mlp
-    monkeypatch.setattr(q, "measure_latency", _fake_latency(2.0))
+    monkeypatch.setattr(qcore, "measure_latency", _fake_latency(2.0))
 
     def broken(*a, **k):
         raise RuntimeError("symbolic shape inference exploded")
@@ -372,7 +373,7 @@ def _fake_data_module(monkeypatch, x, y, task="multiclass"):
 def test_quantize_run_uses_the_run_splits(mlp, tmp_path, monkeypatch):
     path, x, y = mlp
     _fake_data_module(monkeypatch, x, y)
-    monkeypatch.setattr(q, "measure_latency", _fake_latency(2.0))
+    monkeypatch.setattr(qcore, "measure_latency", _fake_latency(2.0))
     r = q.quantize_run(path.parent, q.QuantizeSettings(mode="dynamic", max_metric_drop=0.5, **FAST))
     assert r.chosen == "model.int8-dynamic.onnx" and (path.parent / "model.int8-dynamic.onnx").exists()
     with pytest.raises(InputFileNotFound, match="seqdeploy export"):
@@ -392,13 +393,13 @@ def test_cli_exit_codes_and_json(mlp, monkeypatch):
     run_dir = str(path.parent)
     _fake_data_module(monkeypatch, x, y)
 
-    monkeypatch.setattr(q, "measure_latency", _fake_latency(2.5))
+    monkeypatch.setattr(qcore, "measure_latency", _fake_latency(2.5))
     res = _cli(["quantize", run_dir, "--mode", "dynamic", "--max-metric-drop", "0.5", "--json"])
     assert res.exit_code == 0, res.output
     data = json.loads(res.stdout)
     assert data["chosen"] == "model.int8-dynamic.onnx"
 
-    monkeypatch.setattr(q, "measure_latency", _fake_latency(0.5))
+    monkeypatch.setattr(qcore, "measure_latency", _fake_latency(0.5))
     res = _cli(["quantize", run_dir, "--json"])  # auto: nothing qualifies is not an error
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["chosen"] is None

@@ -1,4 +1,4 @@
-"""`seqdeploy bench`: time every ONNX artifact of a run (or one MODEL.onnx) against Keras and TFLite."""
+"""`seqdeploy bench`: time every ONNX artifact of a run (or one MODEL.onnx) against the peer runner families (Keras, TFLite)."""
 
 from __future__ import annotations
 
@@ -14,11 +14,11 @@ def render_table(result: Any) -> None:
     """The side-by-side table on the terminal (stderr, so --json keeps stdout clean)."""
     from rich.table import Table
 
-    from seqdeploy.bench import TERMINAL_COLUMNS, table_rows
+    from seqdeploy.bench import REFERENCE_COLUMNS, TERMINAL_COLUMNS, table_rows
 
     t = Table(title=f"bench {result.target}", show_lines=False, header_style="bold")
-    short = {"threads": "thr", "samples/s": "samples/s", "vs ONNX fp32": "vs ORT", "vs Keras direct": "vs Keras",
-             "vs TFLite best": "vs TFLite", "first call": "1st call", "max abs diff": "|diff|"}
+    short = {"threads": "thr", "first call": "1st call", "max abs diff": "|diff|",
+             **{title: short_title for _, title, short_title in REFERENCE_COLUMNS}}
     for i, col in enumerate(TERMINAL_COLUMNS):
         t.add_column(short.get(col, col), justify="left" if i < 3 else "right", no_wrap=True)
     prev = None
@@ -44,7 +44,8 @@ def bench_cmd(
     target: Path = typer.Argument(..., help="A run directory (every model*.onnx + Keras/TFLite peers) or a MODEL.onnx."),
     batch: str = typer.Option("1,8,64", "--batch", "-b", help="Comma-separated batch sizes."),
     threads: str = typer.Option("1", "--threads", "-t", help="Comma-separated intra-op thread counts (onnxruntime, TFLite)."),
-    vs: str = typer.Option("auto", "--vs", help="Peers: a subset of keras,tflite; 'none'; or 'auto' (every peer available)."),
+    vs: str = typer.Option("auto", "--vs", help="Peers timed beside the ONNX artifacts: comma-separated runner families "
+                           "(e.g. keras,tflite); 'none'; or 'auto' (every peer installed)."),
     duration: Optional[float] = typer.Option(None, "--duration", "-d", help="Seconds per (batch, threads), split between runners [default 2]."),
     count: Optional[int] = typer.Option(None, "--count", "-n", help="Timed calls per runner instead of a duration."),
     warmup: float = typer.Option(0.1, "--warmup", help="Warm-up seconds per runner before timing."),
@@ -61,11 +62,11 @@ def bench_cmd(
     Example: seqdeploy bench runs/breast_cancer_mlp --batch 1,64 --threads 1,2 --vs keras,tflite
     """
     with handle_errors(as_json=as_json):
-        from seqdeploy.bench import OrtSettings, StopRule, parse_int_list, parse_vs, run_bench, write_outputs
+        from seqdeploy.bench import MAX_THREADS, OrtSettings, StopRule, parse_int_list, parse_vs, run_bench, write_outputs
         from seqdeploy.errors import UsageError
 
         batches = parse_int_list(batch, "--batch")
-        thr = parse_int_list(threads, "--threads", hi=256)
+        thr = parse_int_list(threads, "--threads", hi=MAX_THREADS)
         peers = parse_vs(vs)
         if duration is not None and count is not None:
             raise UsageError(f"--duration {duration} and --count {count} received together (expected one); drop one of them")

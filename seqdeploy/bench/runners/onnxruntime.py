@@ -1,0 +1,331 @@
+"""onnxruntime runners: every ONNX artifact as a plain ``session.run`` (``ort:<precision>``), and the
+deployed artifact through ``seqdeploy.runtime`` the way an application calls it (``deployed:<precision>``).
+
+Sessions come from :func:`seqdeploy.runtime.session_options` (the runtime's measured defaults) with
+the explicit overrides of :class:`OrtSettings`, or from :func:`seqdeploy.runtime.make_session`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from seqdeploy.atomic import atomic_path
+from seqdeploy.bench.runners import BuildContext, Family, Reference, register
+from seqdeploy.errors import BenchError
+
+_GRAPH_LEVELS = ("disable", "basic", "extended", "layout", "all")
+
+_ORT_DTYPES = {
+    "tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16,
+    "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(int8)": np.int8,
+    "tensor(uint8)": np.uint8, "tensor(bool)": np.bool_,
+}
+
+
+@dataclass(frozen=True)
+class OrtSettings:
+    """onnxruntime CPU session settings used by the ONNX runners (defaults: see benchmarks/README.md).
+
+    ``per_call`` is ``"run"`` (plain ``session.run``, what Predictor users pay) or
+    ``"iobinding"`` (inputs bound per call, outputs written into pre-allocated buffers, copied out).
+    ``cache_dir`` keeps the optimized graph on disk (``optimized_model_filepath``) keyed by
+    the model's sha256, ORT version and level; later sessions load it with optimizations off.
+
+    >>> OrtSettings().per_call, OrtSettings().graph_optimization
+    ('run', 'all')
+    """
+
+    allow_spinning: bool = False
+    graph_optimization: str = "all"
+    execution_mode: str = "sequential"
+    inter_op_threads: int = 1
+    per_call: str = "run"
+    cache_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.graph_optimization not in _GRAPH_LEVELS:
+            raise BenchError(f"graph_optimization = {self.graph_optimization!r} (expected one of {', '.join(_GRAPH_LEVELS)})")
+        if self.execution_mode not in ("sequential", "parallel"):
+            raise BenchError(f"execution_mode = {self.execution_mode!r} (expected 'sequential' or 'parallel')")
+        if self.per_call not in ("iobinding", "run"):
+            raise BenchError(f"per_call = {self.per_call!r} (expected 'iobinding' or 'run')")
+
+
+def _level(ort: Any, name: str) -> Any:
+    return {
+        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "layout": getattr(ort.GraphOptimizationLevel, "ORT_ENABLE_LAYOUT", ort.GraphOptimizationLevel.ORT_ENABLE_ALL),
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }[name]
+
+
+def ort_session_options(threads: int | None = None, settings: OrtSettings = OrtSettings()) -> Any:
+    """:func:`seqdeploy.runtime.session_options` with ``settings`` applied on top
+    (``threads=None`` = onnxruntime's own intra-op default, all cores)."""
+    import onnxruntime as ort
+
+    from seqdeploy.runtime import session_options
+
+    so = session_options(threads)
+    if threads is None:
+        so.intra_op_num_threads = 0
+    so.inter_op_num_threads = settings.inter_op_threads
+    so.execution_mode = ort.ExecutionMode.ORT_PARALLEL if settings.execution_mode == "parallel" else ort.ExecutionMode.ORT_SEQUENTIAL
+    spin = "1" if settings.allow_spinning else "0"
+    so.add_session_config_entry("session.intra_op.allow_spinning", spin)
+    so.add_session_config_entry("session.inter_op.allow_spinning", spin)
+    so.graph_optimization_level = _level(ort, settings.graph_optimization)
+    return so
+
+
+def make_ort_session(path: str | os.PathLike, threads: int | None = None, settings: OrtSettings = OrtSettings()) -> Any:
+    """Create a CPU ``onnxruntime.InferenceSession`` with ``settings`` (see :func:`ort_session_options`).
+
+    >>> sess = make_ort_session("runs/x/model.onnx", threads=1)   # doctest: +SKIP
+    """
+    import onnxruntime as ort
+
+    path = Path(path)
+    so = ort_session_options(threads, settings)
+    providers = ["CPUExecutionProvider"]
+    if settings.cache_dir is None or settings.graph_optimization == "disable":
+        return ort.InferenceSession(str(path), so, providers=providers)
+    from seqdeploy.atomic import sha256_file
+
+    cache = Path(settings.cache_dir)
+    key = f"{path.stem}.{sha256_file(path)[:16]}.ort{ort.__version__}.{settings.graph_optimization}.onnx"
+    cached = cache / key
+    if cached.exists():
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        try:
+            return ort.InferenceSession(str(cached), so, providers=providers)
+        except Exception:  # a stale or truncated cache entry: rebuild it below
+            so.graph_optimization_level = _level(ort, settings.graph_optimization)
+    with atomic_path(cached) as tmp:
+        so.optimized_model_filepath = str(tmp)
+        sess = ort.InferenceSession(str(path), so, providers=providers)
+    return sess
+
+
+class OrtRunner:
+    """onnxruntime on one ONNX artifact.
+
+    >>> r = OrtRunner("runs/x/model.onnx", precision="fp32")   # doctest: +SKIP
+    >>> r.prepare(1); r.set_batch(1); r.infer({"features": x})  # doctest: +SKIP
+    """
+
+    family = "onnxruntime"
+
+    def __init__(self, path: str | os.PathLike, precision: str = "fp32", *, settings: OrtSettings = OrtSettings(),
+                 deployed: bool = False, session_factory: Callable[[Path, int], Any] | None = None,
+                 name: str | None = None):
+        self.path = Path(path)
+        self.precision = precision
+        self.name = name or f"ort:{precision}"
+        self.artifact = str(self.path)
+        self.artifact_bytes = self.path.stat().st_size if self.path.exists() else None
+        self.deployed = deployed
+        self.threads_apply = True
+        self.settings = settings
+        self.notes: list[str] = []
+        self._factory = session_factory
+        self._sess: Any = None
+        self._binding: Any = None
+        self._out_bufs: list[np.ndarray] = []
+        self._out_names: list[str] = []
+        self._in: list[tuple[str, Any]] = []
+        self._per_call = settings.per_call
+        self._fixed_batch: int | None = None
+        self._ready_feeds: Any = None  # the last feeds dict that needed no conversion (reused as is)
+
+    @property
+    def session(self) -> Any:
+        return self._sess
+
+    @property
+    def inputs(self) -> list[Any]:
+        return self._sess.get_inputs()
+
+    @property
+    def outputs(self) -> list[Any]:
+        return self._sess.get_outputs()
+
+    @property
+    def input_names(self) -> list[str]:
+        return [name for name, _ in self._in]
+
+    @property
+    def output_names(self) -> list[str]:
+        return list(self._out_names)
+
+    def prepare(self, threads: int | None) -> None:
+        self.close()
+        if self._factory is not None:
+            self._sess = self._factory(self.path, threads)
+        else:
+            self._sess = make_ort_session(self.path, threads, self.settings)
+        self._describe()
+
+    def _describe(self) -> None:
+        self._in = [(i.name, _ORT_DTYPES.get(i.type, np.float32)) for i in self._sess.get_inputs()]
+        self._out_names = [o.name for o in self._sess.get_outputs()]
+        first = self._sess.get_inputs()[0].shape
+        self._fixed_batch = first[0] if first and isinstance(first[0], int) else None
+
+    def set_batch(self, batch: int) -> str | None:
+        if self._fixed_batch is not None and self._fixed_batch != batch:
+            return f"the ONNX input has a fixed batch of {self._fixed_batch}"
+        self._binding = None
+        self._out_bufs = []
+        return None
+
+    def _feeds(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if feeds is self._ready_feeds:  # the harness passes the same dict every call: check it once
+            return feeds  # type: ignore[return-value]
+        out = {}
+        for name, dtype in self._in:
+            if name in feeds:
+                a = feeds[name]
+            elif len(self._in) == 1 and len(feeds) == 1:
+                a = next(iter(feeds.values()))
+            else:
+                raise BenchError(f"{self.path.name}: no feed for input {name!r} (received {sorted(feeds)})")
+            out[name] = a if a.dtype == dtype else a.astype(dtype)
+        if type(feeds) is dict and len(feeds) == len(out) and all(feeds.get(k) is v for k, v in out.items()):
+            self._ready_feeds = feeds
+            return feeds
+        return out
+
+    def infer(self, feeds: Mapping[str, np.ndarray]) -> Sequence[np.ndarray]:
+        f = self._feeds(feeds)
+        if self._per_call == "run":
+            return self._sess.run(self._out_names, f)
+        if self._binding is None:
+            return self._init_binding(f)
+        b = self._binding
+        for name, a in f.items():
+            b.bind_cpu_input(name, a)
+        self._sess.run_with_iobinding(b)
+        return [o.copy() for o in self._out_bufs]
+
+    def infer_named(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """``infer`` with the outputs keyed by their graph names."""
+        return dict(zip(self._out_names, self.infer(feeds)))
+
+    def _init_binding(self, f: dict[str, np.ndarray]) -> Sequence[np.ndarray]:
+        import onnxruntime as ort
+
+        outs = self._sess.run(self._out_names, f)
+        try:
+            b = self._sess.io_binding()
+            self._out_bufs = [np.empty_like(o) for o in outs]
+            for name, buf in zip(self._out_names, self._out_bufs):
+                b.bind_ortvalue_output(name, ort.OrtValue.ortvalue_from_numpy(buf))
+            self._binding = b
+        except Exception as exc:  # outputs whose shape depends on the data: fall back to run()
+            self._per_call = "run"
+            self.notes.append(f"IOBinding unavailable ({type(exc).__name__}); timed session.run instead")
+        return outs
+
+    def input_specs(self) -> list[tuple[str, list[Any], Any]]:
+        return [(i.name, list(i.shape), _ORT_DTYPES.get(i.type, np.float32)) for i in self._sess.get_inputs()]
+
+    def close(self) -> None:
+        self._binding = None
+        self._sess = None
+        self._ready_feeds = None
+
+
+class DeployedRunner(OrtRunner):
+    """The deployed artifact called the way an application calls it (model-ready feeds in, numpy out).
+
+    With a bundle (``manifest.json`` next to the artifact): ``Predictor.from_bundle(...).run``.
+    For a bare ONNX file, or a manifest that does not load: ``seqdeploy.runtime.FastSession``
+    on ``make_session``, the same per-call path without the manifest. Its family is
+    ``"seqdeploy"`` so the plain ``ort:*`` runners stay the onnxruntime columns.
+
+    >>> r = DeployedRunner("runs/x/model.onnx", "fp32")            # doctest: +SKIP
+    >>> r.prepare(1); r.set_batch(1); r.infer({"features": x})     # doctest: +SKIP
+    """
+
+    family = "seqdeploy"
+
+    def __init__(self, path: str | os.PathLike, precision: str = "fp32", *, bundle: str | os.PathLike | None = None,
+                 name: str | None = None):
+        super().__init__(path, precision, deployed=True, name=name or f"deployed:{precision}")
+        self.bundle = Path(bundle) if bundle is not None else None
+        self._call: Callable[[Mapping[str, np.ndarray]], Any] | None = None
+        self._as_list = False
+        self.via: str | None = None
+
+    def prepare(self, threads: int) -> None:
+        self.close()
+        rt = importlib.import_module("seqdeploy.runtime")
+        why = None
+        if self.bundle is not None and (self.bundle / "manifest.json").is_file():
+            try:
+                pred = rt.Predictor.from_bundle(self.bundle, artifact=self.path.name, threads=threads)
+            except Exception as exc:  # a stale or partial bundle: time the same path without it, and say so
+                why = f"Predictor.from_bundle failed ({type(exc).__name__}: {str(exc)[:200]})"
+            else:
+                self._sess, self._call, self._as_list = pred.session, pred.run, False
+                self.via = "Predictor.run"
+        if self._call is None:
+            fs = rt.FastSession(rt.make_session(self.path, threads=threads))
+            self._sess, self._call, self._as_list = fs.session, fs.run, True
+            self.via = "FastSession.run"
+        note = (f"seqdeploy.runtime {self.via} per call (IOBinding fast path, make_session options): what users get"
+                + (f"; {why}" if why else ""))
+        if note not in self.notes:
+            self.notes.append(note)
+        self._describe()
+
+    def infer(self, feeds: Mapping[str, np.ndarray]) -> Sequence[np.ndarray]:
+        assert self._call is not None, "prepare() first"
+        out = self._call(self._feeds(feeds))
+        return out if self._as_list else list(out.values())
+
+    def close(self) -> None:
+        super().close()
+        self._call = None
+
+
+def _runtime_session(path: Path, threads: int) -> Any:
+    from seqdeploy.runtime import make_session
+
+    return make_session(path, threads=threads)
+
+
+def build(ctx: BuildContext) -> list[Any]:
+    """A plain ``ort:<precision>`` runner per artifact; the deployed artifact also as ``deployed:<precision>``
+    (second in the list), its plain runner on a ``make_session`` session."""
+    target = ctx.target
+    runners: list[Any] = []
+    deployed_runner = None
+    for precision, path in target.artifacts:
+        deployed = target.deployed is not None and path.resolve() == target.deployed.resolve()
+        r = OrtRunner(path, precision, settings=ctx.settings, session_factory=_runtime_session if deployed else None)
+        r.notes.append("plain InferenceSession.run(output_names, feeds) per call"
+                       + (" on a seqdeploy.runtime.make_session session" if deployed else ""))
+        runners.append(r)
+        if deployed:  # the same artifact through seqdeploy.runtime's per-call path
+            deployed_runner = DeployedRunner(path, precision, bundle=target.root)
+    if deployed_runner is not None:
+        runners.insert(1, deployed_runner)
+    return runners
+
+
+register(Family(
+    name="onnxruntime", label="ONNX Runtime", build=build, order=10,
+    references=(Reference("onnx_fp32", "vs ONNX fp32", "vs ORT", "fp32", runner="ort:fp32"),),
+))
+
+__all__ = ["DeployedRunner", "OrtRunner", "OrtSettings", "make_ort_session", "ort_session_options"]

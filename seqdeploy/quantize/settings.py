@@ -1,0 +1,154 @@
+"""QuantizeSettings: everything ``quantize_model`` needs besides data, and the checks the recipe settings share."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from seqdeploy.errors import QuantizeError
+
+Task = Literal["binary", "multiclass", "regression"]
+Mode = Literal["auto", "dynamic", "static", "fp16"]
+CalibrationMethodName = Literal["minmax", "entropy", "percentile"]
+QuantTypeName = Literal["int8", "uint8"]
+
+TASKS: tuple[str, ...] = ("binary", "multiclass", "regression")
+CALIBRATION_METHODS: tuple[str, ...] = ("minmax", "entropy", "percentile")
+QUANT_TYPES: tuple[str, ...] = ("int8", "uint8")
+RecipeSettings = Any  # the settings dataclass of a recipe (seqdeploy.quantize.recipes)
+
+
+def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise QuantizeError(f"{name} = {value!r} (expected one of {', '.join(choices)}); pick one of those")
+
+
+def _check_nodes(name: str, nodes: Any) -> None:
+    if not isinstance(nodes, tuple) or not all(isinstance(n, str) for n in nodes):
+        raise QuantizeError(f"{name} = {nodes!r} (expected a tuple of node-name strings); pass e.g. ('dense/MatMul',)")
+
+
+def modes() -> tuple[str, ...]:
+    """``auto`` and the mode of every registered recipe.
+
+        >>> modes()
+        ('auto', 'static', 'dynamic', 'fp16')
+    """
+    from seqdeploy.quantize.recipes import recipes
+
+    return ("auto",) + tuple(r.mode for r in recipes().values())
+
+
+@dataclass(frozen=True)
+class QuantizeSettings:
+    """Everything ``quantize_model`` needs besides data.
+
+    ``calibration_samples``, ``calibration_method`` and ``per_channel`` fill the
+    recipe settings unless a full recipe object (``static=``, ``dynamic=``,
+    ``fp16=``: the recipes' ``override_field``) is given. ``per_channel=None`` keeps each recipe's default
+    (static: per channel, dynamic: per tensor).
+
+    ``min_speedup`` is the smallest accepted gain (0.05 = 5 % faster);
+    ``noise_multiplier`` scales the measured noise that the gain must also beat.
+    ``exclude_worst_layers`` nodes are left in float32 on the automatic retry
+    (0 disables diagnosis and retry).
+
+        >>> QuantizeSettings(mode="static", max_metric_drop=0.005).mode
+        'static'
+    """
+
+    mode: Mode = "auto"
+    max_metric_drop: float = 0.01
+    calibration_samples: int = 256
+    calibration_method: CalibrationMethodName = "minmax"
+    per_channel: bool | None = None
+    reduce_range: bool | None = None
+    latency_batch_sizes: tuple[int, ...] = (1, 64)
+    latency_rounds: int = 7
+    latency_round_seconds: float = 0.2
+    latency_warmup: int = 5
+    latency_min_calls: int = 10
+    min_speedup: float = 0.05
+    noise_multiplier: float = 1.0
+    intra_op_num_threads: int | None = None
+    exclude_worst_layers: int = 2
+    diagnosis_samples: int = 64
+    seed: int = 0
+    static: Any = None  # StaticInt8Settings | None
+    dynamic: Any = None  # DynamicInt8Settings | None
+    fp16: Any = None  # Float16Settings | None
+
+    def __post_init__(self) -> None:
+        _check_choice("mode", self.mode, modes())
+        _check_choice("calibration_method", self.calibration_method, CALIBRATION_METHODS)
+        drop = self.max_metric_drop
+        if isinstance(drop, bool) or not isinstance(drop, (int, float)) or not math.isfinite(drop) or drop < 0:
+            raise QuantizeError(
+                f"max_metric_drop = {drop!r} (expected a finite number >= 0: 0.01 = one accuracy point, "
+                "or a 1 % relative MAE increase for regression); pass e.g. --max-metric-drop 0.01"
+            )
+        for name, low in (("calibration_samples", 1), ("latency_rounds", 2), ("latency_warmup", 0),
+                          ("exclude_worst_layers", 0), ("diagnosis_samples", 1), ("latency_min_calls", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise QuantizeError(f"{name} = {value!r} (expected an integer >= {low}); e.g. {name}={max(low, 3)}")
+        sizes = self.latency_batch_sizes
+        if (not isinstance(sizes, tuple) or not sizes
+                or not all(isinstance(b, int) and not isinstance(b, bool) and b >= 1 for b in sizes)):
+            raise QuantizeError(f"latency_batch_sizes = {sizes!r} (expected a non-empty tuple of integers >= 1); e.g. (1, 64)")
+        for name in ("latency_round_seconds", "min_speedup", "noise_multiplier"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise QuantizeError(f"{name} = {value!r} (expected a finite number >= 0)")
+        if self.intra_op_num_threads is not None and (not isinstance(self.intra_op_num_threads, int) or self.intra_op_num_threads < 1):
+            raise QuantizeError(f"intra_op_num_threads = {self.intra_op_num_threads!r} (expected None for the onnxruntime default, or an integer >= 1)")
+        from seqdeploy.quantize.recipes import recipes
+
+        for r in recipes().values():
+            value = getattr(self, r.override_field) if r.override_field else None
+            if value is not None and not isinstance(value, r.settings_type):
+                raise QuantizeError(f"{r.override_field} = {value!r} (expected a {r.settings_type.__name__} or None)")
+
+    def static_settings(self) -> "RecipeSettings":
+        return self.recipe_settings("int8-static")
+
+    def dynamic_settings(self) -> "RecipeSettings":
+        return self.recipe_settings("int8-dynamic")
+
+    def fp16_settings(self) -> "RecipeSettings":
+        return self.recipe_settings("fp16")
+
+    def effective_reduce_range(self) -> bool:
+        """``reduce_range`` as given, else :func:`default_reduce_range` for this CPU."""
+        return default_reduce_range() if self.reduce_range is None else bool(self.reduce_range)
+
+    def recipe_settings(self, recipe: str) -> "RecipeSettings":
+        """The settings ``recipe`` runs with: the full object given for it, else its defaults filled from these."""
+        from seqdeploy.quantize.recipes import get_recipe
+
+        return get_recipe(recipe).settings_for(self)
+
+
+def default_reduce_range(cpuinfo: str | None = None) -> bool:
+    """7-bit weights on x86 CPUs without VNNI/AMX, 8-bit elsewhere.
+
+    Without VNNI onnxruntime's int8 GEMM/Conv kernels use ``vpmaddubsw``, whose
+    16-bit intermediate sums saturate with full-range weights. Measured on the
+    AVX2 build machine: static QDQ on the 32/64/128 conv net lost 5.8 accuracy
+    points with 8-bit weights and none with ``reduce_range``, at the same speed.
+
+        >>> default_reduce_range("flags : avx2 avx512_vnni")
+        False
+    """
+    import platform
+
+    from seqdeploy.doctor import cpu_flags
+
+    flags = cpu_flags(cpuinfo)
+    if not any(flags.values()) or (cpuinfo is None and platform.machine().lower() not in ("x86_64", "amd64")):
+        return False
+    return not (flags.get("avx512_vnni") or flags.get("avx_vnni") or flags.get("amx_int8"))
+
+
+__all__ = ["CALIBRATION_METHODS", "QUANT_TYPES", "TASKS", "QuantizeSettings", "default_reduce_range", "modes"]

@@ -390,6 +390,21 @@ def _float_column(col: pa.ChunkedArray, name: str, bad: dict[int, str]) -> np.nd
         values = arr.to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
         nulls = col.is_null().to_numpy(zero_copy_only=False) if col.null_count else None
     elif pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_null(t):
+        # numbers as text (CSV): parse in Arrow; only a column with an unparsable cell goes cell by cell
+        trimmed = pc.utf8_trim_whitespace(col) if not pa.types.is_null(t) else col
+        empty = pc.equal(trimmed, "") if not pa.types.is_null(t) else None
+        try:
+            parsed = pc.cast(pc.if_else(empty, None, trimmed) if empty is not None else trimmed, pa.float64())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            parsed = None
+        if parsed is not None:
+            values = parsed.to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
+            if parsed.null_count:
+                missing = parsed.is_null().to_numpy(zero_copy_only=False)
+                for i in np.flatnonzero(missing).tolist():
+                    bad.setdefault(i, f"column {name!r} is empty (a missing value)")
+                values = np.where(missing, np.nan, values)
+            return values
         texts = col.to_pylist()
         values = np.empty(len(texts), dtype=np.float64)
         nulls = None

@@ -426,3 +426,45 @@ def test_reduce_range_defaults_to_the_cpu():
     assert QuantizeSettings(reduce_range=False).dynamic_settings().reduce_range is False
     auto = QuantizeSettings().static_settings().reduce_range
     assert auto is default_reduce_range()
+
+
+# --------------------------------------------------------------------------- the recipe registry
+
+
+def test_recipes_are_a_registry_and_a_new_one_is_one_class(mlp, tmp_path, monkeypatch):
+    import shutil
+    from dataclasses import dataclass
+
+    from seqdeploy.precision import precision_of
+    from seqdeploy.quantize import recipes as reg
+
+    assert list(reg.recipes()) == ["int8-static", "int8-dynamic", "fp16"]
+    assert q.RECIPE_FILES == {"int8-static": "model.int8-static.onnx", "int8-dynamic": "model.int8-dynamic.onnx",
+                              "fp16": "model.fp16.onnx"}
+    assert {r.precision.numeric for r in reg.recipes().values()} == {"int8", "float16"}
+
+    @dataclass(frozen=True)
+    class CopySettings:
+        nodes_to_exclude: tuple[str, ...] = ()
+
+    class Copy(reg.Recipe):  # what a new recipe module holds
+        name, mode, precision, settings_type, order = "copy-test", "copy", precision_of("copy-test"), CopySettings, 90
+
+        def skip_reason(self, op_counts, cpu_flags):
+            return None if op_counts.get("MatMul") else "no MatMul"
+
+        def build(self, src, dst, settings, calibration, seed=0):
+            shutil.copyfile(src, dst)
+
+    monkeypatch.setitem(reg._RECIPES, "copy-test", Copy())
+    assert "copy" in q.modes() and q.plan_recipes({"Relu": 1}, "auto", cpu=frozenset())[1][-1].reason == "no MatMul"
+    path, x, y = mlp
+    monkeypatch.setattr(qcore, "measure_latency", _fake_latency(2.0))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "model.int8-dynamic.onnx").write_bytes(b"stale")
+    r = _run(path, x, y, tmp_path, mode="copy", max_metric_drop=0.0)
+    assert r.chosen == "model.copy-test.onnx" and r.candidates[0].metric_drop == 0.0  # a copy loses nothing
+    assert sorted(p.name for p in out.iterdir()) == ["model.copy-test.onnx", "quantize.json"]
+    assert r.removed_stale == ("model.int8-dynamic.onnx",)
+    assert q.read_record(out).chosen == "model.copy-test.onnx" and q.read_record(out).kept == (("model.copy-test.onnx", "copy-test"),)

@@ -53,7 +53,7 @@ from seqdeploy.quantize.gating import (
 )
 from seqdeploy.quantize.graph import QUANTIZED_OP_TYPES, check_not_quantized, is_quantized_op, op_counts, preprocess
 from seqdeploy.quantize.record import QuantizeRecord, read_record
-from seqdeploy.quantize.recipes import Recipe, get_recipe, recipe_files, recipes
+from seqdeploy.quantize.recipes import Recipe, get_recipe, recipe_files  # seqdeploy.quantize.recipes: the registry
 from seqdeploy.quantize.recipes.fp16 import Float16Settings
 from seqdeploy.quantize.recipes.int8_dynamic import DynamicInt8Settings
 from seqdeploy.quantize.recipes.int8_static import StaticInt8Settings
@@ -76,5 +76,5 @@ __all__ = [
     "build_candidate", "check_not_quantized", "choose_candidate", "compute_metric", "default_reduce_range",
     "diagnose_layers", "gate", "get_recipe", "is_quantized_op", "make_session", "measure_latency", "metric_drop",
     "metric_drop_definition", "metric_name_for", "modes", "op_counts", "plan_recipes", "preprocess",
-    "quantize_model", "quantize_run", "read_record", "recipe_files", "recipes",
+    "quantize_model", "quantize_run", "read_record", "recipe_files",
 ]

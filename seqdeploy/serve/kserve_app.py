@@ -13,6 +13,15 @@ internals (the compat notes below give the reason for each):
 * uvicorn re-raises a captured SIGTERM after a graceful shutdown, which would make
   the exit status "killed by SIGTERM"; ``capture_signals`` is a no-op here and
   this module owns the signals.
+* ``InferResponse.to_grpc`` tests an ndarray's truth value when raw outputs are
+  due; gRPC responses are built with their outputs already in raw form.
+* The REST infer and predict routes are answered by :meth:`_Guard._direct` with
+  KServe's ``InferRequest.from_bytes`` / ``InferResponse.to_rest`` (JSON and the
+  binary tensor extension) instead of KServe's FastAPI endpoints, whose routing,
+  pydantic validation and timing middleware measured 1.8-3.9x slower per request
+  (``benchmarks/serve_load.py --kserve-routes``); every other route (metadata,
+  health, /metrics, v1 model list) is KServe's. ``--kserve-routes`` restores its
+  endpoints for comparison.
 
 KServe's Python server does no batching of its own and runs a synchronous
 ``predict`` on the event loop; here ``predict`` is async and hands the rows to a
@@ -34,10 +43,9 @@ import signal
 import socket
 import sys
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
-
-import warnings
 
 _argv, sys.argv = sys.argv, sys.argv[:1]
 try:

@@ -63,7 +63,7 @@ def _update_manifest(run_dir: Path) -> str | None:
 @app.command()
 def quantize(
     run_dir: Path = typer.Argument(..., help="Run directory holding model.onnx (from `seqdeploy export`)."),
-    mode: str = typer.Option("auto", "--mode", help="auto | dynamic | static | fp16. auto tries the recipes that fit the op mix."),
+    mode: str = typer.Option("auto", "--mode", help="auto (every recipe that fits the op mix) or one recipe's mode, e.g. static, dynamic, fp16."),
     max_metric_drop: float = typer.Option(0.01, "--max-metric-drop", help="Accuracy drop in absolute points (0.01 = 1 point), or relative MAE increase for regression."),
     calibration_samples: int = typer.Option(256, "--calibration-samples", help="Training rows used to calibrate static int8."),
     calibration_method: str = typer.Option("minmax", "--calibration-method", help="minmax | entropy | percentile."),

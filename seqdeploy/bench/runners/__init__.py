@@ -17,12 +17,12 @@ comparisons such as verify), ``close()``.
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Protocol, Sequence
 
 import numpy as np
+
+from seqdeploy.registry import Registry
 
 
 class Runner(Protocol):
@@ -80,29 +80,18 @@ class Family:
     order: int = 50
 
 
-_FAMILIES: dict[str, Family] = {}
-_loaded = False
+_REGISTRY: Registry[Family] = Registry(__name__, order=lambda f: f.order)
+_FAMILIES = _REGISTRY.entries
 
 
 def register(family: Family) -> Family:
     """Add a runner family (call it at import time of the family's module)."""
-    _FAMILIES[family.name] = family
-    return family
-
-
-def _load() -> None:
-    global _loaded
-    if not _loaded:
-        _loaded = True
-        for mod in pkgutil.iter_modules(__path__):
-            if not mod.name.startswith("_"):
-                importlib.import_module(f"{__name__}.{mod.name}")
+    return _REGISTRY.add(family.name, family)
 
 
 def families() -> dict[str, Family]:
     """Every registered family, by name, in ``order``."""
-    _load()
-    return dict(sorted(_FAMILIES.items(), key=lambda kv: (kv[1].order, kv[0])))
+    return _REGISTRY.all()
 
 
 def peers() -> tuple[str, ...]:

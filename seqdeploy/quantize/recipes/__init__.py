@@ -16,8 +16,6 @@ recipe is adding one file with a ``@register``ed class.
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from pathlib import Path
 from typing import Any, ClassVar, Mapping
 
@@ -25,9 +23,7 @@ import numpy as np
 
 from seqdeploy.errors import QuantizeError
 from seqdeploy.precision import Precision
-
-_RECIPES: dict[str, "Recipe"] = {}
-_loaded = False
+from seqdeploy.registry import Registry
 
 
 class Recipe:
@@ -67,25 +63,19 @@ class Recipe:
         return None
 
 
+_REGISTRY: Registry[Recipe] = Registry(__name__, order=lambda r: r.order)
+_RECIPES = _REGISTRY.entries
+
+
 def register(cls: type[Recipe]) -> type[Recipe]:
     """Class decorator: add a recipe to the registry under its ``name``."""
-    _RECIPES[cls.name] = cls()
+    _REGISTRY.add(cls.name, cls())
     return cls
-
-
-def _load() -> None:
-    global _loaded
-    if not _loaded:
-        _loaded = True
-        for mod in pkgutil.iter_modules(__path__):
-            if not mod.name.startswith("_"):
-                importlib.import_module(f"{__name__}.{mod.name}")
 
 
 def recipes() -> dict[str, Recipe]:
     """Every registered recipe by name, in planning order."""
-    _load()
-    return dict(sorted(_RECIPES.items(), key=lambda kv: (kv[1].order, kv[0])))
+    return _REGISTRY.all()
 
 
 def get_recipe(name: str) -> Recipe:

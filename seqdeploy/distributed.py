@@ -397,6 +397,8 @@ def predict_files_ray(bundle: str | os.PathLike, input_spec: str | os.PathLike, 
     art = manifest.deployment if artifact is None else manifest.artifact(artifact)
     t0 = time.perf_counter()
     started = ray_started_here(address)
+    import ray.data  # configures Ray Data's loggers: quiet them after this
+
     # Ray Data logs a failed batch's whole traceback (and its plan, warnings) on stderr; the error that
     # matters is re-raised below as one line, so its loggers stay quiet during the run
     loggers = [logging.getLogger(n) for n in ("ray.data", "ray")]

@@ -697,5 +697,5 @@ def _fingerprint(source: str, *arrays: np.ndarray) -> str:
     for a in arrays:
         a = np.ascontiguousarray(a)
         h.update(str(a.shape).encode() + str(a.dtype).encode())
-        h.update(a.tobytes() if a.dtype.kind != "U" else "\x00".join(a.tolist()).encode())
+        h.update(a.tobytes() if a.dtype.kind != "U" else "\x00".join(a.reshape(-1).tolist()).encode())
     return h.hexdigest()

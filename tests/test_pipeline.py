@@ -86,9 +86,11 @@ def test_every_spec_runs_the_whole_pipeline_and_its_bundle_loads(spec, tmp_path)
     manifest = json.loads((run / "manifest.json").read_text())
     deployed = next(a for a in manifest["artifacts"] if a["file"] == manifest["deployment_artifact"])
     assert deployed["portable"]["file"].endswith(".portable.onnx")
-    np.save(tmp_path / "raw.npy", np.asarray(splits.raw_test, dtype=object if splits.task != "regression"
-                                             and splits.raw_test.dtype.kind == "U" else np.float32),
-            allow_pickle=True)
+    raw_np = splits.raw_test  # uint8 pixels and structured (several raw inputs) rows stay as they are
+    if raw_np.dtype.names is None and raw_np.dtype != np.uint8:
+        raw_np = np.asarray(raw_np, dtype=object if splits.task != "regression" and raw_np.dtype.kind == "U"
+                            else np.float32)
+    np.save(tmp_path / "raw.npy", raw_np, allow_pickle=True)
     plain = subprocess.run([sys.executable, "-c", PLAIN_ORT, str(run / deployed["portable"]["file"]),
                             str(tmp_path / "raw.npy"), str(tmp_path / "out.npz")],
                            capture_output=True, text=True, timeout=120)
@@ -109,7 +111,9 @@ PLAIN_ORT = """
 import sys, numpy as np, onnxruntime as ort
 s = ort.InferenceSession(sys.argv[1], providers=["CPUExecutionProvider"])
 raw = np.load(sys.argv[2], allow_pickle=True)
-outs = dict(zip([o.name for o in s.get_outputs()], s.run(None, {s.get_inputs()[0].name: raw})))
+feeds = ({i.name: np.ascontiguousarray(raw[i.name]) for i in s.get_inputs()} if raw.dtype.names
+         else {s.get_inputs()[0].name: raw})
+outs = dict(zip([o.name for o in s.get_outputs()], s.run(None, feeds)))
 np.savez(sys.argv[3], modules=np.asarray(sorted(m.split(".")[0] for m in sys.modules)), **outs)
 """
 

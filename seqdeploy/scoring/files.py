@@ -79,6 +79,11 @@ def predict_file(
     bs = DEFAULT_BATCH_SIZE if batch_size is None else batch_size
     if isinstance(bs, bool) or not isinstance(bs, int) or bs < 1:
         raise UsageError(f"batch size {batch_size!r} (expected an integer >= 1)")
+    from seqdeploy.scoring.byo import handles, predict_byo  # image folders, text and categorical columns
+
+    if handles(predictor, input_path):
+        return predict_byo(predictor, input_path, output, bs, progress, keep=keep, on_bad_row=on_bad_row,
+                           overwrite=overwrite)
     src = Path(input_path)
     out_is_path = output is not None and isinstance(output, (str, os.PathLike))
     simple_in = src.is_file() and src.suffix.lower() in (".csv", ".npy", ".jsonl", ".ndjson")

@@ -28,6 +28,9 @@ runner = CliRunner()
 _ONNX_TO_TRITON = {1: "TYPE_FP32", 2: "TYPE_UINT8", 3: "TYPE_INT8", 5: "TYPE_INT16", 6: "TYPE_INT32", 7: "TYPE_INT64",
                    8: "TYPE_STRING", 9: "TYPE_BOOL", 10: "TYPE_FP16", 11: "TYPE_FP64"}
 
+_TRITON_TO_NUMPY = {"TYPE_FP32": np.float32, "TYPE_FP64": np.float64, "TYPE_UINT8": np.uint8, "TYPE_INT8": np.int8,
+                    "TYPE_INT32": np.int32, "TYPE_INT64": np.int64, "TYPE_BOOL": np.bool_}
+
 
 def cross_check(export, bundle: Path, raw=None) -> None:
     """Everything Triton would check when loading the model, plus its answers vs the Predictor's."""
@@ -75,10 +78,13 @@ def cross_check(export, bundle: Path, raw=None) -> None:
     feeds = {}
     for t in cfg.input:
         shape = [len(raw)] + [d if d > 0 else 3 for d in (t.reshape.shape if t.HasField("reshape") else t.dims)]
+        # mixed raw rows (numeric + categorical columns) are a structured array with one field per graph input
+        col = raw[t.name] if getattr(getattr(raw, "dtype", None), "names", None) else raw
         if t.data_type == model_config_pb2.TYPE_STRING:
-            feeds[t.name] = np.asarray(list(raw), dtype=object).reshape(shape)
+            feeds[t.name] = np.asarray(list(np.asarray(col).reshape(-1)), dtype=object).reshape(shape)
         else:
-            feeds[t.name] = np.asarray(raw, dtype=np.float32).reshape(shape)
+            dtype = _TRITON_TO_NUMPY[model_config_pb2.DataType.Name(t.data_type)]
+            feeds[t.name] = np.asarray(col).astype(dtype).reshape(shape)
     outs = dict(zip([o.name for o in cfg.output], sess.run([o.name for o in cfg.output], feeds)))
     for t in cfg.output:
         want = [len(raw)] + list(t.reshape.shape if t.HasField("reshape") else t.dims)
@@ -162,4 +168,4 @@ def test_every_spec_exports_a_consistent_triton_repository(spec, tmp_path):
     res = runner.invoke(app, ["export", str(result.run_dir), "--triton", str(tmp_path / "repo"), "--json"])
     assert res.exit_code == 0, res.output
     export = get_target("triton").write(result.run_dir, tmp_path / "repo")
-    cross_check(export, result.run_dir, raw=list(raw) if raw.dtype.kind == "U" else raw)
+    cross_check(export, result.run_dir, raw=list(raw) if raw.dtype.kind == "U" else raw)  # text: a list of str

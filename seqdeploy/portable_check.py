@@ -51,8 +51,14 @@ class PortableCheck:
 
 def check_portable(run_dir: str | Path, onnx_file: str | Path, keras_model: Any, raw_test: Any, pre: Kind,
                    task: str, labels: Sequence[str] | None, *, quantized: bool = False,
-                   write_golden: bool = True, rows: int = 400) -> PortableCheck:
-    """Run the check; the caller decides what a failure means (verify raises :class:`CheckFailed`)."""
+                   write_golden: bool = True, rows: int = 400, atol: float | None = None,
+                   rtol: float = 0.0) -> PortableCheck:
+    """Run the check; the caller decides what a failure means (verify raises :class:`CheckFailed`).
+
+    ``atol`` (default 1e-4, 5e-2 for quantized artifacts) and ``rtol`` bound probabilities
+    (``|got - want| <= atol + rtol * |want|``); predictions are compared in target units (``atol``
+    times the target's scale).
+    """
     import onnx
     import onnxruntime as ort
 
@@ -78,16 +84,18 @@ def check_portable(run_dir: str | Path, onnx_file: str | Path, keras_model: Any,
     failures: list[str] = []
     if task == "regression":
         scale = pre.target_scale
-        tol = (5e-2 if quantized else 1e-4) * max(1.0, scale)
-        err = float(np.max(np.abs(got["prediction"].astype(np.float64) - want["prediction"]))) if len(y) else 0.0
+        tol = (atol if atol is not None else 5e-2 if quantized else 1e-4) * max(1.0, scale)
+        diff = np.abs(got["prediction"].astype(np.float64) - want["prediction"])
+        err = float(np.max(diff)) if diff.size else 0.0
         agreement = None
-        if err > tol:
+        if np.any(diff > tol + rtol * np.abs(want["prediction"])):
             failures.append(f"prediction: max abs error {err:.3g} > {tol:.3g} (target units) on raw test rows")
     else:
-        tol = 5e-2 if quantized else 1e-4
-        err = float(np.max(np.abs(got["probabilities"].astype(np.float64) - want["probabilities"])))
+        tol = atol if atol is not None else 5e-2 if quantized else 1e-4
+        diff = np.abs(got["probabilities"].astype(np.float64) - want["probabilities"])
+        err = float(np.max(diff))
         agreement = float(np.mean(got["label"] == want["label"]))
-        if err > tol:
+        if np.any(diff > tol + rtol * np.abs(want["probabilities"])):
             failures.append(f"probabilities: max abs error {err:.3g} > {tol:g} on raw test rows")
         if not quantized and agreement < 1.0:
             failures.append(f"label: agreement {agreement:.2%} < 100% on raw test rows")

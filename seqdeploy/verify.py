@@ -167,7 +167,9 @@ def _verify_portable(run_dir: Path, onnx_file: Path, splits: Any, result: Verify
     check = check_portable(run_dir, onnx_file, load_keras_model(run_dir / "model.keras", unsafe=unsafe),
                            splits.raw_test, from_record(splits.preprocessing, "train.json preprocessing"),
                            splits.task, splits.labels, quantized=result.artifact_precision != "float32",
-                           write_golden=write)
+                           write_golden=write, rows=max(result.samples, 1),
+                           atol=result.outputs[0].atol if result.outputs else None,  # the first output's
+                           rtol=result.outputs[0].rtol if result.outputs else 0.0)
     failures = tuple(f"deployment graph: {f}" for f in check.failures)
     result = dataclasses.replace(result, portable=check, passed=not failures,
                                  failures=result.failures + failures)

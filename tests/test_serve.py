@@ -260,6 +260,13 @@ def test_unknown_model_is_404_and_oversized_body_is_413(server, graph, golden):
     assert len(big) > 1024 * 1024
     got, body = post(server, f"/v2/models/{server.model}/infer", big)
     assert got == 413 and "at most" in body["error"]
+    # the same body sent chunked (no content-length to refuse it up front)
+    conn = http.client.HTTPConnection("127.0.0.1", server.http_port, timeout=30)
+    conn.request("POST", f"/v2/models/{server.model}/infer", iter([big[i:i + 65536] for i in range(0, len(big), 65536)]),
+                 {"content-type": "application/json"}, encode_chunked=True)
+    r = conn.getresponse()
+    assert r.status == 413 and "at most" in json.loads(r.read())["error"]
+    conn.close()
     assert post(server, f"/v2/models/{server.model}/infer", _v2_body(name, x))[0] == 200
 
 

@@ -257,17 +257,23 @@ class _Guard:
         with ``InferRequest.from_bytes`` (JSON, or JSON + the binary tensor extension), answered by the same
         :class:`BundleModel`, encoded with ``InferResponse.to_rest``; errors map as KServe's handlers map them.
         """
-        chunks, more = [], True
+        chunks, more, size = [], True, 0
         while more:
             message = await receive()
             if message["type"] != "http.request":
                 return  # the client went away
-            chunks.append(message.get("body", b""))
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size <= self.max_body_bytes:  # a chunked body has no content-length to refuse it up front
+                chunks.append(chunk)
             more = message.get("more_body", False)
         body = b"".join(chunks)
         extra: list[tuple[bytes, bytes]] = []
         content_type = b"application/json"
         try:
+            if size > self.max_body_bytes:
+                raise PayloadTooLarge(f"request body has {size} bytes (the server takes at most "
+                                      f"{self.max_body_bytes}); split it into smaller requests")
             model = self.repo.get_model(name)
             if model is None:
                 raise ModelNotFound(name)

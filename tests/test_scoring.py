@@ -238,3 +238,22 @@ def test_usage_errors(bundles, tmp_path):
     assert res.exit_code == 2 and "matches no" in res.stderr
     with pytest.raises(Exception, match="on_bad_row"):
         predict_file(Predictor.from_bundle(bundles["binary"]), tmp_path / "in.parquet", None, on_bad_row="maybe")
+
+
+def test_local_engine_memory_stays_flat(binary, tmp_path):
+    """Arrow memory while scoring does not grow with the rows read: one input row group, one output row group."""
+    raw = sample_raw("binary", n=300_000, seed=12)
+    table = _table(raw)
+    pq.write_table(table, tmp_path / "big.parquet", row_group_size=20_000)
+    full = table.nbytes
+    del table
+    base = pa.total_allocated_bytes()
+    peaks = []
+    res = predict_file(binary, tmp_path / "big.parquet", tmp_path / "out.parquet", 2_000, keep="id",
+                       progress=lambda done, total: peaks.append(pa.total_allocated_bytes() - base))
+    assert res.rows == 300_000 and len(peaks) == 150
+    first, last = max(peaks[:50]), max(peaks[100:])  # after 100k rows vs after 300k rows
+    assert last <= first * 1.1 + 500_000, (first, last)
+    assert max(peaks) < full, (max(peaks), full)
+    meta = pq.ParquetFile(tmp_path / "out.parquet").metadata
+    assert meta.num_rows == 300_000 and meta.num_row_groups == 5  # 65,536-row groups, not one per batch

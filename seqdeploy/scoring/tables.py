@@ -41,6 +41,7 @@ FILE_COLUMN = "__seqdeploy_file"
 ROW_COLUMN = "__seqdeploy_row"
 SUCCESS_MARKER = "_SUCCESS"
 SKIPPED_NAME = "_skipped.jsonl"
+ROW_GROUP_ROWS = 65_536  # rows per Parquet row group the local engine writes
 _LIST_COLUMNS = ("input",)  # a list-of-numbers column holding one raw sample per row (besides the input's name)
 
 
@@ -459,7 +460,7 @@ def _parquet_batches(f: InputFile, columns: Sequence[str], bs: int,
     import pyarrow.parquet as pq
 
     try:
-        pf = pq.ParquetFile(f.path)
+        pf = pq.ParquetFile(f.path, pre_buffer=False)  # pre-buffering keeps the whole file in memory
         missing = [c for c in columns if c not in pf.schema_arrow.names]
         if missing:
             raise DataError(f"{f.path} has no column(s) {_short(missing)} (columns: {_short(pf.schema_arrow.names)}); "
@@ -602,6 +603,8 @@ class _TableSink:
         self.names = class_names(manifest)
         self.schema: pa.Schema | None = None
         self.writer: Any = None
+        self.pending: list[pa.Table] = []
+        self.pending_rows = 0
         self.stream: Any = None
         self.part = -1
 
@@ -626,7 +629,11 @@ class _TableSink:
             if self.writer is None:
                 target = self.path / f"part-{self.part:06d}.parquet" if self.kind == "dir" else self.path
                 self.writer = pq.ParquetWriter(str(target), self.schema)
-            self.writer.write_table(table)
+            # row groups of ROW_GROUP_ROWS rows, not one per scoring batch (readers pay per row group)
+            self.pending.append(table)
+            self.pending_rows += table.num_rows
+            if self.pending_rows >= ROW_GROUP_ROWS:
+                self._flush()
             return
         if self.stream is None:
             self.stream = open(self.path, "w", encoding="utf-8", newline="")
@@ -649,8 +656,14 @@ class _TableSink:
                            "probabilities": {c[2:]: round(rec[c], 7) for c in p_cols}, **obj}
                 self.stream.write(json.dumps(_jsonable(obj)) + "\n")
 
+    def _flush(self) -> None:
+        if self.pending:
+            self.writer.write_table(pa.concat_tables(self.pending))
+            self.pending, self.pending_rows = [], 0
+
     def close(self) -> None:
         if self.writer is not None:
+            self._flush()
             self.writer.close()
             self.writer = None
         if self.stream is not None:

@@ -500,7 +500,7 @@ class _Accumulator:
 
 
 def _labels(y: np.ndarray, task: str) -> np.ndarray:
-    y = y.reshape(len(y), -1)
-    if task == "binary" and y.shape[1] == 1:
-        return (y[:, 0] >= 0.5).astype(np.int64)
-    return y.argmax(axis=1)
+    """Class ids as the deployment graph computes them (``seqdeploy.preprocess.task_outputs``)."""
+    from seqdeploy.preprocess import NoPreprocessing, task_outputs
+
+    return task_outputs(y, task, None, NoPreprocessing())["class_id"]

@@ -54,7 +54,7 @@ class Server:
         ready = json.loads(line)
         assert ready["event"] == "ready" and ready["host"] == "127.0.0.1", ready
         self.http_port, self.grpc_port = ready["http_port"], ready["grpc_port"]
-        self.model = ready["models"][0]
+        self.model = ready["models"][0]  # the first bundle's model
         self.http = f"127.0.0.1:{self.http_port}"
         self.grpc = f"127.0.0.1:{self.grpc_port}"
 
@@ -81,8 +81,17 @@ class Server:
 
 
 @pytest.fixture(scope="module")
-def server(serve_bundle):
-    s = Server(serve_bundle, "--max-request-rows", "256", "--max-body-mb", "1", "--max-delay-ms", "2")
+def text_bundle(tmp_path_factory) -> Path:
+    """A second, tiny text model (onnx.helper weights, no training): the same server serves both."""
+    from test_manifest import build_bundle
+
+    return build_bundle(tmp_path_factory.mktemp("text"), "text")
+
+
+@pytest.fixture(scope="module")
+def server(serve_bundle, text_bundle):
+    s = Server(serve_bundle, str(text_bundle), "--max-request-rows", "256", "--max-body-mb", "1",
+               "--max-delay-ms", "2")
     yield s
     rc, out, err = s.stop()
     assert rc == 0, err[-2000:]
@@ -301,6 +310,31 @@ def test_kserve_fastapi_routes_answer_the_same(serve_bundle, graph, predictor, g
     finally:
         rc, _, err = s.stop()
     assert rc == 0, err[-2000:]
+
+
+def test_a_second_model_with_string_inputs_on_the_same_server(server, text_bundle):
+    import tritonclient.grpc as grpcclient
+    import tritonclient.http as httpclient
+
+    from seqdeploy.runtime import Predictor
+    from test_manifest import sample_raw
+
+    p = Predictor.from_bundle(text_bundle)
+    texts = sample_raw("text", n=6, seed=5)
+    want = p.predict(texts).tolist()
+    meta = httpclient.InferenceServerClient(server.http).get_model_metadata("tiny_text")
+    assert [(i["name"], i["datatype"], i["shape"]) for i in meta["inputs"]] == [("text", "BYTES", [-1])]
+    arr = np.asarray([t.encode() for t in texts], dtype=object)
+    for module, url in ((httpclient, server.http), (grpcclient, server.grpc)):
+        inp = module.InferInput("text", [len(texts)], "BYTES")
+        inp.set_data_from_numpy(arr)
+        res = module.InferenceServerClient(url).infer("tiny_text", [inp])
+        assert [b.decode() for b in res.as_numpy("label").tolist()] == want
+        np.testing.assert_allclose(res.as_numpy("probabilities"), p.predict_proba(texts), rtol=1e-6, atol=1e-7)
+    status, body = post(server, "/v1/models/tiny_text:predict", {"instances": list(texts)})
+    assert status == 200 and body["predictions"] == want
+    status, body = post(server, "/v1/models/tiny_text:predict", {"instances": ["fine", 3]})
+    assert status == 400 and "expected a string" in body["error"]
 
 
 # --------------------------------------------------------------------------- load

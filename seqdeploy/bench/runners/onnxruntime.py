@@ -80,8 +80,13 @@ def ort_session_options(threads: int | None = None, settings: OrtSettings = OrtS
     so.inter_op_num_threads = settings.inter_op_threads
     so.execution_mode = ort.ExecutionMode.ORT_PARALLEL if settings.execution_mode == "parallel" else ort.ExecutionMode.ORT_SEQUENTIAL
     spin = "1" if settings.allow_spinning else "0"
-    so.add_session_config_entry("session.intra_op.allow_spinning", spin)
-    so.add_session_config_entry("session.inter_op.allow_spinning", spin)
+    for key in ("session.intra_op.allow_spinning", "session.inter_op.allow_spinning"):
+        try:
+            same = so.get_session_config_entry(key) == spin
+        except Exception:  # not set by the runtime's defaults
+            same = False
+        if not same:  # onnxruntime warns on stderr when an entry is overwritten: only when it changes
+            so.add_session_config_entry(key, spin)
     so.graph_optimization_level = _level(ort, settings.graph_optimization)
     return so
 

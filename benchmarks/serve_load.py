@@ -9,7 +9,7 @@ at concurrency 1 is the floor. Both servers run at once and the cells are
 interleaved over ``--rounds`` rounds (medians reported). Client and server share
 the machine's cores, so read ratios within one run, not absolute numbers.
 
-    .venv/bin/python benchmarks/serve_load.py [--bundle runs/breast_cancer_mlp] [--seconds 3]
+    .venv/bin/python benchmarks/serve_load.py [--bundle runs/breast_cancer_mlp | --spec SPEC] [--seconds 3]
                      [--concurrency 1,8,32,128] [--rounds 3] [--kserve-routes] [--lean] [--json out.json]
 
 ``--kserve-routes`` adds a server answering infer/predict through KServe's FastAPI
@@ -39,11 +39,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def build_bundle(tmp: Path) -> Path:
+def build_bundle(tmp: Path, spec: Path) -> Path:
     from seqdeploy.pipeline import PipelineOptions, run_pipeline
 
-    res = run_pipeline(ROOT / "models" / "breast_cancer_mlp.toml", out=tmp / "breast_cancer_mlp",
-                       stages="train,export,verify", options=PipelineOptions(epochs=5))
+    res = run_pipeline(spec, out=tmp / spec.stem, stages="train,export,verify", options=PipelineOptions(epochs=2))
     return res.run_dir
 
 
@@ -160,8 +159,8 @@ async def _load_rest(server: Server, name: str, rows: np.ndarray, conc: int, sec
     import aiohttp
 
     url = f"http://127.0.0.1:{server.http_port}/v2/models/{server.model}/infer"
-    bodies = [json.dumps({"inputs": [{"name": name, "datatype": "FP32", "shape": [1, rows.shape[1]],
-                                      "data": r.tolist()}]}).encode() for r in rows]
+    bodies = [json.dumps({"inputs": [{"name": name, "datatype": "FP32", "shape": [1, *r.shape],
+                                      "data": r.ravel().tolist()}]}).encode() for r in rows]
     lat: list[float] = []
     errors = 0
     t_start = time.perf_counter()
@@ -196,8 +195,8 @@ async def _load_grpc(server: Server, name: str, rows: np.ndarray, conc: int, sec
     client = grpcclient.InferenceServerClient(f"127.0.0.1:{server.grpc_port}")
     inputs = []
     for r in rows:
-        inp = grpcclient.InferInput(name, [1, rows.shape[1]], "FP32")
-        inp.set_data_from_numpy(r[None, :].astype(np.float32))
+        inp = grpcclient.InferInput(name, [1, *r.shape], "FP32")
+        inp.set_data_from_numpy(r[None].astype(np.float32))
         inputs.append(inp)
     lat: list[float] = []
     errors = 0
@@ -245,7 +244,7 @@ def _predictor_floor(bundle: Path, rows: np.ndarray, seconds: float) -> dict:
     t_end = time.perf_counter() + seconds
     i = 0
     while time.perf_counter() < t_end:
-        x = rows[i % len(rows)][None, :]
+        x = rows[i % len(rows)][None]
         t0 = time.perf_counter()
         p.predict_proba(x)
         lat.append(time.perf_counter() - t0)
@@ -255,7 +254,8 @@ def _predictor_floor(bundle: Path, rows: np.ndarray, seconds: float) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--bundle", type=Path)
+    ap.add_argument("--bundle", type=Path, help="a bundle to serve (default: --spec trained for 2 epochs)")
+    ap.add_argument("--spec", type=Path, default=ROOT / "models" / "breast_cancer_mlp.toml")
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--warmup", type=float, default=0.5)
     ap.add_argument("--concurrency", default="1,8,32,128")
@@ -273,11 +273,19 @@ def main() -> None:
     concs = [int(c) for c in args.concurrency.split(",")]
     tmp = Path(tempfile.mkdtemp(prefix="serve_load_"))
     try:
-        bundle = args.bundle or build_bundle(tmp)
+        bundle = args.bundle or build_bundle(tmp, args.spec)
+        from seqdeploy.serve.model import ServedModel
+
+        served = ServedModel.load(bundle)
+        if len(served.inputs) != 1 or served.inputs[0].datatype != "FP32":
+            raise SystemExit(f"{bundle}: this benchmark sends one FP32 input; the served graph takes "
+                             f"{[t.as_dict() for t in served.inputs]}")
+        name = served.inputs[0].name
         golden = np.load(bundle / "golden.npz")
         raw = golden["raw"].astype(np.float32)
         rng = np.random.default_rng(0)
-        rows = (raw[rng.integers(len(raw), size=512)] * rng.uniform(0.95, 1.05, (512, 1))).astype(np.float32)
+        scale = rng.uniform(0.95, 1.05, (512,) + (1,) * (raw.ndim - 1))
+        rows = (raw[rng.integers(len(raw), size=512)] * scale).astype(np.float32)
         floor = [_predictor_floor(bundle, rows, args.seconds) for _ in range(args.rounds)]
         results: list[dict] = [{"runner": "in-process Predictor.predict_proba", "protocol": "-", "batching": "-",
                                 "concurrency": 1, **_median(floor)}]
@@ -299,7 +307,7 @@ def main() -> None:
                                 continue
                             server = servers[mode]
                             before = server.metrics()
-                            r = asyncio.run(fn(server, "features", rows, conc, args.seconds, args.warmup))
+                            r = asyncio.run(fn(server, name, rows, conc, args.seconds, args.warmup))
                             after = server.metrics()
                             calls = after.get("seqdeploy_batch_requests_count", 0) - before.get("seqdeploy_batch_requests_count", 0)
                             reqs = after.get("seqdeploy_batch_requests_sum", 0) - before.get("seqdeploy_batch_requests_sum", 0)

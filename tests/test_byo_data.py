@@ -328,3 +328,84 @@ def test_verify_checked_the_portable_graph_on_raw_rows(bundles):
         assert golden["graph"] == "portable"
     names = json.loads((bundles["customers_mixed_mlp"] / "golden_portable.json").read_text())["inputs"]
     assert set(names) == {"features", "categories"}
+
+
+def test_tokenizer_matches_keras_text_vectorization_on_plain_text():
+    """The reference behaviour: Keras TextVectorization (lowercase, whitespace split, 0 = pad, 1 = OOV,
+    max_tokens counting both, vocabulary by frequency) gives the same vocabulary and ids on text of ASCII
+    words and spaces. (Keras also strips punctuation and keeps non-ASCII letters; seqdeploy splits on them.)"""
+    import keras
+
+    rng = np.random.default_rng(0)
+    words = [f"w{i}" for i in range(30)]
+    weights = np.arange(30, 0, -1) ** 2.0  # distinct frequencies: no ties to order
+    corpus = [" ".join(rng.choice(words, size=rng.integers(0, 12), p=weights / weights.sum())).upper()
+              if i % 7 == 0 else " ".join(rng.choice(words, size=rng.integers(0, 12), p=weights / weights.sum()))
+              for i in range(400)]
+    ours = Tokenize.fit(corpus, vocabulary_size=12, sequence_length=9)
+    tv = keras.layers.TextVectorization(max_tokens=12, output_sequence_length=9)
+    tv.adapt(corpus)
+    counts: dict[str, int] = {}
+    for t in corpus:
+        for w in t.lower().split():
+            counts[w] = counts.get(w, 0) + 1
+    assert len(set(sorted(counts.values(), reverse=True)[:11])) == 11  # the first 10 ranks have no ties
+    assert list(tv.get_vocabulary()) == ["", "[UNK]", *ours.vocabulary[2:]]
+    probe = corpus[:50] + ["w0 unseen W1", "", "w29 w28 w27 w26 w25 w24 w23 w22 w21 w20 w19"]
+    np.testing.assert_array_equal(np.asarray(tv(probe)), ours.apply(ours.coerce(probe), np.int64))
+
+
+def test_tabular_regression_learns_the_standardised_target_and_reports_target_units(tmp_path):
+    from seqdeploy.data import load_run_splits
+    from seqdeploy.manifest import write_bundle_manifest
+    from seqdeploy.pipeline import PipelineOptions, run_pipeline
+    from seqdeploy.runtime import Predictor
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 5))
+    y = 10 + x @ np.array([1.5, -2.0, 1.0, 2.5, -1.0]) + rng.normal(scale=0.3, size=300)
+    _write_csv(tmp_path / "lin.csv", ["f1", "f2", "f3", "f4", "f5", "y"], np.column_stack([x, y]).tolist())
+    spec = _spec(tmp_path, 'source = "csv"\npath = "lin.csv"\ntarget = "y"\ntask = "regression"',
+                 '[[layers]]\ntype = "Dense"\nunits = 8\nactivation = "relu"\n[[layers]]\ntype = "Dense"\nunits = 1\n',
+                 loss="mse", name="lin")
+    run = tmp_path / "run"
+    run_pipeline(spec, out=run, stages="train,export,verify", options=PipelineOptions(epochs=3))
+    write_bundle_manifest(run)
+    info = json.loads((run / "train.json").read_text())
+    rec = info["preprocessing"]
+    assert rec["kind"] == "standardize" and rec["target_mean"] == pytest.approx(10, abs=0.5)
+    assert {"mae", "mse", "rmse", "loss_standardised"} <= set(info["test_metrics"])
+    splits = load_run_splits(run)
+    got = Predictor.from_bundle(run).predict(splits.raw_test)  # raw rows in, target units out
+    truth = splits.y_test * np.float32(rec["target_std"]) + np.float32(rec["target_mean"])
+    assert info["test_metrics"]["mae"] == pytest.approx(float(np.mean(np.abs(got - truth))), rel=1e-4)
+    want = _keras(run, splits.x_test)[:, 0] * np.float32(rec["target_std"]) + np.float32(rec["target_mean"])
+    np.testing.assert_allclose(got, want, atol=1e-4)
+    assert json.loads((run / "verify.json").read_text())["passed"] is True
+
+
+@pytest.mark.parametrize("data, match", [
+    ('source = "csv"\npath = "d.csv"\ntarget = "y"\ntask = "binary"\ntext = 3', "text = 3; expected the name"),
+    ('source = "csv"\npath = "d.csv"\ntarget = "y"\ntask = "binary"\ntext = "t"\ncategorical = ["a"]',
+     "remove features / categorical"),
+    ('source = "csv"\npath = "d.csv"\ntarget = "y"\ntask = "regression"\ntext = "t"', "text columns feed classifiers"),
+    ('source = "csv"\npath = "d.csv"\ntarget = "y"\ntask = "binary"\ncategorical = "plan"', "list of distinct column"),
+    ('source = "csv"\npath = "d.csv"\ntarget = "y"\ntask = "binary"\nencoding = "hash"', "encoding = 'hash'"),
+    ('source = "csv"\npath = "d.csv"\ntarget = "y"\ntask = "binary"\ntoken_pattern = "("', "is not a regex"),
+    ('source = "csv"\npath = "d.csv"\ntarget = "y"\ntask = "binary"\nresize = "nearest"',
+     "resize applies to source = \"images\""),
+    ('source = "images"\npath = "p"\nimage_size = [8]', "image_size = \\[8\\]; expected an integer or"),
+    ('source = "images"\npath = "p"\nchannels = 4', "channels = 4; expected 1"),
+    ('source = "images"\npath = "p"\nalpha = "grey"', "alpha = 'grey'"),
+    ('source = "images"\npath = "p"\ntask = "regression"', "one class per folder"),
+    ('source = "images"', "needs path = \"photos/\""),
+    ('source = "digits"\ntext = "x"', "text applies to table sources"),
+    ('source = "parquet"\npath = "d.parquet"\ntask = "binary"', "needs target"),
+])
+def test_spec_data_fields_are_validated(data, match):
+    from seqdeploy.errors import SpecError
+    from seqdeploy.spec import parse_spec_text
+
+    text = f'name = "s"\n[data]\n{data}\n[[layers]]\ntype = "Dense"\nunits = 1\n[compile]\nloss = "mse"\n'
+    with pytest.raises(SpecError, match=match):
+        parse_spec_text(text)

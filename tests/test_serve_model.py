@@ -98,6 +98,8 @@ def test_load_models_checks_every_bundle_and_names(bundles, tmp_path):
     with pytest.raises(Exception, match="two bundles are both named"):
         load_models([bundles["binary"], bundles["binary"]])
     assert [m.name for m in load_models([bundles["binary"], bundles["binary"]], names=["a", "b"])] == ["a", "b"]
+    with pytest.raises(Exception, match="cannot appear in a URL path"):
+        load_models([bundles["binary"]], names=["a/b"])
     import shutil
 
     bad = tmp_path / "bad"

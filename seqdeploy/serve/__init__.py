@@ -26,6 +26,7 @@ This module imports nothing heavy; kserve is imported only by :func:`serve`.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -98,6 +99,9 @@ def load_models(bundles: Sequence[str | os.PathLike], names: Sequence[str] | Non
     models = [ServedModel.load(b, name=(names[i] if names else None), threads=threads) for i, b in enumerate(bundles)]
     seen: dict[str, str] = {}
     for m, b in zip(models, bundles):
+        if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", m.name):
+            raise UsageError(f"model name {m.name!r} (for {b}) cannot appear in a URL path (expected letters, digits, "
+                             f"'_', '.', '-'); give it another name")
         if m.name in seen:
             raise UsageError(f"two bundles are both named {m.name!r} ({seen[m.name]} and {b}); give each a distinct "
                              f"model name")

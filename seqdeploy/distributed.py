@@ -227,7 +227,7 @@ def _datasource_class() -> type:
     from ray.data.block import BlockMetadata
     from ray.data.datasource import Datasource, ReadTask
 
-    from seqdeploy.scoring.tables import FILE_COLUMN, ROW_COLUMN, _parquet_batches, iter_batches
+    from seqdeploy.scoring.tables import ERROR_COLUMN, FILE_COLUMN, ROW_COLUMN, _parquet_batches, iter_batches
 
     class ScoringInputs(Datasource):
         """Parquet / CSV / JSONL files read as Arrow blocks with each row's file index and row number.
@@ -274,6 +274,8 @@ def _datasource_class() -> type:
                            else iter_batches(f, columns, bs))
                 for table, row0 in batches:
                     n = table.num_rows
+                    if ERROR_COLUMN not in table.column_names:  # every block has the same columns
+                        table = table.append_column(ERROR_COLUMN, pa.nulls(n, type=pa.string()))
                     table = table.append_column(FILE_COLUMN, pa.array([index] * n, type=pa.int32()))
                     yield table.append_column(ROW_COLUMN, pa.array(range(row0, row0 + n), type=pa.int64()))
 
@@ -405,11 +407,13 @@ def predict_files_ray(bundle: str | os.PathLike, input_spec: str | os.PathLike, 
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(logging.CRITICAL)
+    saved = None
     try:
         import ray
         import pyarrow.parquet as pq
 
         ctx = ray.data.DataContext.get_current()
+        saved = (ctx.execution_options.preserve_order, ctx.enable_progress_bars, ctx.print_on_execution_start)
         ctx.execution_options.preserve_order = True
         ctx.enable_progress_bars = False
         ctx.print_on_execution_start = False
@@ -451,6 +455,8 @@ def predict_files_ray(bundle: str | os.PathLike, input_spec: str | os.PathLike, 
     finally:
         for lg, level in zip(loggers, levels):
             lg.setLevel(level)
+        if saved is not None:  # the caller's Ray Data settings come back
+            ctx.execution_options.preserve_order, ctx.enable_progress_bars, ctx.print_on_execution_start = saved
         if started:
             ray.shutdown()
     secs = time.perf_counter() - t0

@@ -109,6 +109,10 @@ def test_ray_killed_actor_retried_rows_once_in_order(local_ray, tiny, tmp_path, 
 
 def test_ray_bad_rows_fail_then_skip_then_refuse_overwrite(local_ray, tiny, tmp_path):
     raw = _tiny_rows(tmp_path / "rows", 12_000, bad=(3, 9_500))
+    # a third file, JSONL, with a line that is not JSON (integers where the Parquet files have floats)
+    (tmp_path / "rows" / "part3.jsonl").write_text(
+        '{"id": 12000, "customer": "x", "a": 1, "b": 2, "c": 3, "d": 4}\n{"id": 12001, "a": \n'
+        '{"id": 12002, "customer": "y", "a": 1, "b": 2, "c": 3, "d": 5}\n')
     res = _invoke("predict", tiny, "-i", tmp_path / "rows", "-o", tmp_path / "out", "--engine", "ray",
                   "--actors", 1)
     assert res.exit_code == 2, res.output
@@ -116,21 +120,26 @@ def test_ray_bad_rows_fail_then_skip_then_refuse_overwrite(local_ray, tiny, tmp_
     assert msg.count("error:") == 1 and "Traceback" not in res.output, msg
     # batches run in parallel: the run stops at whichever bad row a worker meets first
     assert (f"{tmp_path / 'rows' / 'part1.parquet'} row 3: column 'c' = nan" in msg
-            or f"{tmp_path / 'rows' / 'part2.parquet'} row 3500: column 'c' = nan" in msg), msg
+            or f"{tmp_path / 'rows' / 'part2.parquet'} row 3500: column 'c' = nan" in msg
+            or f"{tmp_path / 'rows' / 'part3.jsonl'} row 1: line 2 is not valid JSON" in msg), msg
     assert sorted(p.name for p in tmp_path.iterdir()) == ["rows"]  # nothing that looks like an output
 
     res = _invoke("predict", tiny, "-i", tmp_path / "rows", "-o", tmp_path / "out", "--engine", "ray",
                   "--actors", 2, "--on-bad-row", "skip", "--keep", "id", "--json", "-b", 1000)
     assert res.exit_code == 0, res.output
     summary = json.loads(res.stdout)
-    assert summary["skipped"] == 2 and summary["rows"] == 11_998
+    assert summary["skipped"] == 3 and summary["rows"] == 12_000 and summary["files"] == 3
     side = [json.loads(x) for x in (tmp_path / "out" / "_skipped.jsonl").read_text().splitlines()]
-    assert [(Path(s["file"]).name, s["row"]) for s in side] == [("part1.parquet", 3), ("part2.parquet", 3_500)]
+    assert [(Path(s["file"]).name, s["row"]) for s in side] == [("part1.parquet", 3), ("part2.parquet", 3_500),
+                                                                ("part3.jsonl", 1)]
     assert side[1]["values"]["id"] == 9_500 and "nan" in side[1]["reason"]
+    assert side[2]["reason"].startswith("line 2 is not valid JSON")
     out = _read_parts(tmp_path / "out")
     good = [i for i in range(12_000) if i not in (3, 9_500)]
-    assert out.column("id").to_pylist() == good
-    assert out.column("prediction").to_pylist() == Predictor.from_bundle(tiny).predict(raw[good]).tolist()
+    assert out.column("id").to_pylist() == good + [12_000, 12_002]
+    p = Predictor.from_bundle(tiny)
+    want = p.predict(np.vstack([raw[good], [[1, 2, 3, 4], [1, 2, 3, 5]]])).tolist()
+    assert out.column("prediction").to_pylist() == want
 
     before = sorted(p.name for p in (tmp_path / "out").iterdir())
     res = _invoke("predict", tiny, "-i", tmp_path / "rows", "-o", tmp_path / "out", "--engine", "ray")

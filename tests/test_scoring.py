@@ -178,6 +178,23 @@ def test_bad_row_skip_writes_side_file(binary, bundles, tmp_path):
     assert out.column("prediction").to_pylist() == binary.predict(raw[good]).tolist()
 
 
+def test_unparsable_jsonl_lines_are_bad_rows(binary, bundles, tmp_path):
+    raw = sample_raw("binary", n=6, seed=13)
+    lines = [json.dumps({"id": i, **dict(zip(FEATURES, map(float, r)))}) for i, r in enumerate(raw)]
+    lines[2] = '{"id": 2, "a": 1.0,'  # cut short
+    lines[4] = "[1, 2, 3, 4]"
+    (tmp_path / "in.jsonl").write_text("\n".join(lines) + "\n")
+    res = _invoke("predict", bundles["binary"], "-i", tmp_path / "in.jsonl", "-o", tmp_path / "o.parquet",
+                  "--keep", "id", "--on-bad-row", "skip")
+    assert res.exit_code == 0, res.output
+    side = [json.loads(x) for x in (tmp_path / "o.skipped.jsonl").read_text().splitlines()]
+    assert [(s["row"], s["reason"].split(" (")[0]) for s in side] == [(2, "line 3 is not valid JSON"),
+                                                                       (4, "line 5 holds list")]
+    out = pq.read_table(tmp_path / "o.parquet")
+    assert out.column("id").to_pylist() == [0, 1, 3, 5]
+    assert out.column("prediction").to_pylist() == binary.predict(raw[[0, 1, 3, 5]]).tolist()
+
+
 def test_existing_output_refused_unless_overwrite(bundles, tmp_path):
     raw = sample_raw("binary", n=20, seed=8)
     pq.write_table(_table(raw), tmp_path / "in.parquet")

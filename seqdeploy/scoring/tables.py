@@ -39,6 +39,8 @@ INPUT_FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".jsonl
 #: Provenance columns a reader may add to a batch: the file's index in the input list and the row within it.
 FILE_COLUMN = "__seqdeploy_file"
 ROW_COLUMN = "__seqdeploy_row"
+#: Set by a reader on rows it could not parse (a JSONL line that is not a JSON object): the reason.
+ERROR_COLUMN = "__seqdeploy_error"
 SUCCESS_MARKER = "_SUCCESS"
 SKIPPED_NAME = "_skipped.jsonl"
 ROW_GROUP_ROWS = 65_536  # rows per Parquet row group the local engine writes
@@ -174,7 +176,7 @@ def parse_keep(keep: str | Sequence[str] | None) -> tuple[str, ...] | str:
 def plan_layout(manifest: Manifest, columns: Sequence[str], keep: str | Sequence[str] | None = None,
                 where: str = "the input") -> Layout:
     """Decide which columns feed the model and which are kept, from a table's column names."""
-    columns = [c for c in columns if c not in (FILE_COLUMN, ROW_COLUMN)]
+    columns = [c for c in columns if c not in (FILE_COLUMN, ROW_COLUMN, ERROR_COLUMN)]
     kept = parse_keep(keep)
     kept = tuple(columns) if kept == "all" else kept
     unknown = [k for k in kept if k not in columns]
@@ -260,6 +262,10 @@ def score_table(predictor: Any, table: pa.Table, layout: Layout, *, on_bad_row: 
         rows = np.arange(row0, row0 + n, dtype=np.int64)
         where = [file or "input"] * n
     raw, bad = extract_inputs(table, layout)
+    if ERROR_COLUMN in names:  # the reader's reason beats the missing values it left behind
+        for i, reason in enumerate(table.column(ERROR_COLUMN).to_pylist()):
+            if reason:
+                bad[i] = reason
     if on_bad_row == "fail" and bad:
         i = min(bad)
         raise DataError(f"{where[i]} row {int(rows[i])}: {bad[i]}; fix or drop the row, or score with bad rows "
@@ -509,9 +515,9 @@ def _jsonl_batches(f: InputFile, columns: Sequence[str], bs: int) -> Iterator[tu
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as exc:
-                obj = {"__error__": f"line {line_no} is not valid JSON ({exc.msg})"}
+                obj = {ERROR_COLUMN: f"line {line_no} is not valid JSON ({exc.msg})"}
             if not isinstance(obj, dict):
-                obj = {"__error__": f"line {line_no} holds {type(obj).__name__} (expected a JSON object)"}
+                obj = {ERROR_COLUMN: f"line {line_no} holds {type(obj).__name__} (expected a JSON object)"}
             buf.append(obj)
             if len(buf) >= bs:
                 yield _jsonl_table(buf, columns), row
@@ -529,6 +535,8 @@ def _jsonl_table(objs: list[dict], columns: Sequence[str]) -> pa.Table:
             cols[c] = pa.array(vals)
         except (pa.ArrowInvalid, pa.ArrowTypeError):  # mixed types in one column: keep them as text
             cols[c] = pa.array([None if v is None else (v if isinstance(v, str) else json.dumps(v)) for v in vals])
+    if any(ERROR_COLUMN in o for o in objs):
+        cols[ERROR_COLUMN] = pa.array([o.get(ERROR_COLUMN) for o in objs], type=pa.string())
     return pa.table(cols)
 
 

@@ -136,7 +136,7 @@ def load_run_splits(run_dir: str | Path) -> Splits:
 def apply_preprocessing(record: dict, raw: Any) -> np.ndarray:
     """Turn raw inputs into model inputs according to a preprocessing record (:mod:`seqdeploy.preprocess`)."""
     kind = from_record(record, "preprocessing record")
-    return kind.apply(kind.coerce(raw) if kind.kind == "tokenize" else np.asarray(raw))
+    return kind.apply(kind.coerce(raw) if kind.kind in ("tokenize", "categorical") else np.asarray(raw))
 
 
 # --- built-in sources ----------------------------------------------------------------------

@@ -255,6 +255,10 @@ def test_predict_on_a_text_csv_column_equals_keras(bundles, tmp_path):
     bad = _write_csv(tmp_path / "bad.csv", ["id", "body"], [[1, "x"]])
     res = runner.invoke(app, ["predict", str(run), "--input", str(bad)])
     assert res.exit_code == 2 and "not the text column 'review'" in res.output
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes("id,review\n1,fine\n2,tr\xe8s bien\n".encode("latin-1"))
+    res = runner.invoke(app, ["predict", str(run), "--input", str(latin)])
+    assert res.exit_code == 2 and "latin.csv: line 3 is not UTF-8 text" in res.output.strip()
 
 
 def test_predict_on_an_image_folder_equals_keras(bundles, tmp_path):
@@ -315,6 +319,12 @@ def test_predict_on_a_categorical_csv_equals_keras_and_counts_oov(bundles, tmp_p
     pred = Predictor.from_bundle(run)
     np.testing.assert_allclose(pred.predict_proba(dicts)[:, 1], p, atol=2e-6)
     assert set(pred.raw_input_names) == {"features", "categories"}
+    # the model-ready artifact with the same definition in numpy gives the same answers
+    ready = Predictor.from_bundle(run, graph="model-ready")
+    np.testing.assert_allclose(ready.predict_proba(dicts), pred.predict_proba(dicts), atol=1e-6)
+    from seqdeploy.data import apply_preprocessing
+
+    np.testing.assert_array_equal(apply_preprocessing(k.to_record(), dicts), k.apply(k.coerce(dicts)))
     bad = _write_csv(tmp_path / "bad.csv", ["tenure_months", "plan"], [[1, "basic"]])
     res = runner.invoke(app, ["predict", str(run), "--input", str(bad)])
     assert res.exit_code == 2 and "missing column(s) ['monthly_charges', 'region', 'contract']" in res.output

@@ -274,3 +274,37 @@ def test_local_engine_memory_stays_flat(binary, tmp_path):
     assert max(peaks) < full, (max(peaks), full)
     meta = pq.ParquetFile(tmp_path / "out.parquet").metadata
     assert meta.num_rows == 300_000 and meta.num_row_groups == 5  # 65,536-row groups, not one per batch
+
+
+def test_killed_run_leaves_nothing_that_looks_complete(bundles, tmp_path):
+    """SIGKILL in the middle of a directory output: no target, only a hidden staging directory without _SUCCESS."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    raw = sample_raw("binary", n=400_000, seed=14)
+    pq.write_table(_table(raw), tmp_path / "big.parquet", row_group_size=10_000)
+    out = tmp_path / "preds"
+    proc = subprocess.Popen([sys.executable, "-m", "seqdeploy", "predict", str(bundles["binary"]), "-i",
+                             str(tmp_path / "big.parquet"), "-o", str(out), "-b", "50"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        staged = []
+        while time.monotonic() < deadline and proc.poll() is None:
+            staged = [p for p in tmp_path.glob(".preds.tmp-*") if any(p.glob("part-*.parquet"))]
+            if staged:
+                break
+            time.sleep(0.05)
+        assert staged and proc.poll() is None, "the run finished before it could be killed; use more rows"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert not out.exists()
+    assert not (staged[0] / "_SUCCESS").exists()
+    res = _invoke("predict", bundles["binary"], "-i", tmp_path / "big.parquet", "-o", out, "-b", 4096)
+    assert res.exit_code == 0, res.output  # the leftover staging directory does not block a rerun
+    assert (out / "_SUCCESS").exists() and _read_dir(out).num_rows == 400_000

@@ -485,6 +485,22 @@ def test_tampered_bundle_is_refused_before_listening(serve_bundle, tmp_path):
     assert "serving on" not in r.stderr
 
 
+def test_missing_bundle_and_busy_port_are_one_line_errors(serve_bundle, tmp_path):
+    import socket
+
+    r = subprocess.run([sys.executable, "-m", "seqdeploy", "serve", str(tmp_path / "nope")], cwd=REPO, env=SERVER_ENV,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "does not exist" in r.stderr and "Traceback" not in r.stderr
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        r = subprocess.run([sys.executable, "-m", "seqdeploy", "serve", str(serve_bundle), "--http-port", str(port),
+                            "--no-grpc"], cwd=REPO, env=SERVER_ENV, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in r.stderr and "Traceback" not in r.stderr
+
+
 def test_options_are_checked():
     from seqdeploy.errors import UsageError
     from seqdeploy.serve import ServeOptions

@@ -154,6 +154,13 @@ def test_image_loading_rule_exif_palette_alpha(tmp_path):
     assert (ImageLoader(4, 6, 1, "nearest", "black").load(tmp_path / "a.png").reshape(-1)[1:] == 0).all()
     with pytest.raises(BadImage, match="has transparency"):
         ImageLoader(4, 6, 1, "nearest", "error").load(tmp_path / "a.png")
+    # BMP and GIF (first frame) load like PNG
+    up.save(tmp_path / "b.bmp")
+    frames = [up.convert("P"), Image.fromarray(255 - px, mode="L").convert("P")]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
+    np.testing.assert_array_equal(loader.load(tmp_path / "b.bmp"), px)
+    np.testing.assert_array_equal(loader.load(tmp_path / "anim.gif"),
+                                  np.asarray(Image.open(tmp_path / "anim.gif").convert("L")))
     # resize with the recorded filter, RGB kept as 3 channels; greyscale replicated to RGB
     big = ImageLoader(2, 3, 3, "bilinear").load(tmp_path / "exif.png")
     assert big.shape == (2, 3, 3) and big.dtype == np.uint8 and (big[..., 0] == big[..., 2]).all()
@@ -205,6 +212,15 @@ def test_text_column_tokenizer_is_fitted_on_the_training_split_only(tmp_path):
     test_words = {t.split()[0] for t in s.raw_test.tolist()}
     assert not test_words & set(k.vocabulary)  # test-only words are OOV
     assert "common" in k.vocabulary and s.x_test[:, 0].tolist() == [1] * len(s.x_test)
+    # the same column from JSONL gives the same record; a non-string cell names its line
+    jl = tmp_path / "t.jsonl"
+    jl.write_text("".join(json.dumps({"review": t, "label": y}) + "\n" for t, y in rows))
+    s_jl = load_dataset(DataSpec(source="jsonl", path=jl, target="label", task="binary", text="review",
+                                 vocabulary_size=1000, sequence_length=3), seed=0)
+    assert s_jl.preprocessing == s.preprocessing
+    jl.write_text(jl.read_text() + json.dumps({"review": 5, "label": "a"}) + "\n")
+    with pytest.raises(DataError, match="t.jsonl: line 41, column 'review': 5 is not text"):
+        load_dataset(DataSpec(source="jsonl", path=jl, target="label", task="binary", text="review"), seed=0)
 
 
 # --------------------------------------------------------------------------- the example specs end to end

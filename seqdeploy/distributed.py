@@ -381,6 +381,7 @@ def predict_files_ray(bundle: str | os.PathLike, input_spec: str | os.PathLike, 
     from seqdeploy.manifest import load_manifest
     from seqdeploy.scoring.tables import (
         SKIPPED_NAME,
+        check_output_free,
         file_columns,
         output_kind,
         plan_layout,
@@ -392,6 +393,7 @@ def predict_files_ray(bundle: str | os.PathLike, input_spec: str | os.PathLike, 
     if output_kind(output) != "dir":
         raise UsageError(f"output {output} is a file; the Ray engine writes a directory of Parquet parts "
                          f"(expected a path without a suffix, e.g. preds/)")
+    check_output_free(output, overwrite)  # before Ray starts: that alone takes seconds
     files = resolve_inputs(input_spec)
     manifest = load_manifest(bundle)
     layout = plan_layout(manifest, file_columns(files[0]), keep, where=files[0].path)

@@ -10,16 +10,17 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
-from typer.testing import CliRunner
 
-from seqdeploy.cli import app
-from seqdeploy.runtime import Predictor
-from seqdeploy.scoring import labels_from_proba, predict_file
-from seqdeploy.scoring.tables import iter_batches, resolve_inputs
-from test_manifest import build_bundle, sample_raw
+pa = pytest.importorskip("pyarrow")  # the distributed extra
+import pyarrow.parquet as pq  # noqa: E402
+from typer.testing import CliRunner  # noqa: E402
+
+from seqdeploy.cli import app  # noqa: E402
+from seqdeploy.runtime import Predictor  # noqa: E402
+from seqdeploy.scoring import labels_from_proba, predict_file  # noqa: E402
+from seqdeploy.scoring.tables import iter_batches, resolve_inputs  # noqa: E402
+from test_manifest import build_bundle, sample_raw  # noqa: E402
 
 runner = CliRunner()
 FEATURES = ["a", "b", "c", "d"]

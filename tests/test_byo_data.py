@@ -341,6 +341,22 @@ def test_predict_on_a_categorical_csv_equals_keras_and_counts_oov(bundles, tmp_p
     from seqdeploy.data import apply_preprocessing
 
     np.testing.assert_array_equal(apply_preprocessing(k.to_record(), dicts), k.apply(k.coerce(dicts)))
+    # a folder of tables: every file in name order, a bad row named by its file and line
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    (folder / "a.csv").write_bytes(src.read_bytes())
+    (folder / "b.jsonl").write_text("".join(json.dumps({"customer": f"j{i}", **d}) + "\n" for i, d in enumerate(dicts)))
+    res = runner.invoke(app, ["predict", str(run), "--input", str(folder), "--output", str(tmp_path / "d.csv"),
+                              "--keep", "customer", "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["files"] == 2 and json.loads(res.stdout)["oov_counts"]["plan"] == 2
+    d_rows, d_probs = _probs(tmp_path / "d.csv", ["no", "yes"])
+    assert [r["customer"] for r in d_rows] == ["c1", "c2", "c3", "j0", "j1", "j2"]
+    np.testing.assert_allclose(d_probs[:, 1], np.concatenate([p, p]), atol=2e-6)
+    (folder / "c.csv").write_text("tenure_months,monthly_charges,plan,region,contract\n1,2,basic,north,monthly\n"
+                                  "x,2,basic,north,monthly\n")
+    res = runner.invoke(app, ["predict", str(run), "--input", str(folder)])
+    assert res.exit_code == 2 and "c.csv: row 1 column 'tenure_months' = 'x' is not a number" in res.output
     bad = _write_csv(tmp_path / "bad.csv", ["tenure_months", "plan"], [[1, "basic"]])
     res = runner.invoke(app, ["predict", str(run), "--input", str(bad)])
     assert res.exit_code == 2 and "missing column(s) ['monthly_charges', 'region', 'contract']" in res.output

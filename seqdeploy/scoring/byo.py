@@ -9,7 +9,7 @@
   ``p_<class>``. A file that is not a readable image stops the run with its
   path, or is skipped and counted with ``on_bad_row="skip"``.
 * Text bundles trained on a table column read the same column (or ``text``)
-  of a CSV / JSONL / Parquet file.
+  of a CSV / JSONL / Parquet file, or of every such file in a folder (sorted).
 * Categorical bundles read their numeric and categorical columns by name;
   values never seen in training go to the out-of-vocabulary bucket and are
   counted per column (``oov_counts`` in the result).
@@ -60,7 +60,7 @@ def handles(predictor: Any, input_path: str | os.PathLike) -> bool:
     if isinstance(pre, Categorical):
         return True
     if isinstance(pre, Tokenize) and pre.column not in (None, "text"):
-        return p.is_file() and p.suffix.lower() in TABLE_SUFFIXES
+        return p.is_dir() or (p.is_file() and p.suffix.lower() in TABLE_SUFFIXES)
     return False
 
 
@@ -100,13 +100,12 @@ def predict_byo(predictor: Any, input_path: str | os.PathLike, output: str | os.
         if isinstance(pre, Scale):
             batches = _image_batches(predictor, src, batch_size, on_bad_row, skipped)
         else:
-            batches = _table_batches(predictor, src, batch_size, keep)
-        for lead, raw, where, done, total in batches:
-            files = max(files, 1)
+            batches = (b for f in _table_files(src) for b in _table_batches(predictor, f, batch_size, keep))
+        for lead, raw, where, offset, done, total in batches:
             try:
                 preds, probs = predict_chunk(predictor, raw)
             except InputValidationError as exc:
-                raise InputValidationError(f"{where}: {locate_bad_row(predictor, raw, rows, exc)}") from None
+                raise InputValidationError(f"{where}: {locate_bad_row(predictor, raw, offset, exc)}") from None
             if oov is not None:
                 for k, v in pre.oov_counts(pre.coerce(raw)).items():
                     oov[k] += v
@@ -118,7 +117,7 @@ def predict_byo(predictor: Any, input_path: str | os.PathLike, output: str | os.
             raise DataError(f"{src} has nothing to score (expected at least one image or data row)")
         writer.close(stream)
     secs = time.perf_counter() - t0
-    files = len({r for r in writer.sources}) if isinstance(pre, Scale) else 1
+    files = len(set(writer.sources))
     return ByoPredictResult(predictor.info.bundle, predictor.info.artifact, str(src),
                             str(output) if out_is_path else None, fmt, rows, round(secs, 4),
                             round(rows / secs, 1) if secs > 0 else 0.0, files=files, skipped=len(skipped),
@@ -154,7 +153,7 @@ def _image_batches(predictor: Any, src: Path, bs: int, on_bad_row: str,
                 raise DataError(f"{exc.path}: {exc.reason}; remove or fix the file, or skip bad files") from None
             skipped.append(exc.path)
         if len(pixels) >= bs or (i == len(files) - 1 and pixels):
-            yield {"path": paths}, np.stack(pixels), str(src), i + 1, len(files)
+            yield {"path": paths}, np.stack(pixels), str(src), 0, i + 1, len(files)
             paths, pixels = [], []
 
 
@@ -165,8 +164,9 @@ def _table_batches(predictor: Any, src: Path, bs: int,
                    keep: str | Sequence[str] | None) -> Iterator[tuple[dict[str, list[Any]], Any, str, int, int]]:
     pre = predictor.pre
     suffix = src.suffix.lower()
-    if src.is_dir() or suffix not in TABLE_SUFFIXES:
-        raise UsageError(f"input {src} (expected one .csv, .jsonl, .parquet or .npy file for this bundle)")
+    if suffix not in TABLE_SUFFIXES:
+        raise UsageError(f"input {src} has suffix {suffix or '(none)'!r} (expected .csv, .jsonl, .parquet or .npy "
+                         f"files for this bundle)")
     if suffix == ".npy":
         arr = np.load(src, allow_pickle=False)
         if arr.ndim == 0 or len(arr) == 0:
@@ -175,8 +175,8 @@ def _table_batches(predictor: Any, src: Path, bs: int,
             raise UsageError(f"input {src} is an array: there are no columns to keep")
         for s in range(0, len(arr), bs):
             chunk = arr[s:s + bs]
-            yield {}, (chunk.astype(str).tolist() if isinstance(pre, Tokenize) else chunk), str(src), \
-                min(s + bs, len(arr)), len(arr)
+            yield {"__file": [str(src)]}, (chunk.astype(str).tolist() if isinstance(pre, Tokenize) else chunk), \
+                str(src), s, min(s + bs, len(arr)), len(arr)
         return
     header, rows = _rows(src, suffix)
     if isinstance(pre, Tokenize):
@@ -205,7 +205,19 @@ def _table_batches(predictor: Any, src: Path, bs: int,
                 raw.append(v)
         else:
             raw = [{c: r.get(c) for c in need} for _, r in chunk]
-        yield lead, raw, str(src), min(s + bs, total), total
+        yield {**lead, "__file": [str(src)]}, raw, str(src), s, min(s + bs, total), total
+
+
+def _table_files(src: Path) -> list[Path]:
+    """The table files an input names: the file, or every table file under a folder (sorted; names starting
+    with ``_`` or ``.`` left out)."""
+    if not src.is_dir():
+        return [src]
+    found = [f for f in sorted(src.rglob("*")) if f.is_file() and f.suffix.lower() in TABLE_SUFFIXES
+             and not any(part.startswith(("_", ".")) for part in f.relative_to(src).parts)]
+    if not found:
+        raise InputFileNotFound(f"input folder {src} holds no {', '.join(TABLE_SUFFIXES)} files")
+    return found
 
 
 def _rows(src: Path, suffix: str) -> tuple[list[str], list[tuple[str, dict[str, Any]]]]:
@@ -284,7 +296,7 @@ class _Writer:
         self.sources: list[str] = []
 
     def add(self, stream: Any, lead: dict[str, list[Any]], preds: np.ndarray, probs: np.ndarray | None) -> None:
-        self.sources += [str(p) for p in lead.get("path", [])]
+        self.sources += [str(p) for p in lead.pop("__file", lead.get("path", []))]
         values = preds.tolist() if preds.dtype.kind in "UOi" else preds.astype(np.float64).tolist()
         names = self.classes or ([str(i) for i in range(probs.shape[1])] if probs is not None else [])
         records = []

@@ -168,6 +168,23 @@ def test_image_loading_rule_exif_palette_alpha(tmp_path):
     np.testing.assert_array_equal(big, want)
 
 
+def test_image_folder_source_rgb_non_square(tmp_path):
+    root = _image_folder(tmp_path / "photos", classes=("b", "a", "c"), per_class=5)
+    s = load_dataset(DataSpec(source="images", path=root, image_size=(6, 10), channels=3, task="multiclass"), seed=0)
+    assert s.labels == ("a", "b", "c") and s.raw_test.dtype == np.uint8 and s.raw_test.shape[1:] == (6, 10, 3)
+    k = from_record(s.preprocessing)
+    assert isinstance(k, Scale) and k.model_shape == (6, 10, 3) and k.scale == pytest.approx(1 / 255)
+    assert s.x_train.shape[1:] == (6, 10, 3) and float(s.x_train.max()) <= 1.0
+    # the training pixels are the loader's pixels of the files, class ids in folder-name order
+    loader = ImageLoader.from_scale(k)
+    files = [(f, c) for c, name in enumerate(s.labels) for f in sorted((root / name).iterdir())]
+    every = np.stack([k.apply(loader.load(f)[None])[0] for f, _ in files])
+    ys = np.asarray([c for _, c in files])
+    for x, y in zip(s.x_train, s.y_train):
+        match = np.flatnonzero((every == x).reshape(len(every), -1).all(axis=1))
+        assert len(match) >= 1 and y in ys[match]
+
+
 def test_table_sources_infer_categorical_and_scale_regression_targets(tmp_path):
     rng = np.random.default_rng(0)
     rows = [[float(rng.normal()), ["red", "blue", "green"][i % 3], 10 + 4 * rng.normal()] for i in range(60)]

@@ -87,6 +87,20 @@ def test_bundle_ships_as_bytes_and_is_checked(tiny, tmp_path):
         Predictor.from_bundle(unpack_bundle(corrupt, tmp_path / "y"))
 
 
+def test_predict_dataset_on_any_ray_dataset(local_ray, tiny):
+    """The library call: a Dataset from memory (no file or row columns) in, a lazy Dataset of predictions out."""
+    from seqdeploy.distributed import predict_dataset
+
+    raw = sample_raw("binary", n=3000, seed=22)
+    table = pa.table({"key": [f"k{i}" for i in range(3000)], **{f: raw[:, j] for j, f in enumerate(FEATURES)}})
+    ds = predict_dataset(ray.data.from_arrow(table), tiny, keep="key", batch_size=500)
+    out = pa.concat_tables([ray.get(r) for r in ds.to_arrow_refs()])
+    order = np.argsort([int(k[1:]) for k in out.column("key").to_pylist()])
+    assert out.num_rows == 3000 and out.column_names == ["prediction", "p_neg", "p_pos", "key"]
+    assert np.asarray(out.column("prediction").to_pylist())[order].tolist() == \
+        Predictor.from_bundle(tiny).predict(raw).tolist()
+
+
 def test_ray_killed_actor_retried_rows_once_in_order(local_ray, tiny, tmp_path, monkeypatch):
     raw = _tiny_rows(tmp_path / "rows", 30_000)
     marker = tmp_path / "killed"

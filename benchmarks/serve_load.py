@@ -13,10 +13,10 @@ the machine's cores, so read ratios within one run, not absolute numbers.
                      [--concurrency 1,8,32,128] [--rounds 3] [--kserve-routes] [--lean] [--json out.json]
 
 ``--kserve-routes`` adds a server answering infer/predict through KServe's FastAPI
-endpoints (pydantic models, routing, timing middleware) instead of seqdeploy's direct
-route handler; ``--lean`` adds a bare ASGI app (uvicorn + httptools, orjson) around
-the same ServedModel and MicroBatcher. Both REST only: they measure KServe's
-per-request cost.
+endpoints (pydantic models, routing, timing middleware) and gRPC dataplane instead of
+seqdeploy's direct handlers; ``--lean`` adds a bare ASGI app (uvicorn + httptools,
+orjson) around the same ServedModel and MicroBatcher (REST only). Both measure
+KServe's per-request cost.
 """
 
 from __future__ import annotations
@@ -262,7 +262,7 @@ def main() -> None:
     ap.add_argument("--delay-ms", type=float, default=1.0, help="max batching delay of the batching-on server")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are reported")
     ap.add_argument("--kserve-routes", action="store_true",
-                    help="also time a server answering through KServe's FastAPI endpoints (REST)")
+                    help="also time a server answering through KServe's FastAPI endpoints and gRPC dataplane")
     ap.add_argument("--lean", action="store_true", help="also time a bare ASGI app with the same batcher (REST)")
     ap.add_argument("--lean-server", nargs=4, metavar=("BUNDLE", "PORT", "BATCHING", "DELAY_MS"), help=argparse.SUPPRESS)
     ap.add_argument("--json", type=Path)
@@ -303,7 +303,7 @@ def main() -> None:
                 for conc in concs:
                     for proto, fn in (("rest", _load_rest), ("grpc", _load_grpc)):
                         for mode in order:
-                            if mode.startswith(("lean", "kserve")) and proto != "rest":
+                            if mode.startswith("lean") and proto != "rest":
                                 continue
                             server = servers[mode]
                             before = server.metrics()
@@ -324,7 +324,7 @@ def main() -> None:
                 for mode in servers:
                     if (proto, conc, mode) in cells:
                         runner = {"lean": "bare ASGI + same batcher (no KServe)",
-                                  "kserve": "seqdeploy serve --kserve-routes (KServe's FastAPI endpoints)"}.get(
+                                  "kserve": "seqdeploy serve --kserve-routes (KServe's endpoints)"}.get(
                             mode.split("-")[0], "seqdeploy serve")
                         results.append({"runner": runner,
                                         "protocol": proto, "batching": mode.split("-")[-1], "concurrency": conc,

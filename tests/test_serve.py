@@ -287,22 +287,25 @@ def test_models_cannot_be_unloaded_over_the_network(server, graph, golden):
 
 
 def test_kserve_fastapi_routes_answer_the_same(serve_bundle, graph, predictor, golden):
-    """--kserve-routes sends infer/predict through KServe's own FastAPI endpoints (the default answers them
-    directly with KServe's request/response types): same answers, same refusals."""
+    """--kserve-routes sends infer/predict through KServe's own FastAPI endpoints and gRPC dataplane (the
+    default answers them directly with KServe's request/response types): same answers, same refusals."""
     import tritonclient.http as httpclient
 
-    s = Server(serve_bundle, "--kserve-routes", "--no-grpc")
+    import tritonclient.grpc as grpcclient
+
+    s = Server(serve_bundle, "--kserve-routes")
     try:
         name, x = v2_inputs(graph, golden, 4)
-        inp = httpclient.InferInput(name, list(x.shape), "FP32")
-        inp.set_data_from_numpy(x)
-        res = httpclient.InferenceServerClient(s.http).infer(s.model, [inp])
-        for k, want in expected_v2(graph, predictor, golden, golden["raw"][:4]).items():
-            got = res.as_numpy(k)
-            if want.dtype.kind in "US":
-                assert [g.decode() for g in got.tolist()] == want.tolist()
-            else:
-                np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+        for module, url in ((httpclient, s.http), (grpcclient, s.grpc)):
+            inp = module.InferInput(name, list(x.shape), "FP32")
+            inp.set_data_from_numpy(x)
+            res = module.InferenceServerClient(url).infer(s.model, [inp])
+            for k, want in expected_v2(graph, predictor, golden, golden["raw"][:4]).items():
+                got = res.as_numpy(k)
+                if want.dtype.kind in "US":
+                    assert [g.decode() for g in got.tolist()] == want.tolist()
+                else:
+                    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
         status, body = post(s, f"/v1/models/{s.model}:predict", {"instances": golden["raw"][:4].tolist()})
         assert status == 200 and body["predictions"] == predictor.predict(golden["raw"][:4]).tolist()
         status, body = post(s, f"/v2/models/{s.model}/infer", _v2_body(name, x, "FP64"))

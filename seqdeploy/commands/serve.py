@@ -29,7 +29,7 @@ def serve(
     max_body_mb: float = typer.Option(16.0, "--max-body-mb", help="Request body size limit in MiB (413 above)."),
     grace: float = typer.Option(30.0, "--grace", help="Seconds to finish accepted requests after SIGTERM."),
     kserve_routes: bool = typer.Option(False, "--kserve-routes", hidden=True,
-                                       help="Answer infer/predict through KServe's FastAPI endpoints (for comparison)."),
+                                       help="Answer infer/predict through KServe's own endpoints and dataplane (slower; for comparison)."),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Serve bundles over REST (v1 + v2) and gRPC (v2) with micro-batching and Prometheus /metrics."""

@@ -50,7 +50,7 @@ class ServeOptions:
     max_body_bytes: int = 16 * 1024 * 1024
     grace_seconds: float = 30.0
     threads: int | None = None
-    kserve_routes: bool = False  # answer infer/predict through KServe's FastAPI endpoints (slower; for comparison)
+    kserve_routes: bool = False  # infer/predict through KServe's FastAPI endpoints and gRPC dataplane (slower)
 
     def check(self) -> "ServeOptions":
         def bad(what: str, got: object, expected: str) -> UsageError:

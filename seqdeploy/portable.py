@@ -38,9 +38,10 @@ MS_OPSET = 1
 _META_SOURCE = "seqdeploy.portable.source_sha256"
 _META_RECIPE = "seqdeploy.portable.recipe_sha256"
 CLASSIFIER_OUTPUTS = ("probabilities", "class_id", "label")
-#: fold standardisation into the first layer where the graph allows (see build_portable); measured in
-#: benchmarks/portable_latency.py --fold
-FOLD = False
+#: fold standardisation into the first layer where the graph allows (see build_portable). Measured on the
+#: seed MLP (portable graph alone, fast path, medians of 15 interleaved rounds): 1.10x faster than Sub/Div
+#: nodes at batch 1 and 1.32x at batch 64, max difference 2.4e-7
+FOLD = True
 REGRESSION_OUTPUTS = ("prediction",)
 
 

@@ -154,7 +154,7 @@ def build_portable(model: Any, pre: Kind, task: str, labels: Sequence[str] | Non
     y_out = g.output[0]
     post = GraphBuilder("seqdeploy_post")
     out_infos = []
-    y = post.cast(y_out.name, np.float32)
+    y = y_out.name if y_out.type.tensor_type.elem_type == TensorProto.FLOAT else post.cast(y_out.name, np.float32)
     y_dims = [_dim(d) for d in y_out.type.tensor_type.shape.dim]
     units = y_dims[1] if len(y_dims) == 2 and isinstance(y_dims[1], int) else None
     if task == "regression":

@@ -49,7 +49,7 @@ import onnxruntime as ort
 from seqdeploy.atomic import sha256_bytes
 from seqdeploy.errors import BundleError, InputValidationError, IntegrityError
 from seqdeploy.fastpath import _ORT_TYPES, FAST_MAX_SHAPES, FastSession  # noqa: F401
-from seqdeploy.preprocess import NoPreprocessing, class_names, task_outputs
+from seqdeploy.preprocess import Kind, NoPreprocessing, class_names, task_outputs
 from seqdeploy.preprocess import _fmt_shape, _numeric_array, _shape_ok, _short  # noqa: F401  (shared input checks)
 from seqdeploy.manifest import (
     Artifact,
@@ -179,6 +179,17 @@ class Predictor:
         n_classes = _n_classes(manifest, session, outs, self._portable)
         self._labels = np.asarray(class_names(manifest.labels, n_classes)) if n_classes else None
         self._keep_ids = manifest.labels is None  # no names: predict() returns class ids as before
+        # predict() on a portable graph with one raw input: what it does, bound once
+        self._lean = None
+        if self._portable and not isinstance(self.pre, NoPreprocessing) and len(self._graph_inputs) == 1 \
+                and type(self.pre).feeds is Kind.feeds:
+            if task == "regression":
+                post: Callable[[np.ndarray], np.ndarray] = functools.partial(np.asarray, dtype=np.float64)
+            elif self._keep_ids:
+                post = _same
+            else:
+                post = self._labels.__getitem__
+            self._lean = (self._graph_inputs[0], self.pre.coerce, self._fast_answer, post)
         first = self._graph_shapes[self._graph_inputs[0]]
         self._fixed_batch = first[0] if first and isinstance(first[0], int) and first[0] > 0 else None
         self._one_chunk = self._fixed_batch or DEFAULT_BATCH_SIZE  # predict() rows that need no chunking
@@ -404,6 +415,14 @@ class Predictor:
         return outs[0] if len(outs) == 1 else np.concatenate(outs, axis=0)
 
     def _run_chunk(self, chunk: Any, offset: int, proba: bool) -> np.ndarray:
+        if self._lean is not None and not proba:  # the per-call hot path: one raw input, labels or values
+            name, coerce, fast, post = self._lean
+            feeds = {name: coerce(chunk, offset)}
+            try:
+                return post(fast.run(feeds)[0])
+            except (_OrtInvalidArgument, ValueError, TypeError, RuntimeError, AttributeError,
+                    UnicodeError) as exc:
+                raise self._explain_raw(feeds, exc) from None
         feeds = self._raw_feeds(chunk, offset)
         task = self.manifest.task
         if not self._portable:
@@ -505,3 +524,7 @@ def _n_classes(manifest: Manifest, session: ort.InferenceSession, outs: Sequence
         shape = session.get_outputs()[0].shape
     units = shape[-1] if shape and isinstance(shape[-1], int) else 2
     return 2 if units == 1 else units
+
+
+def _same(y: np.ndarray) -> np.ndarray:
+    return y

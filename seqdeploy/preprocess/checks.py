@@ -99,9 +99,13 @@ def _check_finite(x: np.ndarray, offset: int, what: str) -> None:
 
 def _finite_float32(x: np.ndarray, offset: int, dtype: Any = np.float32) -> np.ndarray:
     """``x`` as float32 (or ``dtype``), refusing NaN/inf and values that overflow it."""
-    with np.errstate(over="ignore", invalid="ignore"):
-        out = x.astype(dtype, copy=False)
+    if x.dtype == dtype:  # no cast, nothing can overflow: skip np.errstate (the per-call hot path)
+        out = x
         bad = not math.isfinite(float(np.add.reduce(out, axis=None, dtype=np.float64)))
+    else:
+        with np.errstate(over="ignore", invalid="ignore"):
+            out = x.astype(dtype, copy=False)
+            bad = not math.isfinite(float(np.add.reduce(out, axis=None, dtype=np.float64)))
     if bad:  # NaN/inf anywhere make the float64 sum non-finite: diagnose only then
         _check_finite(x, offset, "raw input")
         row = int(np.flatnonzero(~np.isfinite(out).reshape(out.shape[0], -1).all(axis=1))[0])

@@ -452,6 +452,27 @@ def _metadata(model_file: Path, run_dir: Path | None, opset: int) -> dict[str, s
     return meta
 
 
+#: Keras preprocessing layers backed by a lookup table (tf2onnx cannot convert TF hash tables)
+LOOKUP_LAYERS = ("TextVectorization", "StringLookup", "IntegerLookup", "Hashing", "HashedCrossing")
+
+
+def refuse_lookup_layers(model: Any) -> None:
+    """Refuse, naming the layer, Keras preprocessing layers whose lookup tables the ONNX export cannot carry."""
+    def walk(layer: Any) -> Iterator[Any]:
+        yield layer
+        for sub in getattr(layer, "layers", None) or ():
+            yield from walk(sub)
+
+    for layer in walk(model):
+        kind = type(layer).__name__
+        if kind in LOOKUP_LAYERS:
+            raise UnsupportedLayerError(
+                f"layer {layer.name!r} ({kind}) keeps a lookup table that the ONNX export cannot carry; remove it "
+                f"from the model and feed the ids it produces, or train from a seqdeploy spec that names the "
+                f"text/categorical columns in [data], which puts the tokenizer or category lookup inside the "
+                f"portable deployment graph")
+
+
 def export_onnx(
     source: str | Path,
     *,
@@ -488,6 +509,7 @@ def export_onnx(
     report_path = onnx_path.with_name("export.json" if onnx_path.name == "model.onnx" else f"{onnx_path.stem}.export.json")
 
     model = load_keras_model(model_file, unsafe=unsafe)
+    refuse_lookup_layers(model)
     start = time.perf_counter()
     conv = convert_model(model, opset=opset)
     proto = conv.model

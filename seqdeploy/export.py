@@ -216,7 +216,7 @@ def load_keras_model(path: str | Path, *, unsafe: bool = False):
             names = ", ".join(f"{name!r}" for _, name in lambdas)
             raise ModelLoadError(
                 f"{path}: Lambda layer {names} runs arbitrary Python code and is refused in safe mode; "
-                "replace it with a built-in or registered layer, or pass --unsafe (unsafe=True) if you trust this file"
+                "replace it with a built-in or registered layer, or allow unsafe layers (unsafe=True) if you trust this file"
             )
     import keras
 
@@ -273,7 +273,7 @@ def _from_function(fn, specs: list, opset: int, what: str, layer_names: list[str
         if "opset" in msg.lower():
             raise OpsetError(
                 f"{where}: tf2onnx cannot convert it at opset {opset} ({msg[:300]}); "
-                f"try --opset {DEFAULT_OPSET} (supported {MIN_OPSET}-{MAX_OPSET})"
+                f"try opset {DEFAULT_OPSET} (supported {MIN_OPSET}-{MAX_OPSET})"
             ) from None
         raise UnsupportedLayerError(f"{where}: tf2onnx conversion failed ({type(exc).__name__}: {msg[:300]})") from None
     return proto
@@ -380,7 +380,7 @@ def _check_opset(opset: Any) -> None:
         raise OpsetError(
             f"opset {opset!r} is outside the supported range {MIN_OPSET}-{MAX_OPSET} "
             f"(tf2onnx 1.17 converts up to {MAX_OPSET}; the graph fixes need >= {MIN_OPSET}); "
-            f"omit --opset for the default {DEFAULT_OPSET}"
+            f"leave the opset unset for the default {DEFAULT_OPSET}"
         )
 
 
@@ -505,7 +505,7 @@ def export_onnx(
     else:
         onnx_path = model_file.with_suffix(".onnx")
     if onnx_path.suffix != ".onnx":
-        raise ExportError(f"--out {onnx_path}: expected a path ending in .onnx (or an existing directory)")
+        raise ExportError(f"output path {onnx_path}: expected a path ending in .onnx (or an existing directory)")
     report_path = onnx_path.with_name("export.json" if onnx_path.name == "model.onnx" else f"{onnx_path.stem}.export.json")
 
     model = load_keras_model(model_file, unsafe=unsafe)

@@ -218,8 +218,8 @@ def check_opset_support(model, opset: int, layer_names: list[str] = ()) -> None:
             except defs.SchemaError:
                 since = min(s.since_version for s in defs.get_all_schemas_with_history() if s.name == node.op_type and s.domain == "")
                 raise OpsetError(
-                    f"{where} needs ONNX op {node.op_type} (available from opset {since}) but --opset {opset} was "
-                    f"requested; use --opset {max(since, MIN_OPSET)} or higher (default {DEFAULT_OPSET})"
+                    f"{where} needs ONNX op {node.op_type} (available from opset {since}) but opset {opset} was "
+                    f"requested; use opset {max(since, MIN_OPSET)} or higher (default {DEFAULT_OPSET})"
                 ) from None
 
 
@@ -245,5 +245,5 @@ def check_runtime_loadable(model, layer_names: list[str] = ()) -> None:
         what = f" (op {', '.join(sorted(ops))})" if ops else ""
         raise UnsupportedLayerError(
             f"{where}{what} cannot be loaded by onnxruntime: {msg.splitlines()[0][:300]}; "
-            "replace the layer or try another --opset"
+            "replace the layer or try another opset"
         ) from None

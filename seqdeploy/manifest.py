@@ -598,7 +598,7 @@ def write_bundle_manifest(run_dir: str | os.PathLike) -> Manifest:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise InputFileNotFound(f"run directory {run_dir} does not exist; run `seqdeploy train` and "
-                                f"`seqdeploy export` first (or pass the right --out)")
+                                f"`seqdeploy export` first (or check the run directory path)")
     train = _read_json(run_dir / "train.json", "written by `seqdeploy train`")
     if not isinstance(train, Mapping):
         raise BundleError(f"{run_dir / 'train.json'}: expected a JSON object")

@@ -84,7 +84,7 @@ def parse_stages(text: str | Sequence[str] | None) -> tuple[str, ...]:
     items = [s.strip() for s in (text.split(",") if isinstance(text, str) else text) if s.strip()]
     unknown = [s for s in items if s not in STAGES]
     if unknown or not items:
-        raise UsageError(f"--stages {text!r}: unknown stage(s) {unknown}; expected a comma-separated subset of "
+        raise UsageError(f"stages {text!r}: unknown stage(s) {unknown}; expected a comma-separated subset of "
                          f"{','.join(STAGES)}")
     return tuple(s for s in STAGES if s in items)
 

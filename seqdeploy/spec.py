@@ -140,9 +140,9 @@ class Spec:
         """Return a copy with ``fit.epochs`` / ``fit.seed`` replaced (CLI overrides)."""
         fit = self.fit
         if epochs is not None:
-            fit = dataclasses.replace(fit, epochs=_positive_int(epochs, "--epochs", self.path))
+            fit = dataclasses.replace(fit, epochs=_positive_int(epochs, "epochs", self.path))
         if seed is not None:
-            fit = dataclasses.replace(fit, seed=_int(seed, "--seed", self.path))
+            fit = dataclasses.replace(fit, seed=_int(seed, "seed", self.path))
         return dataclasses.replace(self, fit=fit)
 
 

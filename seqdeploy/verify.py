@@ -199,7 +199,7 @@ def verify_models(keras_path: str | Path, onnx_path: str | Path, *, real_inputs:
         if not p.exists():
             raise InputFileNotFound(f"{p} does not exist; expected a Keras model and an ONNX file to compare")
     if samples < 1:
-        raise VerifyInputError(f"--samples {samples}: expected at least 1")
+        raise VerifyInputError(f"samples = {samples}: expected at least 1 real sample to compare")
     onnx_rt = onnx_runner(onnx_path)
     model = load_keras_model(keras_path, unsafe=unsafe)
     if len(model.inputs) != 1:
@@ -367,7 +367,7 @@ def load_inputs_file(path: str | Path) -> np.ndarray:
     """Model-ready inputs for verify outside a run directory: .npy, .npz (array 'x') or numeric .csv."""
     path = Path(path)
     if not path.exists():
-        raise InputFileNotFound(f"--data {str(path)!r} does not exist; expected .npy, .npz or .csv model inputs")
+        raise InputFileNotFound(f"data file {str(path)!r} does not exist; expected .npy, .npz or .csv model inputs")
     try:
         if path.suffix == ".npy":
             return np.load(path, allow_pickle=False)
@@ -378,8 +378,8 @@ def load_inputs_file(path: str | Path) -> np.ndarray:
         if path.suffix == ".csv":
             return np.loadtxt(path, delimiter=",", skiprows=1, dtype=np.float32, ndmin=2)
     except ValueError as exc:
-        raise VerifyInputError(f"--data {path}: unreadable ({first_line(exc, limit=300)}); expected numeric model inputs") from None
-    raise VerifyInputError(f"--data {path}: unsupported type {path.suffix!r}; expected .npy, .npz or .csv")
+        raise VerifyInputError(f"data file {path}: unreadable ({first_line(exc, limit=300)}); expected numeric model inputs") from None
+    raise VerifyInputError(f"data file {path}: unsupported type {path.suffix!r}; expected .npy, .npz or .csv")
 
 
 # --- internals ----------------------------------------------------------------------------

@@ -450,7 +450,7 @@ def test_cli_table_and_count(cli, tiny, tmp_path):
     (["--batch", "0"], "--batch received 0"),
     (["--batch", "a"], "--batch received 'a'"),
     (["--threads", "0"], "--threads received 0"),
-    (["--vs", "openvino"], "unknown runner"),
+    (["--vs", "openvino"], "unknown comparison runner"),
     (["--vs", "keras"], "no model.keras"),
     (["--duration", "1", "--count", "5"], "together"),
 ])

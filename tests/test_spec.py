@@ -46,7 +46,7 @@ def test_defaults_and_overrides():
     assert spec.compile.optimizer == "adam" and spec.fit.seed == 42
     spec2 = spec.with_overrides(epochs=3, seed=7)
     assert (spec2.fit.epochs, spec2.fit.seed) == (3, 7)
-    with pytest.raises(SpecError, match="--epochs"):
+    with pytest.raises(SpecError, match="epochs = 0; expected an integer >= 1"):
         spec.with_overrides(epochs=0)
 
 

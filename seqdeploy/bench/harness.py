@@ -69,9 +69,9 @@ def parse_vs(text: str | Sequence[str] | None) -> tuple[str, ...] | None:
     known = peers()
     bad = [t for t in items if t not in known]
     if bad:
-        raise UsageError(f"--vs received unknown runner(s) {', '.join(map(repr, bad))} "
+        raise UsageError(f"received unknown comparison runner(s) {', '.join(map(repr, bad))} "
                          f"(expected a comma-separated subset of {', '.join(known)}, or none, or auto); "
-                         f"e.g. --vs {','.join(known)}")
+                         f"e.g. {','.join(known)}")
     return tuple(p for p in known if p in items)
 
 
@@ -152,13 +152,13 @@ def build_runners(target: Target, vs: tuple[str, ...] | None, data: BenchData | 
         wanted = list(vs)
         missing = [n for n in wanted if fams[n].needs_keras] if target.keras_path is None else []
         if missing:
-            raise BenchError(f"--vs {','.join(vs)} needs the Keras model, but there is no model.keras in {target.root} "
-                             "(received a bare ONNX file or an untrained run dir); pass --vs none or a run directory")
+            raise BenchError(f"comparison runners {','.join(vs)} need the Keras model, but there is no model.keras in {target.root} "
+                             "(received a bare ONNX file or an untrained run dir); compare with no Keras runner or pass a run directory")
         for n in wanted:
             why = fams[n].available()
             if why is not None:
-                raise BenchError(f"{fams[n].label} was asked for (--vs {n}) but cannot run here: {why}; "
-                                 "install it or leave it out of --vs")
+                raise BenchError(f"{fams[n].label} was asked for ({n!r}) but cannot run here: {why}; "
+                                 "install it or leave it out of the comparison runners")
     ctx = BuildContext(target, data, settings, progress, warns)
     runners: list[Any] = []
     for name, fam in fams.items():
@@ -190,8 +190,8 @@ def run_bench(
     """
     t_start = time.perf_counter()
     say = progress or (lambda _msg: None)
-    batches = parse_int_list(batches if isinstance(batches, str) else list(batches), "--batch")
-    threads = parse_int_list(threads if isinstance(threads, str) else list(threads), "--threads", hi=MAX_THREADS)
+    batches = parse_int_list(batches if isinstance(batches, str) else list(batches), "batch sizes")
+    threads = parse_int_list(threads if isinstance(threads, str) else list(threads), "threads", hi=MAX_THREADS)
     vs_t = parse_vs(vs) if (vs is None or isinstance(vs, str)) else parse_vs(list(vs))
     tgt = resolve_target(target)
     warns: list[str] = list(tgt.notes)

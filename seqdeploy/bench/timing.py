@@ -114,9 +114,9 @@ class StopRule:
         if self.count is None and self.duration_s is None:
             raise BenchError("StopRule received neither duration_s nor count; set one of them")
         if self.count is not None and self.count < 1:
-            raise BenchError(f"count = {self.count} (expected an integer >= 1); pass --count 1 or more")
+            raise BenchError(f"count = {self.count} (expected an integer >= 1); give a count of 1 or more")
         if self.duration_s is not None and not self.duration_s > 0:
-            raise BenchError(f"duration = {self.duration_s} s (expected > 0); pass e.g. --duration 2")
+            raise BenchError(f"duration = {self.duration_s} s (expected > 0); give e.g. a duration of 2 s")
         if self.slice_s <= 0 or self.warmup_s < 0:
             raise BenchError(f"slice_s = {self.slice_s}, warmup_s = {self.warmup_s} (expected slice > 0, warmup >= 0)")
 

@@ -169,7 +169,7 @@ def quantize_model(
     calibration = None
     if "int8-static" in recipes:
         calibration = check_feeds("calibration", calibration_inputs, model_inputs,
-                                   "static int8 needs rows from the training split (or use --mode dynamic)")
+                                   "static int8 needs rows from the training split (or use the dynamic mode)")
     elif calibration_inputs:
         calibration = {k: np.asarray(v) for k, v in calibration_inputs.items()}
 

@@ -86,7 +86,7 @@ class QuantizeSettings:
         if isinstance(drop, bool) or not isinstance(drop, (int, float)) or not math.isfinite(drop) or drop < 0:
             raise QuantizeError(
                 f"max_metric_drop = {drop!r} (expected a finite number >= 0: 0.01 = one accuracy point, "
-                "or a 1 % relative MAE increase for regression); pass e.g. --max-metric-drop 0.01"
+                "or a 1 % relative MAE increase for regression); set e.g. max_metric_drop = 0.01"
             )
         for name, low in (("calibration_samples", 1), ("latency_rounds", 2), ("latency_warmup", 0),
                           ("exclude_worst_layers", 0), ("diagnosis_samples", 1), ("latency_min_calls", 1)):

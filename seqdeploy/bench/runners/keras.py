@@ -89,7 +89,7 @@ class KerasRunner:
         self.artifact_bytes = path.stat().st_size if path is not None and path.exists() else None
         self.deployed = False
         self.threads_apply = False
-        self.notes: list[str] = ["TensorFlow's thread pools are fixed per process: --threads does not apply"]
+        self.notes: list[str] = ["TensorFlow's thread pools are fixed per process: the threads setting does not apply"]
         self.input_names = list(input_names) if input_names is not None else None
         self.output_names = list(output_names) if output_names is not None else None
         self._batch = 1

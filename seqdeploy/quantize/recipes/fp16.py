@@ -46,7 +46,7 @@ class Fp16(Recipe):
         if cpu_flags & _NATIVE_FP16_FLAGS:
             return None
         return ("this CPU has no native float16 arithmetic (avx512_fp16 / ARM fphp): onnxruntime would emulate it; "
-                "use --mode fp16 to measure anyway")
+                "ask for the fp16 mode explicitly to measure it anyway")
 
     def build(self, src: Path, dst: Path, settings: Float16Settings, calibration: Mapping[str, np.ndarray] | None,
               seed: int = 0) -> None:

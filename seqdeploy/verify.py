@@ -153,7 +153,8 @@ def verify_run(run_dir: str | Path, *, onnx_path: str | Path | None = None, atol
     result = verify_models(keras_path, onnx_file, real_inputs=splits.x_test, train_inputs=splits.x_train,
                            task=splits.task, atol=atol, rtol=rtol, per_output=per_output, samples=samples,
                            unsafe=unsafe, out_dir=run_dir if write else None, golden_raw=golden_raw,
-                           vocabulary_size=len(splits.preprocessing.get("vocabulary", [])) or None)
+                           vocabulary_size=len(splits.preprocessing.get("vocabulary", [])) or None,
+                           refresh_bundle=False)  # refreshed once the deployment graph is checked too
     return _verify_portable(run_dir, onnx_file, splits, result, unsafe=unsafe, write=write)
 
 
@@ -175,6 +176,10 @@ def _verify_portable(run_dir: Path, onnx_file: Path, splits: Any, result: Verify
                                  failures=result.failures + failures)
     if write and result.report_path is not None:
         atomic_write_json(result.report_path, verify_summary(result) | {"details": result})
+    if write and not failures:
+        from seqdeploy.manifest import refresh_bundle_manifest
+
+        refresh_bundle_manifest(run_dir)  # the bundle carries the verification and the golden files
     if failures:
         raise CheckFailed(f"the deployment graph differs from Keras on raw inputs ({failures[0]})", result)
     return result
@@ -185,7 +190,7 @@ def verify_models(keras_path: str | Path, onnx_path: str | Path, *, real_inputs:
                   rtol: float | None = None, per_output: Mapping[str, Tolerance] | None = None,
                   samples: int = 200, unsafe: bool = False, out_dir: str | Path | None = None,
                   golden_raw: np.ndarray | None = None, vocabulary_size: int | None = None,
-                  training_batch: int = 32) -> VerifyResult:
+                  training_batch: int = 32, refresh_bundle: bool = True) -> VerifyResult:
     """Compare a Keras model file with an ONNX file on real, random and edge-case feeds.
 
     ``real_inputs`` are model-ready samples (already preprocessed). When
@@ -305,6 +310,10 @@ def verify_models(keras_path: str | Path, onnx_path: str | Path, *, real_inputs:
                                        golden_raw if golden_raw is not None else real_inputs[:GOLDEN_SAMPLES])
         result = dataclasses.replace(result, report_path=report_path, golden_path=golden_path)
         atomic_write_json(report_path, verify_summary(result) | {"details": result})
+        if refresh_bundle:  # a report written into a bundle must leave it loadable (its manifest lists every file)
+            from seqdeploy.manifest import refresh_bundle_manifest
+
+            refresh_bundle_manifest(out_dir)
     if not passed:
         worst = max(reports, key=lambda r: r.max_abs_error, default=None)
         head = (f"{worst.name}: max abs error {worst.max_abs_error:.3g} > atol {worst.atol:g}"

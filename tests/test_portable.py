@@ -176,3 +176,22 @@ def test_folded_standardisation_has_no_preprocessing_nodes_and_same_answers(bund
             .run(None, {"features": raw}) for m in (plain, folded))
     np.testing.assert_allclose(a[0], b[0], atol=1e-6)
     np.testing.assert_array_equal(a[2], b[2])
+
+
+def test_library_stages_keep_the_bundle_in_step(trained_mlp_run, tmp_path):
+    """export_onnx and verify_run (library calls, no CLI) refresh the manifest and portable graphs themselves."""
+    import shutil
+
+    from seqdeploy.export import export_onnx
+    from seqdeploy.verify import verify_run
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_mlp_run, run, ignore=shutil.ignore_patterns("*.onnx", "manifest.json", "verify.json"))
+    export_onnx(run)
+    m = load_manifest(run)
+    assert m.portable is not None and m.verification is None
+    verify_run(run, samples=20)
+    m = load_manifest(run)
+    assert m.verification is not None and m.verification.passed
+    assert "golden_portable.json" in {f.file for f in m.files}
+    assert Predictor.from_bundle(run).info.graph == "portable"

@@ -54,11 +54,7 @@ def export(
             return write_and_render(source, triton, as_json)
         from seqdeploy.export import export_onnx
 
-        result = export_onnx(source, out=out, opset=opset, unsafe=unsafe)
-        if source.is_dir() and out is None:
-            from seqdeploy.manifest import refresh_bundle_manifest
-
-            refresh_bundle_manifest(source)  # a run directory is a bundle: keep its manifest in step
+        result = export_onnx(source, out=out, opset=opset, unsafe=unsafe)  # refreshes a run directory's manifest
         if triton is not None:
             from seqdeploy.commands._triton import write_and_render
 

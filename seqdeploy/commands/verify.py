@@ -76,10 +76,7 @@ def verify(
             if keras is not None or data is not None:
                 raise UsageError("give either RUN_DIR or --keras/--onnx/--data, not both")
             result = verify_run(run_dir, onnx_path=onnx, atol=a_def, rtol=r_def, per_output=per,
-                                samples=samples, unsafe=unsafe)
-            from seqdeploy.manifest import refresh_bundle_manifest
-
-            refresh_bundle_manifest(run_dir)
+                                samples=samples, unsafe=unsafe)  # refreshes the bundle's manifest
         else:
             if keras is None or onnx is None:
                 raise UsageError("verify needs RUN_DIR, or --keras MODEL.keras --onnx MODEL.onnx --data FILE")
@@ -87,13 +84,8 @@ def verify(
                 raise UsageError("verify outside a run directory needs --data FILE.npy|.npz|.csv with "
                                  "model-ready inputs (no data source otherwise)")
             out.mkdir(parents=True, exist_ok=True)
-            try:
-                result = verify_models(keras, onnx, real_inputs=load_inputs_file(data), atol=a_def, rtol=r_def,
-                                       per_output=per, samples=samples, unsafe=unsafe, out_dir=out)
-            finally:  # a report written into a bundle must leave it loadable (its manifest lists every file)
-                from seqdeploy.manifest import refresh_bundle_manifest
-
-                refresh_bundle_manifest(out)
+            result = verify_models(keras, onnx, real_inputs=load_inputs_file(data), atol=a_def, rtol=r_def,
+                                   per_output=per, samples=samples, unsafe=unsafe, out_dir=out)
         if as_json:
             emit_json(result)
         else:

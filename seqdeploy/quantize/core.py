@@ -253,11 +253,15 @@ def quantize_run(run_dir: str | os.PathLike, settings: QuantizeSettings = Quanti
 
     splits = load_run_splits(run_dir)
     name = splits.input_name
-    return quantize_model(
+    result = quantize_model(
         model_path, out_dir=run_dir,
         calibration_inputs={name: splits.x_train} if splits.x_train is not None and len(splits.x_train) else None,
         test_inputs={name: splits.x_test}, test_targets=splits.y_test, task=splits.task, settings=settings,
     )
+    from seqdeploy.manifest import refresh_bundle_manifest
+
+    refresh_bundle_manifest(run_dir)  # the deployed artifact (and its portable graph) follow the choice
+    return result
 
 
 __all__ = ["build_candidate", "make_session", "plan_recipes", "quantize_model", "quantize_run"]

@@ -26,7 +26,6 @@ from seqdeploy import __version__
 from seqdeploy.atomic import atomic_write_json, read_json_or_empty, sha256_file
 from seqdeploy.errors import UsageError
 
-STAGES = ("train", "export", "verify", "quantize", "bench")
 STATE_FILE = "pipeline.json"
 
 
@@ -124,7 +123,7 @@ def run_pipeline(spec_path: str | Path, *, out: str | Path | None = None, stages
         t0 = time.perf_counter()
         state.pop(name, None)  # a stage that starts is unfinished until its record is written again
         _save_state(run_dir, state)
-        files = _RUNNERS[name](spec, run_dir, options, emit)
+        files = _BY_NAME[name].run(spec, run_dir, options, emit)
         seconds = time.perf_counter() - t0
         # Downstream keys hash the upstream files, so they are re-derived after this stage wrote them.
         record = {"key": _stage_key(name, spec, run_dir, options) if name == "train" else key,
@@ -168,7 +167,7 @@ def _run_verify(spec, run_dir: Path, options: PipelineOptions, emit: EventCallba
     from seqdeploy.verify import verify_run
 
     verify_run(run_dir)
-    return ["verify.json", "golden.npz", "golden.json"]
+    return ["verify.json", "golden.npz", "golden.json", "golden_portable.json"]
 
 
 def _run_quantize(spec, run_dir: Path, options: PipelineOptions, emit: EventCallback) -> list[str]:
@@ -194,8 +193,58 @@ def _run_bench(spec, run_dir: Path, options: PipelineOptions, emit: EventCallbac
     return ["bench.json", "bench.md", "bench.png"]
 
 
-_RUNNERS = {"train": _run_train, "export": _run_export, "verify": _run_verify,
-            "quantize": _run_quantize, "bench": _run_bench}
+def _train_key(spec, run_dir: Path) -> bytes:
+    from seqdeploy.data import load_spec_splits
+
+    return (spec.path.read_bytes() + load_spec_splits(spec).fingerprint.encode()
+            + f"|epochs={spec.fit.epochs}|seed={spec.fit.seed}".encode())
+
+
+def _bench_inputs(run_dir: Path) -> tuple[str, ...]:
+    record = _quantize_record(run_dir)
+    return (record.chosen,) if record is not None and record.chosen else ()
+
+
+def _summary_of(file: str, keys: tuple[str, ...]) -> Callable[[Path], dict]:
+    def summary(run_dir: Path) -> dict:
+        d = read_json_or_empty(run_dir / file)
+        return {k: d.get(k) for k in keys} if d else {}
+    return summary
+
+
+def _quantize_summary(run_dir: Path) -> dict:
+    record = _quantize_record(run_dir)
+    return {"chosen": record.chosen, "reason": record.summary} if record is not None else {}
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    """One pipeline stage: what its key hashes, how it runs, how it is summarised."""
+
+    name: str
+    run: Callable[[Any, Path, "PipelineOptions", EventCallback], list[str]]
+    summary: Callable[[Path], dict]
+    inputs: tuple[str, ...] = ()  # run-directory files whose content is part of the key
+    options: tuple[str, ...] = ()  # PipelineOptions fields that are part of the key
+    extra_key: Callable[[Any, Path], bytes] | None = None  # anything else the key depends on
+    extra_inputs: Callable[[Path], tuple[str, ...]] | None = None  # input files known only at run time
+
+
+#: the stages in order (STAGES are their names)
+PIPELINE: tuple[Stage, ...] = (
+    Stage("train", _run_train, _summary_of("train.json", ("test_metrics", "epochs_run")), extra_key=_train_key),
+    Stage("export", _run_export, _summary_of("export.json", ("opset", "op_counts", "warnings")),
+          inputs=("model.keras", "train.json"), options=("opset",)),
+    Stage("verify", _run_verify, _summary_of("verify.json", ("passed", "max_abs_error", "label_agreement")),
+          inputs=("model.keras", "model.onnx")),
+    Stage("quantize", _run_quantize, _quantize_summary, inputs=("model.onnx", "train.json"),
+          options=("quantize_mode", "max_metric_drop", "quantize_rounds")),
+    Stage("bench", _run_bench, lambda run_dir: bench_headline(run_dir),
+          inputs=("model.keras", "model.onnx", "quantize.json"), extra_inputs=_bench_inputs,
+          options=("bench_batches", "bench_threads", "bench_duration", "bench_vs")),
+)
+_BY_NAME = {st.name: st for st in PIPELINE}
+STAGES = tuple(st.name for st in PIPELINE)
 
 
 def _write_bundle(run_dir: Path, emit: EventCallback) -> tuple[Path | None, Path | None]:
@@ -211,37 +260,16 @@ def _write_bundle(run_dir: Path, emit: EventCallback) -> tuple[Path | None, Path
 # --- keys and state ------------------------------------------------------------------------
 
 def _stage_key(name: str, spec, run_dir: Path, options: PipelineOptions) -> str:
+    stage = _BY_NAME[name]
     h = hashlib.sha256(f"{name}|{__version__}".encode())
-
-    def add_file(rel: str) -> None:
+    if stage.extra_key is not None:
+        h.update(stage.extra_key(spec, run_dir))
+    files = stage.inputs + (stage.extra_inputs(run_dir) if stage.extra_inputs is not None else ())
+    for rel in files:
         p = run_dir / rel
         h.update(f"|{rel}=".encode() + (sha256_file(p).encode() if p.exists() else b"missing"))
-
-    if name == "train":
-        from seqdeploy.data import load_spec_splits
-
-        h.update(spec.path.read_bytes())
-        h.update(load_spec_splits(spec).fingerprint.encode())
-        h.update(f"|epochs={spec.fit.epochs}|seed={spec.fit.seed}".encode())
-    elif name == "export":
-        add_file("model.keras")
-        add_file("train.json")
-        h.update(f"|opset={options.opset}".encode())
-    elif name == "verify":
-        add_file("model.keras")
-        add_file("model.onnx")
-    elif name == "quantize":
-        add_file("model.onnx")
-        add_file("train.json")
-        h.update(f"|mode={options.quantize_mode}|drop={options.max_metric_drop}|r={options.quantize_rounds}".encode())
-    elif name == "bench":
-        for f in ["model.keras", "model.onnx", "quantize.json"]:
-            add_file(f)
-        record = _quantize_record(run_dir)
-        if record is not None and record.chosen:
-            add_file(record.chosen)
-        h.update(f"|b={options.bench_batches}|t={options.bench_threads}|d={options.bench_duration}"
-                 f"|vs={options.bench_vs}".encode())
+    for opt in stage.options:
+        h.update(f"|{opt}={getattr(options, opt)!r}".encode())
     return h.hexdigest()
 
 
@@ -271,21 +299,7 @@ def _files_intact(run_dir: Path, files: dict) -> bool:
 # --- summaries ------------------------------------------------------------------------------
 
 def _existing_summary(run_dir: Path, stage: str) -> dict:
-    if stage == "train":
-        t = read_json_or_empty(run_dir / "train.json")
-        return {"test_metrics": t.get("test_metrics"), "epochs_run": t.get("epochs_run")} if t else {}
-    if stage == "export":
-        e = read_json_or_empty(run_dir / "export.json")
-        return {"opset": e.get("opset"), "op_counts": e.get("op_counts"), "warnings": e.get("warnings")} if e else {}
-    if stage == "verify":
-        v = read_json_or_empty(run_dir / "verify.json")
-        return {k: v.get(k) for k in ("passed", "max_abs_error", "label_agreement")} if v else {}
-    if stage == "quantize":
-        record = _quantize_record(run_dir)
-        return {"chosen": record.chosen, "reason": record.summary} if record is not None else {}
-    if stage == "bench":
-        return bench_headline(run_dir)
-    return {}
+    return _BY_NAME[stage].summary(run_dir)
 
 
 def _quantize_record(run_dir: Path):
@@ -313,3 +327,4 @@ def pipeline_summary(run_dir: Path) -> dict:
     for stage in STAGES:
         s[stage] = _existing_summary(Path(run_dir), stage)
     return s
+

@@ -22,6 +22,10 @@ pybind11_state`` (:func:`ort_          bad feeds and unloadable models          
 error_types`)
 ``onnxruntime/capi/libonnxruntime.*``  the stable C library the wheel ships beside      the Python API (the C API fast
 (:func:`c_library_path`)               its Python module (a packaging detail)          path reports itself unavailable)
+``onnxruntime.quantization.registry``  which op types each quantization mode           None: the recipe quantizes what
+(:func:`ort_quantizable_ops`)          handles (to skip recipes with nothing to do)    onnxruntime chooses
+``KerasTensor._keras_history``         the layer that made a Keras input tensor (its   the tensor's own ``name``
+(:func:`keras_tensor_layer_name`)      ``keras.Input(name=...)``: the ONNX input name)
 =====================================  ==============================================  ================================
 
 Checked with onnxruntime 1.17-1.32 layouts; ``tests/test_fastpath.py`` runs every fallback.
@@ -33,7 +37,24 @@ import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["pybind_session", "pybind_iobinding", "session_model_bytes", "ort_error_types", "c_library_path"]
+__all__ = ["pybind_session", "pybind_iobinding", "session_model_bytes", "ort_error_types", "c_library_path",
+           "ort_quantizable_ops", "keras_tensor_layer_name"]
+
+
+def ort_quantizable_ops(mode: str) -> frozenset[str] | None:
+    """Op types onnxruntime's quantizer handles in ``mode`` ("static" QDQ or "dynamic"); None if unknown."""
+    try:
+        from onnxruntime.quantization import registry
+    except ImportError:  # pragma: no cover - layout change
+        return None
+    table = getattr(registry, "QDQRegistry" if mode == "static" else "IntegerOpsRegistry", None)
+    return frozenset(table) if table is not None else None
+
+
+def keras_tensor_layer_name(tensor: Any) -> str | None:
+    """The name of the layer that produced a Keras tensor (an ``Input``'s name), or None."""
+    history = getattr(tensor, "_keras_history", None)
+    return getattr(getattr(history, "operation", None), "name", None)
 
 
 def pybind_session(session: Any) -> Any | None:

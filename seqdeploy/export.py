@@ -64,6 +64,7 @@ from seqdeploy.export_fixes import (  # noqa: F401 - re-exported: the public gra
     sanitize_name,
 )
 from seqdeploy.export_native import fold_time_distributed
+from seqdeploy import compat
 from seqdeploy.errors import (
     ExportError,
     InputFileNotFound,
@@ -317,9 +318,7 @@ def keras_input_names(model) -> list[str]:
     """
     names = []
     for i, t in enumerate(model.inputs):
-        history = getattr(t, "_keras_history", None)
-        layer_name = getattr(getattr(history, "operation", None), "name", None)
-        names.append(layer_name or getattr(t, "name", "") or f"input_{i}")
+        names.append(compat.keras_tensor_layer_name(t) or getattr(t, "name", "") or f"input_{i}")
     return _unique([sanitize_name(n, "input") for n in names])
 
 

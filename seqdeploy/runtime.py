@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from seqdeploy import compat
 from seqdeploy.atomic import sha256_bytes
 from seqdeploy.errors import BundleError, InputValidationError, IntegrityError
 from seqdeploy.fastpath import _ORT_TYPES, FAST_MAX_SHAPES, FastSession  # noqa: F401
@@ -64,17 +65,10 @@ __all__ = ["Predictor", "FastSession", "RuntimeInfo", "session_options", "make_s
 DEFAULT_BATCH_SIZE = 1024
 
 
-try:  # onnxruntime's own exceptions (rejected feeds, unloadable models)
-    from onnxruntime.capi import onnxruntime_pybind11_state as _ort_state
-
-    _OrtInvalidArgument = _ort_state.InvalidArgument
-    _ORT_LOAD_ERRORS: tuple[type[BaseException], ...] = tuple(
-        getattr(_ort_state, n) for n in ("Fail", "InvalidArgument", "NoSuchFile", "NoModel", "InvalidProtobuf",
-                                         "InvalidGraph", "NotImplemented", "ModelLoaded", "RuntimeException")
-        if isinstance(getattr(_ort_state, n, None), type)) + (RuntimeError,)
-except ImportError:  # pragma: no cover - very old onnxruntime
-    _OrtInvalidArgument = RuntimeError  # type: ignore[misc,assignment]
-    _ORT_LOAD_ERRORS = (RuntimeError,)
+# onnxruntime's own exceptions (rejected feeds, unloadable models): every one of them, and RuntimeError
+_ORT_LOAD_ERRORS: tuple[type[BaseException], ...] = compat.ort_error_types()
+_OrtInvalidArgument: type[BaseException] = next(
+    (e for e in _ORT_LOAD_ERRORS if e.__name__ == "InvalidArgument"), RuntimeError)
 
 
 # --------------------------------------------------------------------------- sessions

@@ -148,7 +148,7 @@ class Categorical(Kind):
     def coerce(self, raw: Any, offset: int = 0) -> np.ndarray:
         """Rows (dicts keyed by column name, a DataFrame, a structured array, or ``{"features", "categories"}``)
         -> the canonical structured array."""
-        names, cats = self.feature_names, self.categorical_names
+        # canonical order: self.feature_names (numeric), then self.categorical_names
         if isinstance(raw, np.ndarray) and raw.dtype.names:
             fields = set(raw.dtype.names)
             if {"categories"} <= fields and fields <= {"features", "categories"}:

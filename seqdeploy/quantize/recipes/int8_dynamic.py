@@ -12,7 +12,7 @@ from seqdeploy.errors import QuantizeError
 from seqdeploy.precision import INT8_DYNAMIC
 from seqdeploy.quantize.recipes import Recipe, register
 from seqdeploy.quantize.recipes._ops import CONV_OPS, MATMUL_OPS, RNN_OPS, qtype
-from seqdeploy.quantize.settings import QUANT_TYPES, _check_choice, _check_nodes
+from seqdeploy.quantize.settings import QUANT_TYPES, QuantTypeName, _check_choice, _check_nodes
 
 @dataclass(frozen=True)
 class DynamicInt8Settings:
@@ -76,6 +76,7 @@ class Int8Dynamic(Recipe):
         )
 
     def quantizable_ops(self, settings: DynamicInt8Settings) -> frozenset[str] | None:
-        from onnxruntime.quantization.registry import IntegerOpsRegistry
+        from seqdeploy.compat import ort_quantizable_ops
 
-        return frozenset(settings.op_types) & frozenset(IntegerOpsRegistry)
+        known = ort_quantizable_ops("dynamic")
+        return frozenset(settings.op_types) & known if known is not None else frozenset(settings.op_types)

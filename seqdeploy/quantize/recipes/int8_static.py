@@ -12,7 +12,14 @@ from seqdeploy.errors import QuantizeError
 from seqdeploy.precision import INT8_STATIC
 from seqdeploy.quantize.recipes import Recipe, register
 from seqdeploy.quantize.recipes._ops import CONV_OPS, MATMUL_OPS, qtype
-from seqdeploy.quantize.settings import CALIBRATION_METHODS, QUANT_TYPES, _check_choice, _check_nodes
+from seqdeploy.quantize.settings import (
+    CALIBRATION_METHODS,
+    QUANT_TYPES,
+    CalibrationMethodName,
+    QuantTypeName,
+    _check_choice,
+    _check_nodes,
+)
 
 
 @dataclass(frozen=True)
@@ -97,6 +104,6 @@ class Int8Static(Recipe):
         )
 
     def quantizable_ops(self, settings: StaticInt8Settings) -> frozenset[str] | None:
-        from onnxruntime.quantization.registry import QDQRegistry
+        from seqdeploy.compat import ort_quantizable_ops
 
-        return frozenset(settings.op_types) if settings.op_types else frozenset(QDQRegistry)
+        return frozenset(settings.op_types) if settings.op_types else ort_quantizable_ops("static")

@@ -175,7 +175,7 @@ def main(argv=None) -> int:
     runs = list(args.runs)
     if args.train:
         from seqdeploy.export import export_onnx
-        from seqdeploy.manifest import write_bundle_manifest
+        from seqdeploy.bundle import write_bundle_manifest
         from seqdeploy.train import train
 
         work = REPO / "benchmarks" / "work" / "portable"

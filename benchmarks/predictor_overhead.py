@@ -46,7 +46,7 @@ def build_mlp_bundle(root: Path) -> Path:
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from seqdeploy.manifest import write_bundle_manifest
+    from seqdeploy.bundle import write_bundle_manifest
 
     nodes, inits, x = [], [], "features"
     for i, ((w, b), (_, _, act)) in enumerate(zip(mlp_weights(), LAYERS)):

@@ -33,7 +33,7 @@ WORK = ROOT / "benchmarks" / "work" / "ray_scoring"
 
 def seed_bundle(work: Path) -> Path:
     from seqdeploy.export import export_onnx
-    from seqdeploy.manifest import write_bundle_manifest
+    from seqdeploy.bundle import write_bundle_manifest
     from seqdeploy.train import train
 
     run = work / "breast_cancer_mlp"

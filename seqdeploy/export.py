@@ -539,7 +539,7 @@ def export_onnx(
     )
     atomic_write_json(report_path, result)
     if run_dir is not None and onnx_path == run_dir / "model.onnx":
-        from seqdeploy.manifest import refresh_bundle_manifest
+        from seqdeploy.bundle import refresh_bundle_manifest
 
         refresh_bundle_manifest(run_dir)  # a run directory is a bundle: keep its manifest (and portable graphs) in step
     return result

@@ -248,7 +248,7 @@ STAGES = tuple(st.name for st in PIPELINE)
 
 
 def _write_bundle(run_dir: Path, emit: EventCallback) -> tuple[Path | None, Path | None]:
-    from seqdeploy.manifest import refresh_bundle_manifest
+    from seqdeploy.bundle import refresh_bundle_manifest
     from seqdeploy.report import write_report
 
     manifest_path = run_dir / "manifest.json" if refresh_bundle_manifest(run_dir) else None

@@ -177,7 +177,7 @@ def _verify_portable(run_dir: Path, onnx_file: Path, splits: Any, result: Verify
     if write and result.report_path is not None:
         atomic_write_json(result.report_path, verify_summary(result) | {"details": result})
     if write and not failures:
-        from seqdeploy.manifest import refresh_bundle_manifest
+        from seqdeploy.bundle import refresh_bundle_manifest
 
         refresh_bundle_manifest(run_dir)  # the bundle carries the verification and the golden files
     if failures:
@@ -311,7 +311,7 @@ def verify_models(keras_path: str | Path, onnx_path: str | Path, *, real_inputs:
         result = dataclasses.replace(result, report_path=report_path, golden_path=golden_path)
         atomic_write_json(report_path, verify_summary(result) | {"details": result})
         if refresh_bundle:  # a report written into a bundle must leave it loadable (its manifest lists every file)
-            from seqdeploy.manifest import refresh_bundle_manifest
+            from seqdeploy.bundle import refresh_bundle_manifest
 
             refresh_bundle_manifest(out_dir)
     if not passed:

@@ -59,7 +59,7 @@ def build(root: Path, trained_mlp_run: Path) -> dict[str, Path]:
     """``{"tabular": breast_cancer_mlp, "text": sentiment_lstm}`` trained briefly, exported, with golden answers."""
     from seqdeploy.data import load_run_splits
     from seqdeploy.export import export_onnx
-    from seqdeploy.manifest import write_bundle_manifest
+    from seqdeploy.bundle import write_bundle_manifest
     from seqdeploy.train import train
 
     tab = shutil.copytree(trained_mlp_run, root / "breast_cancer")

@@ -252,7 +252,7 @@ def bundles(tmp_path_factory):
     for spec in ("reviews_csv_text", "digit_folders_cnn", "customers_mixed_mlp"):
         run_pipeline(MODELS / f"{spec}.toml", out=base / spec, stages="train,export,verify",
                      options=PipelineOptions(epochs=1))
-        from seqdeploy.manifest import write_bundle_manifest
+        from seqdeploy.bundle import write_bundle_manifest
 
         write_bundle_manifest(base / spec)
         out[spec] = base / spec
@@ -416,7 +416,7 @@ def test_tokenizer_matches_keras_text_vectorization_on_plain_text():
 
 def test_tabular_regression_learns_the_standardised_target_and_reports_target_units(tmp_path):
     from seqdeploy.data import load_run_splits
-    from seqdeploy.manifest import write_bundle_manifest
+    from seqdeploy.bundle import write_bundle_manifest
     from seqdeploy.pipeline import PipelineOptions, run_pipeline
     from seqdeploy.runtime import Predictor
 

@@ -172,7 +172,7 @@ def test_ray_bad_rows_fail_then_skip_then_refuse_overwrite(local_ray, tiny, tmp_
 @pytest.fixture(scope="module")
 def seed_bundle(trained_mlp_run, tmp_path_factory) -> Path:
     from seqdeploy.export import export_onnx
-    from seqdeploy.manifest import write_bundle_manifest
+    from seqdeploy.bundle import write_bundle_manifest
 
     run = tmp_path_factory.mktemp("ray_seed") / "run"
     shutil.copytree(trained_mlp_run, run)
@@ -184,7 +184,7 @@ def seed_bundle(trained_mlp_run, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def sentiment_bundle(tmp_path_factory) -> Path:
     from seqdeploy.export import export_onnx
-    from seqdeploy.manifest import write_bundle_manifest
+    from seqdeploy.bundle import write_bundle_manifest
     from seqdeploy.train import train
 
     run = tmp_path_factory.mktemp("ray_sentiment") / "run"

@@ -19,19 +19,8 @@ import pytest
 
 from seqdeploy.atomic import sha256_file
 from seqdeploy.errors import BundleError, InputFileNotFound, IntegrityError
-from seqdeploy.manifest import (
-    MANIFEST_NAME,
-    SCHEMA_VERSION,
-    Manifest,
-    Standardize,
-    Tokenize,
-    Window,
-    check_relative_path,
-    inspect_path,
-    load_manifest,
-    manifest_from_dict,
-    write_bundle_manifest,
-)
+from seqdeploy.manifest import MANIFEST_NAME, SCHEMA_VERSION, Manifest, Standardize, Tokenize, Window, check_relative_path, load_manifest, manifest_from_dict
+from seqdeploy.bundle import inspect_path, write_bundle_manifest
 
 KINDS = ("binary", "multiclass", "text", "window")
 VOCAB = ["<pad>", "<oov>", "good", "bad", "film", "plot", "great", "awful"]

@@ -9,7 +9,8 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from seqdeploy.manifest import load_manifest, write_bundle_manifest
+from seqdeploy.manifest import load_manifest
+from seqdeploy.bundle import write_bundle_manifest
 from seqdeploy.portable import portable_name
 from seqdeploy.runtime import Predictor
 from test_manifest import KINDS, build_bundle, reference, sample_raw

@@ -37,7 +37,7 @@ def test_manifest_and_verify_read_the_same_precision_from_graphs(tmp_path):
     pytest.importorskip("onnxruntime.quantization")
     from onnx import TensorProto, helper, numpy_helper
 
-    from seqdeploy.manifest import _precision_of
+    from seqdeploy.bundle import _precision_of
     from seqdeploy.quantize import DynamicInt8Settings, Float16Settings, build_candidate
     from seqdeploy.verify import artifact_precision
 

@@ -33,7 +33,7 @@ OUTCOMES: dict[str, tuple[str, int, str]] = {}
 @pytest.fixture(scope="module")
 def bundle(trained_mlp_run, tmp_path_factory) -> Path:
     from seqdeploy.export import export_onnx
-    from seqdeploy.manifest import write_bundle_manifest
+    from seqdeploy.bundle import write_bundle_manifest
     from seqdeploy.verify import verify_run
 
     run = tmp_path_factory.mktemp("rel") / "bundle"

@@ -33,7 +33,7 @@ SERVER_ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"
 def serve_bundle(trained_mlp_run, tmp_path_factory) -> Path:
     """The seed spec (trained briefly) exported, verified and bundled: what `seqdeploy pipeline` ships."""
     from seqdeploy.export import export_onnx
-    from seqdeploy.manifest import write_bundle_manifest
+    from seqdeploy.bundle import write_bundle_manifest
     from seqdeploy.verify import verify_run
 
     run = tmp_path_factory.mktemp("serve") / "breast_cancer_mlp"

@@ -9,7 +9,6 @@ then the graph is run the way Triton would feed it (a batch axis in front of
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +18,7 @@ from typer.testing import CliRunner
 from seqdeploy.cli import app
 from seqdeploy.errors import IntegrityError, UsageError
 from seqdeploy.targets import available_targets, get_target
-from test_manifest import KINDS, build_bundle, sample_raw
+from test_manifest import KINDS, build_bundle
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
 runner = CliRunner()

@@ -131,7 +131,7 @@ def test_verify_outside_a_run_dir(exported_run, tmp_path):
 def test_pair_mode_never_damages_a_bundle(exported_run, tmp_path):
     """verify --keras/--onnx on a bundle's own files: the bundle stays byte-identical, or is refreshed and loads."""
     from seqdeploy.data import load_run_splits
-    from seqdeploy.manifest import write_bundle_manifest
+    from seqdeploy.bundle import write_bundle_manifest
     from seqdeploy.runtime import Predictor
 
     bundle = tmp_path / "bundle"
@@ -195,7 +195,7 @@ def test_per_output_tolerance_decides_a_small_difference(exported_run, tmp_path)
 
 def test_manifest_carries_verification_only_for_the_verified_bytes(exported_run, tmp_path):
     from seqdeploy.export import export_onnx
-    from seqdeploy.manifest import write_bundle_manifest
+    from seqdeploy.bundle import write_bundle_manifest
 
     run = tmp_path / "run"
     shutil.copytree(exported_run, run)

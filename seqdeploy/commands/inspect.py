@@ -19,7 +19,7 @@ def inspect_command(
 
     Example: seqdeploy inspect runs/breast_cancer_mlp
     """
-    from seqdeploy.manifest import inspect_path
+    from seqdeploy.bundle import inspect_path
 
     with handle_errors(as_json=as_json):
         result = inspect_path(path)

@@ -258,7 +258,7 @@ def quantize_run(run_dir: str | os.PathLike, settings: QuantizeSettings = Quanti
         calibration_inputs={name: splits.x_train} if splits.x_train is not None and len(splits.x_train) else None,
         test_inputs={name: splits.x_test}, test_targets=splits.y_test, task=splits.task, settings=settings,
     )
-    from seqdeploy.manifest import refresh_bundle_manifest
+    from seqdeploy.bundle import refresh_bundle_manifest
 
     refresh_bundle_manifest(run_dir)  # the deployed artifact (and its portable graph) follow the choice
     return result

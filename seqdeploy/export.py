@@ -56,6 +56,8 @@ from seqdeploy.export_fixes import (  # noqa: F401 - re-exported: the public gra
     _unique,
     check_opset_support,
     check_runtime_loadable,
+    GRAPH_FIXES,
+    apply_graph_fixes,
     fix_erfc,
     loop_and_contrib_warnings,
     name_batch_axis,
@@ -360,16 +362,14 @@ def convert_model(model, *, opset: int = DEFAULT_OPSET) -> Conversion:
                                           layer_names=layer_names)
     conv = Conversion(model=proto, native_recurrent=native, notes=notes,
                       strategy="tf2onnx+native" if native else "tf2onnx")
-    fix_erfc(proto)
+    apply_graph_fixes(proto)
     check_opset_support(proto, opset, layer_names)
-    del proto.graph.value_info[:]
-    name_batch_axis(proto)
     try:
         onnx.checker.check_model(proto, full_check=False)
         proto = onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=False)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
         raise ExportError(f"model {model.name!r}: the converted ONNX graph is invalid ({str(exc).splitlines()[0][:300]})") from None
-    name_batch_axis(proto)
+    name_batch_axis(proto)  # again: shape inference adds value_info with unnamed batch dims
     check_runtime_loadable(proto, layer_names)
     return dataclasses.replace(conv, model=proto)
 

@@ -99,6 +99,21 @@ def name_batch_axis(model, batch: str = BATCH) -> None:
                 dim.ClearField("dim_param")
 
 
+def drop_value_info(model) -> None:
+    """Forget tf2onnx's intermediate shapes: shape inference recomputes them from the fixed graph."""
+    del model.graph.value_info[:]
+
+
+#: the fixes every converted graph goes through, in this order (add a fix: a function of the ModelProto here)
+GRAPH_FIXES: tuple = (fix_erfc, drop_value_info, name_batch_axis)
+
+
+def apply_graph_fixes(model) -> None:
+    """Run :data:`GRAPH_FIXES` on ``model`` in order."""
+    for fix in GRAPH_FIXES:
+        fix(model)
+
+
 def rename_io(model, input_names: list[str], output_names: list[str]) -> None:
     """Rename graph inputs/outputs (in order) everywhere they are referenced.
 

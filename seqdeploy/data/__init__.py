@@ -1,0 +1,110 @@
+"""Datasets: the built-in ones (no network), CSV/NPZ loaders, splits and preprocessing.
+
+Built-in sources, one per seed use case:
+
+=================  =========================================================  ===========
+source             what                                                       task
+=================  =========================================================  ===========
+``breast_cancer``  Wisconsin diagnostic breast cancer (569 x 30), shipped      binary
+                   with scikit-learn
+``digits``         8x8 handwritten digits (1797 images), shipped with         multiclass
+                   scikit-learn
+``sentiment``      SYNTHETIC short reviews from a seeded template generator   binary
+                   (no labelled text corpus ships in an installable package;
+                   it is named synthetic everywhere it appears)
+``sunspots``       yearly mean sunspot numbers 1700-2008 (public domain,      regression
+                   SIDC via statsmodels), shipped as seqdeploy/datasets/sunspots.csv
+=================  =========================================================  ===========
+
+Every loader returns :class:`Splits`: model-ready train/test arrays, the raw
+test inputs, and the preprocessing record (docs/CONTRACTS.md) that the runtime
+replays. Statistics are computed on the training split only.
+
+    >>> splits = load_dataset(DataSpec(source="breast_cancer"), seed=42)  # doctest: +SKIP
+    >>> splits.x_train.shape  # doctest: +SKIP
+    (455, 30)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from seqdeploy.errors import DataError, InputFileNotFound
+from seqdeploy.preprocess import from_record
+from seqdeploy.spec import DataSpec, Spec
+
+from seqdeploy.data.builtin import _breast_cancer, _digits, _sentiment, _sunspots, _synth_review  # noqa: F401
+from seqdeploy.data.common import Splits, _n_classes
+from seqdeploy.data.images import _images_source
+from seqdeploy.data.tables import _npz_source, _table_source, read_csv_table, read_table  # noqa: F401
+
+#: data source name (``[data] source``) -> loader(DataSpec, seed) -> Splits; add a source here
+SOURCES = {
+    "breast_cancer": _breast_cancer,
+    "digits": _digits,
+    "sentiment": _sentiment,
+    "sunspots": _sunspots,
+    "csv": _table_source,
+    "jsonl": _table_source,
+    "parquet": _table_source,
+    "npz": _npz_source,
+    "images": _images_source,
+}
+
+
+def load_dataset(data: DataSpec, *, seed: int = 42, labels: Sequence[str] | None = None) -> Splits:
+    """Load a data source and split it into train/test with a fixed seed."""
+    splits = SOURCES[data.source](data, seed)
+    if labels is not None:
+        n_classes = _n_classes(splits)
+        if n_classes is not None and len(labels) != n_classes:
+            raise DataError(f"labels has {len(labels)} names {list(labels)!r} but the data has "
+                            f"{n_classes} classes; give one name per class")
+        splits = dataclasses.replace(splits, labels=tuple(labels))
+    return splits
+
+
+def load_spec_splits(spec: Spec) -> Splits:
+    """The splits a spec trains on (its data source, its seed, its label names)."""
+    return load_dataset(spec.data, seed=spec.fit.seed, labels=spec.labels)
+
+
+def load_run_splits(run_dir: str | Path) -> Splits:
+    """Reproduce a run directory's splits from its ``spec`` copy and ``train.json``.
+
+    Raises :class:`DataError` when the data no longer matches the fingerprint
+    recorded at training time.
+
+    >>> load_run_splits("runs/breast_cancer_mlp").task  # doctest: +SKIP
+    'binary'
+    """
+    from seqdeploy.spec import load_spec
+
+    run_dir = Path(run_dir)
+    info_path = run_dir / "train.json"
+    if not info_path.exists():
+        raise InputFileNotFound(f"{run_dir}: no train.json; expected a run directory written by "
+                                "`seqdeploy train` (or pass the data explicitly)")
+    info = json.loads(info_path.read_text())
+    spec_file = run_dir / info.get("spec_file", "spec.toml")
+    spec = load_spec(spec_file, base_dir=info.get("spec_dir") or run_dir)
+    splits = load_spec_splits(spec)
+    expected = info.get("data", {}).get("fingerprint")
+    if expected and expected != splits.fingerprint:
+        raise DataError(f"{run_dir}: the data source {spec.data.source!r} changed since training "
+                        f"(fingerprint {splits.fingerprint[:12]} != recorded {expected[:12]}); "
+                        "retrain with `seqdeploy train`")
+    return splits
+
+
+# --- preprocessing: one definition, in seqdeploy.preprocess --------------------------------
+
+def apply_preprocessing(record: dict, raw: Any) -> np.ndarray:
+    """Turn raw inputs into model inputs according to a preprocessing record (:mod:`seqdeploy.preprocess`)."""
+    kind = from_record(record, "preprocessing record")
+    return kind.apply(kind.coerce(raw) if kind.kind in ("tokenize", "categorical") else np.asarray(raw))

@@ -1,0 +1,311 @@
+"""User tables: CSV, JSONL and Parquet (numeric, categorical and text columns) and NPZ arrays."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from seqdeploy.errors import DataError, InputFileNotFound
+from seqdeploy.preprocess import TOKEN_PATTERN, Categorical, Tokenize
+from seqdeploy.spec import DataSpec
+
+from seqdeploy.data.common import (
+    Splits, _check_enough, _check_finite, _encode_target, _fingerprint, _split_indices, _tabular,
+)
+
+
+def read_csv_table(path: str | Path) -> tuple[list[str], list[list[str]]]:
+    """Read a CSV file into (header, rows) with clear errors for empty/ragged files."""
+    path = Path(path)
+    if not path.exists():
+        raise InputFileNotFound(f"data file {str(path)!r} does not exist; check [data] path in the spec")
+    header, rows, _ = _read_csv(path)
+    return header, rows
+
+
+def _read_csv(path: Path) -> tuple[list[str], list[list[str]], list[int]]:
+    """(header, rows, line number of each row) of a UTF-8 CSV file."""
+    import io
+
+    csv.field_size_limit(1 << 24)
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise DataError(f"{path}: not UTF-8 text ({exc.reason} at line {line}); save the CSV as UTF-8") from None
+    lines: list[int] = []
+    try:
+        with io.StringIO(text, newline="") as fh:
+            reader = csv.reader(fh)
+            header = next(reader, None)
+            if header is None or not any(h.strip() for h in header):
+                raise DataError(f"{path}: empty file; expected a header row of column names and data rows")
+            header = [h.strip() for h in header]
+            rows = []
+            for lineno, row in enumerate(reader, start=2):
+                if not row or not any(c.strip() for c in row):
+                    continue
+                if len(row) != len(header):
+                    raise DataError(f"{path}: line {reader.line_num} has {len(row)} fields, the header has "
+                                    f"{len(header)}; fix the row or the header")
+                rows.append(row)
+                lines.append(reader.line_num)
+    except csv.Error as exc:
+        raise DataError(f"{path}: malformed CSV ({exc})") from None
+    if len(set(header)) != len(header):
+        dupes = sorted({h for h in header if header.count(h) > 1})
+        raise DataError(f"{path}: duplicate column names {dupes}; column names must be unique")
+    if not rows:
+        raise DataError(f"{path}: header only, no data rows; expected at least a few rows")
+    return header, rows, lines
+
+
+def read_table(path: str | Path, fmt: str) -> tuple[list[str], list[list[Any]], list[str]]:
+    """A CSV / JSONL / Parquet table as ``(header, rows, where)``; ``where[i]`` names row i ("line 7", "row 6").
+
+    CSV cells are strings; JSONL and Parquet cells keep their JSON / Arrow types.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputFileNotFound(f"data file {str(path)!r} does not exist; check [data] path in the spec")
+    if fmt == "csv":
+        header, rows, lines = _read_csv(path)
+        return header, rows, [f"line {n}" for n in lines]
+    if fmt == "jsonl":
+        return _read_jsonl(path)
+    if fmt == "parquet":
+        try:
+            import pyarrow.parquet as pq
+        except ModuleNotFoundError:
+            raise DataError(f"{path}: reading Parquet needs pyarrow; install it with: pip install "
+                            "'seqdeploy[distributed]'") from None
+        try:
+            table = pq.read_table(path)
+        except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for unreadable files
+            raise DataError(f"{path}: not a readable Parquet file ({str(exc).strip()[:200]})") from None
+        header = list(table.column_names)
+        cols = [table.column(c).to_pylist() for c in header]
+        rows = [list(r) for r in zip(*cols)]
+        if not rows:
+            raise DataError(f"{path}: no data rows; expected at least a few rows")
+        return header, rows, [f"row {i}" for i in range(len(rows))]
+    raise DataError(f"{path}: unknown table format {fmt!r} (expected csv, jsonl or parquet)")
+
+
+def _read_jsonl(path: Path) -> tuple[list[str], list[list[Any]], list[str]]:
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise DataError(f"{path}: not UTF-8 text ({exc.reason} at line {line}); save the file as UTF-8") from None
+    header: list[str] | None = None
+    rows, where = [], []
+    for n, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}: line {n} is not valid JSON ({exc.msg}); expected one JSON object per "
+                            "line") from None
+        if not isinstance(obj, dict):
+            raise DataError(f"{path}: line {n} holds {type(obj).__name__} (expected a JSON object keyed by column "
+                            "name)")
+        if header is None:
+            header = list(obj)
+        missing = [h for h in header if h not in obj]
+        if missing:
+            raise DataError(f"{path}: line {n} lacks key(s) {missing} that the first line has; give every line the "
+                            "same keys")
+        rows.append([obj[h] for h in header])
+        where.append(f"line {n}")
+    if header is None:
+        raise DataError(f"{path}: empty file; expected one JSON object per line")
+    return header, rows, where
+
+
+def _table_source(data: DataSpec, seed: int) -> Splits:
+    """A CSV / JSONL / Parquet table: numeric (+ categorical) feature columns, or one text column."""
+    assert data.path is not None and data.target is not None and data.task is not None
+    header, rows, where = read_table(data.path, data.source)
+    if data.target not in header:
+        raise DataError(f"{data.path}: target column {data.target!r} not found; columns are {header}")
+    ti = header.index(data.target)
+    target = [_cell_text(row[ti]) for row in rows]
+    if data.text is not None:
+        return _text_table(data, seed, header, rows, where, target)
+    features = list(data.features) if data.features else [h for h in header if h != data.target]
+    missing = [f for f in features if f not in header]
+    if missing:
+        raise DataError(f"{data.path}: feature columns {missing} not found; columns are {header}")
+    if not features:
+        raise DataError(f"{data.path}: no feature columns besides the target {data.target!r}")
+    cols = [header.index(f) for f in features]
+    notes: list[str] = []
+    if data.categorical is not None:
+        unknown = [c for c in data.categorical if c not in features]
+        if unknown:
+            raise DataError(f"{data.path}: categorical columns {unknown} are not feature columns {features}; "
+                            "name columns of the table (not the target)")
+        categorical = list(data.categorical)
+    else:
+        categorical = [f for f, ci in zip(features, cols) if _mostly_text([row[ci] for row in rows])]
+        if categorical:
+            notes.append(f"column(s) {categorical} hold text: treated as categorical (one-hot over the training "
+                         f"values, unseen values go to an out-of-vocabulary bucket); set [data] categorical = [...] "
+                         f"to choose")
+    numeric = [f for f in features if f not in categorical]
+    x = np.empty((len(rows), len(numeric)), dtype=np.float64)
+    for c, name in enumerate(numeric):
+        ci = header.index(name)
+        for r, row in enumerate(rows):
+            x[r, c] = _number(row[ci], data.path, where[r], name)
+    y, labels = _encode_target(target, data.task, str(data.path))
+    source = f"{data.source}:{Path(data.path).name}"
+    target_name = data.target if data.task == "regression" else None
+    if not categorical:
+        splits = _tabular(x, y, [re.sub(r"\W+", "_", f) for f in numeric], data.task, labels, data, seed,
+                          source=source, target_name=target_name)
+        return dataclasses.replace(splits, notes=tuple(notes))
+    cats = np.empty((len(rows), len(categorical)), dtype=object)
+    for c, name in enumerate(categorical):
+        ci = header.index(name)
+        for r, row in enumerate(rows):
+            cats[r, c] = _category_cell(row[ci], data.path, where[r], name)
+    _check_finite(x, source) if x.size else None
+    _check_enough(len(rows), source)
+    tr, te = _split_indices(len(y), data.test_fraction, seed, stratify=y if data.task != "regression" else None)
+    kind = Categorical.fit(x[tr], numeric, cats[tr], categorical, data.encoding)
+    y_model = y
+    if data.task == "regression":
+        kind = kind.with_target(y[tr])
+        y_model = ((y - kind.target_mean) / kind.target_std).astype(np.float32)
+    width = max((len(v) for c in cats.T for v in c.tolist()), default=1) or 1
+    raw = np.empty(len(rows), dtype=[("features", np.float32, (len(numeric),)),
+                                     ("categories", f"<U{width}", (len(categorical),))])
+    raw["features"] = x.astype(np.float32)
+    raw["categories"] = cats.astype(str)
+    xm = kind.apply(raw)
+    return Splits(x_train=xm[tr], y_train=y_model[tr], x_test=xm[te], y_test=y_model[te], raw_test=raw[te],
+                  input_name="features", task=data.task, labels=labels, target_name=target_name,
+                  preprocessing=kind.to_record(), fingerprint=_fingerprint(source, x, cats.astype(str), y),
+                  source=source, notes=tuple(notes))
+
+
+def _text_table(data: DataSpec, seed: int, header: list[str], rows: list[list[Any]], where: list[str],
+                target: list[str]) -> Splits:
+    col = data.text
+    if col not in header:
+        raise DataError(f"{data.path}: text column {col!r} not found; columns are {header}; set [data] text to the "
+                        "column holding the texts")
+    if col == data.target:
+        raise DataError(f"{data.path}: text = target = {col!r}; the text column and the label column must differ")
+    ci = header.index(col)
+    texts = []
+    for r, row in enumerate(rows):
+        v = row[ci]
+        if v is None:
+            v = ""
+        if not isinstance(v, str):
+            raise DataError(f"{data.path}: {where[r]}, column {col!r}: {v!r:.40} is not text (expected a string)")
+        texts.append(v)
+    if not any(t.strip() for t in texts):
+        raise DataError(f"{data.path}: text column {col!r} is empty in all {len(texts)} rows; expected texts to "
+                        "learn from (check [data] text names the right column)")
+    y, labels = _encode_target(target, data.task, str(data.path))
+    _check_enough(len(y), str(data.path))
+    raw = np.asarray(texts, dtype=object)
+    tr, te = _split_indices(len(y), data.test_fraction, seed, stratify=y)
+    kind = Tokenize.fit(list(raw[tr]), data.vocabulary_size, data.sequence_length, data.lowercase,
+                        data.token_pattern or TOKEN_PATTERN)
+    if len(kind.vocabulary) <= 2:
+        raise DataError(f"{data.path}: text column {col!r} has no tokens in the training rows (token pattern "
+                        f"{kind.token_pattern!r}); check the column or set [data] token_pattern")
+    kind = dataclasses.replace(kind, column=col)
+    x = kind.apply(raw)
+    source = f"{data.source}:{Path(data.path).name}"
+    return Splits(x_train=x[tr], y_train=y[tr], x_test=x[te], y_test=y[te],
+                  raw_test=np.asarray(raw[te], dtype=str), input_name="tokens", task=data.task, labels=labels,
+                  target_name=None, preprocessing=kind.to_record(),
+                  fingerprint=_fingerprint(source, np.asarray(texts, dtype=str), y), source=source)
+
+
+def _cell_text(v: Any) -> str:
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    return "" if v is None else str(v).strip()
+
+
+def _is_number(v: Any) -> bool:
+    if isinstance(v, bool):
+        return False
+    if isinstance(v, (int, float)):
+        return True
+    try:
+        float(str(v))
+        return True
+    except ValueError:
+        return False
+
+
+def _mostly_text(values: list[Any]) -> bool:
+    """A column is categorical when at least half of its non-empty cells are not numbers."""
+    filled = [v for v in values if v is not None and str(v).strip() != ""]
+    if not filled:
+        return False
+    return sum(not _is_number(v) for v in filled) * 2 >= len(filled)
+
+
+def _number(v: Any, path: Any, where: str, name: str) -> float:
+    if isinstance(v, bool) or v is None or (isinstance(v, str) and not v.strip()):
+        what = "is empty (a missing value)" if v is None or isinstance(v, str) else f"{v!r} is not a number"
+        raise DataError(f"{path}: {where}, column {name!r}: {what}; impute or drop such rows before training")
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        raise DataError(f"{path}: {where}, column {name!r}: {str(v)[:40]!r} is not a number; feature columns must be "
+                        "numeric (or list the column in [data] categorical)") from None
+
+
+def _category_cell(v: Any, path: Any, where: str, name: str) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, bool) or isinstance(v, (list, dict)):
+        raise DataError(f"{path}: {where}, column {name!r}: {v!r:.40} is not a category (expected text or an "
+                        "integer)")
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    return str(v)
+
+
+def _npz_source(data: DataSpec, seed: int) -> Splits:
+    assert data.path is not None and data.task is not None
+    if not Path(data.path).exists():
+        raise InputFileNotFound(f"data file {str(data.path)!r} does not exist; check [data] path in the spec")
+    try:
+        with np.load(data.path, allow_pickle=False) as npz:
+            if "x" not in npz or "y" not in npz:
+                raise DataError(f"{data.path}: expected arrays named 'x' and 'y', found {list(npz.keys())}")
+            x, y_raw = npz["x"], npz["y"]
+    except (ValueError, OSError) as exc:
+        raise DataError(f"{data.path}: not a readable .npz file ({exc})") from None
+    if len(x) != len(y_raw):
+        raise DataError(f"{data.path}: x has {len(x)} rows but y has {len(y_raw)}; they must match")
+    if x.dtype.kind not in "fiu":
+        raise DataError(f"{data.path}: x has dtype {x.dtype}; expected numbers")
+    _check_finite(x, str(data.path))
+    y, labels = _encode_target(list(y_raw), data.task, str(data.path))
+    _check_enough(len(y), str(data.path))
+    tr, te = _split_indices(len(y), data.test_fraction, seed, stratify=y if data.task != "regression" else None)
+    xm = x.astype(np.int32 if x.dtype.kind in "iu" else np.float32)
+    return Splits(x_train=xm[tr], y_train=y[tr], x_test=xm[te], y_test=y[te], raw_test=xm[te],
+                  input_name="inputs", task=data.task, labels=labels, target_name=None,
+                  preprocessing={"kind": "none"}, fingerprint=_fingerprint("npz", x, y), source="npz")

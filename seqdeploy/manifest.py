@@ -22,7 +22,6 @@ Schema history (``schema_version``):
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 from dataclasses import dataclass
@@ -189,19 +188,6 @@ def _tname(types: type | tuple[type, ...]) -> str:
     return " or ".join(t.__name__ for t in ts)
 
 
-def _floats(v: Any, where: str, key: str, n: int | None = None, positive: bool = False) -> tuple[float, ...]:
-    if not isinstance(v, (list, tuple)) or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
-        raise _err(where, f"{key} = {v!r} (expected a list of numbers)")
-    out = tuple(float(x) for x in v)
-    if n is not None and len(out) != n:
-        raise _err(where, f"{key} has {len(out)} values (expected {n}, one per feature)")
-    if not all(math.isfinite(x) for x in out):
-        raise _err(where, f"{key} contains NaN or inf; retrain with finite data")
-    if positive and any(x <= 0 for x in out):
-        raise _err(where, f"{key} contains values <= 0 (expected std > 0); retrain or fix the record")
-    return out
-
-
 def parse_preprocessing(d: Mapping[str, Any] | None, where: str = "preprocessing") -> Preprocessing:
     """Validate a preprocessing record (docs/CONTRACTS.md) into its kind (:mod:`seqdeploy.preprocess`).
 
@@ -251,20 +237,25 @@ def _resolve_inside(bundle_dir: Path, rel: str, where: str) -> Path:
     return target
 
 
-def _parse_artifact(d: Any, where: str) -> Artifact:
-    if not isinstance(d, Mapping):
-        raise _err(where, f"{d!r} (expected an object)")
+def _file_fields(d: Mapping[str, Any], where: str) -> tuple[str, str, int, tuple[str, ...]]:
+    """An ONNX file entry's ``file`` (inside the bundle), ``sha256``, ``size`` and ``contrib_ops``."""
     file = check_relative_path(_get(d, "file", where, str), where)
     sha = _get(d, "sha256", where, str)
     if not re.fullmatch(r"[0-9a-f]{64}", sha):
         raise _err(where, f"sha256 = {sha!r} (expected 64 lowercase hex digits)")
-    size = _get(d, "size", where, int)
     contrib = d.get("contrib_ops") or ()
     if not isinstance(contrib, (list, tuple)) or not all(isinstance(c, str) for c in contrib):
         raise _err(where, f"contrib_ops = {contrib!r} (expected a list of op names)")
+    return file, sha, _get(d, "size", where, int), tuple(contrib)
+
+
+def _parse_artifact(d: Any, where: str) -> Artifact:
+    if not isinstance(d, Mapping):
+        raise _err(where, f"{d!r} (expected an object)")
+    file, sha, size, contrib = _file_fields(d, where)
     return Artifact(file=file, sha256=sha, size=size, precision=_get(d, "precision", where, str),
                     recipe=_get(d, "recipe", where, str, optional=True),
-                    opset=_get(d, "opset", where, int, optional=True), contrib_ops=tuple(contrib),
+                    opset=_get(d, "opset", where, int, optional=True), contrib_ops=contrib,
                     min_onnxruntime=_get(d, "min_onnxruntime", where, str, optional=True) or _ORT_FLOOR,
                     portable=_parse_portable(d.get("portable"), f"{where}.portable"))
 
@@ -274,18 +265,12 @@ def _parse_portable(d: Any, where: str) -> PortableGraph | None:
         return None
     if not isinstance(d, Mapping):
         raise _err(where, f"{d!r} (expected an object)")
-    file = check_relative_path(_get(d, "file", where, str), where)
-    sha = _get(d, "sha256", where, str)
-    if not re.fullmatch(r"[0-9a-f]{64}", sha):
-        raise _err(where, f"sha256 = {sha!r} (expected 64 lowercase hex digits)")
+    file, sha, size, contrib = _file_fields(d, where)
     ins = tuple(_parse_tensor(t, f"{where}.inputs[{i}]") for i, t in enumerate(_get(d, "inputs", where, list)))
     outs = tuple(_parse_tensor(t, f"{where}.outputs[{i}]") for i, t in enumerate(_get(d, "outputs", where, list)))
     if not ins or not outs:
         raise _err(where, "inputs and outputs must not be empty")
-    contrib = d.get("contrib_ops") or ()
-    if not isinstance(contrib, (list, tuple)) or not all(isinstance(c, str) for c in contrib):
-        raise _err(where, f"contrib_ops = {contrib!r} (expected a list of op names)")
-    return PortableGraph(file, sha, _get(d, "size", where, int), ins, outs, tuple(contrib),
+    return PortableGraph(file, sha, size, ins, outs, contrib,
                          _get(d, "min_onnxruntime", where, str, optional=True) or _ORT_FLOOR)
 
 

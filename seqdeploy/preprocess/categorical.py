@@ -28,7 +28,7 @@ import numpy as np
 from seqdeploy.errors import InputValidationError
 from seqdeploy.preprocess.base import Kind, register
 from seqdeploy.preprocess.checks import _check_finite, _err, _finite_float32, _floats, _short
-from seqdeploy.preprocess.tabular import _target_stats, denormalise, denormalise_onnx, fit_target
+from seqdeploy.preprocess.tabular import TargetScaling, _target_stats, fit_target
 
 OOV_CATEGORY = 0
 ENCODINGS = ("onehot", "index")
@@ -36,7 +36,7 @@ ENCODINGS = ("onehot", "index")
 
 @register
 @dataclass(frozen=True)
-class Categorical(Kind):
+class Categorical(TargetScaling, Kind):
     """Numeric columns standardised, categorical columns one-hot (or index) encoded with an OOV bucket."""
 
     feature_names: tuple[str, ...]
@@ -295,17 +295,6 @@ class Categorical(Kind):
         z = g.node("Concat", blocks, axis=1) if len(blocks) > 1 else blocks[0]
         g.cast(z, model_dtype, out)
 
-    # ------------------------------------------------------------------ target
-
-    @property
-    def target_scale(self) -> float:
-        return float(self.target_std) if self.target_std is not None else 1.0
-
-    def postprocess(self, y: np.ndarray) -> np.ndarray:
-        return denormalise(y, self.target_mean, self.target_std)
-
-    def postprocess_onnx(self, g, y, out):
-        denormalise_onnx(g, y, out, self.target_mean, self.target_std)
 
 
 def _category(v: Any, row: int, column: str) -> str:

@@ -16,9 +16,24 @@ from seqdeploy.preprocess.checks import (  # noqa: F401
     _shape_ok, _short, _target_shape,
 )
 
+class TargetScaling:
+    """For kinds with ``target_mean`` / ``target_std`` fields: a regression target standardised on the
+    training split, answers de-normalised in numpy and in ONNX (None: the target as it is)."""
+
+    @property
+    def target_scale(self) -> float:
+        return float(self.target_std) if self.target_std is not None else 1.0  # type: ignore[attr-defined]
+
+    def postprocess(self, y: np.ndarray) -> np.ndarray:
+        return denormalise(y, self.target_mean, self.target_std)  # type: ignore[attr-defined]
+
+    def postprocess_onnx(self, g, y, out):
+        denormalise_onnx(g, y, out, self.target_mean, self.target_std)  # type: ignore[attr-defined]
+
+
 @register
 @dataclass(frozen=True)
-class Standardize(Kind):
+class Standardize(TargetScaling, Kind):
     """``(x - mean) / std`` per feature, float32; raw rows may be keyed by feature name.
 
     Regression on tables standardises the target too (``target_mean``, ``target_std``, from the
@@ -118,15 +133,6 @@ class Standardize(Kind):
         z = g.node("Div", [g.node("Sub", [raw, g.const("mean", self._mean32)]), g.const("std", self._std32)])
         g.cast(z, model_dtype, out)
 
-    @property
-    def target_scale(self) -> float:
-        return float(self.target_std) if self.target_std is not None else 1.0
-
-    def postprocess(self, y: np.ndarray) -> np.ndarray:
-        return denormalise(y, self.target_mean, self.target_std)
-
-    def postprocess_onnx(self, g, y, out):
-        denormalise_onnx(g, y, out, self.target_mean, self.target_std)
 
 
 def fit_target(y_train: np.ndarray) -> tuple[float, float]:

@@ -354,12 +354,13 @@ def convert_model(model, *, opset: int = DEFAULT_OPSET) -> Conversion:
             f"model {model.name!r} has no defined inputs (it was never built); build it with keras.Input(shape=...) "
             "as its first layer, or call it once on data before saving"
         )
-    from seqdeploy.export_native import convert_native
+    from seqdeploy.export_native import convert_native, eager_tensors_as_variables
 
     layer_names = _all_layer_names(model)
-    proto, native, notes = convert_native(model, opset, input_specs=_io_specs(model),
-                                          output_names=keras_output_names(model), from_function=_from_function,
-                                          layer_names=layer_names)
+    with eager_tensors_as_variables(model):
+        proto, native, notes = convert_native(model, opset, input_specs=_io_specs(model),
+                                              output_names=keras_output_names(model), from_function=_from_function,
+                                              layer_names=layer_names)
     conv = Conversion(model=proto, native_recurrent=native, notes=notes,
                       strategy="tf2onnx+native" if native else "tf2onnx")
     apply_graph_fixes(proto)

@@ -103,6 +103,26 @@ def _patched(layers_and_calls: list[tuple[Any, Any]]) -> Iterator[None]:
             layer.__dict__.pop("call", None)
 
 
+@contextlib.contextmanager
+def eager_tensors_as_variables(model) -> Iterator[None]:
+    """Hold layers' eager tensor attributes (an adapted ``Normalization``'s ``mean``/``variance``) in
+    variables while tracing, so that the frozen graph carries them as constants instead of asking for them
+    as extra inputs (a traced function captures eager tensors as placeholders)."""
+    import tensorflow as tf
+
+    swapped = []
+    for layer in iter_layers(model):
+        for name, value in list(vars(layer).items()):
+            if isinstance(value, tf.Tensor) and not isinstance(value, tf.Variable) and hasattr(value, "numpy"):
+                object.__setattr__(layer, name, tf.Variable(value, trainable=False, name=f"{layer.name}_{name}"))
+                swapped.append((layer, name, value))
+    try:
+        yield
+    finally:
+        for layer, name, value in swapped:
+            object.__setattr__(layer, name, value)
+
+
 def _time_distributed_patches(model) -> list[tuple[Any, Any]]:
     patches = []
     for layer in iter_layers(model):

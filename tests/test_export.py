@@ -567,3 +567,24 @@ def test_lookup_preprocessing_layers_are_refused_naming_the_layer(tmp_path, laye
     assert res.exit_code == 2, res.output
     assert f"layer 'my_vectorizer' ({layer}) keeps a lookup table" in " ".join(res.output.split())
     assert "Traceback" not in res.output and not (tmp_path / "m.onnx").exists()
+
+
+def test_adapted_normalization_and_rescaling_export_and_match_keras(tmp_path):
+    """An adapted Normalization keeps its statistics in eager tensors: they must become constants, not inputs."""
+    import keras
+    import onnxruntime as ort
+
+    from seqdeploy.export import export_onnx
+
+    x = np.random.default_rng(0).normal(3, 2, size=(64, 4)).astype("float32")
+    norm = keras.layers.Normalization()
+    norm.adapt(x)
+    model = keras.Sequential([keras.Input((4,), name="f"), norm, keras.layers.Rescaling(0.5, offset=1.0),
+                              keras.layers.Dense(2, activation="softmax")])
+    model.save(tmp_path / "norm.keras")
+    result = export_onnx(tmp_path / "norm.keras")
+    sess = ort.InferenceSession(str(tmp_path / "norm.onnx"), providers=["CPUExecutionProvider"])
+    assert [i.name for i in sess.get_inputs()] == ["f"]
+    np.testing.assert_allclose(sess.run(None, {"f": x})[0], np.asarray(model(x)), atol=1e-6)
+    assert "Loop" not in result.op_counts
+    assert type(norm.mean).__name__ != "ResourceVariable"  # the layer is left as it was

@@ -149,6 +149,45 @@ function numericFeed(input, rows, featureNames, allowHeader) {
   return { dtype: input.dtype, shape: [rows.length, ...dims], data };
 }
 
+// Rows of a bundle with numeric and categorical columns (two raw inputs, `features` and `categories`):
+// a header row names the columns (any order, extra columns ignored); without one, each line holds the
+// numeric columns then the categorical ones, in manifest order. Categories are text, passed as they are
+// (a value never seen in training goes to the model's out-of-vocabulary bucket).
+function mixedFeeds(manifest, rows) {
+  const pre = manifest.preprocessing || {};
+  const num = pre.feature_names || [];
+  const cat = pre.categorical_names || [];
+  const all = [...num, ...cat];
+  let order = null;
+  if (rows.length) {
+    const header = rows[0].split(SEP).map((h) => h.trim());
+    if (all.every((name) => header.includes(name))) {
+      order = all.map((name) => header.indexOf(name));
+      rows = rows.slice(1);
+    } else if (looksLikeHeader(header)) {
+      const missing = all.filter((name) => !header.includes(name));
+      throw new UsageError(`CSV header lacks column(s) ${JSON.stringify(missing.slice(0, 6))} `
+        + `(expected ${JSON.stringify(all)})`);
+    }
+  }
+  if (!rows.length) throw new UsageError('no rows: give CSV lines as arguments or on stdin');
+  const features = new Float32Array(rows.length * num.length);
+  const categories = [];
+  rows.forEach((line, r) => {
+    const fields = line.split(SEP);
+    if (!order && fields.length !== all.length) {
+      throw new UsageError(`row ${r} has ${fields.length} values; expected ${all.length} (${all.join(', ')}), `
+        + 'separated by commas or tabs');
+    }
+    const pick = order ? order.map((i) => fields[i] ?? '') : fields;
+    num.forEach((name, j) => { features[r * num.length + j] = parseNumber(pick[j], `row ${r} column ${name}`); });
+    cat.forEach((name, j) => categories.push(pick[num.length + j]));
+  });
+  const feeds = { categories: { dtype: 'str', shape: [rows.length, cat.length], data: categories } };
+  if (num.length) feeds.features = { dtype: 'float32', shape: [rows.length, num.length], data: features };
+  return feeds;
+}
+
 function rawFeed(input, rows, manifest, fromStdin) {
   if (input.dtype === 'str') {
     if (!rows.length) throw new UsageError('no rows: give reviews as arguments or on stdin');
@@ -247,12 +286,16 @@ async function main() {
   } else {
     const rows = args.rows.length ? args.rows
       : fs.readFileSync(0, 'utf8').split(/\r?\n/).filter((l) => l.trim() !== '');
-    if (session.inputNames.length !== 1) {
-      throw new UsageError(`${portable.file} takes ${session.inputNames.length} inputs; rows feed exactly one`);
+    if (manifest.preprocessing && manifest.preprocessing.kind === 'categorical') {
+      feeds = mixedFeeds(manifest, rows);
+    } else {
+      if (session.inputNames.length !== 1) {
+        throw new UsageError(`${portable.file} takes ${session.inputNames.length} inputs; rows feed exactly one`);
+      }
+      const input = (portable.inputs || []).find((t) => t.name === session.inputNames[0]);
+      if (!input) throw new UsageError(`manifest does not describe input ${session.inputNames[0]}`);
+      feeds = { [input.name]: rawFeed(input, rows, manifest, !args.rows.length) };
     }
-    const input = (portable.inputs || []).find((t) => t.name === session.inputNames[0]);
-    if (!input) throw new UsageError(`manifest does not describe input ${session.inputNames[0]}`);
-    feeds = { [input.name]: rawFeed(input, rows, manifest, !args.rows.length) };
   }
   const tensors = {};
   for (const name of session.inputNames) {

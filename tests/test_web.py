@@ -171,3 +171,46 @@ def test_missing_or_tampered_bundle_is_refused(site):
     result, text = page(site, bundle="bundles/tampered", check="1")
     assert not result["ok"] and "model.portable.onnx: sha256" in result["error"], result
     assert "differs from the manifest" in text and "The bundle could not be loaded." in text
+
+
+def test_numeric_and_categorical_bundle_in_the_browser(browser, tmp_path):
+    """Two raw inputs (numeric features + categories): the self-check and a pasted row with an unseen category."""
+    import csv
+
+    from seqdeploy.bundle import write_bundle_manifest
+    from seqdeploy.export import export_onnx
+    from seqdeploy.train import train
+
+    run = tmp_path / "customers"
+    train(REPO / "models/customers_mixed_mlp.toml", out=run, epochs=1)
+    export_onnx(run)
+    write_bundle_manifest(run)
+    with open(REPO / "models/data/customers.csv", newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))[:6]
+    rows[2]["region"] = "atlantis"  # never seen in training
+    p = Predictor.from_bundle(run)
+    typed = [{k: (float(v) if k in ("tenure_months", "monthly_charges") else v) for k, v in r.items()} for r in rows]
+    want = p.answers(typed)
+    header = list(rows[0])
+    pasted = "\n".join([", ".join(header)] + [", ".join(r[h] for h in header) for r in rows])
+    root = tmp_path / "site"
+    root.mkdir()
+    for name in ("index.html", "app.js", "node_modules"):
+        (root / name).symlink_to(WEB / name)
+    (root / "bundles").mkdir()
+    (root / "bundles" / "customers").symlink_to(run)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(root)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        site = Site(browser, f"http://127.0.0.1:{server.server_address[1]}/index.html", tmp_path / "chrome",
+                    {"customers": run})
+        site.profiles.mkdir()
+        result, text = page(site, bundle="bundles/customers", input=pasted)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result["ok"], result
+    assert result["outputs"]["label"]["data"] == [str(v) for v in want["label"]]
+    np.testing.assert_allclose(np.reshape(result["outputs"]["probabilities"]["data"], want["probabilities"].shape),
+                               want["probabilities"], atol=1e-5)
+

@@ -159,7 +159,49 @@
     return { dtype: input.dtype, shape: [lines.length, ...dims], data };
   }
 
+  function isMixed() {
+    const pre = state.manifest.preprocessing;
+    return Boolean(pre && pre.kind === 'categorical');
+  }
+
+  // Pasted rows of a bundle with numeric and categorical columns (two raw inputs): a header line names
+  // the columns (any order, extras ignored); without one, the numeric columns then the categorical ones,
+  // in manifest order. Categories are text, trimmed of the spaces around them (unseen ones go to the
+  // model's OOV bucket).
+  function parseMixedRows(text) {
+    const pre = state.manifest.preprocessing;
+    const num = pre.feature_names || [];
+    const cat = pre.categorical_names || [];
+    const all = [...num, ...cat];
+    let lines = text.split(/\r?\n/).filter((l) => l.trim() !== '');
+    if (!lines.length) throw new InputError(`paste a row of ${all.length} values: ${all.join(', ')}`);
+    const split = (l) => l.split(/[,\t]/);
+    let order = null;
+    const head = split(lines[0]).map((h) => h.trim());
+    if (all.every((n) => head.includes(n))) {
+      order = all.map((n) => head.indexOf(n));
+      lines = lines.slice(1);
+      if (!lines.length) throw new InputError('the header has no data row below it');
+    }
+    const features = new Float32Array(lines.length * num.length);
+    const categories = [];
+    lines.forEach((line, r) => {
+      const fields = split(line);
+      const where = lines.length > 1 ? `row ${r + 1}` : 'the row';
+      if (!order && fields.length !== all.length) {
+        throw new InputError(`${where} has ${fields.length} values; expected ${all.length} (${all.join(', ')})`);
+      }
+      const pick = order ? order.map((i) => fields[i] || '') : fields;
+      num.forEach((n, j) => { features[r * num.length + j] = number(pick[j], `${where}, ${n}`); });
+      cat.forEach((n, j) => categories.push(pick[num.length + j].trim()));  // typed: ', ' separates
+    });
+    const feeds = { categories: { dtype: 'str', shape: [lines.length, cat.length], data: categories } };
+    if (num.length) feeds.features = { dtype: 'float32', shape: [lines.length, num.length], data: features };
+    return feeds;
+  }
+
   function feedsFromText(text) {
+    if (isMixed()) return parseMixedRows(text);
     const input = rawInput();
     if (input.dtype === 'str') return { [input.name]: { dtype: 'str', shape: [1], data: [text] } };
     return { [input.name]: parseRows(text, input) };
@@ -254,7 +296,14 @@
     b.textContent = m.name;
     box.append('Model: ', b, ` — ${kind}${labels}`, document.createElement('br'), `File: ${p.file}${kb}`);
     const input = rawInput();
-    if (input.dtype === 'str') {
+    if (isMixed()) {
+      const pre = m.preprocessing;
+      const all = [...(pre.feature_names || []), ...(pre.categorical_names || [])];
+      $('input-label').textContent = 'A CSV row';
+      $('input').placeholder = `Paste ${all.length} comma-separated values`;
+      $('hint').textContent = `${all.length} values in this order: ${all.join(', ')} (the last `
+        + `${(pre.categorical_names || []).length} are categories). Or paste a header line and rows.`;
+    } else if (input.dtype === 'str') {
       $('input-label').textContent = 'Your text';
       $('input').placeholder = 'Type a review, e.g. “The acting was great but the plot was not.”';
       $('hint').textContent = 'The text is tokenized inside the model file, exactly as in training.';
@@ -281,6 +330,12 @@
   }
 
   function exampleText() {
+    if (isMixed()) {
+      const f = state.golden.inputs.features;
+      const c = state.golden.inputs.categories;
+      const nf = f ? f.shape[1] : 0;
+      return [...(f ? f.data.slice(0, nf).map(shortFloat32) : []), ...c.data.slice(0, c.shape[1])].join(', ');
+    }
     const entry = state.golden.inputs[rawInput().name];
     if (!entry) return '';
     if (entry.dtype === 'str') return entry.data[0];

@@ -32,6 +32,7 @@ from seqdeploy.manifest import (
     BundleFile,
     Manifest,
     PortableGraph,
+    RuntimeSettings,
     TensorInfo,
     Verification,
     _opt_float,
@@ -170,6 +171,47 @@ def _remove_stale_portables(run_dir: Path, artifacts: Sequence[Artifact]) -> Non
             p.unlink(missing_ok=True)
 
 
+#: a larger thread count is recorded only when its p50 is below this fraction of the smaller count's
+MORE_THREADS_MARGIN = 0.9
+
+
+def measured_settings(run_dir: Path, deployed_file: str) -> RuntimeSettings | None:
+    """The thread count with the lowest p50 per batch size for the deployed runner in ``bench.json``.
+
+    Only a benchmark of the deployed artifact counts (by its runner's artifact path, and not older than the
+    file), and only when more than one thread count was measured.
+    """
+    bench = run_dir / "bench.json"
+    if not bench.is_file():
+        return None
+    try:
+        b = json.loads(bench.read_text(encoding="utf-8"))
+        runners = {r["name"]: r for r in b.get("runners", []) if r.get("deployed")}
+        measured: dict[int, dict[int, float]] = {}
+        for r in b.get("results", []):
+            runner = runners.get(r.get("runner"))
+            if runner is None or r.get("status") != "ok" or Path(str(runner.get("artifact"))).name != deployed_file:
+                continue
+            measured.setdefault(int(r["batch"]), {})[int(r["threads"])] = float(r["latency"]["p50_us"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # an unreadable or older bench.json: no recommendation
+    if not measured or len({t for by in measured.values() for t in by}) < 2:
+        return None
+    best: dict[int, tuple[float, int]] = {}
+    for batch, by_threads in measured.items():
+        fewest = min(by_threads)
+        choice = (by_threads[fewest], fewest)
+        for threads, p50 in sorted(by_threads.items()):
+            # more threads only when clearly faster: a noise-level win costs a core in the host application
+            if threads > choice[1] and p50 < MORE_THREADS_MARGIN * choice[0]:
+                choice = (p50, threads)
+        best[batch] = choice
+    if (run_dir / deployed_file).stat().st_mtime > bench.stat().st_mtime:
+        return None  # the artifact was written after it was measured
+    return RuntimeSettings(tuple(sorted((bt, t) for bt, (_, t) in best.items())),
+                           tuple(sorted((bt, round(p, 2)) for bt, (p, _) in best.items())))
+
+
 def refresh_bundle_manifest(run_dir: str | os.PathLike) -> Manifest | None:
     """Rewrite ``manifest.json`` when ``run_dir`` is a bundle (has ``train.json`` and ``model.onnx``).
 
@@ -252,6 +294,7 @@ def write_bundle_manifest(run_dir: str | os.PathLike) -> Manifest:
 
     _remove_stale_portables(run_dir, artifacts)
     deploy_art = next(a for a in artifacts if a.file == deploy)
+    runtime_settings = measured_settings(run_dir, deploy_art.file)
     labels = train.get("labels")
     manifest = Manifest(
         schema_version=SCHEMA_VERSION,
@@ -266,7 +309,7 @@ def write_bundle_manifest(run_dir: str | os.PathLike) -> Manifest:
                              else _ORT_FLOOR), key=version_tuple),
         contrib_ops=tuple(sorted(set(deploy_art.contrib_ops) | set(deploy_art.portable.contrib_ops
                                                                    if deploy_art.portable else ()))),
-        verification=verification, files=tuple(files),
+        verification=verification, files=tuple(files), runtime_settings=runtime_settings,
     )
     # Round-trip through the validator so that a manifest we write is one we can load.
     manifest_from_dict(json.loads(json.dumps(_to_json(manifest))))

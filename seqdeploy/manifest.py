@@ -116,6 +116,28 @@ class Verification:
 
 
 @dataclass(frozen=True)
+class RuntimeSettings:
+    """onnxruntime settings measured best for the deployed artifact, per batch size (from ``bench.json``).
+
+    ``threads`` maps a measured batch size to the intra-op thread count with the lowest p50 latency of the
+    deployed runner. :class:`seqdeploy.runtime.Predictor` uses :meth:`threads_for` (the per-call regime,
+    batch 1, unless told otherwise) when no thread count is given.
+    """
+
+    threads: tuple[tuple[int, int], ...]  # (batch size, threads), ascending batch
+    p50_us: tuple[tuple[int, float], ...] = ()  # (batch size, the best p50) for reference
+    source: str = "bench.json"
+
+    def threads_for(self, batch: int = 1) -> int:
+        """The measured best thread count for the nearest measured batch size at or below ``batch``."""
+        best = self.threads[0][1]
+        for b, t in self.threads:
+            if b <= batch:
+                best = t
+        return best
+
+
+@dataclass(frozen=True)
 class Manifest:
     """The parsed, validated ``manifest.json`` of a bundle.
 
@@ -139,6 +161,7 @@ class Manifest:
     verification: Verification | None
     files: tuple[BundleFile, ...] = ()
     producer: str = f"seqdeploy {__version__}"
+    runtime_settings: RuntimeSettings | None = None
 
     @property
     def deployment(self) -> Artifact:
@@ -340,7 +363,26 @@ def manifest_from_dict(d: Any) -> Manifest:
         artifacts=artifacts, deployment_artifact=deploy,
         min_onnxruntime=str(d.get("min_onnxruntime") or _ORT_FLOOR), contrib_ops=tuple(contrib),
         verification=verification, files=tuple(files), producer=str(d.get("producer", "")),
+        runtime_settings=_parse_runtime_settings(d.get("runtime_settings")),
     )
+
+
+def _parse_runtime_settings(d: Any) -> RuntimeSettings | None:
+    if d is None:
+        return None
+    where = "runtime_settings"
+    if not isinstance(d, Mapping):
+        raise _err(where, f"{d!r} (expected an object or null)")
+    pairs = d.get("threads")
+    ok = isinstance(pairs, (list, tuple)) and pairs and all(
+        isinstance(p, (list, tuple)) and len(p) == 2 and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1
+                                                              for v in p) for p in pairs)
+    if not ok:
+        raise _err(where, f"threads = {pairs!r} (expected a non-empty list of [batch size, threads] pairs >= 1)")
+    p50 = d.get("p50_us") or ()
+    return RuntimeSettings(tuple(sorted((int(b), int(t)) for b, t in pairs)),
+                           tuple((int(b), float(v)) for b, v in p50 if isinstance(v, (int, float))),
+                           str(d.get("source", "bench.json")))
 
 
 def _opt_float(v: Any) -> float | None:

@@ -41,7 +41,7 @@ class PipelineOptions:
     quantize_rounds: int = 7
     bench_batches: tuple[int, ...] = (1, 64)
     bench_duration: float = 1.0
-    bench_threads: tuple[int, ...] = (1,)
+    bench_threads: tuple[int, ...] = (1, 2)  # both measured: the bundle records the faster per batch size
     bench_vs: tuple[str, ...] = ("keras", "tflite")
 
 

@@ -200,12 +200,17 @@ class Predictor:
         instead of the portable graph (for comparisons). Raises :class:`BundleError` /
         :class:`IntegrityError` before any session exists if the manifest or a file is wrong.
 
+        Without ``threads``, the deployed artifact uses the thread count the bundle's benchmark measured
+        fastest at batch 1 (``manifest.runtime_settings``), else one thread.
+
         >>> p = Predictor.from_bundle("runs/breast_cancer_mlp", artifact="float32")  # doctest: +SKIP
         """
         if graph not in ("portable", "model-ready"):
             raise InputValidationError(f"graph = {graph!r} (expected 'portable' or 'model-ready')")
         manifest = load_manifest(path)
         art: Artifact = manifest.deployment if artifact is None else manifest.artifact(artifact)
+        if threads is None and manifest.runtime_settings is not None and art.file == manifest.deployment_artifact:
+            threads = manifest.runtime_settings.threads_for(1)  # measured best for per-call latency
         root = Path(path) if Path(path).is_dir() else Path(path).parent
         for need in (art.min_onnxruntime, art.portable.min_onnxruntime if art.portable else art.min_onnxruntime):
             if version_tuple(ort.__version__) < version_tuple(need):

@@ -62,6 +62,10 @@ def _render(result) -> None:
                 t.add_row(a.portable.file, "portable", a.precision, f"{a.portable.size:,}", str(a.opset),
                           a.portable.sha256[:12], deployed)
         console.print(t)
+        if m.runtime_settings is not None:
+            rs = m.runtime_settings
+            console.print("measured best threads (deployed artifact, p50): " + ", ".join(
+                f"batch {b}: {t}" for b, t in rs.threads) + f"  [{rs.source}]; Predictor uses batch 1's")
         if m.portable is not None:
             sig = lambda ts: ", ".join(f"{x.name} {x.dtype}{_shape(x.shape)}" for x in ts)  # noqa: E731
             console.print(f"deployment graph {m.portable.file}: raw inputs {sig(m.portable.inputs)} -> "

@@ -19,7 +19,6 @@ import argparse
 import contextlib
 import io
 import json
-import platform
 import statistics
 import sys
 import time
@@ -30,27 +29,16 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from predictor_overhead import LAYERS, mlp_weights, tflite_runner  # noqa: E402
+from predictor_overhead import mlp_model, tflite_runner  # noqa: E402
+
+from seqdeploy.doctor import cpu_model_name  # noqa: E402
 
 SHIP_RATIO = 1.3
 
 
 def mlp_bytes() -> bytes:
-    """The 30-16-8-1 MLP (same weights as benchmarks/predictor_overhead.py) as ONNX bytes."""
-    from onnx import TensorProto, helper, numpy_helper
-
-    nodes, inits, x = [], [], "features"
-    for i, ((w, b), (_, _, act)) in enumerate(zip(mlp_weights(), LAYERS)):
-        inits += [numpy_helper.from_array(w, f"W{i}"), numpy_helper.from_array(b, f"b{i}")]
-        nodes += [helper.make_node("MatMul", [x, f"W{i}"], [f"mm{i}"]),
-                  helper.make_node("Add", [f"mm{i}", f"b{i}"], [f"z{i}"]),
-                  helper.make_node(act, [f"z{i}"], [f"a{i}"])]
-        x = f"a{i}"
-    g = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", 30])],
-                          [helper.make_tensor_value_info(x, TensorProto.FLOAT, ["batch", 1])], inits)
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
-    m.ir_version = 8
-    return m.SerializeToString()
+    """The 30-16-8-1 MLP of benchmarks/predictor_overhead.py as ONNX bytes."""
+    return mlp_model().SerializeToString()
 
 
 def identity_bytes() -> bytes:
@@ -74,16 +62,6 @@ def rss_mb() -> float:
         import resource
 
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def time_interleaved(runners: dict[str, Callable[[], Any]], rounds: int, calls: int) -> dict[str, list[float]]:
@@ -224,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     rss1 = rss_mb()
     report: dict[str, Any] = {
         "rss_mb_loading_c_library": round(rss1 - rss0, 1),
-        "cpu": cpu_name(), "onnxruntime": ort.__version__, "c_library": Path(lib.path).name,
+        "cpu": cpu_model_name(), "onnxruntime": ort.__version__, "c_library": Path(lib.path).name,
         "ort_api_version": lib.api_version, "numpy": np.__version__, "python": sys.version.split()[0],
         "rounds": args.rounds, "calls": args.calls, "results": {}}
     base = "FastSession iobinding (today's default)"

@@ -88,11 +88,10 @@ def main() -> None:
     ap.add_argument("--calls", type=int, default=20, help="calls per runner per round (batch 32: a quarter)")
     args = ap.parse_args()
 
-    from seqdeploy.doctor import read_cpuinfo
+    from seqdeploy.doctor import cpu_model_name
     from seqdeploy.export import convert_model, op_counts
 
-    cpu = next((ln.split(":", 1)[1].strip() for ln in (read_cpuinfo() or "").splitlines()
-                if ln.startswith("model name")), "unknown CPU")
+    cpu = cpu_model_name()
     print(f"CPU: {cpu}; onnxruntime 1 thread; median of {args.rounds} interleaved rounds")
 
     rng = np.random.default_rng(0)

@@ -41,12 +41,9 @@ def mlp_weights() -> list[tuple[np.ndarray, np.ndarray]]:
             for n_in, n_out, _ in LAYERS]
 
 
-def build_mlp_bundle(root: Path) -> Path:
-    """A bundle directory with a 30-16-8-1 MLP (onnx.helper) and a standardize record."""
-    import onnx
+def mlp_model():
+    """The 30-16-8-1 MLP (:func:`mlp_weights`) as an ``onnx.ModelProto``."""
     from onnx import TensorProto, helper, numpy_helper
-
-    from seqdeploy.bundle import write_bundle_manifest
 
     nodes, inits, x = [], [], "features"
     for i, ((w, b), (_, _, act)) in enumerate(zip(mlp_weights(), LAYERS)):
@@ -59,6 +56,16 @@ def build_mlp_bundle(root: Path) -> Path:
                               [helper.make_tensor_value_info(x, TensorProto.FLOAT, ["batch", 1])], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
+    return model
+
+
+def build_mlp_bundle(root: Path) -> Path:
+    """A bundle directory with a 30-16-8-1 MLP (onnx.helper) and a standardize record."""
+    import onnx
+
+    from seqdeploy.bundle import write_bundle_manifest
+
+    model = mlp_model()
     run = root / "mlp"
     run.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(run / "model.onnx"))

@@ -154,7 +154,9 @@ def main(argv: list[str] | None = None) -> None:
                       file=sys.stderr, flush=True)
     finally:
         ray.shutdown()
-    info = {"cpu": _cpu(), "cores": os.cpu_count(), "python": platform.python_version(),
+    from seqdeploy.doctor import cpu_model_name
+
+    info = {"cpu": cpu_model_name(), "cores": os.cpu_count(), "python": platform.python_version(),
             "ray": ray.__version__, "ray_start_s": round(ray_start, 2), "rows": args.rows,
             "probe_rows": args.probe_rows, "results": results}
     (WORK.parent / "ray_scoring.json").write_text(json.dumps(info, indent=2) + "\n")
@@ -167,16 +169,6 @@ def main(argv: list[str] | None = None) -> None:
         fixed = f"{r['fixed_s']:.1f}" if r["fixed_s"] is not None else "-"
         print(f"| {r['engine']} | {r['input']} | {r['full']['seconds']:.2f} | {r['rows_per_s']:,.0f} | {steady} "
               f"| {fixed} |")
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 if __name__ == "__main__":

@@ -69,6 +69,15 @@ def read_cpuinfo() -> str | None:
         return None
 
 
+def cpu_model_name(cpuinfo: str | None = None) -> str:
+    """The CPU's model name from ``/proc/cpuinfo`` (what benchmark reports print), else the platform's word."""
+    text = read_cpuinfo() if cpuinfo is None else cpuinfo
+    for line in (text or "").splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
 def cpu_flag_set(cpuinfo: str) -> frozenset[str]:
     """The CPU's feature flags: the first ``flags`` (x86) or ``Features`` (ARM) line of cpuinfo text.
 

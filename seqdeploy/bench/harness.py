@@ -77,14 +77,11 @@ def parse_vs(text: str | Sequence[str] | None) -> tuple[str, ...] | None:
 
 def cpu_info() -> dict[str, Any]:
     """CPU model, core count and the SIMD flags that matter for int8 (from /proc/cpuinfo)."""
-    from seqdeploy.doctor import cpu_flag_set, read_cpuinfo
+    from seqdeploy.doctor import cpu_flag_set, cpu_model_name, read_cpuinfo
 
     text = read_cpuinfo() or ""
     flags = cpu_flag_set(text)
-    model = platform.processor() or platform.machine()
-    for line in text.splitlines():
-        if line.startswith("model name"):
-            model = line.split(":", 1)[1].strip()
+    model = cpu_model_name(text)
     wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16")
     return {"model": model, "logical_cores": os.cpu_count(), "flags": {f: f in flags for f in wanted}}
 

@@ -171,45 +171,22 @@ def _remove_stale_portables(run_dir: Path, artifacts: Sequence[Artifact]) -> Non
             p.unlink(missing_ok=True)
 
 
-#: a larger thread count is recorded only when its p50 is below this fraction of the smaller count's
-MORE_THREADS_MARGIN = 0.9
-
-
 def measured_settings(run_dir: Path, deployed_file: str) -> RuntimeSettings | None:
-    """The thread count with the lowest p50 per batch size for the deployed runner in ``bench.json``.
+    """The session settings :func:`seqdeploy.tune.tune_bundle` chose per batch size for the deployed artifact
+    (``tune.json``), while the artifact's sha256 matches the tuned one; else None (the runtime's defaults)."""
+    from seqdeploy.tune import TUNE_FILE, read_choices
 
-    Only a benchmark of the deployed artifact counts (by its runner's artifact path, and not older than the
-    file), and only when more than one thread count was measured.
-    """
-    bench = run_dir / "bench.json"
-    if not bench.is_file():
+    got = read_choices(run_dir, deployed_file)
+    if got is None:
         return None
-    try:
-        b = json.loads(bench.read_text(encoding="utf-8"))
-        runners = {r["name"]: r for r in b.get("runners", []) if r.get("deployed")}
-        measured: dict[int, dict[int, float]] = {}
-        for r in b.get("results", []):
-            runner = runners.get(r.get("runner"))
-            if runner is None or r.get("status") != "ok" or Path(str(runner.get("artifact"))).name != deployed_file:
-                continue
-            measured.setdefault(int(r["batch"]), {})[int(r["threads"])] = float(r["latency"]["p50_us"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None  # an unreadable or older bench.json: no recommendation
-    if not measured or len({t for by in measured.values() for t in by}) < 2:
-        return None
-    best: dict[int, tuple[float, int]] = {}
-    for batch, by_threads in measured.items():
-        fewest = min(by_threads)
-        choice = (by_threads[fewest], fewest)
-        for threads, p50 in sorted(by_threads.items()):
-            # more threads only when clearly faster: a noise-level win costs a core in the host application
-            if threads > choice[1] and p50 < MORE_THREADS_MARGIN * choice[0]:
-                choice = (p50, threads)
-        best[batch] = choice
-    if (run_dir / deployed_file).stat().st_mtime > bench.stat().st_mtime:
-        return None  # the artifact was written after it was measured
-    return RuntimeSettings(tuple(sorted((bt, t) for bt, (_, t) in best.items())),
-                           tuple(sorted((bt, round(p, 2)) for bt, (p, _) in best.items())))
+    choices, _ = got
+    return RuntimeSettings(
+        threads=tuple((c.batch, c.settings.threads) for c in choices),
+        p50_us=tuple((c.batch, round(c.p50_us, 2)) for c in choices),
+        source=TUNE_FILE,
+        sessions=tuple((c.batch, c.settings) for c in choices),
+        plain_best_p50_us=tuple((c.batch, round(c.plain_best_p50_us, 2)) for c in choices),
+    )
 
 
 def refresh_bundle_manifest(run_dir: str | os.PathLike) -> Manifest | None:

@@ -106,7 +106,7 @@ def _register_commands() -> None:
     import importlib
     import importlib.util
 
-    for name in ("train", "export", "verify", "quantize", "bench", "predict", "inspect", "pipeline", "doctor", "serve"):
+    for name in ("train", "export", "verify", "quantize", "tune", "bench", "predict", "inspect", "pipeline", "doctor", "serve"):
         if importlib.util.find_spec(f"seqdeploy.commands.{name}") is not None:
             importlib.import_module(f"seqdeploy.commands.{name}")
 

@@ -20,7 +20,7 @@ def main() -> None:
             raise
         sys.stderr.write(f"seqdeploy: the command line needs the 'cli' extra ({exc.name} is not installed); "
                          f"install it with: pip install 'seqdeploy[cli]' (predict, inspect, serve) or "
-                         f"'seqdeploy[toolchain]' (train, export, verify, quantize, bench)\n")
+                         f"'seqdeploy[toolchain]' (train, export, verify, quantize, tune, bench)\n")
         raise SystemExit(2) from None
     cli_main()
 

@@ -17,6 +17,9 @@ Schema history (``schema_version``):
 1. first version.
 2. each artifact may carry ``portable``: its portable deployment graph (raw inputs ->
    answers; file, sha256, size, inputs, outputs). Version 1 manifests still load.
+   Optional additions within version 2 (older readers ignore them): ``runtime_settings``
+   (measured thread counts per batch size), then its ``sessions`` (the full chosen
+   :class:`~seqdeploy.ort_options.SessionSettings` per batch size) and ``plain_best_p50_us``.
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ from typing import Any, Mapping, Union
 
 from seqdeploy import __version__
 from seqdeploy.atomic import sha256_file
-from seqdeploy.errors import BundleError, InputFileNotFound, IntegrityError
+from seqdeploy.errors import BundleError, InputFileNotFound, InputValidationError, IntegrityError
+from seqdeploy.ort_options import SessionSettings
 from seqdeploy.preprocess import (  # noqa: F401  (re-exported: the kinds are part of the manifest's schema)
     NoPreprocessing,
     Preprocessing,
@@ -117,24 +121,35 @@ class Verification:
 
 @dataclass(frozen=True)
 class RuntimeSettings:
-    """onnxruntime settings measured best for the deployed artifact, per batch size (from ``bench.json``).
+    """onnxruntime settings measured best for the deployed artifact, per batch size (from ``tune.json``,
+    written by :func:`seqdeploy.tune.tune_bundle`).
 
-    ``threads`` maps a measured batch size to the intra-op thread count with the lowest p50 latency of the
-    deployed runner. :class:`seqdeploy.runtime.Predictor` uses :meth:`threads_for` (the per-call regime,
-    batch 1, unless told otherwise) when no thread count is given.
+    ``sessions`` maps a measured batch size to the :class:`~seqdeploy.ort_options.SessionSettings`
+    (threads, spinning, graph optimisation) with the lowest p50 latency of the deployed per-call path;
+    :class:`seqdeploy.runtime.Predictor` uses :meth:`for_batch` (the per-call regime, batch 1, unless told
+    otherwise). ``threads`` repeats the thread counts for readers of schema 2 manifests written before
+    ``sessions`` existed. ``p50_us`` is the chosen configuration's p50, ``plain_best_p50_us`` the best
+    plain ``session.run`` p50 over every configuration measured (the deployed choice must not be slower).
     """
 
     threads: tuple[tuple[int, int], ...]  # (batch size, threads), ascending batch
-    p50_us: tuple[tuple[int, float], ...] = ()  # (batch size, the best p50) for reference
-    source: str = "bench.json"
+    p50_us: tuple[tuple[int, float], ...] = ()  # (batch size, the chosen configuration's p50)
+    source: str = "tune.json"
+    sessions: tuple[tuple[int, SessionSettings], ...] = ()  # (batch size, chosen settings), ascending batch
+    plain_best_p50_us: tuple[tuple[int, float], ...] = ()
+
+    def for_batch(self, batch: int = 1) -> SessionSettings:
+        """The chosen settings for the nearest measured batch size at or below ``batch`` (else the smallest)."""
+        chosen = dict(self.sessions) if self.sessions else {b: SessionSettings(threads=t) for b, t in self.threads}
+        best = chosen[min(chosen)]
+        for b in sorted(chosen):
+            if b <= batch:
+                best = chosen[b]
+        return best
 
     def threads_for(self, batch: int = 1) -> int:
         """The measured best thread count for the nearest measured batch size at or below ``batch``."""
-        best = self.threads[0][1]
-        for b, t in self.threads:
-            if b <= batch:
-                best = t
-        return best
+        return self.for_batch(batch).threads
 
 
 @dataclass(frozen=True)
@@ -379,10 +394,21 @@ def _parse_runtime_settings(d: Any) -> RuntimeSettings | None:
                                                               for v in p) for p in pairs)
     if not ok:
         raise _err(where, f"threads = {pairs!r} (expected a non-empty list of [batch size, threads] pairs >= 1)")
-    p50 = d.get("p50_us") or ()
-    return RuntimeSettings(tuple(sorted((int(b), int(t)) for b, t in pairs)),
-                           tuple((int(b), float(v)) for b, v in p50 if isinstance(v, (int, float))),
-                           str(d.get("source", "bench.json")))
+    sessions = []
+    for i, item in enumerate(d.get("sessions") or ()):
+        if not (isinstance(item, (list, tuple)) and len(item) == 2 and isinstance(item[0], int)):
+            raise _err(where, f"sessions[{i}] = {item!r} (expected [batch size, settings object])")
+        try:
+            sessions.append((int(item[0]), SessionSettings.from_record(item[1], f"sessions[{i}]")))
+        except InputValidationError as exc:
+            raise _err(where, str(exc)) from None
+
+    def numbers(key: str) -> tuple[tuple[int, float], ...]:
+        return tuple((int(b), float(v)) for b, v in d.get(key) or () if isinstance(v, (int, float)))
+
+    return RuntimeSettings(tuple(sorted((int(b), int(t)) for b, t in pairs)), numbers("p50_us"),
+                           str(d.get("source", "bench.json")), tuple(sorted(sessions, key=lambda x: x[0])),
+                           numbers("plain_best_p50_us"))
 
 
 def _opt_float(v: Any) -> float | None:

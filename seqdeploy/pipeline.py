@@ -41,7 +41,9 @@ class PipelineOptions:
     quantize_rounds: int = 7
     bench_batches: tuple[int, ...] = (1, 64)
     bench_duration: float = 1.0
-    bench_threads: tuple[int, ...] = (1, 2)  # both measured: the bundle records the faster per batch size
+    bench_threads: tuple[int, ...] = (1,)
+    tune_batches: tuple[int, ...] = (1, 64)
+    tune_duration: float = 1.0  # seconds per batch size, split between the candidate configurations
     bench_vs: tuple[str, ...] = ("keras", "tflite")
 
 
@@ -91,7 +93,7 @@ def parse_stages(text: str | Sequence[str] | None) -> tuple[str, ...]:
 def run_pipeline(spec_path: str | Path, *, out: str | Path | None = None, stages: Sequence[str] | str | None = None,
                  force: bool = False, options: PipelineOptions = PipelineOptions(),
                  on_event: EventCallback | None = None) -> PipelineResult:
-    """Run train -> export -> verify -> quantize -> bench and write the bundle (manifest + report).
+    """Run train -> export -> verify -> quantize -> tune -> bench and write the bundle (manifest + report).
 
     Raises :class:`seqdeploy.errors.CheckFailed` when verify fails (the stages
     after it do not run); a quantize gate that keeps float32 is a result, not a failure.
@@ -193,6 +195,28 @@ def _run_bench(spec, run_dir: Path, options: PipelineOptions, emit: EventCallbac
     return ["bench.json", "bench.md", "bench.png"]
 
 
+def _run_tune(spec, run_dir: Path, options: PipelineOptions, emit: EventCallback) -> list[str]:
+    from seqdeploy.tune import TUNE_FILE, tune_bundle
+
+    tune_bundle(run_dir, batches=options.tune_batches, duration_s=options.tune_duration,
+                progress=lambda msg: emit(PipelineEvent("message", "tune", msg)))
+    return [TUNE_FILE, "manifest.json"]
+
+
+def _tune_summary(run_dir: Path) -> dict:
+    d = read_json_or_empty(run_dir / "tune.json")
+    return {f"batch {c['batch']}": _describe_settings(c["settings"]) for c in d.get("choices", [])} if d else {}
+
+
+def _describe_settings(record: dict) -> str:
+    from seqdeploy.ort_options import SessionSettings
+
+    try:
+        return SessionSettings.from_record(record).describe()
+    except ValueError:
+        return str(record)
+
+
 def _train_key(spec, run_dir: Path) -> bytes:
     from seqdeploy.data import load_spec_splits
 
@@ -239,6 +263,8 @@ PIPELINE: tuple[Stage, ...] = (
           inputs=("model.keras", "model.onnx")),
     Stage("quantize", _run_quantize, _quantize_summary, inputs=("model.onnx", "train.json"),
           options=("quantize_mode", "max_metric_drop", "quantize_rounds")),
+    Stage("tune", _run_tune, _tune_summary, inputs=("model.onnx", "quantize.json"), extra_inputs=_bench_inputs,
+          options=("tune_batches", "tune_duration")),
     Stage("bench", _run_bench, lambda run_dir: bench_headline(run_dir),
           inputs=("model.keras", "model.onnx", "quantize.json"), extra_inputs=_bench_inputs,
           options=("bench_batches", "bench_threads", "bench_duration", "bench_vs")),

@@ -35,6 +35,7 @@ fallbacks and the optional C API path).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import threading
 import os
@@ -49,6 +50,7 @@ import onnxruntime as ort
 from seqdeploy import compat
 from seqdeploy.atomic import sha256_bytes
 from seqdeploy.errors import BundleError, InputValidationError, IntegrityError
+from seqdeploy.ort_options import SessionSettings, build_session_options
 from seqdeploy.fastpath import _ORT_TYPES, FAST_MAX_SHAPES, FastSession  # noqa: F401
 from seqdeploy.preprocess import Kind, NoPreprocessing, class_names, task_outputs
 from seqdeploy.preprocess import _fmt_shape, _numeric_array, _shape_ok, _short  # noqa: F401  (shared input checks)
@@ -74,8 +76,9 @@ _OrtInvalidArgument: type[BaseException] = next(
 # --------------------------------------------------------------------------- sessions
 
 
-def session_options(threads: int | None = None) -> ort.SessionOptions:
-    """The measured CPU defaults (see the module docstring) as ``SessionOptions``.
+def session_options(threads: int | None = None, settings: SessionSettings | None = None) -> ort.SessionOptions:
+    """The measured CPU defaults (see the module docstring), or a bundle's chosen ``settings``, as
+    ``SessionOptions``; ``threads`` overrides the thread count of either.
 
     >>> so = session_options()
     >>> so.intra_op_num_threads
@@ -83,25 +86,22 @@ def session_options(threads: int | None = None) -> ort.SessionOptions:
     """
     if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
         raise InputValidationError(f"threads = {threads!r} (expected an integer >= 1, or None for the default 1)")
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads or 1
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    so.add_session_config_entry("session.inter_op.allow_spinning", "0")
-    so.log_severity_level = 3  # errors only: no warnings on the host application's stderr
-    return so
+    chosen = settings or SessionSettings()
+    if threads is not None and threads != chosen.threads:
+        chosen = dataclasses.replace(chosen, threads=threads)
+    return build_session_options(chosen)
 
 
-def make_session(model: str | os.PathLike | bytes, threads: int | None = None) -> ort.InferenceSession:
+def make_session(model: str | os.PathLike | bytes, threads: int | None = None,
+                 settings: SessionSettings | None = None) -> ort.InferenceSession:
     """One CPU ``InferenceSession`` with :func:`session_options` (path or model bytes).
 
     >>> sess = make_session("runs/breast_cancer_mlp/model.onnx")  # doctest: +SKIP
     """
     src = model if isinstance(model, bytes) else str(model)
     try:
-        return ort.InferenceSession(src, sess_options=session_options(threads), providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(src, sess_options=session_options(threads, settings),
+                                    providers=["CPUExecutionProvider"])
     except _ORT_LOAD_ERRORS as exc:
         where = "model bytes" if isinstance(model, bytes) else str(model)
         raise BundleError(f"onnxruntime {ort.__version__} cannot load {where}: {str(exc).strip()[:400]}; "
@@ -121,6 +121,9 @@ class RuntimeInfo:
     #: the model-ready artifact with the recorded preprocessing replayed in numpy
     graph_file: str = ""
     graph: str = "model-ready"
+    #: the session settings in use: the bundle's measured choice (``manifest.runtime_settings``) or
+    #: the defaults, with any explicit ``threads`` / ``settings`` applied
+    settings: SessionSettings = SessionSettings()
 
 
 # --------------------------------------------------------------------------- predictor
@@ -147,8 +150,9 @@ class Predictor:
     """
 
     def __init__(self, manifest: Manifest, session: ort.InferenceSession, info: RuntimeInfo,
-                 model_ready: Callable[[], ort.InferenceSession] | None = None):
+                 model_ready: Callable[[], ort.InferenceSession] | None = None, fastpath: str | None = None):
         self.manifest = manifest
+        self._fastpath = fastpath
         self.info = info
         self.pre = manifest.preprocessing
         self._portable = info.graph == "portable"
@@ -164,12 +168,13 @@ class Predictor:
         task = manifest.task
         if self._portable:
             want = "prediction" if task == "regression" else "class_id"
-            self._fast_answer = FastSession(session, output_names=[want])
-            self._fast_proba = FastSession(session, output_names=["probabilities"]) if task != "regression" else None
+            self._fast_answer = FastSession(session, output_names=[want], fastpath=fastpath)
+            self._fast_proba = (FastSession(session, output_names=["probabilities"], fastpath=fastpath)
+                                if task != "regression" else None)
             self._fast = None
         else:
             self._fast_answer = self._fast_proba = None
-            self._fast = FastSession(session)
+            self._fast = FastSession(session, fastpath=fastpath)
         n_classes = _n_classes(manifest, session, outs, self._portable)
         self._labels = np.asarray(class_names(manifest.labels, n_classes)) if n_classes else None
         self._keep_ids = manifest.labels is None  # no names: predict() returns class ids as before
@@ -192,7 +197,8 @@ class Predictor:
 
     @classmethod
     def from_bundle(cls, path: str | os.PathLike, artifact: str | None = None,
-                    threads: int | None = None, graph: str = "portable") -> "Predictor":
+                    threads: int | None = None, graph: str = "portable",
+                    settings: SessionSettings | None = None, fastpath: str | None = None) -> "Predictor":
         """Load and check a bundle, then create a session for ``artifact`` (default: the deployment one).
 
         ``artifact`` is a file name, recipe or precision (``"model.onnx"``, ``"fp16"``);
@@ -200,8 +206,11 @@ class Predictor:
         instead of the portable graph (for comparisons). Raises :class:`BundleError` /
         :class:`IntegrityError` before any session exists if the manifest or a file is wrong.
 
-        Without ``threads``, the deployed artifact uses the thread count the bundle's benchmark measured
-        fastest at batch 1 (``manifest.runtime_settings``), else one thread.
+        Without ``settings``, the deployed artifact uses the session settings (threads, spinning, graph
+        optimisation) measured fastest at batch 1 for it (``manifest.runtime_settings``, written from
+        :func:`seqdeploy.tune.tune_bundle`), else the defaults; ``threads`` overrides the thread count.
+        ``fastpath`` picks the per-call path (:data:`seqdeploy.fastpath.FASTPATHS`; default: the
+        ``SEQDEPLOY_FASTPATH`` environment variable, else the measured default).
 
         >>> p = Predictor.from_bundle("runs/breast_cancer_mlp", artifact="float32")  # doctest: +SKIP
         """
@@ -209,8 +218,11 @@ class Predictor:
             raise InputValidationError(f"graph = {graph!r} (expected 'portable' or 'model-ready')")
         manifest = load_manifest(path)
         art: Artifact = manifest.deployment if artifact is None else manifest.artifact(artifact)
-        if threads is None and manifest.runtime_settings is not None and art.file == manifest.deployment_artifact:
-            threads = manifest.runtime_settings.threads_for(1)  # measured best for per-call latency
+        if settings is None and manifest.runtime_settings is not None and art.file == manifest.deployment_artifact:
+            settings = manifest.runtime_settings.for_batch(1)  # measured best for per-call latency
+        chosen = settings or SessionSettings()
+        if threads is not None:
+            chosen = dataclasses.replace(chosen, threads=threads)
         root = Path(path) if Path(path).is_dir() else Path(path).parent
         for need in (art.min_onnxruntime, art.portable.min_onnxruntime if art.portable else art.min_onnxruntime):
             if version_tuple(ort.__version__) < version_tuple(need):
@@ -223,7 +235,7 @@ class Predictor:
             if sha256_bytes(data) != sha256:  # the bytes we load are the bytes we checked
                 raise IntegrityError(f"{full} changed while loading (sha256 differs from the manifest); "
                                      f"copy the bundle again or rebuild it")
-            return make_session(data, threads)
+            return make_session(data, settings=chosen)
 
         def model_ready() -> ort.InferenceSession:
             session = load(art.file, art.sha256)
@@ -236,11 +248,12 @@ class Predictor:
 
         if art.portable is not None and graph == "portable":
             session = load(art.portable.file, art.portable.sha256)
-            info = RuntimeInfo(str(root), art.file, art.precision, threads or 1, ort.__version__,
-                               art.portable.file, "portable")
-            return cls(manifest, session, info, model_ready)
-        info = RuntimeInfo(str(root), art.file, art.precision, threads or 1, ort.__version__, art.file, "model-ready")
-        return cls(manifest, model_ready(), info)
+            info = RuntimeInfo(str(root), art.file, art.precision, chosen.threads, ort.__version__,
+                               art.portable.file, "portable", chosen)
+            return cls(manifest, session, info, model_ready, fastpath=fastpath)
+        info = RuntimeInfo(str(root), art.file, art.precision, chosen.threads, ort.__version__, art.file,
+                           "model-ready", chosen)
+        return cls(manifest, model_ready(), info, fastpath=fastpath)
 
     def __repr__(self) -> str:
         return (f"Predictor({self.manifest.name!r}, task={self.manifest.task!r}, artifact={self.info.artifact!r}, "
@@ -256,9 +269,17 @@ class Predictor:
                 if self._model_ready is None:
                     assert self._model_ready_factory is not None
                     sess = self._model_ready_factory()
-                    self._fast = FastSession(sess)
+                    self._fast = FastSession(sess, fastpath=self._fastpath)
                     self._model_ready = sess
         return self._model_ready
+
+    @property
+    def fast_session(self) -> FastSession:
+        """The model-ready session's per-call wrapper (what :meth:`run` calls; its ``path`` says which
+        fast path is in use and ``fallback_reason`` why it differs from the one asked for)."""
+        self.session  # noqa: B018 - creates it on first use
+        assert self._fast is not None
+        return self._fast
 
     @property
     def input_names(self) -> tuple[str, ...]:

@@ -266,6 +266,24 @@ def test_bench_on_a_bundle_times_no_portable_graph(tmp_path):
     assert "Predictor.run" in {ri.name: ri for ri in r.runners}["deployed:fp32"].notes[0]
 
 
+def test_deployed_fast_paths_are_timed_side_by_side(tmp_path):
+    """OrtSettings(deployed_fastpaths=...) adds the deployed artifact on each named per-call path (the zoo's
+    "fast path" column); each says which path it really used and returns the plain run's numbers."""
+    from test_manifest import build_bundle
+
+    run = build_bundle(tmp_path, "binary")
+    r = run_bench(run, batches=(1,), vs="none", rule=FAST,
+                  settings=bench.OrtSettings(deployed_fastpaths=("capi", "run")))
+    assert [ri.name for ri in r.runners] == ["ort:fp32", "deployed:fp32", "deployed-capi:fp32", "deployed-run:fp32"]
+    infos = {ri.name: ri for ri in r.runners}
+    assert "(iobinding fast path" in infos["deployed:fp32"].notes[0]
+    assert "(run fast path" in infos["deployed-run:fp32"].notes[0]
+    assert "capi" in infos["deployed-capi:fp32"].notes[0]  # "capi fast path", or the fallback and its reason
+    assert all(m.status == "ok" and m.max_abs_diff == 0.0 for m in r.results)
+    with pytest.raises(BenchError, match="deployed_fastpaths"):
+        bench.OrtSettings(deployed_fastpaths=("turbo",))
+
+
 def test_runner_families_are_a_registry(tiny, monkeypatch):
     from seqdeploy.bench import runners as reg
 

@@ -18,7 +18,7 @@ from seqdeploy.errors import UsageError
 from seqdeploy.pipeline import PipelineOptions, parse_stages, run_pipeline
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
-QUICK = PipelineOptions(epochs=1, quantize_rounds=3, bench_duration=0.05, bench_batches=(1, 8))
+QUICK = PipelineOptions(epochs=1, quantize_rounds=3, bench_duration=0.05, bench_batches=(1, 8), tune_duration=0.1)
 runner = CliRunner()
 
 
@@ -33,13 +33,15 @@ def test_every_spec_runs_the_whole_pipeline_and_its_bundle_loads(spec, tmp_path)
     from seqdeploy.runtime import Predictor
 
     opts = QUICK if spec == "breast_cancer_mlp" else PipelineOptions(
-        epochs=1, quantize_rounds=3, bench_duration=0.05, bench_batches=(1,), bench_vs=("keras",))
+        epochs=1, quantize_rounds=3, bench_duration=0.05, bench_batches=(1,), bench_vs=("keras",),
+        tune_duration=0.1, tune_batches=(1,))
     result = run_pipeline(MODELS / f"{spec}.toml", out=tmp_path / spec, options=opts)
-    assert [s.status for s in result.stages] == ["ran"] * 5
+    assert [s.status for s in result.stages] == ["ran"] * 6
     run = result.run_dir
-    for f in ("model.keras", "model.onnx", "verify.json", "golden.npz", "quantize.json", "bench.json",
+    for f in ("model.keras", "model.onnx", "verify.json", "golden.npz", "quantize.json", "tune.json", "bench.json",
               "manifest.json", "report.md", "pipeline.json"):
         assert (run / f).exists(), f
+    assert json.loads((run / "manifest.json").read_text())["runtime_settings"]["source"] == "tune.json"
     assert result.summary["verify"]["passed"] is True
     export = json.loads((run / "export.json").read_text())
     assert "Loop" not in export["op_counts"]
@@ -132,9 +134,9 @@ def test_second_run_skips_every_stage(seed_pipeline):
     assert res.exit_code == 0, res.output
     statuses = {s["name"]: s["status"] for s in json.loads(res.stdout)["stages"]}
     assert statuses == {"train": "skipped", "export": "skipped", "verify": "skipped",
-                        "quantize": "not requested", "bench": "not requested"}
+                        "quantize": "not requested", "tune": "not requested", "bench": "not requested"}
     result = run_pipeline(MODELS / "breast_cancer_mlp.toml", out=seed_pipeline, options=QUICK)
-    assert [s.status for s in result.stages] == ["skipped"] * 5
+    assert [s.status for s in result.stages] == ["skipped"] * 6
     assert result.seconds < 30
     assert sha256_file(seed_pipeline / "model.keras") == before["model.keras"]
 
@@ -192,7 +194,7 @@ def test_sigkill_during_export_resumes_without_retraining(tmp_path):
 
 @pytest.mark.parametrize("stage, victim", [("train", "model.keras"), ("export", "model.onnx"),
                                            ("verify", "verify.json"), ("quantize", "quantize.json"),
-                                           ("bench", "bench.json")])
+                                           ("tune", "tune.json"), ("bench", "bench.json")])
 def test_disk_full_keeps_the_previous_good_artifacts(seed_pipeline, tmp_path, monkeypatch, stage, victim):
     import shutil
 

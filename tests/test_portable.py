@@ -198,30 +198,3 @@ def test_library_stages_keep_the_bundle_in_step(trained_mlp_run, tmp_path):
     assert Predictor.from_bundle(run).info.graph == "portable"
 
 
-def _bench_json(run, rows, artifact="model.onnx"):
-    """A bench.json as seqdeploy bench writes it: the deployed runner's p50 per (batch, threads)."""
-    results = [{"runner": "deployed:fp32", "batch": b, "threads": t, "status": "ok", "latency": {"p50_us": p50}}
-               for b, t, p50 in rows]
-    results.append({"runner": "ort:fp32", "batch": 1, "threads": 4, "status": "ok", "latency": {"p50_us": 0.1}})
-    (run / "bench.json").write_text(json.dumps({
-        "runners": [{"name": "deployed:fp32", "deployed": True, "artifact": str(run / artifact)},
-                    {"name": "ort:fp32", "deployed": False, "artifact": str(run / artifact)}],
-        "results": results}))
-
-
-def test_measured_threads_are_recorded_and_used(tmp_path):
-    run = build_bundle(tmp_path, "binary")
-    _bench_json(run, [(1, 1, 5.0), (1, 2, 7.5), (64, 1, 40.0), (64, 2, 22.0)])
-    m = write_bundle_manifest(run)
-    assert m.runtime_settings is not None and m.runtime_settings.threads == ((1, 1), (64, 2))
-    assert m.runtime_settings.threads_for(1) == 1 and m.runtime_settings.threads_for(256) == 2
-    assert load_manifest(run).runtime_settings == m.runtime_settings  # round-trips through manifest.json
-    _bench_json(run, [(1, 1, 9.0), (1, 2, 8.5), (64, 1, 60.0), (64, 2, 30.0)])  # 8.5 vs 9.0: noise, one thread
-    assert write_bundle_manifest(run).runtime_settings.threads == ((1, 1), (64, 2))
-    _bench_json(run, [(1, 1, 9.0), (1, 2, 6.0)])  # two threads clearly faster at batch 1
-    write_bundle_manifest(run)
-    p = Predictor.from_bundle(run)
-    assert p.info.threads == 2 and p._graph_session.get_session_options().intra_op_num_threads == 2
-    assert Predictor.from_bundle(run, threads=1).info.threads == 1  # an explicit choice wins
-    _bench_json(run, [(1, 1, 9.0)])  # one thread count measured: nothing to choose from
-    assert write_bundle_manifest(run).runtime_settings is None

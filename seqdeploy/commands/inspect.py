@@ -64,8 +64,10 @@ def _render(result) -> None:
         console.print(t)
         if m.runtime_settings is not None:
             rs = m.runtime_settings
-            console.print("measured best threads (deployed artifact, p50): " + ", ".join(
-                f"batch {b}: {t}" for b, t in rs.threads) + f"  [{rs.source}]; Predictor uses batch 1's")
+            p50 = dict(rs.p50_us)
+            console.print("settings chosen for the deployed artifact (measured fastest, p50): " + "; ".join(
+                f"batch {b}: {rs.for_batch(b).describe()}" + (f" ({p50[b]:g} us)" if b in p50 else "")
+                for b, _ in rs.threads) + f" (from {rs.source}); Predictor uses batch 1's", soft_wrap=True)
         if m.portable is not None:
             sig = lambda ts: ", ".join(f"{x.name} {x.dtype}{_shape(x.shape)}" for x in ts)  # noqa: E731
             console.print(f"deployment graph {m.portable.file}: raw inputs {sig(m.portable.inputs)} -> "

@@ -59,7 +59,7 @@ def render_summary(result) -> None:
 def pipeline(
     spec: Path = typer.Argument(..., help="A .toml (or .py) spec, e.g. models/breast_cancer_mlp.toml."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run directory (default runs/<spec name>)."),
-    stages: Optional[str] = typer.Option(None, "--stages", help="Comma-separated subset of train,export,verify,quantize,bench."),
+    stages: Optional[str] = typer.Option(None, "--stages", help="Comma-separated subset of train,export,verify,quantize,tune,bench."),
     force: bool = typer.Option(False, "--force", help="Rerun stages even when their inputs did not change."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Override [fit] epochs."),
     max_metric_drop: float = typer.Option(0.01, "--max-metric-drop", help="Quantization accuracy budget."),

@@ -18,8 +18,7 @@ import numpy as np
 from seqdeploy.atomic import atomic_path
 from seqdeploy.bench.runners import BuildContext, Family, Reference, register
 from seqdeploy.errors import BenchError
-
-_GRAPH_LEVELS = ("disable", "basic", "extended", "layout", "all")
+from seqdeploy.ort_options import GRAPH_LEVELS, graph_level
 
 _ORT_DTYPES = {
     "tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16,
@@ -36,6 +35,8 @@ class OrtSettings:
     ``"iobinding"`` (inputs bound per call, outputs written into pre-allocated buffers, copied out).
     ``cache_dir`` keeps the optimized graph on disk (``optimized_model_filepath``) keyed by
     the model's sha256, ORT version and level; later sessions load it with optimizations off.
+    ``deployed_fastpaths`` adds a deployed runner per named per-call path of
+    :mod:`seqdeploy.fastpath` besides the default one (e.g. ``("capi",)`` gives ``deployed-capi:<precision>``).
 
     >>> OrtSettings().per_call, OrtSettings().graph_optimization
     ('run', 'all')
@@ -47,24 +48,21 @@ class OrtSettings:
     inter_op_threads: int = 1
     per_call: str = "run"
     cache_dir: str | None = None
+    deployed_fastpaths: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        if self.graph_optimization not in _GRAPH_LEVELS:
-            raise BenchError(f"graph_optimization = {self.graph_optimization!r} (expected one of {', '.join(_GRAPH_LEVELS)})")
+        from seqdeploy.fastpath import FASTPATHS
+
+        if self.graph_optimization not in GRAPH_LEVELS:
+            raise BenchError(f"graph_optimization = {self.graph_optimization!r} (expected one of {', '.join(GRAPH_LEVELS)})")
+        bad = [f for f in self.deployed_fastpaths if f not in FASTPATHS]
+        if bad:
+            raise BenchError(f"deployed_fastpaths = {list(self.deployed_fastpaths)} (expected names from "
+                             f"{', '.join(FASTPATHS)})")
         if self.execution_mode not in ("sequential", "parallel"):
             raise BenchError(f"execution_mode = {self.execution_mode!r} (expected 'sequential' or 'parallel')")
         if self.per_call not in ("iobinding", "run"):
             raise BenchError(f"per_call = {self.per_call!r} (expected 'iobinding' or 'run')")
-
-
-def _level(ort: Any, name: str) -> Any:
-    return {
-        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-        "layout": getattr(ort.GraphOptimizationLevel, "ORT_ENABLE_LAYOUT", ort.GraphOptimizationLevel.ORT_ENABLE_ALL),
-        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-    }[name]
 
 
 def ort_session_options(threads: int | None = None, settings: OrtSettings = OrtSettings()) -> Any:
@@ -87,7 +85,7 @@ def ort_session_options(threads: int | None = None, settings: OrtSettings = OrtS
             same = False
         if not same:  # onnxruntime warns on stderr when an entry is overwritten: only when it changes
             so.add_session_config_entry(key, spin)
-    so.graph_optimization_level = _level(ort, settings.graph_optimization)
+    so.graph_optimization_level = graph_level(ort, settings.graph_optimization)
     return so
 
 
@@ -113,7 +111,7 @@ def make_ort_session(path: str | os.PathLike, threads: int | None = None, settin
         try:
             return ort.InferenceSession(str(cached), so, providers=providers)
         except Exception:  # a stale or truncated cache entry: rebuild it below
-            so.graph_optimization_level = _level(ort, settings.graph_optimization)
+            so.graph_optimization_level = graph_level(ort, settings.graph_optimization)
     with atomic_path(cached) as tmp:
         so.optimized_model_filepath = str(tmp)
         sess = ort.InferenceSession(str(path), so, providers=providers)
@@ -264,9 +262,11 @@ class DeployedRunner(OrtRunner):
     family = "seqdeploy"
 
     def __init__(self, path: str | os.PathLike, precision: str = "fp32", *, bundle: str | os.PathLike | None = None,
-                 name: str | None = None):
-        super().__init__(path, precision, deployed=True, name=name or f"deployed:{precision}")
+                 name: str | None = None, fastpath: str | None = None):
+        default = f"deployed:{precision}" if fastpath is None else f"deployed-{fastpath}:{precision}"
+        super().__init__(path, precision, deployed=True, name=name or default)
         self.bundle = Path(bundle) if bundle is not None else None
+        self.fastpath = fastpath
         self._call: Callable[[Mapping[str, np.ndarray]], Any] | None = None
         self._as_list = False
         self.via: str | None = None
@@ -275,20 +275,23 @@ class DeployedRunner(OrtRunner):
         self.close()
         rt = importlib.import_module("seqdeploy.runtime")
         why = None
+        fast: Any = None
         if self.bundle is not None and (self.bundle / "manifest.json").is_file():
             try:
-                pred = rt.Predictor.from_bundle(self.bundle, artifact=self.path.name, threads=threads)
+                pred = rt.Predictor.from_bundle(self.bundle, artifact=self.path.name, threads=threads,
+                                                fastpath=self.fastpath)
             except Exception as exc:  # a stale or partial bundle: time the same path without it, and say so
                 why = f"Predictor.from_bundle failed ({type(exc).__name__}: {str(exc)[:200]})"
             else:
                 self._sess, self._call, self._as_list = pred.session, pred.run, False
-                self.via = "Predictor.run"
+                self.via, fast = "Predictor.run", pred.fast_session
         if self._call is None:
-            fs = rt.FastSession(rt.make_session(self.path, threads=threads))
+            fs = rt.FastSession(rt.make_session(self.path, threads=threads), fastpath=self.fastpath)
             self._sess, self._call, self._as_list = fs.session, fs.run, True
-            self.via = "FastSession.run"
-        note = (f"seqdeploy.runtime {self.via} per call (IOBinding fast path, make_session options): what users get"
-                + (f"; {why}" if why else ""))
+            self.via, fast = "FastSession.run", fs
+        used = fast.path + (f" (asked for {fast.requested}: {fast.fallback_reason})" if fast.fallback_reason else "")
+        note = (f"seqdeploy.runtime {self.via} per call ({used} fast path; the bundle's chosen session settings, "
+                f"threads as the column says): what users get" + (f"; {why}" if why else ""))
         if note not in self.notes:
             self.notes.append(note)
         self._describe()
@@ -321,10 +324,11 @@ def build(ctx: BuildContext) -> list[Any]:
         r.notes.append("plain InferenceSession.run(output_names, feeds) per call"
                        + (" on a seqdeploy.runtime.make_session session" if deployed else ""))
         runners.append(r)
-        if deployed:  # the same artifact through seqdeploy.runtime's per-call path
-            deployed_runner = DeployedRunner(path, precision, bundle=target.root)
+        if deployed:  # the same artifact through seqdeploy.runtime's per-call path(s)
+            deployed_runner = [DeployedRunner(path, precision, bundle=target.root)] + [
+                DeployedRunner(path, precision, bundle=target.root, fastpath=f) for f in ctx.settings.deployed_fastpaths]
     if deployed_runner is not None:
-        runners.insert(1, deployed_runner)
+        runners[1:1] = deployed_runner
     return runners
 
 

@@ -232,3 +232,52 @@ def test_strided_and_fortran_order_feeds_are_copied_into_the_bound_buffers(path)
     for feeds in variants * 2:
         assert_same(fs.run(feeds), sess.run(None, feeds))
     assert fs.path == path and len(fs._tls.slots) == 1
+
+
+@pytest.mark.parametrize("path", ("capi", "iobinding"))
+def test_one_input_one_output_calls_take_the_per_shape_closure(path):
+    sess = make_session(model_bytes("mlp"))
+    fs = FastSession(sess, fastpath=path)
+    x = sample_feeds("mlp", 8)["features"]
+    for feeds in ({"features": x[:1]}, {"features": x}, {"features": x[::2]}, {"features": np.asfortranarray(x)}) * 2:
+        assert_same(fs.run(feeds), sess.run(None, feeds))
+    closures = {k for k in vars(fs._tls) if isinstance(k, tuple)}  # one per input shape, in the thread's dict
+    assert sorted(closures) == [(1, 30), (4, 30), (8, 30)] and fs.path == path
+    a, b = fs.run({"features": x})[0], fs.run({"features": x})[0]
+    a[...] = 5.0  # the caller owns its result: no aliasing of the bound output buffer
+    assert not np.shares_memory(a, b)
+    assert_same(fs.run({"features": x}), sess.run(None, {"features": x}))
+    two = FastSession(make_session(model_bytes("two_inputs")), fastpath=path)
+    feeds = sample_feeds("two_inputs", 3)
+    for _ in range(3):
+        assert_same(two.run(feeds), two.session.run(None, feeds))
+    assert set(vars(two._tls)) == {"slots"} and len(two._tls.slots) == 1  # several inputs: the general path
+
+
+def test_a_failing_bound_run_turns_the_closures_of_every_thread_off():
+    from onnx import TensorProto, helper
+
+    g = helper.make_graph([helper.make_node("NonZero", ["x"], ["y"])], "nz",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.INT64, [2, "k"])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    fs = FastSession(make_session(m.SerializeToString()), fastpath="iobinding")
+    a, b = np.array([[1, 0, 0, 2]], np.float32), np.array([[1, 1, 1, 0]], np.float32)
+    used = []
+
+    def prime():
+        for _ in range(2):
+            fs.run({"x": a})
+        call = vars(fs._tls)[(1, 4)]
+        vars(fs._tls)[(1, 4)] = lambda x: used.append(1) or call(x)  # count later uses of this thread's closure
+        return threading.get_ident()
+
+    with ThreadPoolExecutor(1) as other:  # one worker thread: its buffers persist between submits
+        assert other.submit(prime).result() != threading.get_ident()
+        for _ in range(2):
+            fs.run({"x": a})
+        np.testing.assert_array_equal(fs.run({"x": b})[0], [[0, 0, 0], [0, 1, 2]])  # fails bound: plain answers
+        assert not fs.fast_enabled and fs.path == "run"
+        np.testing.assert_array_equal(other.submit(fs.run, {"x": a}).result()[0], [[0, 0], [0, 3]])
+    assert used == []  # the other thread's closure was not called after the failure

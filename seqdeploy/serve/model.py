@@ -102,7 +102,7 @@ class ServedModel:
         if sha256_bytes(data) != art.sha256:
             raise IntegrityError(f"{path} has sha256 {sha256_bytes(data)[:16]}... but the manifest expects "
                                  f"{art.sha256[:16]}... (the file was modified); copy the bundle again or rebuild it")
-        session = make_session(data, threads)
+        session = make_session(data, settings=predictor.info.settings)  # the bundle's chosen settings (+ threads)
         return cls(name or manifest.name, bundle, art.file, portable is not None, session, predictor)
 
     # ------------------------------------------------------------------ metadata

@@ -123,6 +123,25 @@ def test_model_ready_graph_when_the_manifest_has_no_portable_graph(tmp_path):
     cross_check(export, bundle)
 
 
+def test_measured_thread_count_reaches_the_backend(tmp_path):
+    """The thread count seqdeploy tune recorded for the batches Triton forms becomes intra_op_thread_count."""
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    bundle = build_bundle(tmp_path, "binary")
+    cfg = lambda e: text_format.Parse(e.config_path.read_text(), model_config_pb2.ModelConfig())  # noqa: E731
+    assert not cfg(get_target("triton").write(bundle, tmp_path / "repo")).parameters  # nothing measured: defaults
+    m = json.loads((bundle / "manifest.json").read_text())
+    m["runtime_settings"] = {"threads": [[1, 1], [64, 2]], "source": "tune.json",
+                             "sessions": [[1, {"threads": 1, "allow_spinning": False, "graph_optimization": "all"}],
+                                          [64, {"threads": 2, "allow_spinning": False, "graph_optimization": "all"}]]}
+    (bundle / "manifest.json").write_text(json.dumps(m))
+    params = cfg(get_target("triton").write(bundle, tmp_path / "repo", max_batch_size=64)).parameters
+    assert {k: v.string_value for k, v in params.items()} == {"intra_op_thread_count": "2", "inter_op_thread_count": "1"}
+    params = cfg(get_target("triton").write(bundle, tmp_path / "repo", max_batch_size=8)).parameters
+    assert params["intra_op_thread_count"].string_value == "1"
+
+
 def test_tampered_bundle_writes_nothing(tmp_path):
     bundle = build_bundle(tmp_path, "binary")
     f = bundle / "model.onnx"

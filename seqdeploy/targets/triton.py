@@ -15,6 +15,9 @@ backend:
   non-empty dims). Otherwise ``max_batch_size: 0`` and ``dims`` are the full shape.
 * ONNX string tensors are ``TYPE_STRING``; variable axes other than the batch are -1.
 * ``dynamic_batching`` with a short queue delay, ``instance_group`` on CPU.
+* when the bundle records measured session settings (``manifest.runtime_settings``, from
+  :func:`seqdeploy.tune.tune_bundle`), the backend's ``intra_op_thread_count`` is the thread count
+  measured fastest at the batch size Triton forms (``max_batch_size``, else 1), with one inter-op thread.
 
 Nothing here needs Triton or tritonclient; the tests parse the file with
 tritonclient's ``model_config_pb2`` and compare it with the ONNX graph.
@@ -92,8 +95,10 @@ def _is_batched(nodes: Sequence[Any]) -> bool:
 
 
 def config_pbtxt(name: str, inputs: Sequence[TritonTensor], outputs: Sequence[TritonTensor], max_batch_size: int,
-                 max_queue_delay_us: int = 1000, instances: int = 1, model_file: str = "model.onnx") -> str:
-    """The text-format ``ModelConfig`` for the onnxruntime backend."""
+                 max_queue_delay_us: int = 1000, instances: int = 1, model_file: str = "model.onnx",
+                 threads: int | None = None) -> str:
+    """The text-format ``ModelConfig`` for the onnxruntime backend (``threads``: the backend's intra-op thread
+    count per instance, with one inter-op thread; None leaves the backend's default)."""
 
     def dims(d: Sequence[int]) -> str:
         return f"[ {', '.join(map(str, d))} ]" if d else "[ ]"
@@ -111,6 +116,9 @@ def config_pbtxt(name: str, inputs: Sequence[TritonTensor], outputs: Sequence[Tr
     if max_batch_size > 0:
         parts.append(f"dynamic_batching {{\n  max_queue_delay_microseconds: {max_queue_delay_us}\n}}")
     parts.append(f"instance_group [\n  {{\n    count: {instances}\n    kind: KIND_CPU\n  }}\n]")
+    if threads is not None:
+        for key, value in (("intra_op_thread_count", threads), ("inter_op_thread_count", 1)):
+            parts.append(f'parameters {{\n  key: "{key}"\n  value: {{ string_value: "{value}" }}\n}}')
     return "\n".join(parts) + "\n"
 
 
@@ -147,6 +155,9 @@ def write_triton_repository(bundle: str | os.PathLike, repository: str | os.Path
     batched = _is_batched(ins) and _is_batched(outs)
     inputs, outputs = _tensors(ins, batched), _tensors(outs, batched)
     mbs = max_batch_size if batched else 0
+    # the thread count the bundle measured fastest (seqdeploy.tune) for the batches Triton will form
+    rs = manifest.runtime_settings
+    threads = rs.for_batch(mbs or 1).threads if rs is not None else None
 
     repo = Path(repository)
     if repo.exists() and not repo.is_dir():
@@ -156,6 +167,7 @@ def write_triton_repository(bundle: str | os.PathLike, repository: str | os.Path
     model_path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(model_path, data)
     config_path = atomic_write_text(model_dir / "config.pbtxt",
-                                    config_pbtxt(name, inputs, outputs, mbs, max_queue_delay_us, instances))
+                                    config_pbtxt(name, inputs, outputs, mbs, max_queue_delay_us, instances,
+                                                 threads=threads))
     return TritonExport(repo, name, version, Path(config_path), model_path, art.file, portable is not None,
                         art.sha256, mbs, inputs, outputs)

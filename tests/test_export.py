@@ -133,6 +133,72 @@ def test_fix_erfc_replaces_erfc_by_one_minus_erf():
     assert fix_erfc(model) == 0  # idempotent
 
 
+def _affine_model(scale, shift, *, pool=True, c=4, x_channels=None, const_shape=None):
+    """Conv -> Relu -> Mul(s) -> Add(b) [-> MaxPool] (an inference BatchNormalization after an activation)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    shape = const_shape or (1, c, 1, 1)
+    inits = [numpy_helper.from_array(rng.standard_normal((c, 3, 3, 3)).astype(np.float32), "w"),
+             numpy_helper.from_array(np.asarray(scale, np.float32).reshape(shape), "s"),
+             numpy_helper.from_array(np.asarray(shift, np.float32).reshape(shape), "b")]
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("Mul", ["r", "s"], ["m"], name="bn/mul"), helper.make_node("Add", ["m", "b"], ["a"])]
+    out = "a"
+    if pool:
+        nodes.append(helper.make_node("MaxPool", ["a"], ["p"], kernel_shape=[2, 2], strides=[2, 2]))
+        out = "p"
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", x_channels or 3, 8, 8])
+    y = helper.make_tensor_value_info(out, TensorProto.FLOAT, ["batch", c, None, None])
+    return _tiny_model(nodes, [x], [y], inits)
+
+
+@pytest.mark.parametrize("scale, pool, moved", [([0.5, 2.0, 14.0, 35.0], True, True),
+                                                ([0.5, -2.0, 1.0, 3.0], True, False),
+                                                ([0.5, 2.0, 1.0, 3.0], False, False)])
+def test_fold_channel_affine_is_exact(scale, pool, moved):
+    """A per-channel Mul+Add becomes one depthwise 1x1 Conv (MaxPool in front when every scale > 0): the
+    same numbers bit for bit, at every optimisation level onnxruntime may run it."""
+    import onnxruntime as ort
+    from onnx import checker
+
+    from seqdeploy.export import op_counts
+    from seqdeploy.export_fixes import fold_channel_affine
+
+    model = _affine_model(scale, [0.1, -0.2, 0.3, 0.0], pool=pool)
+    before = model.SerializeToString()
+    assert fold_channel_affine(model) == 1
+    checker.check_model(model)
+    ops = [n.op_type for n in model.graph.node]
+    assert "Mul" not in ops and "Add" not in ops and op_counts(model)["Conv"] == 2
+    assert (ops.index("MaxPool") < ops.index("Conv", 1)) == moved if pool else "MaxPool" not in ops
+    assert {i.name for i in model.graph.initializer} == {"w", "bn_mul/dw_scale", "bn_mul/dw_shift"}
+    x = np.random.default_rng(1).standard_normal((5, 3, 8, 8)).astype(np.float32) * 3
+    for level in (ort.GraphOptimizationLevel.ORT_DISABLE_ALL, ort.GraphOptimizationLevel.ORT_ENABLE_ALL):
+        so = ort.SessionOptions()
+        so.graph_optimization_level = level
+        want, got = (ort.InferenceSession(m, so, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+                     for m in (before, model.SerializeToString()))
+        np.testing.assert_array_equal(got, want)
+    assert fold_channel_affine(model) == 0  # nothing left to fold
+
+
+def test_fold_channel_affine_leaves_other_shapes_alone():
+    from seqdeploy.export_fixes import fold_channel_affine
+
+    # constants of shape [C] (channels-last broadcasting), and an x whose channel axis is 1 (broadcast up to C)
+    assert fold_channel_affine(_affine_model([1.0] * 4, [0.0] * 4, const_shape=(4,))) == 0
+    from onnx import TensorProto, helper, numpy_helper
+
+    s = numpy_helper.from_array(np.ones((1, 4, 1, 1), np.float32), "s")
+    b = numpy_helper.from_array(np.zeros((1, 4, 1, 1), np.float32), "b")
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 1, 8, 8])
+    y = helper.make_tensor_value_info("a", TensorProto.FLOAT, None)
+    model = _tiny_model([helper.make_node("Mul", ["x", "s"], ["m"]), helper.make_node("Add", ["m", "b"], ["a"])],
+                        [x], [y], [s, b])
+    assert fold_channel_affine(model) == 0
+
+
 def test_name_batch_axis_renames_unk_dims_everywhere():
     from onnx import TensorProto, helper
 

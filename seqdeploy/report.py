@@ -80,12 +80,31 @@ def write_report(run_dir: str | Path) -> Path:
         parts += ["## Benchmark", ""] + body + [""]
         if (run_dir / "bench.png").exists():
             parts += ["![latency and throughput](bench.png)", ""]
+    tune = read_json_or_empty(run_dir / "tune.json")
+    if tune.get("choices"):
+        parts += _tune_section(tune)
     man = read_json_or_empty(run_dir / "manifest.json")
     if man:
         parts += _manifest_section(man, run_dir)
     path = run_dir / "report.md"
     atomic_write_text(path, "\n".join(parts).rstrip() + "\n")
     return path
+
+
+def _tune_section(t: dict) -> list[str]:
+    """The session settings ``seqdeploy tune`` chose per batch size for the deployed artifact."""
+    def desc(x: dict) -> str:
+        return (f"{x.get('threads')} thread(s), spinning {'on' if x.get('allow_spinning') else 'off'}, "
+                f"graph {x.get('graph_optimization')}")
+
+    rows = [[str(c["batch"]), desc(c["settings"]), f"{c['p50_us']:.1f} us", f"{c['default_p50_us'] / c['p50_us']:.2f}x",
+             f"{desc(c['plain_best_settings'])}: {c['plain_best_p50_us']:.1f} us", c.get("reason", "")]
+            for c in t["choices"]]
+    return ["## Session settings chosen", "",
+            f"`{t.get('artifact')}` on {t.get('cpu')}, onnxruntime {t.get('onnxruntime')}: every candidate timed "
+            f"through Predictor.run and plain session.run ({len(t.get('points', []))} measurements, "
+            f"{t.get('seconds')} s). `Predictor` uses the batch-1 choice.", "",
+            markdown_table(["batch", "chosen", "p50", "vs defaults", "best plain session.run", "why"], rows), ""]
 
 
 def _train_section(t: dict, run_dir: Path) -> list[str]:

@@ -106,6 +106,7 @@ def test_every_spec_runs_the_whole_pipeline_and_its_bundle_loads(spec, tmp_path)
         np.testing.assert_allclose(out["probabilities"], predictor.predict_proba(raw), atol=1e-6)
     report = (run / "report.md").read_text()
     assert "## Verification" in report and "## Benchmark" in report and "Predictor.from_bundle" in report
+    assert "## Session settings chosen" in report
 
 
 # raw rows -> the portable file with nothing but numpy and onnxruntime (what any application does)

@@ -51,6 +51,10 @@ def render_summary(result) -> None:
     console.print(line)
     if q.get("reason") and not q.get("chosen"):
         console.print(f"quantization: {q['reason']}")
+    tune = s.get("tune") or {}
+    if tune:
+        console.print("session settings chosen (Predictor uses batch 1's): "
+                      + "; ".join(f"{k}: {v}" for k, v in tune.items()))
     console.print(f"bundle: [bold]{result.run_dir}[/]   report: [bold]{result.report_path}[/]")
     console.print(f"embed it: [cyan]{result.embed_snippet}[/]")
 

@@ -4,7 +4,7 @@ manifest, verify, bench and quantize.
 A precision has three spellings, each kept where a file format already uses it:
 
 * ``name``: the manifest's ``precision`` and the quantize recipe (``float32``, ``int8-static``,
-  ``int8-dynamic``, ``fp16``);
+  ``int8-dynamic``, ``int8-qgemm``, ``fp16``);
 * ``label``: the short tag in benchmark runner names (``ort:fp32``, ``ort:int8-static``);
 * ``numeric``: the element type of the arithmetic, ``verify.json``'s ``artifact_precision``
   (``float32``, ``int8``, ``float16``).
@@ -70,11 +70,12 @@ class Precision:
 FLOAT32 = Precision("float32", "fp32", "float32")
 INT8_STATIC = Precision("int8-static", "int8-static", "int8")
 INT8_DYNAMIC = Precision("int8-dynamic", "int8-dynamic", "int8")
+INT8_QGEMM = Precision("int8-qgemm", "int8-qgemm", "int8")
 FP16 = Precision("fp16", "fp16", "float16")
 
 #: The precisions seqdeploy writes, by name. A recipe with a new precision declares its own
 #: ``Precision``; :func:`precision_of` still resolves it by name (see there).
-KNOWN: dict[str, Precision] = {p.name: p for p in (FLOAT32, INT8_STATIC, INT8_DYNAMIC, FP16)}
+KNOWN: dict[str, Precision] = {p.name: p for p in (FLOAT32, INT8_STATIC, INT8_DYNAMIC, INT8_QGEMM, FP16)}
 _ALIASES = {"fp32": FLOAT32, "float": FLOAT32, "float16": FP16, "half": FP16}
 
 
@@ -97,7 +98,7 @@ def precision_of(name: str | Precision | None) -> Precision:
         return KNOWN[key]
     if key in _ALIASES:
         return _ALIASES[key]
-    for p in (INT8_STATIC, INT8_DYNAMIC, FP16):
+    for p in (INT8_STATIC, INT8_DYNAMIC, INT8_QGEMM, FP16):
         if p.name in key:
             return p
     if "float16" in key:
@@ -145,12 +146,13 @@ def is_quantized_op(op_type: str) -> bool:
 def precision_of_graph(model: Any) -> Precision:
     """The precision an ONNX ``ModelProto`` computes in, read from its ops and initializers.
 
-    Quantized ops: int8-dynamic when activations are quantized at run time, else int8-static;
+    Quantized ops: int8-dynamic when activations are quantized at run time, int8-qgemm when the
+    file holds QGemm (only the QOperator recipe writes it; QDQ files hold Gemm), else int8-static;
     float16 initializers: fp16; otherwise float32.
     """
     ops = {n.op_type for n in model.graph.node}
     if any(is_quantized_op(op) for op in ops):
-        return INT8_DYNAMIC if ops & _DYNAMIC_OP_TYPES else INT8_STATIC
+        return INT8_DYNAMIC if ops & _DYNAMIC_OP_TYPES else INT8_QGEMM if "QGemm" in ops else INT8_STATIC
     from onnx import TensorProto
 
     if any(t.data_type == TensorProto.FLOAT16 for t in model.graph.initializer):
@@ -165,6 +167,6 @@ def precision_of_onnx(path: str | os.PathLike) -> Precision:
     return precision_of_graph(onnx.load(str(path), load_external_data=False))
 
 
-__all__ = ["Precision", "FLOAT32", "INT8_STATIC", "INT8_DYNAMIC", "FP16", "KNOWN", "QUANTIZED_OP_TYPES",
+__all__ = ["Precision", "FLOAT32", "INT8_STATIC", "INT8_DYNAMIC", "INT8_QGEMM", "FP16", "KNOWN", "QUANTIZED_OP_TYPES",
            "precision_of", "artifact_name", "precision_of_file", "is_portable_file", "is_quantized_op",
            "precision_of_graph", "precision_of_onnx"]

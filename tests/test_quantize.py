@@ -187,11 +187,11 @@ def test_choose_fastest_qualified():
 
 def test_plan_follows_op_mix():
     assert q.plan_recipes({"Conv": 3, "MatMul": 1}, "auto")[0] == ["int8-static"]
-    assert q.plan_recipes({"MatMul": 3}, "auto")[0] == ["int8-static", "int8-dynamic"]
+    assert q.plan_recipes({"MatMul": 3}, "auto")[0] == ["int8-static", "int8-dynamic", "int8-qgemm"]
     assert q.plan_recipes({"LSTM": 1}, "auto")[0] == ["int8-dynamic"]
     run, skipped = q.plan_recipes({"Add": 1}, "auto")
     assert run == [] or run == ["fp16"]
-    assert {s.recipe for s in skipped} >= {"int8-static", "int8-dynamic"}
+    assert {s.recipe for s in skipped} >= {"int8-static", "int8-dynamic", "int8-qgemm"}
     assert q.plan_recipes({"Conv": 1}, "dynamic")[0] == ["int8-dynamic"]  # explicit modes are obeyed
 
 
@@ -265,7 +265,7 @@ def test_nothing_qualifies_leaves_no_artifact(mlp, tmp_path, monkeypatch):
     (out / "model.int8-static.onnx").write_bytes(b"stale from an older run")
     r = _run(path, x, y, tmp_path, mode="auto", max_metric_drop=0.5)
     assert r.chosen is None and "float32 model.onnx stays" in r.summary
-    assert [c.recipe for c in r.candidates] == ["int8-static", "int8-dynamic"]
+    assert [c.recipe for c in r.candidates] == ["int8-static", "int8-dynamic", "int8-qgemm"]
     assert all(not c.qualified and "slower than float32" in c.reason and c.path is None for c in r.candidates)
     assert sorted(p.name for p in out.iterdir()) == ["quantize.json"]  # stale artifact removed, temp files gone
     assert r.removed_stale == ("model.int8-static.onnx",)
@@ -275,7 +275,7 @@ def test_nothing_qualifies_leaves_no_artifact(mlp, tmp_path, monkeypatch):
 
 def test_chosen_candidate_and_json_schema(mlp, tmp_path, monkeypatch):
     path, x, y = mlp
-    speeds = iter([3.0, 3.0, 2.0, 2.0])  # static (b=1, b=8) faster than dynamic
+    speeds = iter([3.0, 3.0, 2.0, 2.0, 2.5, 2.5])  # static (b=1, b=8) faster than dynamic and qgemm
     monkeypatch.setattr(qcore, "measure_latency", lambda f, c, feeds, b, s: _fake_latency(next(speeds))(f, c, feeds, b, s))
     r = _run(path, x, y, tmp_path, max_metric_drop=0.5)
     assert r.chosen == "model.int8-static.onnx" and r.chosen_recipe == "int8-static"
@@ -291,10 +291,11 @@ def test_chosen_candidate_and_json_schema(mlp, tmp_path, monkeypatch):
         assert c["size_bytes"] > 0
         for lat in c["latency"]:
             assert {"batch_size", "float32_p50_ms", "candidate_p50_ms", "speedup", "noise"} <= set(lat)
-    static, dynamic = data["candidates"]
+    static, dynamic, qgemm = data["candidates"]
     assert static["chosen"] and static["path"] == "model.int8-static.onnx" and static["settings"]["calibration_method"] == "minmax"
-    assert not dynamic["chosen"] and dynamic["qualified"] and dynamic["path"] is None
-    assert "slower than int8-static" in dynamic["reason"]
+    for other in (dynamic, qgemm):
+        assert not other["chosen"] and other["qualified"] and other["path"] is None
+        assert "slower than int8-static" in other["reason"]
 
 
 def test_real_latency_measurement_runs(mlp, tmp_path):
@@ -438,9 +439,9 @@ def test_recipes_are_a_registry_and_a_new_one_is_one_class(mlp, tmp_path, monkey
     from seqdeploy.precision import precision_of
     from seqdeploy.quantize import recipes as reg
 
-    assert list(reg.recipes()) == ["int8-static", "int8-dynamic", "fp16"]
+    assert list(reg.recipes()) == ["int8-static", "int8-dynamic", "int8-qgemm", "fp16"]
     assert q.RECIPE_FILES == {"int8-static": "model.int8-static.onnx", "int8-dynamic": "model.int8-dynamic.onnx",
-                              "fp16": "model.fp16.onnx"}
+                              "int8-qgemm": "model.int8-qgemm.onnx", "fp16": "model.fp16.onnx"}
     assert {r.precision.numeric for r in reg.recipes().values()} == {"int8", "float16"}
 
     @dataclass(frozen=True)

@@ -61,11 +61,11 @@ def _update_manifest(run_dir: Path) -> str | None:
 @app.command()
 def quantize(
     run_dir: Path = typer.Argument(..., help="Run directory holding model.onnx (from `seqdeploy export`)."),
-    mode: str = typer.Option("auto", "--mode", help="auto (every recipe that fits the op mix) or one recipe's mode, e.g. static, dynamic, fp16."),
+    mode: str = typer.Option("auto", "--mode", help="auto (every recipe that fits the op mix) or one recipe's mode: static, dynamic, qgemm, fp16."),
     max_metric_drop: float = typer.Option(0.01, "--max-metric-drop", help="Accuracy drop in absolute points (0.01 = 1 point), or relative MAE increase for regression."),
-    calibration_samples: int = typer.Option(256, "--calibration-samples", help="Training rows used to calibrate static int8."),
+    calibration_samples: int = typer.Option(256, "--calibration-samples", help="Training rows used to calibrate static int8 (static, qgemm)."),
     calibration_method: str = typer.Option("minmax", "--calibration-method", help="minmax | entropy | percentile."),
-    per_channel: Optional[bool] = typer.Option(None, "--per-channel/--no-per-channel", help="Per-channel weight scales (default: static yes, dynamic no).", show_default=False),
+    per_channel: Optional[bool] = typer.Option(None, "--per-channel/--no-per-channel", help="Per-channel weight scales (default: static yes, dynamic no; qgemm is always per tensor).", show_default=False),
     reduce_range: Optional[bool] = typer.Option(None, "--reduce-range/--no-reduce-range", help="7-bit weights (default: on for x86 CPUs without VNNI, where 8-bit int8 kernels saturate).", show_default=False),
     as_json: bool = JSON_OPTION,
 ) -> None:
@@ -89,7 +89,8 @@ def quantize(
         note = _update_manifest(run_dir)
         if mode != "auto" and result.chosen is None:
             raise CheckFailed(f"the {mode} candidate did not qualify: "
-                              + "; ".join(c.reason for c in result.candidates) + " (float32 model.onnx stays the deployment artifact)",
+                              + "; ".join([c.reason for c in result.candidates] + [s.reason for s in result.skipped])
+                              + " (float32 model.onnx stays the deployment artifact)",
                               result=result.to_json() if as_json else result)
         if as_json:
             emit_json(result.to_json())

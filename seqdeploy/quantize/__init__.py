@@ -35,7 +35,7 @@ are listed, and the recipe is retried once with those nodes left in float32.
 
 | module | what |
 |---|---|
-| ``recipes/`` | one module per recipe (``int8_static``, ``int8_dynamic``, ``fp16``) and their registry |
+| ``recipes/`` | one module per recipe (``int8_static``, ``int8_dynamic``, ``int8_qgemm``, ``fp16``) and their registry |
 | ``settings`` | ``QuantizeSettings`` and the checks recipe settings share |
 | ``gating`` | the task metric and its drop, the interleaved latency comparison, the gate, the choice |
 | ``diagnose`` | per-layer quantization noise (SQNR) for the retry |
@@ -53,9 +53,10 @@ from seqdeploy.quantize.gating import (
 )
 from seqdeploy.quantize.graph import QUANTIZED_OP_TYPES, check_not_quantized, is_quantized_op, op_counts, preprocess
 from seqdeploy.quantize.record import QuantizeRecord, read_record
-from seqdeploy.quantize.recipes import Recipe, get_recipe, recipe_files  # seqdeploy.quantize.recipes: the registry
+from seqdeploy.quantize.recipes import Recipe, RecipeDoesNotFit, get_recipe, recipe_files  # seqdeploy.quantize.recipes: the registry
 from seqdeploy.quantize.recipes.fp16 import Float16Settings
 from seqdeploy.quantize.recipes.int8_dynamic import DynamicInt8Settings
+from seqdeploy.quantize.recipes.int8_qgemm import QGemmInt8Settings
 from seqdeploy.quantize.recipes.int8_static import StaticInt8Settings
 from seqdeploy.quantize.results import (
     Candidate, Float32Report, LatencyComparison, LayerDiagnosis, MetricReport, QuantizeResult, RecipeSettings,
@@ -72,7 +73,7 @@ MODES: tuple[str, ...] = modes()
 __all__ = [
     "CALIBRATION_METHODS", "Candidate", "DynamicInt8Settings", "Float16Settings", "Float32Report", "LatencyComparison",
     "LayerDiagnosis", "MODES", "MetricReport", "QUANTIZED_OP_TYPES", "QUANT_TYPES", "QuantizeRecord", "QuantizeResult",
-    "QuantizeSettings", "RECIPE_FILES", "Recipe", "RecipeSettings", "SkippedRecipe", "StaticInt8Settings", "TASKS",
+    "QGemmInt8Settings", "QuantizeSettings", "RECIPE_FILES", "Recipe", "RecipeDoesNotFit", "RecipeSettings", "SkippedRecipe", "StaticInt8Settings", "TASKS",
     "build_candidate", "check_not_quantized", "choose_candidate", "compute_metric", "default_reduce_range",
     "diagnose_layers", "gate", "get_recipe", "is_quantized_op", "make_session", "measure_latency", "metric_drop",
     "metric_drop_definition", "metric_name_for", "modes", "op_counts", "plan_recipes", "preprocess",

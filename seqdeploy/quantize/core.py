@@ -22,7 +22,7 @@ from seqdeploy.quantize.gating import (
     choose_candidate, compute_metric, gate, measure_latency, metric_drop, metric_drop_definition, metric_name_for,
 )
 from seqdeploy.quantize.graph import check_not_quantized, load_onnx, op_counts, preprocess
-from seqdeploy.quantize.recipes import cpu_flags, get_recipe, recipe_files, recipe_for_mode, recipes
+from seqdeploy.quantize.recipes import RecipeDoesNotFit, cpu_flags, get_recipe, recipe_files, recipe_for_mode, recipes
 from seqdeploy.quantize.results import (
     Candidate, Float32Report, MetricReport, QuantizeResult, RecipeSettings, SkippedRecipe,
 )
@@ -83,7 +83,7 @@ def _evaluate(ctx: _Ctx, recipe: str, rsettings: RecipeSettings, attempt: int) -
     try:
         build_candidate(recipe, ctx.source, dst, rsettings, ctx.calibration, ctx.settings.seed)
         sess = make_session(dst, intra_op_num_threads=ctx.settings.intra_op_num_threads)
-    except QuantizeError:
+    except QuantizeError:  # a user error, or RecipeDoesNotFit (quantize_model lists the recipe as skipped)
         raise
     except Exception as exc:  # noqa: BLE001 - a recipe that cannot handle this model is a verdict, not a crash
         reason = f"could not build: {type(exc).__name__}: {str(exc)[:300]}"
@@ -167,7 +167,7 @@ def quantize_model(
         raise QuantizeError(f"test_targets has {targets.shape[0] if targets.ndim else 0} rows but test inputs have {n_rows(test)} (expected one target per test row)")
     recipes, skipped = plan_recipes(counts, settings.mode)
     calibration = None
-    if "int8-static" in recipes:
+    if any(get_recipe(r).needs_calibration for r in recipes):
         calibration = check_feeds("calibration", calibration_inputs, model_inputs,
                                    "static int8 needs rows from the training split (or use the dynamic mode)")
     elif calibration_inputs:
@@ -184,7 +184,10 @@ def quantize_model(
 
         attempts: list[tuple[Candidate, Path | None]] = []
         for recipe in recipes:
-            attempts += _try_recipe(ctx, recipe)
+            try:
+                attempts += _try_recipe(ctx, recipe)
+            except RecipeDoesNotFit as exc:  # the graph, not the op mix, rules the recipe out
+                skipped.append(SkippedRecipe(recipe, str(exc)))
 
         best = choose_candidate([c for c, _ in attempts])
         candidates: list[Candidate] = []

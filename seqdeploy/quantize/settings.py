@@ -9,7 +9,7 @@ from typing import Any, Literal
 from seqdeploy.errors import QuantizeError
 
 Task = Literal["binary", "multiclass", "regression"]
-Mode = Literal["auto", "dynamic", "static", "fp16"]
+Mode = Literal["auto", "dynamic", "static", "qgemm", "fp16"]
 CalibrationMethodName = Literal["minmax", "entropy", "percentile"]
 QuantTypeName = Literal["int8", "uint8"]
 
@@ -33,7 +33,7 @@ def modes() -> tuple[str, ...]:
     """``auto`` and the mode of every registered recipe.
 
         >>> modes()
-        ('auto', 'static', 'dynamic', 'fp16')
+        ('auto', 'static', 'dynamic', 'qgemm', 'fp16')
     """
     from seqdeploy.quantize.recipes import recipes
 
@@ -46,8 +46,8 @@ class QuantizeSettings:
 
     ``calibration_samples``, ``calibration_method`` and ``per_channel`` fill the
     recipe settings unless a full recipe object (``static=``, ``dynamic=``,
-    ``fp16=``: the recipes' ``override_field``) is given. ``per_channel=None`` keeps each recipe's default
-    (static: per channel, dynamic: per tensor).
+    ``qgemm=``, ``fp16=``: the recipes' ``override_field``) is given. ``per_channel=None`` keeps each recipe's default
+    (static: per channel, dynamic: per tensor; qgemm is always per tensor).
 
     ``min_speedup`` is the smallest accepted gain (0.05 = 5 % faster);
     ``noise_multiplier`` scales the measured noise that the gain must also beat.
@@ -77,6 +77,7 @@ class QuantizeSettings:
     seed: int = 0
     static: Any = None  # StaticInt8Settings | None
     dynamic: Any = None  # DynamicInt8Settings | None
+    qgemm: Any = None  # QGemmInt8Settings | None
     fp16: Any = None  # Float16Settings | None
 
     def __post_init__(self) -> None:
@@ -115,6 +116,9 @@ class QuantizeSettings:
 
     def dynamic_settings(self) -> "RecipeSettings":
         return self.recipe_settings("int8-dynamic")
+
+    def qgemm_settings(self) -> "RecipeSettings":
+        return self.recipe_settings("int8-qgemm")
 
     def fp16_settings(self) -> "RecipeSettings":
         return self.recipe_settings("fp16")

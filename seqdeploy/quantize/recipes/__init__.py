@@ -4,12 +4,13 @@ A recipe (:class:`Recipe`) declares its name, the ``--mode`` that asks for it al
 precision (which fixes its artifact name, ``model.<name>.onnx``), its settings dataclass and
 how the generic :class:`~seqdeploy.quantize.settings.QuantizeSettings` fill it
 (``settings_for``), why it does not fit a model (``skip_reason(op_counts, cpu_flags)``), how it
-builds the quantized model (``build``) and which ops the layer diagnosis may blame
+builds the quantized model (``build``; it raises :class:`RecipeDoesNotFit` when the graph turns out not to
+fit, which lists the recipe as skipped) and which ops the layer diagnosis may blame
 (``quantizable_ops``). Every module in this package is imported on first use, so adding a
 recipe is adding one file with a ``@register``ed class.
 
     >>> list(recipes())
-    ['int8-static', 'int8-dynamic', 'fp16']
+    ['int8-static', 'int8-dynamic', 'int8-qgemm', 'fp16']
     >>> get_recipe("int8-dynamic").artifact
     'model.int8-dynamic.onnx'
 """
@@ -26,6 +27,11 @@ from seqdeploy.precision import Precision
 from seqdeploy.registry import Registry
 
 
+class RecipeDoesNotFit(QuantizeError):
+    """Raised by a recipe's ``build`` when the model's graph does not fit it (found only once built):
+    the recipe is listed as skipped with this message, not as a failure."""
+
+
 class Recipe:
     """Base of the recipes (see the package docstring)."""
 
@@ -37,6 +43,8 @@ class Recipe:
     override_field: ClassVar[str | None] = None
     #: planning order under ``mode="auto"`` (and the order candidates are listed in)
     order: ClassVar[int] = 50
+    #: whether ``build`` needs calibration rows (the flow checks them before building)
+    needs_calibration: ClassVar[bool] = False
 
     @property
     def artifact(self) -> str:
@@ -105,4 +113,4 @@ def cpu_flags() -> frozenset[str]:
     return frozenset(cpu_flag_set(text)) if text else frozenset()
 
 
-__all__ = ["Recipe", "cpu_flags", "get_recipe", "recipe_files", "recipe_for_mode", "recipes", "register"]
+__all__ = ["Recipe", "RecipeDoesNotFit", "cpu_flags", "get_recipe", "recipe_files", "recipe_for_mode", "recipes", "register"]

@@ -66,6 +66,7 @@ class Int8Static(Recipe):
     precision = INT8_STATIC
     settings_type = StaticInt8Settings
     override_field = "static"
+    needs_calibration = True
     order = 10
 
     def default_settings(self, qs: Any) -> StaticInt8Settings:

@@ -48,7 +48,6 @@ from seqdeploy.preprocess import (  # noqa: F401  (re-exported: the kinds are pa
 SCHEMA_VERSION = 2
 MANIFEST_NAME = "manifest.json"
 TASKS = ("binary", "multiclass", "regression")
-PRECISIONS = ("float32", "fp16", "int8-static", "int8-dynamic", "int8", "uint8", "mixed")
 
 # Lowest onnxruntime release implementing each ai.onnx opset (onnxruntime docs, "Compatibility").
 _ORT_FOR_OPSET = {

@@ -9,7 +9,9 @@ two call paths per candidate :class:`~seqdeploy.ort_options.SessionSettings`:
 * **plain**: ``InferenceSession.run`` on a session with the same settings: the best plain
   onnxruntime configuration is the floor the deployed choice is held to.
 
-The choice per batch size starts from the defaults (1 thread, no spinning, graph ``all``) and takes a
+Spinning intra-op threads are tried only when asked for (``spinning=True``): they keep a core busy
+between calls in the host application, which the runtime's defaults promise not to do, so a bundle
+records them only when its owner opted in. The choice per batch size starts from the defaults (1 thread, no spinning, graph ``all``) and takes a
 costlier candidate (more threads, or spinning) only when it is at least :data:`COSTLIER_MARGIN` faster,
 a same-cost one (another graph level) when at least :data:`SAME_COST_MARGIN` faster: a noise-level win
 must not take a core from the host application. If the choice is still slower than the best plain
@@ -94,10 +96,10 @@ class TuneResult:
 
 
 def candidates(threads: Sequence[int] = (1, 2), levels: Sequence[str] = DEFAULT_LEVELS,
-               spinning: bool = True) -> tuple[SessionSettings, ...]:
-    """Every configuration to try, cheapest first (spinning only with more than one thread).
+               spinning: bool = False) -> tuple[SessionSettings, ...]:
+    """Every configuration to try, cheapest first (spinning, when asked for, only with more than one thread).
 
-    >>> [c.describe() for c in candidates((1, 2), ("all",))]
+    >>> [c.describe() for c in candidates((1, 2), ("all",), spinning=True)]
     ['1 thread, spinning off, graph all', '2 threads, spinning off, graph all', '2 threads, spinning on, graph all']
     """
     bad = [lv for lv in levels if lv not in GRAPH_LEVELS]
@@ -148,12 +150,11 @@ def choose(points: Sequence[TunePoint]) -> TuneChoice:
 
 
 def _feeds(run_dir: Path, session: Any, batch: int) -> dict[str, np.ndarray]:
+    """Model-ready feeds of ``batch`` rows: the run's test split for one input (as bench times), else random."""
     from seqdeploy.bench.discover import load_data, random_data, resolve_target
+    from seqdeploy.fastpath import _ORT_TYPES
 
-    inputs = session.get_inputs()
-    from seqdeploy.bench.runners.onnxruntime import _ORT_DTYPES
-
-    specs = [(i.name, list(i.shape), _ORT_DTYPES.get(i.type, np.float32)) for i in inputs]
+    specs = [(i.name, list(i.shape), _ORT_TYPES.get(i.type, np.float32)) for i in session.get_inputs()]
     if len(specs) == 1:
         return load_data(resolve_target(run_dir), specs[0]).feeds(batch)
     return {name: random_data(name, shape, dtype, seed=k).feeds(batch)[name]
@@ -161,11 +162,12 @@ def _feeds(run_dir: Path, session: Any, batch: int) -> dict[str, np.ndarray]:
 
 
 def tune_bundle(run_dir: str | os.PathLike, *, batches: Sequence[int] = (1, 64), threads: Sequence[int] | None = None,
-                levels: Sequence[str] = DEFAULT_LEVELS, spinning: bool = True, duration_s: float = 2.0,
+                levels: Sequence[str] = DEFAULT_LEVELS, spinning: bool = False, duration_s: float = 2.0,
                 write: bool = True, progress: Callable[[str], None] | None = None) -> TuneResult:
     """Measure every candidate configuration on the bundle's deployed artifact; write ``tune.json`` and
     refresh the manifest (``write=True``). ``threads`` defaults to 1 and 2 (capped by the CPU count);
-    ``duration_s`` is the timing budget per batch size, split between the runners.
+    ``spinning=True`` also tries spinning intra-op threads (see the module docstring); ``duration_s`` is the
+    timing budget per batch size, split between the runners.
     """
     import onnxruntime as ort
 
@@ -192,7 +194,7 @@ def tune_bundle(run_dir: str | os.PathLike, *, batches: Sequence[int] = (1, 64),
     path = run_dir / art.file
     runners = []
     for s in cands:
-        pred = Predictor.from_bundle(run_dir, artifact=art.file, settings=s)
+        pred = Predictor.from_bundle(run_dir, artifact=art.file, settings=s, graph="model-ready")  # run()'s session
         runners.append((s, pred, make_session(path, settings=s)))
     points: list[TunePoint] = []
     for batch in sorted(set(batches)):

@@ -25,14 +25,14 @@ def _points(batch, rows):
 
 
 def test_candidates_are_cheapest_first_and_spin_only_with_threads():
-    got = candidates((2, 1), ("basic", "all"))
+    got = candidates((2, 1), ("basic", "all"), spinning=True)
     assert got[0] == ONE  # the defaults lead
     assert [c.describe() for c in got] == [
         "1 thread, spinning off, graph all", "1 thread, spinning off, graph basic",
         "2 threads, spinning off, graph all", "2 threads, spinning off, graph basic",
         "2 threads, spinning on, graph all", "2 threads, spinning on, graph basic"]
     assert all(not c.allow_spinning for c in candidates((1,), ("all",), spinning=True))
-    assert len(candidates((1, 2), ("all",), spinning=False)) == 2
+    assert len(candidates((1, 2), ("all",))) == 2  # spinning only when asked for
     with pytest.raises(UsageError, match="graph levels"):
         candidates((1,), ("fastest",))
     with pytest.raises(UsageError, match="threads"):
@@ -89,13 +89,14 @@ def test_tune_records_the_choice_in_the_manifest_and_predictor_uses_it(tmp_path)
     r = tune_bundle(run, batches=(1, 4), threads=(1, 2), levels=("all", "basic"), duration_s=0.3)
     assert [c.batch for c in r.choices] == [1, 4]
     assert {p.settings for p in r.points} == set(candidates((1, 2), ("all", "basic")))
-    assert len(r.points) == 2 * 6 and all(p.deployed_p50_us > 0 and p.plain_p50_us > 0 and p.calls >= 5
+    assert not any(p.settings.allow_spinning for p in r.points)  # spinning only when asked for
+    assert len(r.points) == 2 * 4 and all(p.deployed_p50_us > 0 and p.plain_p50_us > 0 and p.calls >= 5
                                           for p in r.points)
     for c in r.choices:  # the documented guarantee, whatever the machine measured
         assert c.p50_us <= c.plain_best_p50_us or c.p50_us == min(p.deployed_p50_us for p in r.points
                                                                      if p.batch == c.batch)
     record = json.loads((run / "tune.json").read_text())
-    assert record["artifact"] == "model.onnx" and len(record["points"]) == 12
+    assert record["artifact"] == "model.onnx" and len(record["points"]) == 8
     m = load_manifest(run)
     rs = m.runtime_settings
     assert rs is not None and rs.source == "tune.json"
@@ -108,6 +109,12 @@ def test_tune_records_the_choice_in_the_manifest_and_predictor_uses_it(tmp_path)
     # explicit choices win: threads alone, or whole settings
     assert Predictor.from_bundle(run, threads=2).info.settings.threads == 2
     assert Predictor.from_bundle(run, settings=TWO_SPIN).info.settings == TWO_SPIN
+
+
+def test_spinning_is_tried_when_asked_for(tmp_path):
+    run = build_bundle(tmp_path, "binary")
+    r = tune_bundle(run, batches=(1,), threads=(1, 2), levels=("all",), spinning=True, duration_s=0.1)
+    assert {p.settings for p in r.points} == {ONE, TWO, TWO_SPIN}
 
 
 def test_forced_choice_reaches_predictor_and_a_changed_artifact_drops_it(tmp_path):

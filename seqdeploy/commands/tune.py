@@ -40,7 +40,7 @@ def tune_cmd(
     batch: str = typer.Option("1,64", "--batch", "-b", help="Comma-separated batch sizes (a choice per batch size)."),
     threads: Optional[str] = typer.Option(None, "--threads", "-t", help="Comma-separated thread counts to try [default 1,2 capped by the CPU count]."),
     graph_opt: str = typer.Option("all,extended,basic", "--graph-opt", help="Comma-separated graph optimisation levels to try."),
-    spinning: bool = typer.Option(True, "--spinning/--no-spinning", help="Also try spinning intra-op threads (with more than one thread)."),
+    spinning: bool = typer.Option(False, "--spinning/--no-spinning", help="Also try spinning intra-op threads (more than one thread; they keep a core busy between calls)."),
     duration: float = typer.Option(2.0, "--duration", "-d", help="Timing seconds per batch size, split between the configurations."),
     as_json: bool = JSON_OPTION,
 ) -> None:

@@ -18,13 +18,8 @@ import numpy as np
 from seqdeploy.atomic import atomic_path
 from seqdeploy.bench.runners import BuildContext, Family, Reference, register
 from seqdeploy.errors import BenchError
+from seqdeploy.fastpath import _ORT_TYPES as _ORT_DTYPES  # one map of onnxruntime type names to numpy
 from seqdeploy.ort_options import GRAPH_LEVELS, graph_level
-
-_ORT_DTYPES = {
-    "tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16,
-    "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(int8)": np.int8,
-    "tensor(uint8)": np.uint8, "tensor(bool)": np.bool_,
-}
 
 
 @dataclass(frozen=True)
@@ -290,8 +285,10 @@ class DeployedRunner(OrtRunner):
             self._sess, self._call, self._as_list = fs.session, fs.run, True
             self.via, fast = "FastSession.run", fs
         used = fast.path + (f" (asked for {fast.requested}: {fast.fallback_reason})" if fast.fallback_reason else "")
-        note = (f"seqdeploy.runtime {self.via} per call ({used} fast path; the bundle's chosen session settings, "
-                f"threads as the column says): what users get" + (f"; {why}" if why else ""))
+        settings = ("the bundle's chosen session settings" if self.via == "Predictor.run"
+                    else "make_session options")
+        note = (f"seqdeploy.runtime {self.via} per call ({used} fast path; {settings}, threads as the column says): "
+                f"what users get" + (f"; {why}" if why else ""))
         if note not in self.notes:
             self.notes.append(note)
         self._describe()

@@ -79,13 +79,15 @@ def build_mlp_bundle(root: Path) -> Path:
     return run
 
 
-def load_runtime_at(rev: str) -> Any:
-    """``seqdeploy/runtime.py`` as of git revision ``rev``, imported as a separate module."""
-    src = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:seqdeploy/runtime.py"], capture_output=True,
+def load_module_at(rev: str, module: str = "runtime") -> Any:
+    """``seqdeploy/<module>.py`` as of git revision ``rev``, imported as a separate module (an older release's
+    code timed beside today's in one process)."""
+    src = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:seqdeploy/{module}.py"], capture_output=True,
                          text=True, check=True).stdout
-    path = Path(tempfile.mkdtemp(prefix="runtime-rev-")) / "runtime_at_rev.py"
+    name = f"{module}_at_rev"
+    path = Path(tempfile.mkdtemp(prefix=f"{module}-rev-")) / f"{name}.py"
     path.write_text(src)
-    spec = importlib.util.spec_from_file_location("runtime_at_rev", path)
+    spec = importlib.util.spec_from_file_location(name, path)
     mod = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
     sys.modules[spec.name] = mod  # type: ignore[union-attr]  (dataclasses look the module up)
     spec.loader.exec_module(mod)  # type: ignore[union-attr]
@@ -150,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
             "Predictor.predict_proba(raw rows)": lambda: pred.predict_proba(x_raw),
         }
         if args.baseline_rev:
-            old = load_runtime_at(args.baseline_rev).Predictor.from_bundle(run)
+            old = load_module_at(args.baseline_rev, "runtime").Predictor.from_bundle(run)
             runners[f"[{args.baseline_rev}] Predictor.run(feeds)"] = lambda: old.run(feeds)
             runners[f"[{args.baseline_rev}] Predictor.predict(raw rows)"] = lambda: old.predict(x_raw)
         tfl = None

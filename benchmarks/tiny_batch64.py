@@ -30,11 +30,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import io
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -45,7 +43,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from predictor_overhead import ROOT  # noqa: E402
+from predictor_overhead import ROOT, load_module_at  # noqa: E402
 
 from seqdeploy.doctor import cpu_model_name  # noqa: E402
 
@@ -315,19 +313,6 @@ def time_sliced(runners: dict[str, Callable[[], Any]], rounds: int, slice_ms: fl
     return samples
 
 
-def load_fastpath_at(rev: str) -> Any:
-    """``seqdeploy/fastpath.py`` as of git revision ``rev``, imported as a separate module."""
-    src = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:seqdeploy/fastpath.py"], capture_output=True,
-                         text=True, check=True).stdout
-    path = Path(tempfile.mkdtemp(prefix="fastpath-rev-")) / "fastpath_at_rev.py"
-    path.write_text(src)
-    spec = importlib.util.spec_from_file_location("fastpath_at_rev", path)
-    mod = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    sys.modules[spec.name] = mod  # type: ignore[union-attr]
-    spec.loader.exec_module(mod)  # type: ignore[union-attr]
-    return mod
-
-
 def measure(runs: Path, key: str, batch: int, args: argparse.Namespace) -> dict[str, Any]:
     from seqdeploy.fastpath import FastSession
     from seqdeploy.runtime import Predictor, make_session
@@ -361,7 +346,7 @@ def measure(runs: Path, key: str, batch: int, args: argparse.Namespace) -> dict[
     r["FastSession.run"] = lambda: fast.run(feeds)
     r["Predictor.run"] = lambda: pred.run(feeds)
     if args.baseline_rev:
-        old = load_fastpath_at(args.baseline_rev).FastSession(make_session(model), fastpath="iobinding")
+        old = load_module_at(args.baseline_rev, "fastpath").FastSession(make_session(model), fastpath="iobinding")
         for _ in range(3):
             assert np.array_equal(old.run(feeds)[0], want)
         r[f"[{args.baseline_rev}] FastSession.run"] = lambda: old.run(feeds)

@@ -19,7 +19,62 @@ from seqdeploy.quantize.settings import (
     QuantTypeName,
     _check_choice,
     _check_nodes,
+    default_pad_input_channels,
 )
+
+#: input-channel multiple onnxruntime's int8 indirect convolution (MLAS ConvSym) needs on x86
+CHANNEL_MULTIPLE = 4
+
+
+def pad_input_channels(model: Any, multiple: int = CHANNEL_MULTIPLE) -> tuple[Any, list[str]]:
+    """Pad the input channels of each Conv fed by a model input through ``Transpose(0, 3, 1, 2)`` to ``multiple``.
+
+    The NHWC input ``x`` (C channels) becomes ``MatMul(x, E)`` with ``E = [I_C | 0]`` (C x C'), and
+    the Conv weight gets C' - C zero input channels: exact in float32 (products with 1 and 0) and
+    after quantization (the zero weights add nothing). The MatMul keeps the input float: its
+    names are returned so the quantizer leaves them out. Other Convs (group > 1, non-constant
+    weights, already a multiple, other producers) are left as they are.
+    """
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    g = model.graph
+    inits = {t.name: t for t in g.initializer}
+    graph_inputs = {i.name for i in g.input} - set(inits)
+    producer = {o: n for n in g.node for o in n.output}
+    consumers: dict[str, list[Any]] = {}
+    for n in g.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    added: list[str] = []
+    for conv in list(g.node):
+        if conv.op_type != "Conv" or conv.domain not in ("", "ai.onnx") or len(conv.input) < 2:
+            continue
+        w = inits.get(conv.input[1])
+        group = next((a.i for a in conv.attribute if a.name == "group"), 1)
+        t = producer.get(conv.input[0])
+        if w is None or len(w.dims) != 4 or group != 1 or w.dims[1] % multiple == 0 or t is None:
+            continue
+        perm = next((list(a.ints) for a in t.attribute if a.name == "perm"), None)
+        if (t.op_type != "Transpose" or perm != [0, 3, 1, 2] or t.input[0] not in graph_inputs
+                or len(consumers.get(conv.input[0], [])) != 1 or len(consumers.get(conv.input[1], [])) != 1):
+            continue
+        weight = numpy_helper.to_array(w)
+        cin = weight.shape[1]
+        cout = -(-cin // multiple) * multiple
+        padded = np.concatenate([weight, np.zeros((weight.shape[0], cout - cin) + weight.shape[2:], weight.dtype)], 1)
+        w.CopyFrom(numpy_helper.from_array(padded, w.name))
+        base = conv.name or conv.output[0]
+        eye, out = f"{base}/pad_channels_E", f"{t.input[0]}/pad_channels"
+        g.initializer.append(numpy_helper.from_array(np.eye(cin, cout, dtype=np.float32), eye))
+        mm = helper.make_node("MatMul", [t.input[0], eye], [out], name=f"{base}/pad_channels")
+        t.input[0] = out
+        g.node.insert(list(g.node).index(t), mm)
+        added.append(mm.name)
+        stale = [vi for vi in g.value_info if vi.name == conv.input[0]]  # its channel count changed
+        for vi in stale:
+            g.value_info.remove(vi)
+    return model, added
 
 
 @dataclass(frozen=True)
@@ -27,7 +82,10 @@ class StaticInt8Settings:
     """Static int8 in QDQ format, calibrated on training rows.
 
     ``percentile`` is used by the percentile method only (the share of the
-    activation histogram kept, in percent).
+    activation histogram kept, in percent). ``pad_input_channels`` pads the input
+    channels of a Conv fed by the model's NHWC input to a multiple of 4 (an exact rewrite,
+    :func:`pad_input_channels`) so onnxruntime's VNNI int8 convolution kernel takes it; the
+    default follows the CPU (:func:`seqdeploy.quantize.settings.default_pad_input_channels`).
 
         >>> StaticInt8Settings(calibration_method="percentile", percentile=99.99).calibration_method
         'percentile'
@@ -43,8 +101,11 @@ class StaticInt8Settings:
     weight_type: QuantTypeName = "int8"
     op_types: tuple[str, ...] | None = None  # None = every op type ORT's QDQ quantizer handles
     nodes_to_exclude: tuple[str, ...] = ()
+    pad_input_channels: bool = False
 
     def __post_init__(self) -> None:
+        if not isinstance(self.pad_input_channels, bool):
+            raise QuantizeError(f"pad_input_channels = {self.pad_input_channels!r} (expected true or false)")
         _check_choice("calibration_method", self.calibration_method, CALIBRATION_METHODS)
         _check_choice("activation_type", self.activation_type, QUANT_TYPES)
         _check_choice("weight_type", self.weight_type, QUANT_TYPES)
@@ -71,7 +132,8 @@ class Int8Static(Recipe):
 
     def default_settings(self, qs: Any) -> StaticInt8Settings:
         kw: dict[str, Any] = {"calibration_samples": qs.calibration_samples, "calibration_method": qs.calibration_method,
-                              "reduce_range": qs.effective_reduce_range()}
+                              "reduce_range": qs.effective_reduce_range(),
+                              "pad_input_channels": default_pad_input_channels()}
         if qs.per_channel is not None:
             kw["per_channel"] = qs.per_channel
         return StaticInt8Settings(**kw)
@@ -95,14 +157,28 @@ class Int8Static(Recipe):
         if settings.calibration_method == "percentile":
             extra["CalibPercentile"] = float(settings.percentile)
         rows = subset(calibration, settings.calibration_samples, seed)
-        quantize_static(
-            str(src), str(dst), calibration_reader(rows, settings.calibration_batch_size),
-            quant_format=QuantFormat.QDQ, op_types_to_quantize=list(settings.op_types) if settings.op_types else None,
-            per_channel=settings.per_channel, reduce_range=settings.reduce_range,
-            activation_type=qtype(settings.activation_type), weight_type=qtype(settings.weight_type),
-            nodes_to_exclude=list(settings.nodes_to_exclude) or None, calibrate_method=method,
-            extra_options=extra or None,
-        )
+        source, exclude, padded = src, list(settings.nodes_to_exclude), None
+        if settings.pad_input_channels:
+            import onnx
+
+            model, added = pad_input_channels(onnx.load(str(src)))
+            if added:
+                padded = dst.with_name(dst.name + ".padded.onnx")
+                onnx.save(model, str(padded))
+                source, exclude = padded, exclude + added
+            del model
+        try:
+            quantize_static(
+                str(source), str(dst), calibration_reader(rows, settings.calibration_batch_size),
+                quant_format=QuantFormat.QDQ, op_types_to_quantize=list(settings.op_types) if settings.op_types else None,
+                per_channel=settings.per_channel, reduce_range=settings.reduce_range,
+                activation_type=qtype(settings.activation_type), weight_type=qtype(settings.weight_type),
+                nodes_to_exclude=exclude or None, calibrate_method=method,
+                extra_options=extra or None,
+            )
+        finally:
+            if padded is not None:
+                padded.unlink(missing_ok=True)
 
     def quantizable_ops(self, settings: StaticInt8Settings) -> frozenset[str] | None:
         from seqdeploy.compat import ort_quantizable_ops

@@ -1,0 +1,125 @@
+"""int8-static on conv nets: padding a first Conv's input channels to 4 (the VNNI int8 conv kernel's rule).
+
+Behaviour and numbers only, never timing; models built with onnx.helper.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxruntime.quantization")
+
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+import seqdeploy.quantize as q  # noqa: E402
+from seqdeploy.errors import QuantizeError  # noqa: E402
+from seqdeploy.precision import INT8_STATIC, precision_of_graph  # noqa: E402
+from seqdeploy.quantize.recipes.int8_static import pad_input_channels  # noqa: E402
+
+
+def _conv_net(path, cin=3, seed=0):
+    """NHWC image -> Transpose -> Conv 3x3 (cin -> 16) + Relu -> Conv 3x3 (16 -> 16, already a multiple) -> GAP -> MatMul -> Softmax."""
+    rng = np.random.default_rng(seed)
+    w1 = (rng.standard_normal((16, cin, 3, 3)) * 0.3).astype(np.float32)
+    b1 = (rng.standard_normal(16) * 0.1).astype(np.float32)
+    w2 = (rng.standard_normal((16, 16, 3, 3)) * 0.1).astype(np.float32)
+    wd = (rng.standard_normal((16, 4)) * 0.5).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Transpose", ["x"], ["xt"], name="nchw", perm=[0, 3, 1, 2]),
+         helper.make_node("Conv", ["xt", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+         helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+         helper.make_node("Conv", ["r1", "w2"], ["c2"], name="conv2", pads=[1, 1, 1, 1]),
+         helper.make_node("Relu", ["c2"], ["r2"], name="relu2"),
+         helper.make_node("GlobalAveragePool", ["r2"], ["g"], name="gap"),
+         helper.make_node("Flatten", ["g"], ["f"], name="flat"),
+         helper.make_node("MatMul", ["f", "wd"], ["z"], name="dense"),
+         helper.make_node("Softmax", ["z"], ["y"], name="softmax", axis=-1)],
+        "conv",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 8, 8, cin])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])],
+        [numpy_helper.from_array(a, n) for a, n in ((w1, "w1"), (b1, "b1"), (w2, "w2"), (wd, "wd"))],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    model = onnx.shape_inference.infer_shapes(model)  # value_info for xt: the rewrite must drop the stale one
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def _run(path, x):
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+
+
+def _x(n=64, cin=3, seed=1):
+    return np.random.default_rng(seed).uniform(0, 1, (n, 8, 8, cin)).astype(np.float32)
+
+
+@pytest.mark.parametrize("cin, want", [(3, 4), (1, 4), (5, 8)])
+def test_padding_is_exact_and_only_touches_the_input_conv(cin, want, tmp_path):
+    src = _conv_net(tmp_path / "m.onnx", cin)
+    model, added = pad_input_channels(onnx.load(str(src)))
+    assert added == ["conv1/pad_channels"]
+    onnx.checker.check_model(model, full_check=True)
+    w = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    assert w["w1"].shape == (16, want, 3, 3) and not w["w1"][:, cin:].any()
+    assert w["w2"].shape == (16, 16, 3, 3)  # already a multiple of 4: untouched
+    assert w["conv1/pad_channels_E"].shape == (cin, want)
+    assert [n.op_type for n in model.graph.node][:3] == ["MatMul", "Transpose", "Conv"]
+    onnx.save(model, str(tmp_path / "p.onnx"))
+    x = _x(cin=cin)
+    np.testing.assert_allclose(_run(tmp_path / "p.onnx", x), _run(src, x), rtol=0, atol=1e-6)
+
+
+def test_padding_leaves_other_models_alone(tmp_path):
+    src = _conv_net(tmp_path / "m.onnx", cin=4)
+    model, added = pad_input_channels(onnx.load(str(src)))
+    assert added == [] and [n.op_type for n in model.graph.node][0] == "Transpose"
+
+
+def test_padded_int8_static_matches_the_unpadded_one(tmp_path):
+    src = _conv_net(tmp_path / "m.onnx")
+    x = _x(128)
+    calib = {"x": x[:64]}
+    recipe = q.get_recipe("int8-static")
+    recipe.build(src, tmp_path / "pad.onnx", q.StaticInt8Settings(pad_input_channels=True), calib)
+    recipe.build(src, tmp_path / "plain.onnx", q.StaticInt8Settings(pad_input_channels=False), calib)
+    assert not list(tmp_path.glob("*.padded.onnx"))  # the float intermediate is removed
+    model = onnx.load(str(tmp_path / "pad.onnx"))
+    ops = [n.op_type for n in model.graph.node]
+    first = next(n for n in model.graph.node if n.name == "conv1/pad_channels")
+    assert first.op_type == "MatMul" and ops.count("MatMul") == 2  # the float pad + the quantized dense
+    w1 = {t.name: t for t in model.graph.initializer}["w1_quantized"]
+    assert w1.data_type == TensorProto.INT8 and list(w1.dims) == [16, 4, 3, 3]
+    assert precision_of_graph(model) is INT8_STATIC  # the float MatMul in front does not change what the graph is
+    a, b, f = _run(tmp_path / "pad.onnx", x), _run(tmp_path / "plain.onnx", x), _run(src, x)
+    np.testing.assert_allclose(a, b, atol=2e-2)  # same scales: the zero channel adds nothing
+    assert (a.argmax(1) == f.argmax(1)).mean() >= 0.95
+
+
+@pytest.mark.parametrize("flags, machine, want", [
+    ("fpu avx2 fma", "x86_64", False),
+    ("fpu avx2 avx512f avx512_vnni", "x86_64", True),
+    ("fpu avx2 avx_vnni", "x86_64", True),
+    ("fp asimd asimddp", "aarch64", False),
+])
+def test_pad_input_channels_follows_the_cpu(flags, machine, want, monkeypatch):
+    import platform
+
+    import seqdeploy.doctor as doctor
+
+    cpuinfo = f"processor\t: 0\nflags\t\t: {flags}\n"
+    assert q.default_pad_input_channels(cpuinfo) is (want if machine == "x86_64" else False)
+    monkeypatch.setattr(doctor, "read_cpuinfo", lambda: cpuinfo)
+    monkeypatch.setattr(platform, "machine", lambda: machine)
+    assert q.QuantizeSettings().static_settings().pad_input_channels is want
+    given = q.StaticInt8Settings(pad_input_channels=not want)
+    assert q.QuantizeSettings(static=given).static_settings().pad_input_channels is (not want)  # given wins
+
+
+def test_pad_input_channels_is_validated():
+    with pytest.raises(QuantizeError, match="pad_input_channels = 'yes'"):
+        q.StaticInt8Settings(pad_input_channels="yes")

@@ -29,6 +29,18 @@ def _check_nodes(name: str, nodes: Any) -> None:
         raise QuantizeError(f"{name} = {nodes!r} (expected a tuple of node-name strings); pass e.g. ('dense/MatMul',)")
 
 
+def _check_calibration(settings: Any) -> None:
+    """The calibration fields the static recipes share: method, sample and batch counts, percentile."""
+    _check_choice("calibration_method", settings.calibration_method, CALIBRATION_METHODS)
+    for name in ("calibration_samples", "calibration_batch_size"):
+        value = getattr(settings, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise QuantizeError(f"{name} = {value!r} (expected an integer >= 1); e.g. {name}=256")
+    p = settings.percentile
+    if not (isinstance(p, (int, float)) and 50.0 < float(p) <= 100.0):
+        raise QuantizeError(f"percentile = {p!r} (expected 50 < p <= 100); e.g. 99.999")
+
+
 def modes() -> tuple[str, ...]:
     """``auto`` and the mode of every registered recipe.
 

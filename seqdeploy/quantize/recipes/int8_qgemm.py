@@ -28,7 +28,7 @@ from seqdeploy.errors import QuantizeError
 from seqdeploy.precision import INT8_QGEMM
 from seqdeploy.quantize.recipes import Recipe, RecipeDoesNotFit, register
 from seqdeploy.quantize.recipes._ops import CONV_OPS, MATMUL_OPS, RNN_OPS
-from seqdeploy.quantize.settings import CALIBRATION_METHODS, CalibrationMethodName, _check_choice, _check_nodes
+from seqdeploy.quantize.settings import CalibrationMethodName, _check_calibration, _check_nodes
 
 
 @dataclass(frozen=True)
@@ -52,13 +52,7 @@ class QGemmInt8Settings:
     nodes_to_exclude: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        _check_choice("calibration_method", self.calibration_method, CALIBRATION_METHODS)
-        for name in ("calibration_samples", "calibration_batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise QuantizeError(f"{name} = {value!r} (expected an integer >= 1); e.g. {name}=256")
-        if not (isinstance(self.percentile, (int, float)) and 50.0 < float(self.percentile) <= 100.0):
-            raise QuantizeError(f"percentile = {self.percentile!r} (expected 50 < p <= 100); e.g. 99.999")
+        _check_calibration(self)
         _check_nodes("nodes_to_exclude", self.nodes_to_exclude)
 
 

@@ -13,10 +13,10 @@ from seqdeploy.precision import INT8_STATIC
 from seqdeploy.quantize.recipes import Recipe, register
 from seqdeploy.quantize.recipes._ops import CONV_OPS, MATMUL_OPS, qtype
 from seqdeploy.quantize.settings import (
-    CALIBRATION_METHODS,
     QUANT_TYPES,
     CalibrationMethodName,
     QuantTypeName,
+    _check_calibration,
     _check_choice,
     _check_nodes,
     default_pad_input_channels,
@@ -106,15 +106,9 @@ class StaticInt8Settings:
     def __post_init__(self) -> None:
         if not isinstance(self.pad_input_channels, bool):
             raise QuantizeError(f"pad_input_channels = {self.pad_input_channels!r} (expected true or false)")
-        _check_choice("calibration_method", self.calibration_method, CALIBRATION_METHODS)
+        _check_calibration(self)
         _check_choice("activation_type", self.activation_type, QUANT_TYPES)
         _check_choice("weight_type", self.weight_type, QUANT_TYPES)
-        for name in ("calibration_samples", "calibration_batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise QuantizeError(f"{name} = {value!r} (expected an integer >= 1); e.g. {name}=256")
-        if not (isinstance(self.percentile, (int, float)) and 50.0 < float(self.percentile) <= 100.0):
-            raise QuantizeError(f"percentile = {self.percentile!r} (expected 50 < p <= 100); e.g. 99.999")
         if self.op_types is not None:
             _check_nodes("op_types", self.op_types)
         _check_nodes("nodes_to_exclude", self.nodes_to_exclude)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -90,6 +90,20 @@ def subset(feeds: Mapping[str, np.ndarray], k: int, seed: int) -> dict[str, np.n
         return dict(feeds)
     idx = np.sort(np.random.default_rng(seed).choice(n, size=k, replace=False))
     return slice_rows(feeds, idx)
+
+
+def static_calibration(settings: Any, calibration: Mapping[str, np.ndarray], seed: int) -> dict[str, Any]:
+    """``quantize_static``'s calibration arguments from a static recipe's settings (``calibration_method``,
+    ``calibration_samples``, ``calibration_batch_size``, ``percentile``): the reader over a seeded row subset,
+    the method, and the percentile option."""
+    from onnxruntime.quantization import CalibrationMethod
+
+    method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+              "percentile": CalibrationMethod.Percentile}[settings.calibration_method]
+    extra = {"CalibPercentile": float(settings.percentile)} if settings.calibration_method == "percentile" else None
+    rows = subset(calibration, settings.calibration_samples, seed)
+    return {"calibration_data_reader": calibration_reader(rows, settings.calibration_batch_size),
+            "calibrate_method": method, "extra_options": extra}
 
 
 def latency_feed(feeds: Mapping[str, np.ndarray], batch_size: int) -> dict[str, np.ndarray]:

@@ -185,9 +185,9 @@ class Int8QGemm(Recipe):
     def build(self, src: Path, dst: Path, settings: QGemmInt8Settings, calibration: Mapping[str, np.ndarray] | None,
               seed: int = 0) -> None:
         import onnx
-        from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+        from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
-        from seqdeploy.quantize.feeds import calibration_reader, subset
+        from seqdeploy.quantize.feeds import static_calibration
 
         if not calibration:
             raise QuantizeError("int8-qgemm needs calibration data (received none); pass calibration_inputs rows from the training split")
@@ -201,17 +201,12 @@ class Int8QGemm(Recipe):
         gemm = dst.with_name(dst.name + ".gemm.onnx")
         onnx.save(model, str(gemm))
         del model
-        method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-                  "percentile": CalibrationMethod.Percentile}[settings.calibration_method]
-        extra: dict[str, Any] = {"CalibPercentile": float(settings.percentile)} if settings.calibration_method == "percentile" else {}
-        rows = subset(calibration, settings.calibration_samples, seed)
         try:
             quantize_static(
-                str(gemm), str(dst), calibration_reader(rows, settings.calibration_batch_size),
+                str(gemm), str(dst), **static_calibration(settings, calibration, seed),
                 quant_format=QuantFormat.QOperator, op_types_to_quantize=["Gemm", "Relu"], per_channel=False,
                 reduce_range=settings.reduce_range, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                nodes_to_exclude=list(settings.nodes_to_exclude) or None, calibrate_method=method,
-                extra_options=extra or None,
+                nodes_to_exclude=list(settings.nodes_to_exclude) or None,
             )
         finally:
             gemm.unlink(missing_ok=True)

@@ -139,18 +139,12 @@ class Int8Static(Recipe):
 
     def build(self, src: Path, dst: Path, settings: StaticInt8Settings, calibration: Mapping[str, np.ndarray] | None,
               seed: int = 0) -> None:
-        from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_static
+        from onnxruntime.quantization import QuantFormat, quantize_static
 
-        from seqdeploy.quantize.feeds import calibration_reader, subset
+        from seqdeploy.quantize.feeds import static_calibration
 
         if not calibration:
             raise QuantizeError("int8-static needs calibration data (received none); pass calibration_inputs rows from the training split")
-        method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-                  "percentile": CalibrationMethod.Percentile}[settings.calibration_method]
-        extra: dict[str, Any] = {}
-        if settings.calibration_method == "percentile":
-            extra["CalibPercentile"] = float(settings.percentile)
-        rows = subset(calibration, settings.calibration_samples, seed)
         source, exclude, padded = src, list(settings.nodes_to_exclude), None
         if settings.pad_input_channels:
             import onnx
@@ -163,12 +157,11 @@ class Int8Static(Recipe):
             del model
         try:
             quantize_static(
-                str(source), str(dst), calibration_reader(rows, settings.calibration_batch_size),
+                str(source), str(dst), **static_calibration(settings, calibration, seed),
                 quant_format=QuantFormat.QDQ, op_types_to_quantize=list(settings.op_types) if settings.op_types else None,
                 per_channel=settings.per_channel, reduce_range=settings.reduce_range,
                 activation_type=qtype(settings.activation_type), weight_type=qtype(settings.weight_type),
-                nodes_to_exclude=exclude or None, calibrate_method=method,
-                extra_options=extra or None,
+                nodes_to_exclude=exclude or None,
             )
         finally:
             if padded is not None:

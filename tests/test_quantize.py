@@ -470,3 +470,22 @@ def test_recipes_are_a_registry_and_a_new_one_is_one_class(mlp, tmp_path, monkey
     assert sorted(p.name for p in out.iterdir()) == ["model.copy-test.onnx", "quantize.json"]
     assert r.removed_stale == ("model.int8-dynamic.onnx",)
     assert q.read_record(out).chosen == "model.copy-test.onnx" and q.read_record(out).kept == (("model.copy-test.onnx", "copy-test"),)
+
+
+def test_static_calibration_arguments_follow_the_settings():
+    """One builder of quantize_static's calibration arguments for every static recipe."""
+    from onnxruntime.quantization import CalibrationMethod
+
+    from seqdeploy.quantize.feeds import static_calibration
+
+    rows = {"x": np.arange(100 * 3, dtype=np.float32).reshape(100, 3)}
+    got = static_calibration(q.StaticInt8Settings(calibration_method="percentile", percentile=99.9,
+                                                  calibration_samples=10, calibration_batch_size=4), rows, seed=0)
+    assert got["calibrate_method"] == CalibrationMethod.Percentile and got["extra_options"] == {"CalibPercentile": 99.9}
+    batches = []
+    while (b := got["calibration_data_reader"].get_next()) is not None:
+        batches.append(b["x"])
+    assert [len(b) for b in batches] == [4, 4, 2]  # 10 sampled rows in batches of 4
+    assert len({tuple(r) for b in batches for r in b}) == 10
+    plain = static_calibration(q.StaticInt8Settings(), rows, seed=0)
+    assert plain["calibrate_method"] == CalibrationMethod.MinMax and plain["extra_options"] is None

@@ -16,6 +16,7 @@ Importing this module needs only the standard library (onnxruntime inside the bu
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -46,6 +47,10 @@ class SessionSettings:
     def describe(self) -> str:
         return (f"{self.threads} thread{'s' if self.threads != 1 else ''}, "
                 f"spinning {'on' if self.allow_spinning else 'off'}, graph {self.graph_optimization}")
+
+    def with_threads(self, threads: int | None) -> "SessionSettings":
+        """These settings with ``threads`` intra-op threads (None keeps them)."""
+        return self if threads is None or threads == self.threads else dataclasses.replace(self, threads=threads)
 
     @property
     def cost(self) -> tuple[int, int]:

@@ -35,7 +35,6 @@ fallbacks and the optional C API path).
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import threading
 import os
@@ -86,10 +85,7 @@ def session_options(threads: int | None = None, settings: SessionSettings | None
     """
     if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
         raise InputValidationError(f"threads = {threads!r} (expected an integer >= 1, or None for the default 1)")
-    chosen = settings or SessionSettings()
-    if threads is not None and threads != chosen.threads:
-        chosen = dataclasses.replace(chosen, threads=threads)
-    return build_session_options(chosen)
+    return build_session_options((settings or SessionSettings()).with_threads(threads))
 
 
 def make_session(model: str | os.PathLike | bytes, threads: int | None = None,
@@ -220,9 +216,7 @@ class Predictor:
         art: Artifact = manifest.deployment if artifact is None else manifest.artifact(artifact)
         if settings is None and manifest.runtime_settings is not None and art.file == manifest.deployment_artifact:
             settings = manifest.runtime_settings.for_batch(1)  # measured best for per-call latency
-        chosen = settings or SessionSettings()
-        if threads is not None:
-            chosen = dataclasses.replace(chosen, threads=threads)
+        chosen = (settings or SessionSettings()).with_threads(threads)
         root = Path(path) if Path(path).is_dir() else Path(path).parent
         for need in (art.min_onnxruntime, art.portable.min_onnxruntime if art.portable else art.min_onnxruntime):
             if version_tuple(ort.__version__) < version_tuple(need):

@@ -56,7 +56,8 @@ def long_review(bundle: Path) -> str:
 
 
 def build(root: Path, trained_mlp_run: Path) -> dict[str, Path]:
-    """``{"tabular": breast_cancer_mlp, "text": sentiment_lstm}`` trained briefly, exported, with golden answers."""
+    """``{"tabular": breast_cancer_mlp, "text": sentiment_lstm, "int8": breast_cancer_mlp with int8-qgemm deployed}``
+    trained briefly, exported, with golden answers."""
     from seqdeploy.data import load_run_splits
     from seqdeploy.export import export_onnx
     from seqdeploy.bundle import write_bundle_manifest
@@ -71,4 +72,24 @@ def build(root: Path, trained_mlp_run: Path) -> dict[str, Path]:
     write_golden(tab, load_run_splits(tab).raw_test[:8])
     texts = [str(t) for t in load_run_splits(text).raw_test[:6]] + list(EDGE_TEXTS) + [long_review(text)]
     write_golden(text, texts)
-    return {"tabular": tab, "text": text}
+    return {"tabular": tab, "text": text, "int8": int8_bundle(root / "breast_cancer_int8", tab)}
+
+
+def int8_bundle(dst: Path, tabular: Path) -> Path:
+    """``tabular`` with a real ``int8-qgemm`` artifact deployed (com.microsoft QGemm in the portable graph):
+    what the quantize gate picks for larger MLPs, so every client must run it."""
+    from seqdeploy.bundle import write_bundle_manifest
+    from seqdeploy.data import load_run_splits
+    from seqdeploy.quantize import get_recipe
+
+    run = shutil.copytree(tabular, dst)
+    recipe = get_recipe("int8-qgemm")
+    splits = load_run_splits(run)
+    recipe.build(run / "model.onnx", run / recipe.artifact, recipe.settings_type(),
+                 {"features": np.asarray(splits.x_train, np.float32)})
+    (run / "quantize.json").write_text(json.dumps({"chosen": recipe.artifact, "candidates": [
+        {"recipe": recipe.name, "path": recipe.artifact, "accepted": True, "chosen": True}]}))
+    manifest = write_bundle_manifest(run)
+    assert manifest.deployment_artifact == recipe.artifact and "com.microsoft:QGemm" in manifest.contrib_ops
+    write_golden(run, splits.raw_test[:8])
+    return run

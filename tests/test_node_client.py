@@ -54,7 +54,7 @@ def csv_line(row) -> str:
     return ",".join(repr(float(v)) for v in row)  # float32 -> the shortest decimal that gives it back
 
 
-@pytest.mark.parametrize("kind", ["tabular", "text"])
+@pytest.mark.parametrize("kind", ["tabular", "text", "int8"])
 def test_check_mode_matches_golden(node, portable_bundles, kind):
     bundle = portable_bundles[kind]
     out = run_client(node, bundle, "--check")

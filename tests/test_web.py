@@ -113,7 +113,7 @@ def page(site: Site, **query: str) -> tuple[dict, str]:
     return json.loads(html.unescape(m.group(1))), " ".join(text.split())
 
 
-@pytest.mark.parametrize("kind", ["text", "tabular", "window"])
+@pytest.mark.parametrize("kind", ["text", "tabular", "window", "int8"])
 def test_self_check_shows_golden_answers(site, kind):
     result, text = page(site, bundle=f"bundles/{kind}", check="1")
     assert result["ok"] is True and result["mode"] == "check", result

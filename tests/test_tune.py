@@ -152,3 +152,22 @@ def test_a_broken_record_is_ignored_and_a_bad_manifest_entry_is_refused(tmp_path
 def test_tune_needs_a_bundle(tmp_path):
     with pytest.raises(BundleError, match="no manifest.json"):
         tune_bundle(tmp_path)
+
+
+def test_cli_tune_writes_the_choice_and_refuses_a_non_bundle(tmp_path):
+    from typer.testing import CliRunner
+
+    from seqdeploy.cli import app
+
+    runner = CliRunner()
+    run = build_bundle(tmp_path, "binary")
+    res = runner.invoke(app, ["tune", str(run), "--batch", "1,4", "--threads", "1", "--graph-opt", "all,basic",
+                              "--duration", "0.1", "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert [c["batch"] for c in out["choices"]] == [1, 4] and len(out["points"]) == 4
+    assert load_manifest(run).runtime_settings.source == "tune.json"
+    res = runner.invoke(app, ["tune", str(run), "--graph-opt", "fastest"])
+    assert res.exit_code == 2 and "graph levels" in res.output
+    res = runner.invoke(app, ["tune", str(tmp_path / "nothing")])
+    assert res.exit_code == 2 and "no manifest.json" in res.output

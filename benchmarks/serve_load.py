@@ -32,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import numpy as np
@@ -155,49 +156,9 @@ def _summary(lat: list[float], seconds: float, errors: int) -> dict:
             "p99_ms": round(float(np.percentile(lat_ms, 99)), 3) if len(lat) else None}
 
 
-async def _load_rest(server: Server, name: str, rows: np.ndarray, conc: int, seconds: float, warmup: float) -> dict:
-    import aiohttp
-
-    url = f"http://127.0.0.1:{server.http_port}/v2/models/{server.model}/infer"
-    bodies = [json.dumps({"inputs": [{"name": name, "datatype": "FP32", "shape": [1, *r.shape],
-                                      "data": r.ravel().tolist()}]}).encode() for r in rows]
-    lat: list[float] = []
-    errors = 0
-    t_start = time.perf_counter()
-    t_measure, t_end = t_start + warmup, t_start + warmup + seconds
-    conn = aiohttp.TCPConnector(limit=conc)
-    async with aiohttp.ClientSession(connector=conn, headers={"content-type": "application/json"}) as s:
-        async def worker(k: int) -> None:
-            nonlocal errors
-            i = k
-            while True:
-                t0 = time.perf_counter()
-                if t0 >= t_end:
-                    return
-                async with s.post(url, data=bodies[i % len(bodies)]) as r:
-                    await r.read()
-                    ok = r.status == 200
-                t1 = time.perf_counter()
-                if t0 >= t_measure:
-                    if ok:
-                        lat.append(t1 - t0)
-                    else:
-                        errors += 1
-                i += conc
-
-        await asyncio.gather(*(worker(k) for k in range(conc)))
-    return _summary(lat, seconds, errors)
-
-
-async def _load_grpc(server: Server, name: str, rows: np.ndarray, conc: int, seconds: float, warmup: float) -> dict:
-    import tritonclient.grpc.aio as grpcclient
-
-    client = grpcclient.InferenceServerClient(f"127.0.0.1:{server.grpc_port}")
-    inputs = []
-    for r in rows:
-        inp = grpcclient.InferInput(name, [1, *r.shape], "FP32")
-        inp.set_data_from_numpy(r[None].astype(np.float32))
-        inputs.append(inp)
+async def _closed_loop(send: Callable[[int], Awaitable[bool]], conc: int, seconds: float, warmup: float) -> dict:
+    """``conc`` workers each sending request ``i, i + conc, ...`` back to back (``send(i)`` -> ok) for ``warmup``
+    then ``seconds``; latencies and errors of the requests started after the warm-up."""
     lat: list[float] = []
     errors = 0
     t_start = time.perf_counter()
@@ -210,11 +171,7 @@ async def _load_grpc(server: Server, name: str, rows: np.ndarray, conc: int, sec
             t0 = time.perf_counter()
             if t0 >= t_end:
                 return
-            try:
-                await client.infer(server.model, [inputs[i % len(inputs)]])
-                ok = True
-            except Exception:  # noqa: BLE001 - counted
-                ok = False
+            ok = await send(i)
             t1 = time.perf_counter()
             if t0 >= t_measure:
                 if ok:
@@ -224,8 +181,46 @@ async def _load_grpc(server: Server, name: str, rows: np.ndarray, conc: int, sec
             i += conc
 
     await asyncio.gather(*(worker(k) for k in range(conc)))
-    await client.close()
     return _summary(lat, seconds, errors)
+
+
+async def _load_rest(server: Server, name: str, rows: np.ndarray, conc: int, seconds: float, warmup: float) -> dict:
+    import aiohttp
+
+    url = f"http://127.0.0.1:{server.http_port}/v2/models/{server.model}/infer"
+    bodies = [json.dumps({"inputs": [{"name": name, "datatype": "FP32", "shape": [1, *r.shape],
+                                      "data": r.ravel().tolist()}]}).encode() for r in rows]
+    conn = aiohttp.TCPConnector(limit=conc)
+    async with aiohttp.ClientSession(connector=conn, headers={"content-type": "application/json"}) as s:
+        async def send(i: int) -> bool:
+            async with s.post(url, data=bodies[i % len(bodies)]) as r:
+                await r.read()
+                return r.status == 200
+
+        return await _closed_loop(send, conc, seconds, warmup)
+
+
+async def _load_grpc(server: Server, name: str, rows: np.ndarray, conc: int, seconds: float, warmup: float) -> dict:
+    import tritonclient.grpc.aio as grpcclient
+
+    client = grpcclient.InferenceServerClient(f"127.0.0.1:{server.grpc_port}")
+    inputs = []
+    for r in rows:
+        inp = grpcclient.InferInput(name, [1, *r.shape], "FP32")
+        inp.set_data_from_numpy(r[None].astype(np.float32))
+        inputs.append(inp)
+
+    async def send(i: int) -> bool:
+        try:
+            await client.infer(server.model, [inputs[i % len(inputs)]])
+            return True
+        except Exception:  # noqa: BLE001 - counted
+            return False
+
+    try:
+        return await _closed_loop(send, conc, seconds, warmup)
+    finally:
+        await client.close()
 
 
 def _median(runs: list[dict]) -> dict:

@@ -30,3 +30,11 @@ def portable_bundles(trained_mlp_run, tmp_path_factory) -> dict[str, Path]:
     from portable_bundles import build
 
     return build(tmp_path_factory.mktemp("portable"), trained_mlp_run)
+
+
+@pytest.fixture(scope="session")
+def customers_bundle(tmp_path_factory) -> Path:
+    """A bundle with two raw inputs (numeric columns + categories), for the Node and browser clients' tests."""
+    from portable_bundles import customers
+
+    return customers(tmp_path_factory.mktemp("customers"))

@@ -93,3 +93,33 @@ def int8_bundle(dst: Path, tabular: Path) -> Path:
     assert manifest.deployment_artifact == recipe.artifact and "com.microsoft:QGemm" in manifest.contrib_ops
     write_golden(run, splits.raw_test[:8])
     return run
+
+
+#: the numeric columns of models/data/customers.csv (the others are categories)
+CUSTOMER_NUMERIC = ("tenure_months", "monthly_charges")
+
+
+def customers(root: Path) -> Path:
+    """models/customers_mixed_mlp.toml trained one epoch and exported: two raw inputs (numbers + categories)."""
+    from seqdeploy.bundle import write_bundle_manifest
+    from seqdeploy.export import export_onnx
+    from seqdeploy.train import train
+
+    run = root / "customers"
+    train(REPO / "models/customers_mixed_mlp.toml", out=run, epochs=1)
+    export_onnx(run)
+    write_bundle_manifest(run)
+    return run
+
+
+def customer_rows(n: int) -> list[dict[str, str]]:
+    """The first ``n`` rows of models/data/customers.csv as strings, by column."""
+    import csv
+
+    with open(REPO / "models/data/customers.csv", newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))[:n]
+
+
+def typed_customers(rows: list[dict[str, str]]) -> list[dict[str, Any]]:
+    """``rows`` with the numeric columns as floats: what Predictor takes."""
+    return [{k: (float(v) if k in CUSTOMER_NUMERIC else v) for k, v in r.items()} for r in rows]

@@ -152,26 +152,16 @@ def test_mismatch_tampering_and_bad_rows_are_reported(node, portable_bundles, tm
         assert "    at " not in out.stderr  # a message, not a stack trace
 
 
-def test_numeric_and_categorical_rows_from_a_csv(node, tmp_path):
+def test_numeric_and_categorical_rows_from_a_csv(node, customers_bundle):
     """A bundle with two raw inputs (numeric features + categories): CSV rows with a header, unseen values too."""
-    import csv
+    from portable_bundles import customer_rows, typed_customers
 
-    from seqdeploy.bundle import write_bundle_manifest
-    from seqdeploy.export import export_onnx
-    from seqdeploy.train import train
-
-    run = tmp_path / "customers"
-    train(REPO / "models/customers_mixed_mlp.toml", out=run, epochs=1)
-    export_onnx(run)
-    write_bundle_manifest(run)
-    with open(REPO / "models/data/customers.csv", newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))[:12]
+    run = customers_bundle
+    rows = customer_rows(12)
     rows[3]["plan"] = "platinum"  # never seen in training: the out-of-vocabulary bucket
     header = list(rows[0])
     lines = [",".join(header)] + [",".join(r[h] for h in header) for r in rows]
     got = answers(node, run, stdin="\n".join(lines) + "\n")
-    p = Predictor.from_bundle(run)
-    typed = [{k: (float(v) if k in ("tenure_months", "monthly_charges") else v) for k, v in r.items()} for r in rows]
-    assert_same(got, p.answers(typed))
+    assert_same(got, Predictor.from_bundle(run).answers(typed_customers(rows)))
     bad = run_client(node, run, stdin="customer,plan\nc1,basic\n")
     assert bad.returncode == 2 and "lacks column(s)" in bad.stderr and "Error:" not in bad.stderr

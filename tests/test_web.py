@@ -173,24 +173,14 @@ def test_missing_or_tampered_bundle_is_refused(site):
     assert "differs from the manifest" in text and "The bundle could not be loaded." in text
 
 
-def test_numeric_and_categorical_bundle_in_the_browser(browser, tmp_path):
+def test_numeric_and_categorical_bundle_in_the_browser(browser, customers_bundle, tmp_path):
     """Two raw inputs (numeric features + categories): the self-check and a pasted row with an unseen category."""
-    import csv
+    from portable_bundles import customer_rows, typed_customers
 
-    from seqdeploy.bundle import write_bundle_manifest
-    from seqdeploy.export import export_onnx
-    from seqdeploy.train import train
-
-    run = tmp_path / "customers"
-    train(REPO / "models/customers_mixed_mlp.toml", out=run, epochs=1)
-    export_onnx(run)
-    write_bundle_manifest(run)
-    with open(REPO / "models/data/customers.csv", newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))[:6]
+    run = customers_bundle
+    rows = customer_rows(6)
     rows[2]["region"] = "atlantis"  # never seen in training
-    p = Predictor.from_bundle(run)
-    typed = [{k: (float(v) if k in ("tenure_months", "monthly_charges") else v) for k, v in r.items()} for r in rows]
-    want = p.answers(typed)
+    want = Predictor.from_bundle(run).answers(typed_customers(rows))
     header = list(rows[0])
     pasted = "\n".join([", ".join(header)] + [", ".join(r[h] for h in header) for r in rows])
     root = tmp_path / "site"

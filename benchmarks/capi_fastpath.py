@@ -1,6 +1,6 @@
 """Per-call cost of FastSession's C API path vs its IOBinding path (and session.run, TFLite) on a tiny MLP.
 
-Decides whether the onnxruntime C API path (``seqdeploy.ort_capi``) becomes FastSession's
+Decides whether the onnxruntime C API path (``seqdeploy.runtime.ort_capi``) becomes FastSession's
 default: it must be >= 1.3x the IOBinding path's speed at batch 1 on the 30-16-8-1 MLP.
 Every runner sees the same feed and is timed in interleaved rounds (A B C ..., A B C ...)
 so drift on a shared machine hits them alike; the tables show medians over rounds of
@@ -31,7 +31,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from predictor_overhead import mlp_model, tflite_runner  # noqa: E402
 
-from seqdeploy.doctor import cpu_model_name  # noqa: E402
+from seqdeploy.cpu import cpu_model_name  # noqa: E402
 
 SHIP_RATIO = 1.3
 
@@ -79,8 +79,8 @@ def time_interleaved(runners: dict[str, Callable[[], Any]], rounds: int, calls: 
 
 
 def runners_for(batch: int, model: bytes, tflite: bool) -> tuple[dict[str, Callable[[], Any]], dict[str, Any]]:
-    from seqdeploy.fastpath import FastSession
-    from seqdeploy.runtime import make_session
+    from seqdeploy.runtime.fastpath import FastSession
+    from seqdeploy.runtime.predictor import make_session
 
     sess = make_session(model)
     out = [o.name for o in sess.get_outputs()]
@@ -124,8 +124,8 @@ def runners_for(batch: int, model: bytes, tflite: bool) -> tuple[dict[str, Calla
 
 
 def identity_runners(batch: int) -> dict[str, Callable[[], Any]]:
-    from seqdeploy.fastpath import FastSession
-    from seqdeploy.runtime import make_session
+    from seqdeploy.runtime.fastpath import FastSession
+    from seqdeploy.runtime.predictor import make_session
 
     model = identity_bytes()
     feeds = {"features": np.random.default_rng(0).standard_normal((batch, 30)).astype(np.float32)}
@@ -142,8 +142,8 @@ def identity_runners(batch: int) -> dict[str, Callable[[], Any]]:
 
 def leak_check(calls: int) -> dict[str, Any]:
     """RSS before/after ``calls`` calls of each fast path, and of the unbound C API ``CapiSession.run``."""
-    from seqdeploy.fastpath import FastSession
-    from seqdeploy.runtime import make_session
+    from seqdeploy.runtime.fastpath import FastSession
+    from seqdeploy.runtime.predictor import make_session
 
     model = mlp_bytes()
     feeds = {"features": np.random.default_rng(3).standard_normal((1, 30)).astype(np.float32)}

@@ -6,7 +6,7 @@ Two Functional models (two inputs, one output each), untrained weights:
 * ``tokens``: ids (50 steps, 0 = padding, left-padded rows) through Embedding(mask_zero) and
   GRU(256) -- masked, so seqdeploy adds the mask compaction around the native op.
 
-Each is exported twice: ``seqdeploy.export.convert_model`` (native GRU) and plain tf2onnx
+Each is exported twice: ``seqdeploy.export.convert.convert_model`` (native GRU) and plain tf2onnx
 ``from_function`` over the whole model (the Loop seqdeploy replaced). Both sessions run on one
 thread, interleaved in rounds so drift hits both alike; the table gives the median per call,
 the ratio and the max abs difference to Keras.
@@ -45,7 +45,7 @@ def _models():
 
 
 def _feed(model, batch: int, rng) -> dict[str, np.ndarray]:
-    from seqdeploy.export import keras_input_names
+    from seqdeploy.export.convert import keras_input_names
 
     feed = {}
     for name, inp in zip(keras_input_names(model), model.inputs):
@@ -64,7 +64,7 @@ def _loop_proto(model):
     import tensorflow as tf
     import tf2onnx
 
-    from seqdeploy.export import _io_specs
+    from seqdeploy.export.convert import _io_specs
 
     specs = _io_specs(model)
     fn = tf.function(lambda *xs: model(list(xs), training=False))
@@ -88,8 +88,8 @@ def main() -> None:
     ap.add_argument("--calls", type=int, default=20, help="calls per runner per round (batch 32: a quarter)")
     args = ap.parse_args()
 
-    from seqdeploy.doctor import cpu_model_name
-    from seqdeploy.export import convert_model, op_counts
+    from seqdeploy.cpu import cpu_model_name
+    from seqdeploy.export.convert import convert_model, op_counts
 
     cpu = cpu_model_name()
     print(f"CPU: {cpu}; onnxruntime 1 thread; median of {args.rounds} interleaved rounds")

@@ -18,7 +18,7 @@ recipe), exports it, builds each candidate and times it against TFLite int8 and 
 * ``nbits4``: weight-only MatMulNBits, 4 bits, block 256, accuracy_level 4 (int8 compute);
   only when ``onnxruntime.quantization.matmul_nbits_quantizer`` imports (it needs ``onnx_ir``)
 
-ORT candidates run through ``seqdeploy.runtime.make_session`` + ``FastSession`` (the
+ORT candidates run through ``seqdeploy.runtime.predictor.make_session`` + ``FastSession`` (the
 Predictor's per-call path, the runtime's default settings: intra-op spinning off; at more
 than one thread int8-dynamic and qgemm-u8s8 are also timed with spinning on, ``... spin``),
 TFLite through ``TfliteRunner.infer`` (set_tensor/invoke/get_tensor).
@@ -146,9 +146,9 @@ def build(work: Path, fresh: bool, floor: bool) -> dict[str, Any]:
 # ---------------------------------------------------------------- timing
 
 def _ort_runner(path: Path, threads: int, spin: bool = False):
-    from seqdeploy.fastpath import FastSession
-    from seqdeploy.ort_options import SessionSettings
-    from seqdeploy.runtime import make_session
+    from seqdeploy.runtime.fastpath import FastSession
+    from seqdeploy.runtime.session import SessionSettings
+    from seqdeploy.runtime.predictor import make_session
 
     fs = FastSession(make_session(path, settings=SessionSettings(threads=threads, allow_spinning=spin)))
     name = fs.input_names[0]
@@ -245,7 +245,7 @@ def _lock(path: str | None):
 def machine() -> str:
     import onnxruntime as ort
 
-    from seqdeploy.doctor import cpu_flags, cpu_model_name
+    from seqdeploy.cpu import cpu_flags, cpu_model_name
 
     flags = cpu_flags()
     on = [k for k, v in flags.items() if v] or ["none of avx2/avx512f/avx512_vnni/avx_vnni/amx_int8"]

@@ -54,7 +54,7 @@ def _per_call_us(fn, calls: int) -> float:
 
 
 def bench(run: Path, rounds: int, calls: int, batches=(1, 64)) -> dict:
-    from seqdeploy.runtime import Predictor
+    from seqdeploy.runtime.predictor import Predictor
 
     deployed = Predictor.from_bundle(run)
     numpy_path = Predictor.from_bundle(run, graph="model-ready")
@@ -86,7 +86,7 @@ def bench(run: Path, rounds: int, calls: int, batches=(1, 64)) -> dict:
 _WORKER = r"""
 import sys, time, json, numpy as np
 sys.path.insert(0, sys.argv[1])
-from seqdeploy.runtime import Predictor
+from seqdeploy.runtime.predictor import Predictor
 p = Predictor.from_bundle(sys.argv[2])
 raws = {}
 for line in sys.stdin:
@@ -174,9 +174,9 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     runs = list(args.runs)
     if args.train:
-        from seqdeploy.export import export_onnx
-        from seqdeploy.bundle import write_bundle_manifest
-        from seqdeploy.train import train
+        from seqdeploy.export.convert import export_onnx
+        from seqdeploy.bundle.write import write_bundle_manifest
+        from seqdeploy.train.local import train
 
         work = REPO / "benchmarks" / "work" / "portable"
         for spec in sorted((REPO / "models").glob("*.toml")):

@@ -1,4 +1,4 @@
-"""Per-call overhead of seqdeploy.runtime.Predictor vs bare onnxruntime (and TFLite) on a tiny model.
+"""Per-call overhead of seqdeploy.runtime.predictor.Predictor vs bare onnxruntime (and TFLite) on a tiny model.
 
 Model: the seed MLP shape (30-16-8-1 Dense, ReLU, sigmoid) built with onnx.helper,
 bundled with a standardize record. All runners see the same feed and are timed in
@@ -63,7 +63,7 @@ def build_mlp_bundle(root: Path) -> Path:
     """A bundle directory with a 30-16-8-1 MLP (onnx.helper) and a standardize record."""
     import onnx
 
-    from seqdeploy.bundle import write_bundle_manifest
+    from seqdeploy.bundle.write import write_bundle_manifest
 
     model = mlp_model()
     run = root / "mlp"
@@ -119,7 +119,7 @@ def tflite_runner(batch: int) -> Any:
 def main(argv: list[str] | None = None) -> int:
     import onnxruntime as ort
 
-    from seqdeploy.runtime import FastSession, Predictor, make_session
+    from seqdeploy.runtime.predictor import FastSession, Predictor, make_session
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=30)

@@ -32,9 +32,9 @@ WORK = ROOT / "benchmarks" / "work" / "ray_scoring"
 
 
 def seed_bundle(work: Path) -> Path:
-    from seqdeploy.export import export_onnx
-    from seqdeploy.bundle import write_bundle_manifest
-    from seqdeploy.train import train
+    from seqdeploy.export.convert import export_onnx
+    from seqdeploy.bundle.write import write_bundle_manifest
+    from seqdeploy.train.local import train
 
     run = work / "breast_cancer_mlp"
     if not (run / "manifest.json").exists():
@@ -50,7 +50,7 @@ def make_inputs(bundle: Path, work: Path, rows: int, files: int = 4) -> dict[str
     import pyarrow.parquet as pq
 
     from seqdeploy.data import load_run_splits
-    from seqdeploy.manifest import load_manifest
+    from seqdeploy.runtime.manifest import load_manifest
 
     names = list(load_manifest(bundle).preprocessing.feature_names)
     base = np.asarray(load_run_splits(bundle).raw_test, dtype=np.float64)
@@ -94,7 +94,7 @@ def probe_inputs(full: dict[str, Path], work: Path, probe_rows: int) -> dict[str
 
 
 def run_local(bundle: Path, src: Path, out: Path) -> dict:
-    from seqdeploy.runtime import Predictor
+    from seqdeploy.runtime.predictor import Predictor
     from seqdeploy.scoring import predict_file
 
     t0 = time.perf_counter()
@@ -103,7 +103,7 @@ def run_local(bundle: Path, src: Path, out: Path) -> dict:
 
 
 def run_ray(bundle: Path, src: Path, out: Path, actors: int) -> dict:
-    from seqdeploy.distributed import predict_files_ray
+    from seqdeploy.scoring.ray import predict_files_ray
 
     t0 = time.perf_counter()
     r = predict_files_ray(bundle, src, out, keep="id", actors=actors, batch_size=8192, overwrite=True)
@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> None:
 
     import ray
 
-    from seqdeploy.distributed import ray_started_here
+    from seqdeploy.scoring.ray import ray_started_here
 
     t0 = time.perf_counter()
     ray_started_here()
@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> None:
                       file=sys.stderr, flush=True)
     finally:
         ray.shutdown()
-    from seqdeploy.doctor import cpu_model_name
+    from seqdeploy.cpu import cpu_model_name
 
     info = {"cpu": cpu_model_name(), "cores": os.cpu_count(), "python": platform.python_version(),
             "ray": ray.__version__, "ray_start_s": round(ray_start, 2), "rows": args.rows,

@@ -6,10 +6,10 @@ Usage:
     .venv/bin/python benchmarks/run_zoo.py --only mlp_784_1024_1024_10,lstm256
 
 The zoo: every spec in models/*.toml plus four larger specs in benchmarks/zoo/*.toml, all
-trained with seqdeploy.train on real data so that quantization is judged on real task
+trained with seqdeploy.train.local on real data so that quantization is judged on real task
 metrics: an MLP 784-1024-1024-10 and a 32x32x3 conv net with 32/64/128 channels (digits
 upsampled), and 256-unit LSTM and GRU layers over 50 steps (sunspots, 50-year windows).
-Each is exported (seqdeploy.export, tf2onnx fallback), quantized (seqdeploy.quantize,
+Each is exported (seqdeploy.export.convert, tf2onnx fallback), quantized (seqdeploy.quantize,
 ungated onnxruntime.quantization artifacts only to fill the int8 column when the gate
 kept float32) and benchmarked with
 seqdeploy.bench against Keras and TFLite. Run directories live in benchmarks/work/.
@@ -54,7 +54,7 @@ def train_spec(e: Entry, spec: Path) -> None:
     if (e.run_dir / "model.keras").exists() and (e.run_dir / "train.json").exists():
         e.stages["train"] = "ok (cached)"
         return
-    from seqdeploy.train import train
+    from seqdeploy.train.local import train
 
     t0 = time.perf_counter()
     train(spec, out=e.run_dir)
@@ -69,13 +69,13 @@ def export(e: Entry) -> None:
         e.stages["export"] = "ok (cached)"
         return
     try:
-        from seqdeploy.export import export_onnx
+        from seqdeploy.export.convert import export_onnx
 
         src = e.run_dir if e.kind == "spec" else e.run_dir / "model.keras"
         export_onnx(src, out=e.run_dir / "model.onnx")
         if not (e.run_dir / "model.onnx").exists():  # `out` may mean a directory
             export_onnx(src, out=e.run_dir)
-        e.stages["export"] = "ok (seqdeploy.export)"
+        e.stages["export"] = "ok (seqdeploy.export.convert)"
         return
     except Exception as exc:  # fall back to plain tf2onnx and say so
         reason = f"{type(exc).__name__}: {str(exc)[:200]}"
@@ -92,7 +92,7 @@ def export(e: Entry) -> None:
     mp, _ = tf2onnx.convert.from_function(tf.function(lambda t: model(t, training=False)), input_signature=spec, opset=17)
     with atomic_path(e.run_dir / "model.onnx") as tmp:
         onnx.save(mp, tmp)
-    e.stages["export"] = f"ok (tf2onnx fallback; seqdeploy.export failed: {reason})"
+    e.stages["export"] = f"ok (tf2onnx fallback; seqdeploy.export.convert failed: {reason})"
 
 
 def _onnx_input(path: Path) -> tuple[str, list[Any], Any]:
@@ -184,7 +184,7 @@ def render_results(entries: list[Entry], args: argparse.Namespace, wall_s: float
         f"- timing: {args.duration} s per (model, batch, threads) split between runners, interleaved slices; "
         "p50 of the full per-call path (feeds in, numpy out). Shared machine: compare ratios, not absolutes.",
         "- Keras runs with TensorFlow's default thread pools whatever the threads column says.",
-        "- `deployed` = the artifact quantize.json chose (model.onnx when none), timed through seqdeploy.runtime (Predictor.run with the bundle's chosen settings, the threads of the table: what users get); `ORT fp32` = a plain `InferenceSession.run` on the same session options.",
+        "- `deployed` = the artifact quantize.json chose (model.onnx when none), timed through seqdeploy.runtime.predictor (Predictor.run with the bundle's chosen settings, the threads of the table: what users get); `ORT fp32` = a plain `InferenceSession.run` on the same session options.",
         "- fast path = the deployed artifact through the C API path (`SEQDEPLOY_FASTPATH=capi`, ctypes), the default pybind IOBinding path, and plain `session.run` (on a `make_session` session).",
         "- speedup = reference p50 / runner p50 (> 1 = faster than the reference).",
         "",
@@ -306,7 +306,7 @@ def _fast_paths(res: Any, dep: str | None, batch: int, threads: int) -> str:
 def _chosen(e: Entry) -> dict[int, Any]:
     """The session settings the bundle records per batch size (empty when none)."""
     try:
-        from seqdeploy.manifest import load_manifest
+        from seqdeploy.runtime.manifest import load_manifest
 
         rs = load_manifest(e.run_dir).runtime_settings
     except Exception:  # no bundle: nothing chosen
@@ -394,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
         keep = {s.strip() for s in args.only.split(",")}
         entries = [e for e in entries if e.name in keep]
     from seqdeploy.bench import OrtSettings, StopRule, run_bench, write_outputs
-    from seqdeploy.tune import tune_bundle
+    from seqdeploy.bench.tune import tune_bundle
 
     for e in entries:
         if args.render_only:

@@ -55,7 +55,7 @@ def measure(fn, n_threads: int, seconds: float) -> int:
 def main(argv: list[str] | None = None) -> int:
     import onnxruntime as ort
 
-    from seqdeploy.runtime import Predictor
+    from seqdeploy.runtime.predictor import Predictor
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=1.5)

@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def build_bundle(tmp: Path, spec: Path) -> Path:
-    from seqdeploy.pipeline import PipelineOptions, run_pipeline
+    from seqdeploy.app.pipeline import PipelineOptions, run_pipeline
 
     res = run_pipeline(spec, out=tmp / spec.stem, stages="train,export,verify", options=PipelineOptions(epochs=2))
     return res.run_dir
@@ -232,7 +232,7 @@ def _median(runs: list[dict]) -> dict:
 
 
 def _predictor_floor(bundle: Path, rows: np.ndarray, seconds: float) -> dict:
-    from seqdeploy.runtime import Predictor
+    from seqdeploy.runtime.predictor import Predictor
 
     p = Predictor.from_bundle(bundle)
     lat = []

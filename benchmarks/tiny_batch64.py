@@ -45,7 +45,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from predictor_overhead import ROOT, load_module_at  # noqa: E402
 
-from seqdeploy.doctor import cpu_model_name  # noqa: E402
+from seqdeploy.cpu import cpu_model_name  # noqa: E402
 
 MODELS = {"mlp": ("breast_cancer_mlp", "models/breast_cancer_mlp.toml"), "cnn": ("digits_cnn", "models/digits_cnn.toml")}
 
@@ -54,7 +54,7 @@ MODELS = {"mlp": ("breast_cancer_mlp", "models/breast_cancer_mlp.toml"), "cnn": 
 
 def prepare(runs: Path, key: str) -> Path:
     """The run directory of ``key`` (train, export, verify when missing) and its TFLite fp32/int8 files."""
-    from seqdeploy.pipeline import run_pipeline
+    from seqdeploy.app.pipeline import run_pipeline
 
     name, spec = MODELS[key]
     run = runs / name
@@ -231,7 +231,7 @@ def session(model: bytes, level: str = "all", arena: bool = True, mem_pattern: b
             profile_prefix: str | None = None) -> Any:
     import onnxruntime as ort
 
-    from seqdeploy.ort_options import SessionSettings, build_session_options
+    from seqdeploy.runtime.session import SessionSettings, build_session_options
 
     so = build_session_options(SessionSettings(graph_optimization=level))
     so.enable_cpu_mem_arena = arena
@@ -266,7 +266,7 @@ def optimized_nodes(model: bytes, **kw: Any) -> int:
 
 def profile(model: bytes, feeds: dict, calls: int) -> dict[str, float]:
     """onnxruntime's profiler over ``calls`` bound runs: mean model_run, mean summed kernel time, nodes."""
-    from seqdeploy.fastpath import FastSession
+    from seqdeploy.runtime.fastpath import FastSession
 
     with tempfile.TemporaryDirectory() as tmp:
         s = session(model, profile_prefix=str(Path(tmp) / "p"))
@@ -314,8 +314,8 @@ def time_sliced(runners: dict[str, Callable[[], Any]], rounds: int, slice_ms: fl
 
 
 def measure(runs: Path, key: str, batch: int, args: argparse.Namespace) -> dict[str, Any]:
-    from seqdeploy.fastpath import FastSession
-    from seqdeploy.runtime import Predictor, make_session
+    from seqdeploy.runtime.fastpath import FastSession
+    from seqdeploy.runtime.predictor import Predictor, make_session
 
     name, _ = MODELS[key]
     run = runs / name

@@ -1,4 +1,4 @@
-from seqdeploy.console import main
+from seqdeploy.app.console import main
 
 if __name__ == "__main__":
     main()

@@ -124,29 +124,3 @@ def c_library_path() -> Path | None:
         return None
     exact = [p for p in found if onnxruntime.__version__ in p.name]
     return (exact or found)[0]
-
-
-def fastpath_status() -> tuple[str | None, str, str, str]:
-    """``(found, expected, status, advice)`` of the per-call fast path for ``seqdeploy doctor``.
-
-    Loads the C library (never raises): which path ``FastSession`` takes by default, and
-    whether the C API path would be available.
-    """
-    try:
-        from seqdeploy import fastpath, ort_capi
-
-        default, note = fastpath.requested_fastpath()
-    except Exception as exc:  # noqa: BLE001 - onnxruntime/numpy missing: their own checks say so
-        return None, "capi, iobinding or run", "warn", f"fast path unavailable: {type(exc).__name__}: {exc}"
-    expected = f"capi, iobinding or run (default {fastpath.DEFAULT_FASTPATH}; {fastpath.FASTPATH_ENV} picks)"
-    try:
-        lib = ort_capi.load_library()
-        capi = f"C API available (onnxruntime {lib.version}, OrtApi {lib.api_version})"
-        ok = True
-    except Exception as exc:  # noqa: BLE001
-        capi, ok = f"C API unavailable: {exc}", False
-    status = "warn" if (note or (default == "capi" and not ok)) else "ok"
-    advice = "; ".join(x for x in (note, capi if not ok else "") if x)
-    if default == "capi" and not ok:
-        advice += "; FastSession falls back to the IOBinding path"
-    return f"{default}; {capi}" if ok else f"{default}", expected, status, advice

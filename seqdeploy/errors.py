@@ -85,7 +85,7 @@ class RequestTooLarge(InputValidationError):
 
 
 class OrtCapiError(SeqdeployError, RuntimeError):
-    """onnxruntime's C library is missing, too old, or returned an error status (``seqdeploy.ort_capi``)."""
+    """onnxruntime's C library is missing, too old, or returned an error status (``seqdeploy.runtime.ort_capi``)."""
 
 
 class CheckFailed(SeqdeployError, AssertionError):

@@ -11,7 +11,7 @@ A precision has three spellings, each kept where a file format already uses it:
 
 The artifact naming rule: the float32 export is ``model.onnx``; every other precision is
 ``model.<name>.onnx`` (the portable wrapping of an artifact adds ``.portable`` before ``.onnx``,
-see :mod:`seqdeploy.portable`).
+see :mod:`seqdeploy.bundle.portable`).
 
     >>> precision_of("int8-static").label, FLOAT32.artifact, artifact_name("fp16")
     ('int8-static', 'model.onnx', 'model.fp16.onnx')

@@ -17,7 +17,7 @@ MODELS = REPO / "models"
 @pytest.fixture(scope="session")
 def trained_mlp_run(tmp_path_factory) -> Path:
     """The seed spec trained for 3 epochs: a real run directory for downstream stages."""
-    from seqdeploy.train import train
+    from seqdeploy.train.local import train
 
     out = tmp_path_factory.mktemp("runs") / "breast_cancer_mlp"
     train(MODELS / "breast_cancer_mlp.toml", out=out, epochs=3)

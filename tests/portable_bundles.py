@@ -38,7 +38,7 @@ def tensor(a: Any) -> dict[str, Any]:
 
 def write_golden(bundle: Path, raw: Any) -> dict[str, Any]:
     """Write ``golden_portable.json``: ``raw`` rows and the Python runtime's answers for them."""
-    from seqdeploy.runtime import Predictor
+    from seqdeploy.runtime.predictor import Predictor
 
     p = Predictor.from_bundle(bundle)
     name = p.raw_input_names[0]
@@ -59,9 +59,9 @@ def build(root: Path, trained_mlp_run: Path) -> dict[str, Path]:
     """``{"tabular": breast_cancer_mlp, "text": sentiment_lstm, "int8": breast_cancer_mlp with int8-qgemm deployed}``
     trained briefly, exported, with golden answers."""
     from seqdeploy.data import load_run_splits
-    from seqdeploy.export import export_onnx
-    from seqdeploy.bundle import write_bundle_manifest
-    from seqdeploy.train import train
+    from seqdeploy.export.convert import export_onnx
+    from seqdeploy.bundle.write import write_bundle_manifest
+    from seqdeploy.train.local import train
 
     tab = shutil.copytree(trained_mlp_run, root / "breast_cancer")
     text = root / "sentiment"
@@ -78,7 +78,7 @@ def build(root: Path, trained_mlp_run: Path) -> dict[str, Path]:
 def int8_bundle(dst: Path, tabular: Path) -> Path:
     """``tabular`` with a real ``int8-qgemm`` artifact deployed (com.microsoft QGemm in the portable graph):
     what the quantize gate picks for larger MLPs, so every client must run it."""
-    from seqdeploy.bundle import write_bundle_manifest
+    from seqdeploy.bundle.write import write_bundle_manifest
     from seqdeploy.data import load_run_splits
     from seqdeploy.quantize import get_recipe
 
@@ -101,9 +101,9 @@ CUSTOMER_NUMERIC = ("tenure_months", "monthly_charges")
 
 def customers(root: Path) -> Path:
     """models/customers_mixed_mlp.toml trained one epoch and exported: two raw inputs (numbers + categories)."""
-    from seqdeploy.bundle import write_bundle_manifest
-    from seqdeploy.export import export_onnx
-    from seqdeploy.train import train
+    from seqdeploy.bundle.write import write_bundle_manifest
+    from seqdeploy.export.convert import export_onnx
+    from seqdeploy.train.local import train
 
     run = root / "customers"
     train(REPO / "models/customers_mixed_mlp.toml", out=run, epochs=1)

@@ -416,7 +416,7 @@ def test_png_written(tiny_result, tmp_path):
 
 
 def test_import_does_not_pull_tensorflow():
-    code = "import sys, seqdeploy.bench, seqdeploy.commands.bench; print(any(m in sys.modules for m in ('tensorflow', 'keras', 'onnx')))"
+    code = "import sys, seqdeploy.bench, seqdeploy.app.commands.bench; print(any(m in sys.modules for m in ('tensorflow', 'keras', 'onnx')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
@@ -444,7 +444,7 @@ def test_failing_runner_is_reported_not_fatal(tiny):
 
 @pytest.fixture()
 def cli():
-    from seqdeploy.cli import app
+    from seqdeploy.app.cli import app
 
     return lambda *args: CliRunner().invoke(app, [str(a) for a in args])
 

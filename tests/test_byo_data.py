@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from seqdeploy.cli import app
+from seqdeploy.app.cli import app
 from seqdeploy.data import load_dataset
 from seqdeploy.errors import DataError
 from seqdeploy.preprocess import Categorical, Scale, Standardize, Tokenize, from_record
@@ -245,14 +245,14 @@ def test_text_column_tokenizer_is_fitted_on_the_training_split_only(tmp_path):
 
 @pytest.fixture(scope="module")
 def bundles(tmp_path_factory):
-    from seqdeploy.pipeline import PipelineOptions, run_pipeline
+    from seqdeploy.app.pipeline import PipelineOptions, run_pipeline
 
     out = {}
     base = tmp_path_factory.mktemp("byo")
     for spec in ("reviews_csv_text", "digit_folders_cnn", "customers_mixed_mlp"):
         run_pipeline(MODELS / f"{spec}.toml", out=base / spec, stages="train,export,verify",
                      options=PipelineOptions(epochs=1))
-        from seqdeploy.bundle import write_bundle_manifest
+        from seqdeploy.bundle.write import write_bundle_manifest
 
         write_bundle_manifest(base / spec)
         out[spec] = base / spec
@@ -347,7 +347,7 @@ def test_predict_on_a_categorical_csv_equals_keras_and_counts_oov(bundles, tmp_p
     region = 2 + (len(k.vocabularies[0]) + 1)  # after 2 numeric columns and the plan block
     assert x[1, region] == 1 and x[1, region + 1:region + 1 + len(k.vocabularies[1])].sum() == 0  # 'mars' -> OOV
     # Predictor on rows keyed by column name equals the file answers
-    from seqdeploy.runtime import Predictor
+    from seqdeploy.runtime.predictor import Predictor
 
     pred = Predictor.from_bundle(run)
     np.testing.assert_allclose(pred.predict_proba(dicts)[:, 1], p, atol=2e-6)
@@ -416,9 +416,9 @@ def test_tokenizer_matches_keras_text_vectorization_on_plain_text():
 
 def test_tabular_regression_learns_the_standardised_target_and_reports_target_units(tmp_path):
     from seqdeploy.data import load_run_splits
-    from seqdeploy.bundle import write_bundle_manifest
-    from seqdeploy.pipeline import PipelineOptions, run_pipeline
-    from seqdeploy.runtime import Predictor
+    from seqdeploy.bundle.write import write_bundle_manifest
+    from seqdeploy.app.pipeline import PipelineOptions, run_pipeline
+    from seqdeploy.runtime.predictor import Predictor
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(300, 5))

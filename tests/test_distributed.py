@@ -20,9 +20,9 @@ ray = pytest.importorskip("ray")
 import pyarrow.parquet as pq  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
-from seqdeploy.cli import app  # noqa: E402
-from seqdeploy.distributed import KILL_ONCE_ENV, pack_bundle, unpack_bundle  # noqa: E402
-from seqdeploy.runtime import Predictor  # noqa: E402
+from seqdeploy.app.cli import app  # noqa: E402
+from seqdeploy.scoring.ray import KILL_ONCE_ENV, pack_bundle, unpack_bundle  # noqa: E402
+from seqdeploy.runtime.predictor import Predictor  # noqa: E402
 from test_manifest import build_bundle, sample_raw  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -89,7 +89,7 @@ def test_bundle_ships_as_bytes_and_is_checked(tiny, tmp_path):
 
 def test_predict_dataset_on_any_ray_dataset(local_ray, tiny):
     """The library call: a Dataset from memory (no file or row columns) in, a lazy Dataset of predictions out."""
-    from seqdeploy.distributed import predict_dataset
+    from seqdeploy.scoring.ray import predict_dataset
 
     raw = sample_raw("binary", n=3000, seed=22)
     table = pa.table({"key": [f"k{i}" for i in range(3000)], **{f: raw[:, j] for j, f in enumerate(FEATURES)}})
@@ -159,7 +159,7 @@ def test_ray_bad_rows_fail_then_skip_then_refuse_overwrite(local_ray, tiny, tmp_
     res = _invoke("predict", tiny, "-i", tmp_path / "rows", "-o", tmp_path / "out", "--engine", "ray")
     assert res.exit_code == 2 and "already exists" in res.stderr
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == before
-    from seqdeploy.distributed import predict_files_ray
+    from seqdeploy.scoring.ray import predict_files_ray
     from seqdeploy.errors import UsageError
 
     with pytest.raises(UsageError, match="already exists"):  # the library refuses too
@@ -171,8 +171,8 @@ def test_ray_bad_rows_fail_then_skip_then_refuse_overwrite(local_ray, tiny, tmp_
 
 @pytest.fixture(scope="module")
 def seed_bundle(trained_mlp_run, tmp_path_factory) -> Path:
-    from seqdeploy.export import export_onnx
-    from seqdeploy.bundle import write_bundle_manifest
+    from seqdeploy.export.convert import export_onnx
+    from seqdeploy.bundle.write import write_bundle_manifest
 
     run = tmp_path_factory.mktemp("ray_seed") / "run"
     shutil.copytree(trained_mlp_run, run)
@@ -183,9 +183,9 @@ def seed_bundle(trained_mlp_run, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def sentiment_bundle(tmp_path_factory) -> Path:
-    from seqdeploy.export import export_onnx
-    from seqdeploy.bundle import write_bundle_manifest
-    from seqdeploy.train import train
+    from seqdeploy.export.convert import export_onnx
+    from seqdeploy.bundle.write import write_bundle_manifest
+    from seqdeploy.train.local import train
 
     run = tmp_path_factory.mktemp("ray_sentiment") / "run"
     train(REPO / "models" / "sentiment_lstm.toml", out=run, epochs=2)
@@ -216,7 +216,7 @@ def _assert_same(local: pa.Table, distributed: pa.Table) -> None:
 
 def test_seed_spec_200k_rows_ray_equals_local(local_ray, seed_bundle, tmp_path):
     from seqdeploy.data import load_run_splits
-    from seqdeploy.manifest import load_manifest
+    from seqdeploy.runtime.manifest import load_manifest
 
     names = list(load_manifest(seed_bundle).preprocessing.feature_names)
     base = np.asarray(load_run_splits(seed_bundle).raw_test, dtype=np.float64)

@@ -1,4 +1,4 @@
-"""Units of `seqdeploy.export` / `seqdeploy.onnx_recurrent` and the `seqdeploy export` command.
+"""Units of `seqdeploy.export.convert` / `seqdeploy.export.layers.recurrent_onnx` and the `seqdeploy export` command.
 
 The layer-by-layer numerical coverage lives in test_export_coverage.py.
 """
@@ -92,7 +92,7 @@ def _session(path_or_proto):
 
 
 def test_importing_export_does_not_import_tensorflow():
-    code = "import sys, seqdeploy.export, seqdeploy.onnx_recurrent, seqdeploy.commands.export; " \
+    code = "import sys, seqdeploy.export.convert, seqdeploy.export.layers.recurrent_onnx, seqdeploy.app.commands.export; " \
            "print(any(m in sys.modules for m in ('tensorflow', 'tf2onnx', 'onnx', 'keras')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
@@ -104,7 +104,7 @@ def test_importing_export_does_not_import_tensorflow():
 @pytest.mark.parametrize("raw,want", [("input layer:0", "input_layer_0"), ("tokens", "tokens"),
                                       ("0day", "tensor_0day"), ("///", "tensor"), ("dense/Sigmoid", "dense_Sigmoid")])
 def test_sanitize_name(raw, want):
-    from seqdeploy.export import sanitize_name
+    from seqdeploy.export.convert import sanitize_name
 
     assert sanitize_name(raw) == want
 
@@ -119,7 +119,7 @@ def _tiny_model(nodes, inputs, outputs, inits=(), opset=17):
 def test_fix_erfc_replaces_erfc_by_one_minus_erf():
     from onnx import TensorProto, checker, helper
 
-    from seqdeploy.export import fix_erfc, op_counts
+    from seqdeploy.export.convert import fix_erfc, op_counts
 
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3])
@@ -162,8 +162,8 @@ def test_fold_channel_affine_is_exact(scale, pool, moved):
     import onnxruntime as ort
     from onnx import checker
 
-    from seqdeploy.export import op_counts
-    from seqdeploy.export_fixes import fold_channel_affine
+    from seqdeploy.export.convert import op_counts
+    from seqdeploy.export.fixes import fold_channel_affine
 
     model = _affine_model(scale, [0.1, -0.2, 0.3, 0.0], pool=pool)
     before = model.SerializeToString()
@@ -184,7 +184,7 @@ def test_fold_channel_affine_is_exact(scale, pool, moved):
 
 
 def test_fold_channel_affine_leaves_other_shapes_alone():
-    from seqdeploy.export_fixes import fold_channel_affine
+    from seqdeploy.export.fixes import fold_channel_affine
 
     # constants of shape [C] (channels-last broadcasting), and an x whose channel axis is 1 (broadcast up to C)
     assert fold_channel_affine(_affine_model([1.0] * 4, [0.0] * 4, const_shape=(4,))) == 0
@@ -202,7 +202,7 @@ def test_fold_channel_affine_leaves_other_shapes_alone():
 def test_name_batch_axis_renames_unk_dims_everywhere():
     from onnx import TensorProto, helper
 
-    from seqdeploy.export import name_batch_axis
+    from seqdeploy.export.convert import name_batch_axis
 
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["unk__7", "unk__8", 3])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["unk__7", 3])
@@ -220,7 +220,7 @@ def test_name_batch_axis_renames_unk_dims_everywhere():
 def test_rename_io_moves_internal_clashes_aside():
     from onnx import TensorProto, helper
 
-    from seqdeploy.export import rename_io
+    from seqdeploy.export.convert import rename_io
 
     x = helper.make_tensor_value_info("in:0", TensorProto.FLOAT, [1])
     y = helper.make_tensor_value_info("Identity:0", TensorProto.FLOAT, [1])
@@ -236,7 +236,7 @@ def test_rename_io_moves_internal_clashes_aside():
 def test_check_opset_support_names_the_op_and_the_fix():
     from onnx import TensorProto, helper
 
-    from seqdeploy.export import check_opset_support
+    from seqdeploy.export.convert import check_opset_support
 
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])
     scale = helper.make_tensor("scale", TensorProto.FLOAT, [4], [1.0] * 4)
@@ -251,7 +251,7 @@ def test_check_opset_support_names_the_op_and_the_fix():
 def test_check_opset_support_refuses_non_onnx_ops_by_layer():
     from onnx import TensorProto, helper
 
-    from seqdeploy.export import check_opset_support
+    from seqdeploy.export.convert import check_opset_support
 
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])
     model = _tiny_model([helper.make_node("Erfc", ["x"], ["y"], name="model/my_gelu/Erfc")], [x],
@@ -263,7 +263,7 @@ def test_check_opset_support_refuses_non_onnx_ops_by_layer():
 def test_check_runtime_loadable_reports_the_layer():
     from onnx import TensorProto, helper
 
-    from seqdeploy.export import check_runtime_loadable
+    from seqdeploy.export.convert import check_runtime_loadable
 
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])
     model = _tiny_model([helper.make_node("FancyOp", ["x"], ["y"], name="seq/custom_block/FancyOp", domain="com.acme")],
@@ -278,7 +278,7 @@ def test_fold_time_distributed_handles_dynamic_time():
     import keras
     import tensorflow as tf
 
-    from seqdeploy.export import fold_time_distributed
+    from seqdeploy.export.convert import fold_time_distributed
 
     keras.utils.set_random_seed(0)
     td = keras.layers.TimeDistributed(keras.layers.Dense(3, activation="tanh"))
@@ -297,7 +297,7 @@ def _run_native(layer, x, mask=None):
     """Build only the recurrent node(s) for ``layer`` and run them in onnxruntime."""
     from onnx import TensorProto, helper
 
-    from seqdeploy.onnx_recurrent import build_recurrent, recurrent_spec
+    from seqdeploy.export.layers.recurrent_onnx import build_recurrent, recurrent_spec
 
     spec = recurrent_spec(layer)
     built = build_recurrent(spec, "x", prefix=layer.name, mask="mask" if mask is not None else None)
@@ -335,7 +335,7 @@ def _keras_layer(build, shape=(6, 3)):
 ], ids=["gru_reset_after", "gru_reset_before", "simple_rnn_seq", "lstm_backwards_seq", "gru_backwards",
         "bi_gru_concat_seq", "bi_lstm_sum", "bi_rnn_ave_seq", "bi_gru_mul", "lstm_nobias_activations"])
 def test_native_recurrent_matches_keras(build, op):
-    from seqdeploy.export import op_counts
+    from seqdeploy.export.convert import op_counts
 
     layer = _keras_layer(build)
     x = np.random.RandomState(3).randn(4, 6, 3).astype("float32")
@@ -345,14 +345,14 @@ def test_native_recurrent_matches_keras(build, op):
 
 
 def test_gru_reset_after_maps_to_linear_before_reset():
-    from seqdeploy.onnx_recurrent import recurrent_spec
+    from seqdeploy.export.layers.recurrent_onnx import recurrent_spec
 
     assert recurrent_spec(_keras_layer(lambda L: L.GRU(3, reset_after=True))).linear_before_reset == 1
     assert recurrent_spec(_keras_layer(lambda L: L.GRU(3, reset_after=False))).linear_before_reset == 0
 
 
 def test_lstm_gate_order_is_reordered_to_onnx_iofc():
-    from seqdeploy.onnx_recurrent import _reorder
+    from seqdeploy.export.layers.recurrent_onnx import _reorder
 
     units = 2
     keras_order = np.concatenate([np.full(units, g) for g in (1, 2, 3, 4)])  # i f c o
@@ -389,7 +389,7 @@ def test_masked_variants_match_keras(build):
 def test_not_native_layers_fall_back_to_tf2onnx_with_a_warning():
     import keras
 
-    from seqdeploy.export import convert_model, loop_and_contrib_warnings, op_counts
+    from seqdeploy.export.convert import convert_model, loop_and_contrib_warnings, op_counts
 
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((5, 3)), keras.layers.GRU(4, activation="selu", name="odd_gru")])
@@ -408,14 +408,14 @@ def test_not_native_layers_fall_back_to_tf2onnx_with_a_warning():
 
 
 def test_load_missing_file(tmp_path):
-    from seqdeploy.export import load_keras_model
+    from seqdeploy.export.convert import load_keras_model
 
     with pytest.raises(InputFileNotFound, match="nope.keras"):
         load_keras_model(tmp_path / "nope.keras")
 
 
 def test_load_not_a_model(files):
-    from seqdeploy.export import load_keras_model
+    from seqdeploy.export.convert import load_keras_model
 
     with pytest.raises(ModelLoadError, match="not a saved Keras model"):
         load_keras_model(files["bad"])
@@ -424,7 +424,7 @@ def test_load_not_a_model(files):
 
 
 def test_lambda_refused_by_name_unless_unsafe(files):
-    from seqdeploy.export import load_keras_model
+    from seqdeploy.export.convert import load_keras_model
 
     with pytest.raises(ModelLoadError, match=r"Lambda layer 'double_it'.*unsafe=True"):
         load_keras_model(files["lambda"])
@@ -433,7 +433,7 @@ def test_lambda_refused_by_name_unless_unsafe(files):
 
 
 def test_legacy_h5_loads_and_exports(files, tmp_path):
-    from seqdeploy.export import export_onnx
+    from seqdeploy.export.convert import export_onnx
 
     result = export_onnx(files["h5"], out=tmp_path / "legacy.onnx")
     assert result.onnx_path.is_file() and result.report_path.name == "legacy.export.json"
@@ -445,7 +445,7 @@ def test_legacy_h5_loads_and_exports(files, tmp_path):
 
 @pytest.fixture(scope="module")
 def run_export(files):
-    from seqdeploy.export import export_onnx
+    from seqdeploy.export.convert import export_onnx
 
     return export_onnx(files["run"])
 
@@ -492,7 +492,7 @@ def test_export_metadata(run_export, files):
 
 
 def test_exported_run_matches_keras_at_two_batch_sizes(run_export, files):
-    from seqdeploy.export import load_keras_model
+    from seqdeploy.export.convert import load_keras_model
 
     model = load_keras_model(files["seq"])
     sess = _session(run_export.onnx_path)
@@ -502,7 +502,7 @@ def test_exported_run_matches_keras_at_two_batch_sizes(run_export, files):
 
 
 def test_functional_multi_input_with_native_gru(files, tmp_path):
-    from seqdeploy.export import export_onnx, load_keras_model
+    from seqdeploy.export.convert import export_onnx, load_keras_model
 
     r = export_onnx(files["func"], out=tmp_path)
     assert r.onnx_path == tmp_path / "func.onnx" and r.strategy == "tf2onnx+native"
@@ -518,7 +518,7 @@ def test_functional_multi_input_with_native_gru(files, tmp_path):
 
 
 def test_opset_out_of_range_writes_nothing(files, tmp_path):
-    from seqdeploy.export import export_onnx
+    from seqdeploy.export.convert import export_onnx
 
     for bad in (9, 12, 19, 30):
         with pytest.raises(OpsetError, match=rf"opset {bad} is outside the supported range 13-18"):
@@ -529,7 +529,7 @@ def test_opset_out_of_range_writes_nothing(files, tmp_path):
 def test_explicit_opset_is_used(files, tmp_path):
     import onnx
 
-    from seqdeploy.export import export_onnx
+    from seqdeploy.export.convert import export_onnx
 
     r = export_onnx(files["seq"], out=tmp_path / "m13.onnx", opset=13)
     model = onnx.load(r.onnx_path)
@@ -537,7 +537,7 @@ def test_explicit_opset_is_used(files, tmp_path):
 
 
 def test_failure_leaves_previous_model_untouched(files, tmp_path, monkeypatch):
-    import seqdeploy.export as ex
+    import seqdeploy.export.convert as ex
 
     out = tmp_path / "keep.onnx"
     out.write_bytes(b"previous good model")
@@ -553,7 +553,7 @@ def test_failure_leaves_previous_model_untouched(files, tmp_path, monkeypatch):
 
 
 def test_run_dir_without_model(tmp_path):
-    from seqdeploy.export import export_onnx
+    from seqdeploy.export.convert import export_onnx
 
     with pytest.raises(InputFileNotFound, match="without model.keras"):
         export_onnx(tmp_path)
@@ -570,7 +570,7 @@ def test_errors_are_seqdeploy_errors_with_builtin_bases():
 def _cli(*args):
     from typer.testing import CliRunner
 
-    from seqdeploy.cli import app
+    from seqdeploy.app.cli import app
 
     return CliRunner().invoke(app, ["export", *map(str, args)])
 
@@ -617,7 +617,7 @@ def test_lookup_preprocessing_layers_are_refused_naming_the_layer(tmp_path, laye
     import keras
     from typer.testing import CliRunner
 
-    from seqdeploy.cli import app
+    from seqdeploy.app.cli import app
 
     if layer == "TextVectorization":
         lookup = keras.layers.TextVectorization(max_tokens=20, output_sequence_length=4, name="my_vectorizer")
@@ -640,7 +640,7 @@ def test_adapted_normalization_and_rescaling_export_and_match_keras(tmp_path):
     import keras
     import onnxruntime as ort
 
-    from seqdeploy.export import export_onnx
+    from seqdeploy.export.convert import export_onnx
 
     x = np.random.default_rng(0).normal(3, 2, size=(64, 4)).astype("float32")
     norm = keras.layers.Normalization()

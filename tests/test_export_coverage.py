@@ -1,4 +1,4 @@
-"""Layer coverage of `seqdeploy.export`: small Sequential models, exported, run in
+"""Layer coverage of `seqdeploy.export.convert`: small Sequential models, exported, run in
 onnxruntime and compared with Keras at two batch sizes (max abs err <= 1e-4).
 
 Every recurrent case must contain its native ONNX op (LSTM / GRU / RNN) and no Loop.
@@ -218,7 +218,7 @@ def _coverage_doc():
 def test_layer_case_matches_keras(case: Case):
     import onnxruntime as ort
 
-    from seqdeploy.export import convert_model, op_counts
+    from seqdeploy.export.convert import convert_model, op_counts
 
     model = _build(case)
     conv = convert_model(model)

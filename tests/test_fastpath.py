@@ -1,4 +1,4 @@
-"""seqdeploy.fastpath.FastSession: every path (capi, iobinding, run) and every fallback gives session.run's outputs."""
+"""seqdeploy.runtime.fastpath.FastSession: every path (capi, iobinding, run) and every fallback gives session.run's outputs."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from test_ort_capi import MODEL_KINDS, model_bytes, sample_feeds
 
 from seqdeploy import compat, fastpath, ort_capi
 from seqdeploy.errors import InputValidationError
-from seqdeploy.fastpath import FastSession
-from seqdeploy.runtime import make_session, session_options
+from seqdeploy.runtime.fastpath import FastSession
+from seqdeploy.runtime.predictor import make_session, session_options
 
 PATHS = ("capi", "iobinding", "run")
 
@@ -212,7 +212,7 @@ def test_path_selection_argument_environment_and_default(monkeypatch):
 
 
 def test_doctor_reports_the_fast_path(monkeypatch):
-    from seqdeploy.doctor import run_doctor
+    from seqdeploy.app.doctor import run_doctor
 
     monkeypatch.setenv(fastpath.FASTPATH_ENV, "capi")
     check = next(c for c in run_doctor(cpuinfo="flags\t: avx2\n").checks if c.name == "fast path")

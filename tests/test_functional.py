@@ -174,7 +174,7 @@ def test_functional_model_exports_natively_and_matches_keras(build):
     import keras
     import onnxruntime as ort
 
-    from seqdeploy.export import convert_model, keras_input_names, keras_output_names, op_counts
+    from seqdeploy.export.convert import convert_model, keras_input_names, keras_output_names, op_counts
 
     keras.utils.set_random_seed(0)
     model, native = build()
@@ -201,7 +201,7 @@ def test_functional_model_exports_natively_and_matches_keras(build):
 def test_names_come_from_the_keras_model():
     import keras
 
-    from seqdeploy.export import convert_model
+    from seqdeploy.export.convert import convert_model
 
     keras.utils.set_random_seed(0)
     model, _ = shared_embedding()
@@ -214,7 +214,7 @@ def test_names_come_from_the_keras_model():
 def test_shared_recurrent_layer_gets_one_native_node_per_call():
     import keras
 
-    from seqdeploy.export import convert_model
+    from seqdeploy.export.convert import convert_model
 
     keras.utils.set_random_seed(0)
     model, _ = shared_lstm_two_calls()

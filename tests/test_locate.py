@@ -39,7 +39,7 @@ def sequential(tmp_path_factory):
         L.GRU(4, name="dec"), L.Dense(3, activation="softmax", name="head")], name="chain"))
     root = tmp_path_factory.mktemp("locate")
     model.save(root / "m.keras")
-    from seqdeploy.export import export_onnx
+    from seqdeploy.export.convert import export_onnx
 
     export_onnx(root / "m.keras", out=root / "m.onnx")
     return root, model
@@ -64,7 +64,7 @@ def _corrupt(src, dst, layer: str, op_types=("MatMul", "Gemm", "LSTM", "GRU", "R
 
 
 def test_clean_export_has_no_mismatch(sequential):
-    from seqdeploy.locate import MATCH, locate_mismatch
+    from seqdeploy.verify.locate import MATCH, locate_mismatch
 
     root, model = sequential
     r = locate_mismatch(model, root / "m.onnx", {"tokens": _tokens()})
@@ -75,7 +75,7 @@ def test_clean_export_has_no_mismatch(sequential):
 
 @pytest.mark.parametrize("layer", ["middle", "enc", "dec"])
 def test_corrupted_middle_layer_is_found(sequential, layer):
-    from seqdeploy.locate import DIFFERS, MATCH, locate_mismatch
+    from seqdeploy.verify.locate import DIFFERS, MATCH, locate_mismatch
 
     root, model = sequential
     bad = root / f"bad_{layer}.onnx"
@@ -91,7 +91,7 @@ def test_corrupted_middle_layer_is_found(sequential, layer):
 
 def test_verify_failure_names_the_layer(sequential):
     from seqdeploy.errors import CheckFailed
-    from seqdeploy.verify import verify_models
+    from seqdeploy.verify.parity import verify_models
 
     root, _ = sequential
     bad = root / "bad_verify.onnx"
@@ -105,8 +105,8 @@ def test_verify_failure_names_the_layer(sequential):
 def test_functional_branch_is_found_while_the_other_branch_matches(tmp_path):
     import keras
 
-    from seqdeploy.export import export_onnx
-    from seqdeploy.locate import MATCH, locate_mismatch
+    from seqdeploy.export.convert import export_onnx
+    from seqdeploy.verify.locate import MATCH, locate_mismatch
 
     L = keras.layers
     keras.utils.set_random_seed(0)
@@ -126,7 +126,7 @@ def test_functional_branch_is_found_while_the_other_branch_matches(tmp_path):
 
 def test_missing_feed_is_a_clear_error(sequential):
     from seqdeploy.errors import VerifyInputError
-    from seqdeploy.locate import locate_mismatch
+    from seqdeploy.verify.locate import locate_mismatch
 
     root, model = sequential
     with pytest.raises(VerifyInputError, match=r"no feed for input\(s\) \['tokens'\]"):
@@ -137,8 +137,8 @@ def test_conv_net_layouts_are_matched_and_the_corrupted_conv_found(tmp_path):
     """tf2onnx runs Conv2D channels-first: the locator still matches the channels-last Keras outputs."""
     import keras
 
-    from seqdeploy.export import export_onnx
-    from seqdeploy.locate import MATCH, locate_mismatch
+    from seqdeploy.export.convert import export_onnx
+    from seqdeploy.verify.locate import MATCH, locate_mismatch
 
     L = keras.layers
     keras.utils.set_random_seed(0)

@@ -19,8 +19,8 @@ import pytest
 
 from seqdeploy.atomic import sha256_file
 from seqdeploy.errors import BundleError, InputFileNotFound, IntegrityError
-from seqdeploy.manifest import MANIFEST_NAME, SCHEMA_VERSION, Manifest, Standardize, Tokenize, Window, check_relative_path, load_manifest, manifest_from_dict
-from seqdeploy.bundle import inspect_path, write_bundle_manifest
+from seqdeploy.runtime.manifest import MANIFEST_NAME, SCHEMA_VERSION, Manifest, Standardize, Tokenize, Window, check_relative_path, load_manifest, manifest_from_dict
+from seqdeploy.bundle.write import inspect_path, write_bundle_manifest
 
 KINDS = ("binary", "multiclass", "text", "window")
 VOCAB = ["<pad>", "<oov>", "good", "bad", "film", "plot", "great", "awful"]
@@ -361,7 +361,7 @@ def test_not_json_and_not_a_bundle(tmp_path, bundle):
 
 
 def test_manifest_import_is_light():
-    code = ("import sys, seqdeploy.manifest; "
+    code = ("import sys, seqdeploy.runtime.manifest; "
             "print(sorted(m for m in ('tensorflow', 'onnx', 'keras') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

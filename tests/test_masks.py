@@ -61,7 +61,7 @@ def _check(model, patterns=None) -> dict[str, float]:
     """Export, assert native ops and no Loop, compare every pattern with Keras; return errors."""
     import onnxruntime as ort
 
-    from seqdeploy.export import convert_model, op_counts
+    from seqdeploy.export.convert import convert_model, op_counts
 
     conv = convert_model(model)
     ops = op_counts(conv.model)
@@ -133,7 +133,7 @@ def test_mask_propagated_through_dense_and_masking_layer():
     import keras
     import onnxruntime as ort
 
-    from seqdeploy.export import convert_model, op_counts
+    from seqdeploy.export.convert import convert_model, op_counts
 
     L = keras.layers
     _check(_model([L.Dense(5, activation="tanh"), L.LSTM(4, return_sequences=True), L.LSTM(3)], "dense_between"))
@@ -163,10 +163,10 @@ def test_verify_catches_a_right_padding_only_export(tmp_path, monkeypatch):
     """Verify's left-padded / holes probes fail an export that treats the mask as right padding."""
     import keras
 
-    import seqdeploy.export_masks as em
+    import seqdeploy.export.layers.masks as em
     from seqdeploy.errors import CheckFailed
-    from seqdeploy.export import export_onnx
-    from seqdeploy.verify import verify_models
+    from seqdeploy.export.convert import export_onnx
+    from seqdeploy.verify.parity import verify_models
 
     model = _model([keras.layers.GRU(4), keras.layers.Dense(1, activation="sigmoid")], "right_only")
     model.save(tmp_path / "m.keras")
@@ -194,7 +194,7 @@ def test_dynamic_time_axis_with_masks():
     import keras
     import onnxruntime as ort
 
-    from seqdeploy.export import convert_model, op_counts
+    from seqdeploy.export.convert import convert_model, op_counts
 
     L = keras.layers
     keras.utils.set_random_seed(0)
@@ -215,7 +215,7 @@ def test_mask_nodes_at_lowest_and_highest_opset(opset):
     import keras
     import onnxruntime as ort
 
-    from seqdeploy.export import convert_model
+    from seqdeploy.export.convert import convert_model
 
     L = keras.layers
     model = _model([L.Bidirectional(L.GRU(4, return_sequences=True)),

@@ -1,4 +1,4 @@
-"""seqdeploy.ort_capi: the ctypes binding of onnxruntime's C API against the Python API on tiny models."""
+"""seqdeploy.runtime.ort_capi: the ctypes binding of onnxruntime's C API against the Python API on tiny models."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 from seqdeploy import ort_capi
 from seqdeploy.errors import OrtCapiError
-from seqdeploy.runtime import make_session
+from seqdeploy.runtime.predictor import make_session
 
 # --------------------------------------------------------------------------- tiny zoo-like models (onnx.helper)
 

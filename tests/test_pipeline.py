@@ -13,9 +13,9 @@ import pytest
 from typer.testing import CliRunner
 
 from seqdeploy.atomic import sha256_file
-from seqdeploy.cli import app
+from seqdeploy.app.cli import app
 from seqdeploy.errors import UsageError
-from seqdeploy.pipeline import PipelineOptions, parse_stages, run_pipeline
+from seqdeploy.app.pipeline import PipelineOptions, parse_stages, run_pipeline
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
 QUICK = PipelineOptions(epochs=1, quantize_rounds=3, bench_duration=0.05, bench_batches=(1, 8), tune_duration=0.1)
@@ -30,7 +30,7 @@ def test_parse_stages():
 
 @pytest.mark.parametrize("spec", sorted(p.stem for p in MODELS.glob("*.toml")))
 def test_every_spec_runs_the_whole_pipeline_and_its_bundle_loads(spec, tmp_path):
-    from seqdeploy.runtime import Predictor
+    from seqdeploy.runtime.predictor import Predictor
 
     opts = QUICK if spec == "breast_cancer_mlp" else PipelineOptions(
         epochs=1, quantize_rounds=3, bench_duration=0.05, bench_batches=(1,), bench_vs=("keras",),
@@ -163,7 +163,7 @@ KILL_DURING_EXPORT = textwrap.dedent("""
     import os, signal, sys
     from pathlib import Path
     from seqdeploy import atomic, export
-    from seqdeploy.pipeline import PipelineOptions, run_pipeline
+    from seqdeploy.app.pipeline import PipelineOptions, run_pipeline
 
     def killed_export(source, **kwargs):
         with atomic.atomic_path(Path(source) / "model.onnx") as tmp:
@@ -245,7 +245,8 @@ def test_verify_failure_stops_the_pipeline_with_exit_1(seed_pipeline, tmp_path, 
 
 
 def test_doctor_reports_versions_and_cpu_flags():
-    from seqdeploy.doctor import cpu_flags, run_doctor
+    from seqdeploy.app.doctor import run_doctor
+    from seqdeploy.cpu import cpu_flags
 
     report = run_doctor(cpuinfo="flags\t: fpu avx2 avx512f avx512_vnni\n")
     names = {c.name for c in report.checks}

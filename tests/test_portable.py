@@ -1,4 +1,4 @@
-"""seqdeploy.portable: the deployment graph beside every artifact, what Predictor runs, kept in step with its source."""
+"""seqdeploy.bundle.portable: the deployment graph beside every artifact, what Predictor runs, kept in step with its source."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from seqdeploy.manifest import load_manifest
-from seqdeploy.bundle import write_bundle_manifest
-from seqdeploy.portable import portable_name
-from seqdeploy.runtime import Predictor
+from seqdeploy.runtime.manifest import load_manifest
+from seqdeploy.bundle.write import write_bundle_manifest
+from seqdeploy.bundle.portable import portable_name
+from seqdeploy.runtime.predictor import Predictor
 from test_manifest import KINDS, build_bundle, reference, sample_raw
 
 RAW_INPUT = {"binary": "features", "multiclass": "features", "text": "text", "window": "window"}
@@ -103,7 +103,7 @@ def test_portable_file_rebuilt_when_its_source_or_record_changes(tmp_path):
     onnx.save(model, str(run / "model.onnx"))
     m = write_bundle_manifest(run)
     meta = {p.key: p.value for p in onnx.load(str(run / m.portable.file)).metadata_props}
-    assert meta["seqdeploy.portable.source_sha256"] == m.deployment.sha256
+    assert meta["seqdeploy.bundle.portable.source_sha256"] == m.deployment.sha256
 
 
 def test_stale_portable_files_are_removed(tmp_path):
@@ -161,7 +161,7 @@ def test_bad_raw_rows_are_one_line_errors_never_answers(bundles, kind, raw, matc
 
 
 def test_folded_standardisation_has_no_preprocessing_nodes_and_same_answers(bundles):
-    from seqdeploy.portable import build_portable
+    from seqdeploy.bundle.portable import build_portable
     from seqdeploy.preprocess import from_record
 
     run = bundles["multiclass"]
@@ -183,8 +183,8 @@ def test_library_stages_keep_the_bundle_in_step(trained_mlp_run, tmp_path):
     """export_onnx and verify_run (library calls, no CLI) refresh the manifest and portable graphs themselves."""
     import shutil
 
-    from seqdeploy.export import export_onnx
-    from seqdeploy.verify import verify_run
+    from seqdeploy.export.convert import export_onnx
+    from seqdeploy.verify.parity import verify_run
 
     run = tmp_path / "run"
     shutil.copytree(trained_mlp_run, run, ignore=shutil.ignore_patterns("*.onnx", "manifest.json", "verify.json"))

@@ -38,9 +38,9 @@ def test_manifest_and_verify_read_the_same_precision_from_graphs(tmp_path):
     pytest.importorskip("onnxruntime.quantization")
     from onnx import TensorProto, helper, numpy_helper
 
-    from seqdeploy.bundle import _precision_of
+    from seqdeploy.bundle.write import _precision_of
     from seqdeploy.quantize import DynamicInt8Settings, Float16Settings, QGemmInt8Settings, build_candidate
-    from seqdeploy.verify import artifact_precision
+    from seqdeploy.verify.parity import artifact_precision
 
     w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((8, 4)).astype(np.float32), "w")
     g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], "g",

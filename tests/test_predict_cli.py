@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from seqdeploy.cli import app
-from seqdeploy.runtime import Predictor
+from seqdeploy.app.cli import app
+from seqdeploy.runtime.predictor import Predictor
 from test_manifest import build_bundle, sample_raw
 
 REPO = Path(__file__).resolve().parents[1]
@@ -151,7 +151,7 @@ def test_predict_cli_never_imports_tensorflow(bundles, tmp_path):
         "import sys\n"
         f"sys.argv = ['seqdeploy', 'predict', {str(bundles['binary'])!r}, '--input', {str(tmp_path / 'x.npy')!r}, "
         f"'--output', {str(tmp_path / 'o.csv')!r}]\n"
-        "from seqdeploy.cli import main\n"
+        "from seqdeploy.app.cli import main\n"
         "try:\n    main()\nexcept SystemExit as e:\n    code = e.code\n"
         "print('TF-LOADED' if 'tensorflow' in sys.modules else 'TF-ABSENT', code)\n"
     )

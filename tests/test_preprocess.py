@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from seqdeploy.errors import BundleError, InputValidationError
-from seqdeploy.portable import build_portable, build_preprocessing
-from seqdeploy.portable_check import HOSTILE_TEXTS, tokenizer_ids
+from seqdeploy.bundle.portable import build_portable, build_preprocessing
+from seqdeploy.verify.portable import HOSTILE_TEXTS, tokenizer_ids
 from seqdeploy.preprocess import (
     KINDS,
     Categorical,
@@ -319,7 +319,7 @@ def test_scaled_regression_target_postprocess_numpy_equals_onnx(data):
         np.testing.assert_array_equal(want, y[:, 0] * np.float32(t_std) + np.float32(t_mean))
         assert k.target_scale == t_std
         # the post-processing alone: the same nodes the portable graph appends after the model
-        from seqdeploy.portable import GraphBuilder
+        from seqdeploy.bundle.portable import GraphBuilder
 
         g = GraphBuilder("post")
         k.postprocess_onnx(g, "y", "prediction")

@@ -385,7 +385,7 @@ def test_quantize_run_uses_the_run_splits(mlp, tmp_path, monkeypatch):
 def _cli(args):
     from typer.testing import CliRunner
 
-    from seqdeploy.cli import app
+    from seqdeploy.app.cli import app
 
     return CliRunner().invoke(app, args)
 

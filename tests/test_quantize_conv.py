@@ -109,7 +109,7 @@ def test_padded_int8_static_matches_the_unpadded_one(tmp_path):
 def test_pad_input_channels_follows_the_cpu(flags, machine, want, monkeypatch):
     import platform
 
-    import seqdeploy.doctor as doctor
+    import seqdeploy.cpu as doctor
 
     cpuinfo = f"processor\t: 0\nflags\t\t: {flags}\n"
     assert q.default_pad_input_channels(cpuinfo) is (want if machine == "x86_64" else False)

@@ -143,7 +143,7 @@ def test_matmul_on_3d_inputs_does_not_fit(tmp_path, monkeypatch):
 def test_reduce_range_follows_the_cpu(flags, want, mlp, tmp_path, monkeypatch):
     import platform
 
-    import seqdeploy.doctor as doctor
+    import seqdeploy.cpu as doctor
 
     monkeypatch.setattr(doctor, "read_cpuinfo", lambda: f"processor\t: 0\nflags\t\t: {flags}\n")
     monkeypatch.setattr(platform, "machine", lambda: "x86_64")

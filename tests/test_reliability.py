@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from seqdeploy.cli import app
+from seqdeploy.app.cli import app
 
 REPO = Path(__file__).resolve().parent.parent
 MODELS = REPO / "models"
@@ -32,9 +32,9 @@ OUTCOMES: dict[str, tuple[str, int, str]] = {}
 
 @pytest.fixture(scope="module")
 def bundle(trained_mlp_run, tmp_path_factory) -> Path:
-    from seqdeploy.export import export_onnx
-    from seqdeploy.bundle import write_bundle_manifest
-    from seqdeploy.verify import verify_run
+    from seqdeploy.export.convert import export_onnx
+    from seqdeploy.bundle.write import write_bundle_manifest
+    from seqdeploy.verify.parity import verify_run
 
     run = tmp_path_factory.mktemp("rel") / "bundle"
     shutil.copytree(trained_mlp_run, run)
@@ -177,7 +177,7 @@ def _write_doc():
     yield
     if os.environ.get("SEQDEPLOY_WRITE_DOCS") != "1" or len(OUTCOMES) != len(CASES):
         return
-    from seqdeploy.report import markdown_table
+    from seqdeploy.app.report import markdown_table
 
     rows = [(c.what, OUTCOMES[c.what][0], OUTCOMES[c.what][1], "`" + OUTCOMES[c.what][2].replace("`", "'")[:220] + "`")
             for c in CASES]
@@ -188,7 +188,7 @@ def _write_doc():
 
 
 def test_predictor_from_8_threads_matches_single_threaded(bundle: Path):
-    from seqdeploy.runtime import Predictor
+    from seqdeploy.runtime.predictor import Predictor
 
     predictor = Predictor.from_bundle(bundle)
     rng = np.random.default_rng(0)

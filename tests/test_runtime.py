@@ -1,4 +1,4 @@
-"""seqdeploy.runtime: Predictor on tiny onnx.helper bundles (no TensorFlow)."""
+"""seqdeploy.runtime.predictor: Predictor on tiny onnx.helper bundles (no TensorFlow)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from seqdeploy.errors import BundleError, InputValidationError, IntegrityError
-from seqdeploy.runtime import Predictor, make_session, session_options
+from seqdeploy.runtime.predictor import Predictor, make_session, session_options
 from test_manifest import KINDS, build_bundle, reference, sample_raw
 
 
@@ -315,7 +315,7 @@ def test_fast_path_falls_back_for_uncached_and_unusual_feeds(bundles):
 def test_fast_path_switches_off_for_data_dependent_output_shapes():
     from onnx import TensorProto, helper
 
-    from seqdeploy.runtime import FastSession
+    from seqdeploy.runtime.predictor import FastSession
 
     g = helper.make_graph([helper.make_node("NonZero", ["x"], ["y"])], "nz",
                           [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
@@ -359,7 +359,7 @@ def test_runtime_never_imports_tensorflow_or_onnx(bundles):
     code = f"""
 import sys, time, json
 t = time.perf_counter()
-import seqdeploy.runtime as rt
+import seqdeploy.runtime.predictor as rt
 t_import = time.perf_counter() - t
 p = rt.Predictor.from_bundle({str(bundles['binary'])!r})
 pred = p.predict([[0.0, 1.0, 2.0, 3.0]])
@@ -370,4 +370,4 @@ print(json.dumps({{"import_s": t_import, "pred": pred.tolist(),
     res = json.loads(out.stdout)
     assert res["loaded"] == []
     assert res["pred"][0] in ("neg", "pos")
-    print(f"import seqdeploy.runtime: {res['import_s'] * 1000:.0f} ms")
+    print(f"import seqdeploy.runtime.predictor: {res['import_s'] * 1000:.0f} ms")

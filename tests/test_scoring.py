@@ -16,8 +16,8 @@ pa = pytest.importorskip("pyarrow")  # the distributed extra
 import pyarrow.parquet as pq  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
-from seqdeploy.cli import app  # noqa: E402
-from seqdeploy.runtime import Predictor  # noqa: E402
+from seqdeploy.app.cli import app  # noqa: E402
+from seqdeploy.runtime.predictor import Predictor  # noqa: E402
 from seqdeploy.scoring import labels_from_proba, predict_file  # noqa: E402
 from seqdeploy.scoring.tables import iter_batches, resolve_inputs  # noqa: E402
 from test_manifest import build_bundle, sample_raw  # noqa: E402

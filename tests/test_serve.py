@@ -32,9 +32,9 @@ SERVER_ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"
 @pytest.fixture(scope="session")
 def serve_bundle(trained_mlp_run, tmp_path_factory) -> Path:
     """The seed spec (trained briefly) exported, verified and bundled: what `seqdeploy pipeline` ships."""
-    from seqdeploy.export import export_onnx
-    from seqdeploy.bundle import write_bundle_manifest
-    from seqdeploy.verify import verify_run
+    from seqdeploy.export.convert import export_onnx
+    from seqdeploy.bundle.write import write_bundle_manifest
+    from seqdeploy.verify.parity import verify_run
 
     run = tmp_path_factory.mktemp("serve") / "breast_cancer_mlp"
     shutil.copytree(trained_mlp_run, run)
@@ -100,7 +100,7 @@ def server(serve_bundle, text_bundle):
 
 @pytest.fixture(scope="module")
 def predictor(serve_bundle):
-    from seqdeploy.runtime import Predictor
+    from seqdeploy.runtime.predictor import Predictor
 
     return Predictor.from_bundle(serve_bundle)
 
@@ -319,7 +319,7 @@ def test_a_second_model_with_string_inputs_on_the_same_server(server, text_bundl
     import tritonclient.grpc as grpcclient
     import tritonclient.http as httpclient
 
-    from seqdeploy.runtime import Predictor
+    from seqdeploy.runtime.predictor import Predictor
     from test_manifest import sample_raw
 
     p = Predictor.from_bundle(text_bundle)

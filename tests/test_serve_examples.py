@@ -10,7 +10,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from seqdeploy.cli import app
+from seqdeploy.app.cli import app
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "kserve"
 

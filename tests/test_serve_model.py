@@ -9,7 +9,7 @@ import onnxruntime as ort
 import pytest
 
 from seqdeploy.errors import InputValidationError, IntegrityError, RequestTooLarge
-from seqdeploy.runtime import Predictor
+from seqdeploy.runtime.predictor import Predictor
 from seqdeploy.serve import load_models
 from seqdeploy.serve.model import ServedModel
 from test_manifest import KINDS, build_bundle, sample_raw

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from seqdeploy.cli import app
+from seqdeploy.app.cli import app
 from seqdeploy.errors import DataError, SpecError
-from seqdeploy.train import train
+from seqdeploy.train.local import train
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
 runner = CliRunner()
@@ -91,7 +91,7 @@ def test_cli_bad_spec_is_one_line_exit_2(tmp_path):
 
 
 def test_help_does_not_import_tensorflow_and_is_fast():
-    code = ("import sys, time; t = time.perf_counter(); from seqdeploy.cli import app; "
+    code = ("import sys, time; t = time.perf_counter(); from seqdeploy.app.cli import app; "
             "from typer.testing import CliRunner; r = CliRunner().invoke(app, ['--help']); "
             "assert r.exit_code == 0, r.output; "
             "print(time.perf_counter() - t, 'tensorflow' in sys.modules, 'keras' in sys.modules)")
@@ -104,7 +104,7 @@ def test_help_does_not_import_tensorflow_and_is_fast():
 
 
 def test_a_missing_toolchain_module_is_an_install_hint_not_a_traceback(monkeypatch, tmp_path):
-    import seqdeploy.train as train_mod
+    import seqdeploy.train.local as train_mod
 
     def no_keras(*a, **k):
         raise ModuleNotFoundError("No module named 'keras'", name="keras")
@@ -121,10 +121,10 @@ def test_console_script_without_the_cli_extra_prints_the_install_hint():
     import sys
 
     code = ("import sys; sys.modules['typer'] = None; sys.argv = ['seqdeploy', '--help']; "
-            "from seqdeploy.console import main; main()")
+            "from seqdeploy.app.console import main; main()")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 2, out.stderr
     assert "pip install 'seqdeploy[cli]'" in out.stderr and "Traceback" not in out.stderr
     ok = subprocess.run([sys.executable, "-c", "import sys; sys.argv = ['seqdeploy', '--help']; "
-                         "from seqdeploy.console import main; main()"], capture_output=True, text=True, timeout=60)
+                         "from seqdeploy.app.console import main; main()"], capture_output=True, text=True, timeout=60)
     assert ok.returncode == 0 and "train" in ok.stdout

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from seqdeploy.cli import app
+from seqdeploy.app.cli import app
 from seqdeploy.errors import IntegrityError, UsageError
 from seqdeploy.targets import available_targets, get_target
 from test_manifest import KINDS, build_bundle
@@ -39,7 +39,7 @@ def cross_check(export, bundle: Path, raw=None) -> None:
     from tritonclient.grpc import model_config_pb2
 
     from seqdeploy.atomic import sha256_file
-    from seqdeploy.runtime import Predictor
+    from seqdeploy.runtime.predictor import Predictor
 
     cfg = text_format.Parse(export.config_path.read_text(), model_config_pb2.ModelConfig())
     assert cfg.name == export.model_name == export.config_path.parent.name
@@ -178,7 +178,7 @@ def test_cli_export_triton(tmp_path):
 @pytest.mark.parametrize("spec", sorted(p.stem for p in MODELS.glob("*.toml")))
 def test_every_spec_exports_a_consistent_triton_repository(spec, tmp_path):
     from seqdeploy.data import load_run_splits
-    from seqdeploy.pipeline import PipelineOptions, run_pipeline
+    from seqdeploy.app.pipeline import PipelineOptions, run_pipeline
 
     result = run_pipeline(MODELS / f"{spec}.toml", out=tmp_path / spec, stages="train,export,verify",
                           options=PipelineOptions(epochs=1))

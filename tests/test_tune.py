@@ -1,4 +1,4 @@
-"""seqdeploy.tune: the settings chosen per model, recorded in the manifest, used by Predictor."""
+"""seqdeploy.bench.tune: the settings chosen per model, recorded in the manifest, used by Predictor."""
 
 from __future__ import annotations
 
@@ -6,12 +6,12 @@ import json
 
 import pytest
 
-from seqdeploy.bundle import write_bundle_manifest
+from seqdeploy.bundle.write import write_bundle_manifest
 from seqdeploy.errors import BundleError, InputValidationError, UsageError
-from seqdeploy.manifest import RuntimeSettings, load_manifest, manifest_from_dict
-from seqdeploy.ort_options import SessionSettings, build_session_options
-from seqdeploy.runtime import Predictor
-from seqdeploy.tune import TunePoint, candidates, choose, read_choices, tune_bundle
+from seqdeploy.runtime.manifest import RuntimeSettings, load_manifest, manifest_from_dict
+from seqdeploy.runtime.session import SessionSettings, build_session_options
+from seqdeploy.runtime.predictor import Predictor
+from seqdeploy.bench.tune import TunePoint, candidates, choose, read_choices, tune_bundle
 from test_manifest import build_bundle
 
 ONE = SessionSettings()
@@ -157,7 +157,7 @@ def test_tune_needs_a_bundle(tmp_path):
 def test_cli_tune_writes_the_choice_and_refuses_a_non_bundle(tmp_path):
     from typer.testing import CliRunner
 
-    from seqdeploy.cli import app
+    from seqdeploy.app.cli import app
 
     runner = CliRunner()
     run = build_bundle(tmp_path, "binary")

@@ -8,16 +8,16 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from seqdeploy.cli import app
+from seqdeploy.app.cli import app
 from seqdeploy.errors import CheckFailed, VerifyInputError
-from seqdeploy.verify import parse_tolerances, verify_models, verify_run
+from seqdeploy.verify.parity import parse_tolerances, verify_models, verify_run
 
 runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
 def exported_run(trained_mlp_run, tmp_path_factory) -> Path:
-    from seqdeploy.export import export_onnx
+    from seqdeploy.export.convert import export_onnx
 
     run = tmp_path_factory.mktemp("verify") / "run"
     shutil.copytree(trained_mlp_run, run)
@@ -131,8 +131,8 @@ def test_verify_outside_a_run_dir(exported_run, tmp_path):
 def test_pair_mode_never_damages_a_bundle(exported_run, tmp_path):
     """verify --keras/--onnx on a bundle's own files: the bundle stays byte-identical, or is refreshed and loads."""
     from seqdeploy.data import load_run_splits
-    from seqdeploy.bundle import write_bundle_manifest
-    from seqdeploy.runtime import Predictor
+    from seqdeploy.bundle.write import write_bundle_manifest
+    from seqdeploy.runtime.predictor import Predictor
 
     bundle = tmp_path / "bundle"
     shutil.copytree(exported_run, bundle)
@@ -158,7 +158,7 @@ def test_pair_mode_never_damages_a_bundle(exported_run, tmp_path):
 def test_nonfinite_outputs_are_a_failure_of_their_own(tmp_path):
     import keras
 
-    from seqdeploy.export import export_onnx
+    from seqdeploy.export.convert import export_onnx
 
     model = keras.Sequential([keras.Input((3,), name="x"), keras.layers.Dense(2)])
     model.layers[-1].set_weights([np.full((3, 2), 3e38, np.float32), np.zeros(2, np.float32)])
@@ -180,7 +180,7 @@ def test_tolerance_parsing():
 
 
 def test_per_output_tolerance_decides_a_small_difference(exported_run, tmp_path):
-    from seqdeploy.verify import Tolerance
+    from seqdeploy.verify.parity import Tolerance
 
     slightly = tmp_path / "slightly.onnx"
     _corrupt_weight(exported_run / "model.onnx", slightly, delta=2e-3)
@@ -194,8 +194,8 @@ def test_per_output_tolerance_decides_a_small_difference(exported_run, tmp_path)
 
 
 def test_manifest_carries_verification_only_for_the_verified_bytes(exported_run, tmp_path):
-    from seqdeploy.export import export_onnx
-    from seqdeploy.bundle import write_bundle_manifest
+    from seqdeploy.export.convert import export_onnx
+    from seqdeploy.bundle.write import write_bundle_manifest
 
     run = tmp_path / "run"
     shutil.copytree(exported_run, run)
@@ -210,7 +210,7 @@ def test_manifest_carries_verification_only_for_the_verified_bytes(exported_run,
 def test_left_padding_and_holes_are_checked_for_masked_recurrent_models(tmp_path):
     import keras
 
-    from seqdeploy.export import export_onnx
+    from seqdeploy.export.convert import export_onnx
 
     keras.utils.set_random_seed(0)
     masked = keras.Sequential([keras.Input((6,), dtype="int32", name="tokens"),

@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 
 from portable_bundles import GOLDEN, write_golden
-from seqdeploy.runtime import Predictor
+from seqdeploy.runtime.predictor import Predictor
 from test_manifest import build_bundle, sample_raw
 
 REPO = Path(__file__).resolve().parents[1]

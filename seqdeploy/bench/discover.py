@@ -2,7 +2,7 @@
 and the inputs to time them on.
 
 A run directory's artifacts, their precisions and the deployed one come from the manifest
-(:func:`seqdeploy.bundle.refresh_bundle_manifest` keeps it in step with quantize's choice);
+(:func:`seqdeploy.bundle.write.refresh_bundle_manifest` keeps it in step with quantize's choice);
 bench never parses quantize.json itself. A directory that is not a bundle (no train.json, no
 manifest.json) is read from quantize's record (:func:`seqdeploy.quantize.read_record`: the kept
 candidates and the choice) and the artifact naming rule of :mod:`seqdeploy.precision`.
@@ -40,8 +40,8 @@ def _keras(root: Path) -> Path | None:
 
 def _manifest(root: Path) -> tuple[Any, str | None]:
     """The bundle's manifest, refreshed when the directory is a bundle under construction; (None, why) otherwise."""
-    from seqdeploy.manifest import MANIFEST_NAME, load_manifest
-    from seqdeploy.bundle import refresh_bundle_manifest
+    from seqdeploy.runtime.manifest import MANIFEST_NAME, load_manifest
+    from seqdeploy.bundle.write import refresh_bundle_manifest
 
     try:
         m = refresh_bundle_manifest(root)  # None unless train.json and model.onnx are there

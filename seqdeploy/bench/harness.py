@@ -77,7 +77,7 @@ def parse_vs(text: str | Sequence[str] | None) -> tuple[str, ...] | None:
 
 def cpu_info() -> dict[str, Any]:
     """CPU model, core count and the SIMD flags that matter for int8 (from /proc/cpuinfo)."""
-    from seqdeploy.doctor import cpu_flag_set, cpu_model_name, read_cpuinfo
+    from seqdeploy.cpu import cpu_flag_set, cpu_model_name, read_cpuinfo
 
     text = read_cpuinfo() or ""
     flags = cpu_flag_set(text)

@@ -12,16 +12,16 @@ Every preprocessing *kind* (``standardize``, ``scale``, ``window``, ``tokenize``
 * ``apply(raw)``: the canonical raw array -> the model-ready array (numpy);
 * ``postprocess(y)``: model output -> target units (window de-normalisation);
 * ``to_onnx(g, ...)`` / ``postprocess_onnx(g, ...)``: the same computation as
-  ONNX nodes, used by :mod:`seqdeploy.portable` to build the deployment graph.
+  ONNX nodes, used by :mod:`seqdeploy.bundle.portable` to build the deployment graph.
 
 Arithmetic is float32 throughout, in the order the ONNX nodes compute it, so
 ``apply`` and the ONNX graph agree bit for bit (held by property tests).
 
 Task outputs (probabilities, class ids, labels, values) are defined once too:
-:func:`task_outputs` (numpy) and :mod:`seqdeploy.portable` (ONNX).
+:func:`task_outputs` (numpy) and :mod:`seqdeploy.bundle.portable` (ONNX).
 
 This module imports numpy only; ONNX nodes are made through the builder that
-:mod:`seqdeploy.portable` passes in.
+:mod:`seqdeploy.bundle.portable` passes in.
 
     >>> k = from_record({"kind": "window", "window": 3, "mean": 1.0, "std": 2.0})
     >>> k.apply(np.array([[1.0, 3.0, 5.0]], np.float32))[0, :, 0].tolist()

@@ -1,4 +1,4 @@
-"""Task outputs defined once in numpy (the portable graph's ONNX twin is in :mod:`seqdeploy.portable`)."""
+"""Task outputs defined once in numpy (the portable graph's ONNX twin is in :mod:`seqdeploy.bundle.portable`)."""
 
 from __future__ import annotations
 

@@ -59,7 +59,7 @@ def build_candidate(recipe: str, src: Path, dst: Path, settings: RecipeSettings,
 def make_session(path: str | os.PathLike, *, intra_op_num_threads: int | None = None):
     """onnxruntime CPU session for float32 and candidates alike: the runtime's own defaults,
     so the gate measures what a deployed ``Predictor`` will run."""
-    from seqdeploy.runtime import make_session as runtime_session
+    from seqdeploy.runtime.predictor import make_session as runtime_session
 
     return runtime_session(path, threads=intra_op_num_threads)
 
@@ -261,7 +261,7 @@ def quantize_run(run_dir: str | os.PathLike, settings: QuantizeSettings = Quanti
         calibration_inputs={name: splits.x_train} if splits.x_train is not None and len(splits.x_train) else None,
         test_inputs={name: splits.x_test}, test_targets=splits.y_test, task=splits.task, settings=settings,
     )
-    from seqdeploy.bundle import refresh_bundle_manifest
+    from seqdeploy.bundle.write import refresh_bundle_manifest
 
     refresh_bundle_manifest(run_dir)  # the deployed artifact (and its portable graph) follow the choice
     return result

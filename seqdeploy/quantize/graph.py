@@ -13,14 +13,14 @@ from seqdeploy.precision import QUANTIZED_OP_TYPES, is_quantized_op  # noqa: F40
 def load_onnx(path: Path) -> Any:
     if not path.exists():
         raise InputFileNotFound(f"{path}: no such ONNX model (expected a float32 model.onnx; run `seqdeploy export` first)")
-    from seqdeploy.export import load_checked_onnx
+    from seqdeploy.export.convert import load_checked_onnx
 
     return load_checked_onnx(path)
 
 
 def op_counts(model) -> dict[str, int]:
     """Count node op types in the main graph and in subgraphs (Loop/Scan bodies)."""
-    from seqdeploy.export import op_counts as graph_op_counts
+    from seqdeploy.export.convert import op_counts as graph_op_counts
 
     return graph_op_counts(model)
 

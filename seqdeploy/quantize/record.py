@@ -1,6 +1,6 @@
 """Reading ``quantize.json`` back: which candidate files were kept and which one was chosen.
 
-The one reader of the file outside the bundle manifest (:mod:`seqdeploy.manifest` builds the
+The one reader of the file outside the bundle manifest (:mod:`seqdeploy.runtime.manifest` builds the
 bundle's artifact list from it); bench uses it for directories that are not bundles, the pipeline
 for its summary and stage keys.
 

@@ -159,7 +159,7 @@ def default_reduce_range(cpuinfo: str | None = None) -> bool:
     """
     import platform
 
-    from seqdeploy.doctor import cpu_flags
+    from seqdeploy.cpu import cpu_flags
 
     flags = cpu_flags(cpuinfo)
     if not any(flags.values()) or (cpuinfo is None and platform.machine().lower() not in ("x86_64", "amd64")):
@@ -183,7 +183,7 @@ def default_pad_input_channels(cpuinfo: str | None = None) -> bool:
     """
     import platform
 
-    from seqdeploy.doctor import cpu_flags
+    from seqdeploy.cpu import cpu_flags
 
     flags = cpu_flags(cpuinfo)
     if cpuinfo is None and platform.machine().lower() not in ("x86_64", "amd64"):

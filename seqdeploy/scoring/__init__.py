@@ -6,9 +6,9 @@
   globs as Arrow record batches; Parquet, CSV or JSONL out, with kept
   (pass-through) columns and skipped bad rows. Needs pyarrow
   (``pip install 'seqdeploy[distributed]'``).
-* :mod:`seqdeploy.distributed` — the same scoring on a Ray cluster.
+* :mod:`seqdeploy.scoring.ray` — the same scoring on a Ray cluster.
 
-Kept apart from :mod:`seqdeploy.runtime` so that the embeddable runtime carries
+Kept apart from :mod:`seqdeploy.runtime.predictor` so that the embeddable runtime carries
 only what an application needs.
 
     >>> from seqdeploy.scoring import predict_file

@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 
 from seqdeploy.errors import InputValidationError
-from seqdeploy.manifest import Manifest, NoPreprocessing, Scale, Standardize, Tokenize, Window
-from seqdeploy.runtime import DEFAULT_BATCH_SIZE, Predictor, _numeric_array, _short
+from seqdeploy.runtime.manifest import Manifest, NoPreprocessing, Scale, Standardize, Tokenize, Window
+from seqdeploy.runtime.predictor import DEFAULT_BATCH_SIZE, Predictor, _numeric_array, _short
 
 BAD_ROW_MODES = ("fail", "skip")
 

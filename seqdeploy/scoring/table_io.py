@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 
 from seqdeploy.errors import DataError, InputFileNotFound, UsageError
-from seqdeploy.manifest import Manifest
+from seqdeploy.runtime.manifest import Manifest
 from seqdeploy.scoring.files import class_names
 
 INPUT_FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}

@@ -4,7 +4,7 @@ The one scoring core of both engines: :func:`score_table` turns an Arrow table
 of raw inputs into an Arrow table of predictions (plus the kept columns, in the
 input's row order) and a table of the rows it set aside. The local engine
 (:func:`predict_tables`) streams each file through it batch by batch; the Ray
-engine (:mod:`seqdeploy.distributed`) calls it inside its actors.
+engine (:mod:`seqdeploy.scoring.ray`) calls it inside its actors.
 
 Output columns: ``prediction`` (the label, or the class id when the bundle has
 no labels; the value in target units for regression, ``prediction_<j>`` for
@@ -29,7 +29,7 @@ import numpy as np
 import pyarrow as pa
 
 from seqdeploy.errors import DataError, InputValidationError, UsageError
-from seqdeploy.manifest import Manifest, Standardize, Tokenize
+from seqdeploy.runtime.manifest import Manifest, Standardize, Tokenize
 from seqdeploy.scoring.files import PredictFileResult, class_names, predict_chunk
 from seqdeploy.scoring.table_io import (  # noqa: F401  (re-exported: the Ray engine and tests use them)
     INPUT_FORMATS,

@@ -10,7 +10,7 @@ Routes (KServe's Python server, ``kserve`` in the ``serve`` extra):
   is the bundle's portable graph (raw inputs) when the manifest has one, else the deployment artifact
   (model-ready inputs)
 * ``POST /v1/models/{name}:predict``: ``{"instances": [raw rows]}`` -> ``{"predictions": [...]}``,
-  the answers of :meth:`seqdeploy.runtime.Predictor.predict`
+  the answers of :meth:`seqdeploy.runtime.predictor.Predictor.predict`
 * ``GET /v2/health/ready``, ``/v2/health/live``, ``/metrics`` (Prometheus)
 
 Concurrent requests for one model are coalesced into one onnxruntime call (up to

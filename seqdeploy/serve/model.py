@@ -5,7 +5,7 @@ tested) without a server. What the v2 protocol serves is the bundle's portable
 graph (raw inputs -> preprocessing -> model -> labels/values) when the manifest
 has one, else the deployment artifact (model-ready inputs); the v1
 ``:predict`` route takes raw rows (``instances``) and answers what
-:meth:`seqdeploy.runtime.Predictor.predict` answers.
+:meth:`seqdeploy.runtime.predictor.Predictor.predict` answers.
 
 Every file is read once and its sha256 checked against the manifest before a
 session exists (a tampered bundle is refused with :class:`IntegrityError`).
@@ -89,8 +89,8 @@ class ServedModel:
     def load(cls, bundle: str | os.PathLike, name: str | None = None, threads: int | None = None) -> "ServedModel":
         """Check the bundle (manifest, every sha256) and create its sessions."""
         from seqdeploy.atomic import sha256_bytes
-        from seqdeploy.manifest import bundle_path
-        from seqdeploy.runtime import Predictor, make_session
+        from seqdeploy.runtime.manifest import bundle_path
+        from seqdeploy.runtime.predictor import Predictor, make_session
 
         bundle = Path(bundle)
         predictor = Predictor.from_bundle(bundle, threads=threads)  # checks the manifest and every listed file
@@ -185,7 +185,7 @@ class ServedModel:
         The preprocessing kind's own ``coerce`` decides what a raw row may be (numbers, objects keyed by
         feature name, strings for text), so v1 accepts exactly what :class:`Predictor` accepts.
         """
-        from seqdeploy.manifest import NoPreprocessing
+        from seqdeploy.runtime.manifest import NoPreprocessing
 
         if not isinstance(instances, list) or not instances:
             got = "an empty list" if isinstance(instances, list) else type(instances).__name__

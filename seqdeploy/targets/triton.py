@@ -16,7 +16,7 @@ backend:
 * ONNX string tensors are ``TYPE_STRING``; variable axes other than the batch are -1.
 * ``dynamic_batching`` with a short queue delay, ``instance_group`` on CPU.
 * when the bundle records measured session settings (``manifest.runtime_settings``, from
-  :func:`seqdeploy.tune.tune_bundle`), the backend's ``intra_op_thread_count`` is the thread count
+  :func:`seqdeploy.bench.tune.tune_bundle`), the backend's ``intra_op_thread_count`` is the thread count
   measured fastest at the batch size Triton forms (``max_batch_size``, else 1), with one inter-op thread.
 
 Nothing here needs Triton or tritonclient; the tests parse the file with
@@ -132,8 +132,8 @@ def write_triton_repository(bundle: str | os.PathLike, repository: str | os.Path
     PosixPath('model_repository/breast_cancer_mlp/config.pbtxt')
     """
     from seqdeploy.atomic import atomic_write_bytes, atomic_write_text, sha256_bytes
-    from seqdeploy.manifest import bundle_path, load_manifest
-    from seqdeploy.runtime import make_session
+    from seqdeploy.runtime.manifest import bundle_path, load_manifest
+    from seqdeploy.runtime.predictor import make_session
 
     for what, v, lo in (("version", version, 1), ("max_batch_size", max_batch_size, 1),
                         ("max_queue_delay_us", max_queue_delay_us, 0), ("instances", instances, 1)):
@@ -155,7 +155,7 @@ def write_triton_repository(bundle: str | os.PathLike, repository: str | os.Path
     batched = _is_batched(ins) and _is_batched(outs)
     inputs, outputs = _tensors(ins, batched), _tensors(outs, batched)
     mbs = max_batch_size if batched else 0
-    # the thread count the bundle measured fastest (seqdeploy.tune) for the batches Triton will form
+    # the thread count the bundle measured fastest (seqdeploy.bench.tune) for the batches Triton will form
     rs = manifest.runtime_settings
     threads = rs.for_batch(mbs or 1).threads if rs is not None else None
 

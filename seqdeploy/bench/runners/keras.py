@@ -26,10 +26,10 @@ def quiet_tf() -> None:
 
 
 def load_keras(path: str | os.PathLike) -> Any:
-    """Load a Keras model through ``seqdeploy.export.load_keras_model`` when it exists."""
+    """Load a Keras model through ``seqdeploy.export.convert.load_keras_model`` when it exists."""
     quiet_tf()
     try:
-        export = importlib.import_module("seqdeploy.export")
+        export = importlib.import_module("seqdeploy.export.convert")
         loader = getattr(export, "load_keras_model", None)
     except ImportError:
         loader = None

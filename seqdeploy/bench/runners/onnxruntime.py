@@ -1,8 +1,8 @@
 """onnxruntime runners: every ONNX artifact as a plain ``session.run`` (``ort:<precision>``), and the
-deployed artifact through ``seqdeploy.runtime`` the way an application calls it (``deployed:<precision>``).
+deployed artifact through ``seqdeploy.runtime.predictor`` the way an application calls it (``deployed:<precision>``).
 
-Sessions come from :func:`seqdeploy.runtime.session_options` (the runtime's measured defaults) with
-the explicit overrides of :class:`OrtSettings`, or from :func:`seqdeploy.runtime.make_session`.
+Sessions come from :func:`seqdeploy.runtime.predictor.session_options` (the runtime's measured defaults) with
+the explicit overrides of :class:`OrtSettings`, or from :func:`seqdeploy.runtime.predictor.make_session`.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import numpy as np
 from seqdeploy.atomic import atomic_path
 from seqdeploy.bench.runners import BuildContext, Family, Reference, register
 from seqdeploy.errors import BenchError
-from seqdeploy.fastpath import _ORT_TYPES as _ORT_DTYPES  # one map of onnxruntime type names to numpy
-from seqdeploy.ort_options import GRAPH_LEVELS, graph_level
+from seqdeploy.runtime.fastpath import _ORT_TYPES as _ORT_DTYPES  # one map of onnxruntime type names to numpy
+from seqdeploy.runtime.session import GRAPH_LEVELS, graph_level
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ class OrtSettings:
     ``cache_dir`` keeps the optimized graph on disk (``optimized_model_filepath``) keyed by
     the model's sha256, ORT version and level; later sessions load it with optimizations off.
     ``deployed_fastpaths`` adds a deployed runner per named per-call path of
-    :mod:`seqdeploy.fastpath` besides the default one (e.g. ``("capi",)`` gives ``deployed-capi:<precision>``).
+    :mod:`seqdeploy.runtime.fastpath` besides the default one (e.g. ``("capi",)`` gives ``deployed-capi:<precision>``).
 
     >>> OrtSettings().per_call, OrtSettings().graph_optimization
     ('run', 'all')
@@ -46,7 +46,7 @@ class OrtSettings:
     deployed_fastpaths: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        from seqdeploy.fastpath import FASTPATHS
+        from seqdeploy.runtime.fastpath import FASTPATHS
 
         if self.graph_optimization not in GRAPH_LEVELS:
             raise BenchError(f"graph_optimization = {self.graph_optimization!r} (expected one of {', '.join(GRAPH_LEVELS)})")
@@ -61,11 +61,11 @@ class OrtSettings:
 
 
 def ort_session_options(threads: int | None = None, settings: OrtSettings = OrtSettings()) -> Any:
-    """:func:`seqdeploy.runtime.session_options` with ``settings`` applied on top
+    """:func:`seqdeploy.runtime.predictor.session_options` with ``settings`` applied on top
     (``threads=None`` = onnxruntime's own intra-op default, all cores)."""
     import onnxruntime as ort
 
-    from seqdeploy.runtime import session_options
+    from seqdeploy.runtime.predictor import session_options
 
     so = session_options(threads)
     if threads is None:
@@ -246,7 +246,7 @@ class DeployedRunner(OrtRunner):
     """The deployed artifact called the way an application calls it (model-ready feeds in, numpy out).
 
     With a bundle (``manifest.json`` next to the artifact): ``Predictor.from_bundle(...).run``.
-    For a bare ONNX file, or a manifest that does not load: ``seqdeploy.runtime.FastSession``
+    For a bare ONNX file, or a manifest that does not load: ``seqdeploy.runtime.predictor.FastSession``
     on ``make_session``, the same per-call path without the manifest. Its family is
     ``"seqdeploy"`` so the plain ``ort:*`` runners stay the onnxruntime columns.
 
@@ -268,7 +268,7 @@ class DeployedRunner(OrtRunner):
 
     def prepare(self, threads: int) -> None:
         self.close()
-        rt = importlib.import_module("seqdeploy.runtime")
+        rt = importlib.import_module("seqdeploy.runtime.predictor")
         why = None
         fast: Any = None
         if self.bundle is not None and (self.bundle / "manifest.json").is_file():
@@ -287,7 +287,7 @@ class DeployedRunner(OrtRunner):
         used = fast.path + (f" (asked for {fast.requested}: {fast.fallback_reason})" if fast.fallback_reason else "")
         settings = ("the bundle's chosen session settings" if self.via == "Predictor.run"
                     else "make_session options")
-        note = (f"seqdeploy.runtime {self.via} per call ({used} fast path; {settings}, threads as the column says): "
+        note = (f"seqdeploy.runtime.predictor {self.via} per call ({used} fast path; {settings}, threads as the column says): "
                 f"what users get" + (f"; {why}" if why else ""))
         if note not in self.notes:
             self.notes.append(note)
@@ -304,7 +304,7 @@ class DeployedRunner(OrtRunner):
 
 
 def _runtime_session(path: Path, threads: int) -> Any:
-    from seqdeploy.runtime import make_session
+    from seqdeploy.runtime.predictor import make_session
 
     return make_session(path, threads=threads)
 
@@ -319,9 +319,9 @@ def build(ctx: BuildContext) -> list[Any]:
         deployed = target.deployed is not None and path.resolve() == target.deployed.resolve()
         r = OrtRunner(path, precision, settings=ctx.settings, session_factory=_runtime_session if deployed else None)
         r.notes.append("plain InferenceSession.run(output_names, feeds) per call"
-                       + (" on a seqdeploy.runtime.make_session session" if deployed else ""))
+                       + (" on a seqdeploy.runtime.predictor.make_session session" if deployed else ""))
         runners.append(r)
-        if deployed:  # the same artifact through seqdeploy.runtime's per-call path(s)
+        if deployed:  # the same artifact through seqdeploy.runtime.predictor's per-call path(s)
             deployed_runner = [DeployedRunner(path, precision, bundle=target.root)] + [
                 DeployedRunner(path, precision, bundle=target.root, fastpath=f) for f in ctx.settings.deployed_fastpaths]
     if deployed_runner is not None:

@@ -107,7 +107,7 @@ def recipe_files() -> dict[str, str]:
 
 def cpu_flags() -> frozenset[str]:
     """This machine's CPU flags (/proc/cpuinfo; empty where unknown)."""
-    from seqdeploy.doctor import cpu_flag_set, read_cpuinfo
+    from seqdeploy.cpu import cpu_flag_set, read_cpuinfo
 
     text = read_cpuinfo()
     return frozenset(cpu_flag_set(text)) if text else frozenset()

@@ -1,0 +1,1 @@
+"""Bundles: the manifest writer and the portable deployment graph."""

@@ -1,0 +1,1 @@
+"""Keras → ONNX: conversion, the ordered graph fixes, native layer converters (layers/)."""

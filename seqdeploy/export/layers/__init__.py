@@ -1,0 +1,1 @@
+"""Keras layer converters, one module per layer family."""

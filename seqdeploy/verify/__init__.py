@@ -1,0 +1,1 @@
+"""Verification: parity with Keras, the mismatch locator, the portable-graph check."""

@@ -186,7 +186,7 @@ def table(samples: dict[str, list[float]], base: str) -> list[dict[str, Any]]:
 def main(argv: list[str] | None = None) -> int:
     import onnxruntime as ort
 
-    from seqdeploy import fastpath, ort_capi
+    from seqdeploy.runtime import fastpath, ort_capi
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=15)

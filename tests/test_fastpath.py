@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from test_ort_capi import MODEL_KINDS, model_bytes, sample_feeds
 
-from seqdeploy import compat, fastpath, ort_capi
+from seqdeploy import compat
+from seqdeploy.runtime import fastpath, ort_capi
 from seqdeploy.errors import InputValidationError
 from seqdeploy.runtime.fastpath import FastSession
 from seqdeploy.runtime.predictor import make_session, session_options

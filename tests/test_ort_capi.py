@@ -8,7 +8,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from seqdeploy import ort_capi
+from seqdeploy.runtime import ort_capi
 from seqdeploy.errors import OrtCapiError
 from seqdeploy.runtime.predictor import make_session
 

@@ -293,7 +293,7 @@ def test_fast_path_outputs_are_fresh_arrays(predictors):
 
 
 def test_fast_path_falls_back_for_uncached_and_unusual_feeds(bundles):
-    from seqdeploy import runtime
+    from seqdeploy.runtime import predictor as runtime
 
     p = Predictor.from_bundle(bundles["binary"])
     name, out = p.input_names[0], p.output_names[0]

@@ -165,7 +165,7 @@ class FastSession:
             self._tls = threading.local()  # drop bound buffers of the old path (every thread)
 
     def _open_capi(self, model_bytes: bytes | None, library: Any) -> None:
-        from seqdeploy import ort_capi
+        from seqdeploy.runtime import ort_capi
 
         try:
             data = model_bytes if model_bytes is not None else compat.session_model_bytes(self.session)

@@ -25,7 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from seqdeploy.bench import OrtRunner, OrtSettings, StopRule, latency_stats, make_ort_session, run_interleaved
+from seqdeploy.bench import OrtRunner, OrtSettings, StopRule, latency_stats, run_interleaved
+from seqdeploy.runtime.session import make_session
 
 
 def mlp_onnx(sizes: list[int], head: str, path: Path, seed: int = 0) -> Path:
@@ -114,12 +115,12 @@ def measure_creation(path: Path, repeats: int) -> list[dict]:
             ("level disable", OrtSettings(allow_spinning=False, graph_optimization="disable")),
             ("level all, optimized model cached on disk", OrtSettings(allow_spinning=False, cache_dir=cache)),
         ]
-        make_ort_session(path, 1, variants[2][1])  # fill the cache
+        make_session(path, variants[2][1], threads=1, cache_dir=cache)  # fill the cache
         times: dict[str, list[float]] = {v[0]: [] for v in variants}
         for _ in range(repeats):  # interleaved
             for label, st in variants:
                 t0 = time.perf_counter()
-                make_ort_session(path, 1, st)
+                make_session(path, st, threads=1, cache_dir=st.cache_dir)
                 times[label].append(time.perf_counter() - t0)
         base = statistics.median(times[variants[0][0]])
         for label, _ in variants:

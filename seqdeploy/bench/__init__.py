@@ -36,7 +36,7 @@ from seqdeploy.bench.render import (
 )
 from seqdeploy.bench.runners import Runner, families, peers
 from seqdeploy.bench.runners.keras import KerasRunner, KerasSource, load_keras
-from seqdeploy.bench.runners.onnxruntime import DeployedRunner, OrtRunner, OrtSettings, make_ort_session
+from seqdeploy.bench.runners.onnxruntime import DeployedRunner, OrtRunner, OrtSettings
 from seqdeploy.bench.runners.tflite import TfliteModel, TfliteRunner, convert_tflite
 from seqdeploy.bench.schema import (
     REF_KERAS_DIRECT, REF_ONNX_FP32, REF_TFLITE_BEST, SCHEMA_VERSION, BenchResult, Measurement, RunnerInfo,
@@ -52,7 +52,7 @@ __all__ = [
     "REFERENCE_COLUMNS", "REF_KERAS_DIRECT", "REF_ONNX_FP32", "REF_TFLITE_BEST", "Runner", "RunnerInfo",
     "SCHEMA_VERSION", "StopRule", "TABLE_COLUMNS", "TERMINAL_COLUMNS", "Target", "TfliteModel", "TfliteRunner",
     "build_runners", "compute_speedups", "convert_tflite", "cpu_info", "families", "fmt_bytes", "fmt_ratio", "fmt_us",
-    "headline", "latency_stats", "load_data", "load_keras", "load_result", "make_ort_session", "output_diff",
+    "headline", "latency_stats", "load_data", "load_keras", "load_result", "output_diff",
     "parse_int_list", "parse_vs", "peers", "random_data", "render_markdown", "render_png", "resolve_target",
     "run_bench", "run_interleaved", "speedup", "table_rows", "versions", "warm_up", "write_outputs",
 ]

@@ -38,7 +38,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from seqdeploy.errors import BundleError, UsageError
-from seqdeploy.runtime.session import DEFAULT_GRAPH_LEVEL, GRAPH_LEVELS, SessionSettings
+from seqdeploy.runtime.session import DEFAULT_GRAPH_LEVEL, GRAPH_LEVELS, ORT_TYPES, SessionSettings, make_session
 
 TUNE_FILE = "tune.json"
 TUNE_SCHEMA = 1
@@ -152,9 +152,7 @@ def choose(points: Sequence[TunePoint]) -> TuneChoice:
 def _feeds(run_dir: Path, session: Any, batch: int) -> dict[str, np.ndarray]:
     """Model-ready feeds of ``batch`` rows: the run's test split for one input (as bench times), else random."""
     from seqdeploy.bench.discover import load_data, random_data, resolve_target
-    from seqdeploy.runtime.fastpath import _ORT_TYPES
-
-    specs = [(i.name, list(i.shape), _ORT_TYPES.get(i.type, np.float32)) for i in session.get_inputs()]
+    specs = [(i.name, list(i.shape), ORT_TYPES.get(i.type, np.float32)) for i in session.get_inputs()]
     if len(specs) == 1:
         return load_data(resolve_target(run_dir), specs[0]).feeds(batch)
     return {name: random_data(name, shape, dtype, seed=k).feeds(batch)[name]
@@ -176,7 +174,7 @@ def tune_bundle(run_dir: str | os.PathLike, *, batches: Sequence[int] = (1, 64),
     from seqdeploy.bundle.write import refresh_bundle_manifest
     from seqdeploy.cpu import cpu_model_name
     from seqdeploy.runtime.manifest import load_manifest
-    from seqdeploy.runtime.predictor import Predictor, make_session
+    from seqdeploy.runtime.predictor import Predictor
 
     run_dir = Path(run_dir)
     if not (run_dir / "manifest.json").is_file():

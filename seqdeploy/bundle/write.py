@@ -23,9 +23,9 @@ from typing import Any, Mapping, Sequence, Union
 from seqdeploy.atomic import atomic_write_json, sha256_file
 from seqdeploy.errors import BundleError, InputFileNotFound, ModelLoadError
 from seqdeploy.runtime.manifest import (
-    _DEFAULT_DOMAINS,
-    _ORT_FLOOR,
-    _ORT_FOR_OPSET,
+    DEFAULT_DOMAINS,
+    ORT_FLOOR,
+    ORT_FOR_OPSET,
     MANIFEST_NAME,
     SCHEMA_VERSION,
     Artifact,
@@ -35,8 +35,8 @@ from seqdeploy.runtime.manifest import (
     RuntimeSettings,
     TensorInfo,
     Verification,
-    _opt_float,
-    _resolve_inside,
+    opt_float,
+    resolve_inside,
     bundle_path,
     load_manifest,
     manifest_from_dict,
@@ -99,13 +99,13 @@ def _tensor_infos(model: Any, which: str) -> tuple[TensorInfo, ...]:
 def _opset_and_contrib(model: Any) -> tuple[int | None, tuple[str, ...]]:
     opset = None
     for o in model.opset_import:
-        if o.domain in _DEFAULT_DOMAINS:
+        if o.domain in DEFAULT_DOMAINS:
             opset = int(o.version)
     contrib = set()
 
     def walk(graph: Any) -> None:
         for node in graph.node:
-            if node.domain not in _DEFAULT_DOMAINS and node.domain != "ai.onnx.ml":
+            if node.domain not in DEFAULT_DOMAINS and node.domain != "ai.onnx.ml":
                 contrib.add(f"{node.domain}:{node.op_type}")
             for attr in node.attribute:
                 if attr.HasField("g"):
@@ -123,11 +123,11 @@ def min_onnxruntime_for(opset: int | None) -> str:
     >>> min_onnxruntime_for(13), min_onnxruntime_for(21)
     ('1.17', '1.18')
     """
-    need = _ORT_FLOOR
+    need = ORT_FLOOR
     if opset is not None:
-        known = [o for o in _ORT_FOR_OPSET if o <= opset]
+        known = [o for o in ORT_FOR_OPSET if o <= opset]
         if known:
-            need = max(need, _ORT_FOR_OPSET[max(known)], key=version_tuple)
+            need = max(need, ORT_FOR_OPSET[max(known)], key=version_tuple)
     return need
 
 
@@ -139,7 +139,7 @@ def _precision_of(recipe: str | None, model: Any) -> str:
 
 def _artifact(run_dir: Path, rel: str, recipe: str | None, train: Mapping[str, Any] | None = None) -> Artifact:
     """Describe one model-ready artifact; with ``train`` (train.json), also write and describe its portable graph."""
-    path = _resolve_inside(run_dir, rel, f"artifact {rel}")
+    path = resolve_inside(run_dir, rel, f"artifact {rel}")
     model = _load_onnx(path)
     opset, contrib = _opset_and_contrib(model)
     portable = _portable_graph(run_dir, rel, train) if train is not None else None
@@ -259,8 +259,8 @@ def write_bundle_manifest(run_dir: str | os.PathLike) -> Manifest:
         # Only a verification of the very bytes in this bundle counts (a re-export makes it stale).
         verified = next((a for a in artifacts if isinstance(v, Mapping) and a.file == v.get("artifact")), None)
         if verified is not None and v.get("onnx_sha256") == verified.sha256:
-            verification = Verification(bool(v.get("passed")), _opt_float(v.get("max_abs_error")),
-                                        _opt_float(v.get("label_agreement")))
+            verification = Verification(bool(v.get("passed")), opt_float(v.get("max_abs_error")),
+                                        opt_float(v.get("label_agreement")))
 
     files = []
     for name, role in (("golden.npz", "golden"), ("golden.json", "golden-json"),
@@ -283,7 +283,7 @@ def write_bundle_manifest(run_dir: str | os.PathLike) -> Manifest:
         preprocessing=parse_preprocessing(train.get("preprocessing"), "train.json preprocessing"),
         artifacts=tuple(artifacts), deployment_artifact=deploy,
         min_onnxruntime=max((deploy_art.min_onnxruntime, deploy_art.portable.min_onnxruntime if deploy_art.portable
-                             else _ORT_FLOOR), key=version_tuple),
+                             else ORT_FLOOR), key=version_tuple),
         contrib_ops=tuple(sorted(set(deploy_art.contrib_ops) | set(deploy_art.portable.contrib_ops
                                                                    if deploy_art.portable else ()))),
         verification=verification, files=tuple(files), runtime_settings=runtime_settings,
@@ -341,7 +341,7 @@ def inspect_model(path: str | os.PathLike) -> ModelInfo:
     model = _load_onnx(path)
     counts: dict[str, int] = {}
     for node in model.graph.node:
-        key = node.op_type if node.domain in _DEFAULT_DOMAINS else f"{node.domain}:{node.op_type}"
+        key = node.op_type if node.domain in DEFAULT_DOMAINS else f"{node.domain}:{node.op_type}"
         counts[key] = counts.get(key, 0) + 1
     n_params = 0
     for init in model.graph.initializer:

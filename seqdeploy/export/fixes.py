@@ -333,12 +333,10 @@ def check_opset_support(model, opset: int, layer_names: list[str] = ()) -> None:
 
 def check_runtime_loadable(model, layer_names: list[str] = ()) -> None:
     """Create an onnxruntime CPU session; a refusal becomes :class:`UnsupportedLayerError` naming the layer."""
-    import onnxruntime as ort
+    from seqdeploy.runtime.session import make_session
 
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
     try:
-        ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        make_session(model.SerializeToString(), wrap_errors=False)
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
         msg = str(exc)
         node_name = None

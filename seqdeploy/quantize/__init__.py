@@ -46,7 +46,7 @@ are listed, and the recipe is retried once with those nodes left in float32.
 
 from __future__ import annotations
 
-from seqdeploy.quantize.core import build_candidate, make_session, plan_recipes, quantize_model, quantize_run
+from seqdeploy.quantize.core import build_candidate, plan_recipes, quantize_model, quantize_run
 from seqdeploy.quantize.diagnose import diagnose_layers
 from seqdeploy.quantize.gating import (
     choose_candidate, compute_metric, gate, measure_latency, metric_drop, metric_drop_definition, metric_name_for,
@@ -75,7 +75,7 @@ __all__ = [
     "LayerDiagnosis", "MODES", "MetricReport", "QUANTIZED_OP_TYPES", "QUANT_TYPES", "QuantizeRecord", "QuantizeResult",
     "QGemmInt8Settings", "QuantizeSettings", "RECIPE_FILES", "Recipe", "RecipeDoesNotFit", "RecipeSettings", "SkippedRecipe", "StaticInt8Settings", "TASKS",
     "build_candidate", "check_not_quantized", "choose_candidate", "compute_metric", "default_pad_input_channels", "default_reduce_range",
-    "diagnose_layers", "gate", "get_recipe", "is_quantized_op", "make_session", "measure_latency", "metric_drop",
+    "diagnose_layers", "gate", "get_recipe", "is_quantized_op", "measure_latency", "metric_drop",
     "metric_drop_definition", "metric_name_for", "modes", "op_counts", "plan_recipes", "preprocess",
     "quantize_model", "quantize_run", "read_record", "recipe_files",
 ]

@@ -27,6 +27,7 @@ from seqdeploy.quantize.results import (
     Candidate, Float32Report, MetricReport, QuantizeResult, RecipeSettings, SkippedRecipe,
 )
 from seqdeploy.quantize.settings import TASKS, QuantizeSettings, _check_choice
+from seqdeploy.runtime.session import make_session
 
 
 def plan_recipes(counts: Mapping[str, int], mode: str, cpu: frozenset[str] | None = None
@@ -56,14 +57,6 @@ def build_candidate(recipe: str, src: Path, dst: Path, settings: RecipeSettings,
     get_recipe(recipe).build(src, dst, settings, calibration, seed)
 
 
-def make_session(path: str | os.PathLike, *, intra_op_num_threads: int | None = None):
-    """onnxruntime CPU session for float32 and candidates alike: the runtime's own defaults,
-    so the gate measures what a deployed ``Predictor`` will run."""
-    from seqdeploy.runtime.predictor import make_session as runtime_session
-
-    return runtime_session(path, threads=intra_op_num_threads)
-
-
 @dataclass
 class _Ctx:
     tmp: Path
@@ -82,7 +75,7 @@ def _evaluate(ctx: _Ctx, recipe: str, rsettings: RecipeSettings, attempt: int) -
     dst = ctx.tmp / f"attempt{attempt}.{get_recipe(recipe).artifact}"
     try:
         build_candidate(recipe, ctx.source, dst, rsettings, ctx.calibration, ctx.settings.seed)
-        sess = make_session(dst, intra_op_num_threads=ctx.settings.intra_op_num_threads)
+        sess = make_session(dst, threads=ctx.settings.intra_op_num_threads)  # what a deployed Predictor runs
     except QuantizeError:  # a user error, or RecipeDoesNotFit (quantize_model lists the recipe as skipped)
         raise
     except Exception as exc:  # noqa: BLE001 - a recipe that cannot handle this model is a verdict, not a crash
@@ -178,7 +171,7 @@ def quantize_model(
         tmp = Path(tmp_name)
         source, pre_warnings = preprocess(onnx_path, tmp / "preprocessed.onnx")
         warnings += pre_warnings
-        float_sess = make_session(onnx_path, intra_op_num_threads=settings.intra_op_num_threads)
+        float_sess = make_session(onnx_path, threads=settings.intra_op_num_threads)
         float_metric = compute_metric(task, run_batched(float_sess, test), targets)
         ctx = _Ctx(tmp, source, float_sess, float_metric, calibration, test, targets, task, settings)
 
@@ -267,4 +260,4 @@ def quantize_run(run_dir: str | os.PathLike, settings: QuantizeSettings = Quanti
     return result
 
 
-__all__ = ["build_candidate", "make_session", "plan_recipes", "quantize_model", "quantize_run"]
+__all__ = ["build_candidate", "plan_recipes", "quantize_model", "quantize_run"]

@@ -3,8 +3,8 @@
 ``Predictor`` runs a bundle; ``session.py`` is the one onnxruntime session factory and its settings;
 ``fastpath.py``/``ort_capi.py`` the per-call fast paths; ``manifest.py`` the bundle manifest schema.
 """
-from seqdeploy.runtime.predictor import (  # noqa: F401  (the public runtime API)
-    DEFAULT_BATCH_SIZE, FastSession, Predictor, RuntimeInfo, make_session, session_options,
-)
+from seqdeploy.runtime.predictor import DEFAULT_BATCH_SIZE, FastSession, Predictor, RuntimeInfo  # noqa: F401
+from seqdeploy.runtime.session import ORT_TYPES, SessionSettings, make_session, session_options  # noqa: F401
 
-__all__ = ["Predictor", "FastSession", "RuntimeInfo", "session_options", "make_session", "DEFAULT_BATCH_SIZE"]
+__all__ = ["Predictor", "FastSession", "RuntimeInfo", "SessionSettings", "session_options", "make_session",
+           "DEFAULT_BATCH_SIZE", "ORT_TYPES"]

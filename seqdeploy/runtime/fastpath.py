@@ -43,14 +43,9 @@ import onnxruntime as ort
 
 from seqdeploy import compat
 from seqdeploy.errors import InputValidationError, OrtCapiError
+from seqdeploy.runtime.session import ORT_TYPES
 
 __all__ = ["FastSession", "FASTPATHS", "DEFAULT_FASTPATH", "FASTPATH_ENV", "FAST_MAX_SHAPES", "FAST_MAX_BYTES"]
-
-_ORT_TYPES = {
-    "tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16,
-    "tensor(int32)": np.int32, "tensor(int64)": np.int64, "tensor(int8)": np.int8, "tensor(uint8)": np.uint8,
-    "tensor(int16)": np.int16, "tensor(bool)": np.bool_, "tensor(string)": np.object_,
-}
 
 FASTPATHS = ("capi", "iobinding", "run")  # best first: each falls back to the next
 DEFAULT_FASTPATH = "iobinding"  # measured: see the module docstring
@@ -132,7 +127,7 @@ class FastSession:
         self.output_names: tuple[str, ...] = (tuple(output_names) if output_names
                                               else tuple(o.name for o in session.get_outputs()))
         self._out_list = list(self.output_names)
-        self._dtypes = tuple(np.dtype(_ORT_TYPES.get(i.type, np.float32)) for i in ins)
+        self._dtypes = tuple(np.dtype(ORT_TYPES.get(i.type, np.float32)) for i in ins)
         self._n_in = len(ins)
         self._name0 = self.input_names[0]
         self._dt0 = self._dtypes[0]
@@ -174,7 +169,7 @@ class FastSession:
                                    "was created from)")
             lib = library if library is not None else ort_capi.load_library()
             cs = ort_capi.CapiSession(bytes(data), lib=lib, **_options_of(self.session))
-            py_out = {o.name: _ORT_TYPES.get(o.type) for o in self.session.get_outputs()}
+            py_out = {o.name: ORT_TYPES.get(o.type) for o in self.session.get_outputs()}
             want = (self.input_names, self._dtypes, {n: py_out.get(n) for n in self.output_names})
             c_out = dict(zip(cs.output_names, cs.output_types))
             got = (cs.input_names, cs.input_types, {n: c_out.get(n) for n in self.output_names})

@@ -50,13 +50,13 @@ MANIFEST_NAME = "manifest.json"
 TASKS = ("binary", "multiclass", "regression")
 
 # Lowest onnxruntime release implementing each ai.onnx opset (onnxruntime docs, "Compatibility").
-_ORT_FOR_OPSET = {
+ORT_FOR_OPSET = {
     13: "1.6", 14: "1.8", 15: "1.9", 16: "1.11", 17: "1.12", 18: "1.14",
     19: "1.15", 20: "1.17", 21: "1.18", 22: "1.20", 23: "1.22",
 }
 # The base install's floor (pyproject `onnxruntime>=1.17`): never ask for less.
-_ORT_FLOOR = "1.17"
-_DEFAULT_DOMAINS = ("", "ai.onnx")
+ORT_FLOOR = "1.17"
+DEFAULT_DOMAINS = ("", "ai.onnx")
 
 
 # --------------------------------------------------------------------------- schema
@@ -81,7 +81,7 @@ class PortableGraph:
     inputs: tuple[TensorInfo, ...]
     outputs: tuple[TensorInfo, ...]
     contrib_ops: tuple[str, ...] = ()
-    min_onnxruntime: str = _ORT_FLOOR
+    min_onnxruntime: str = ORT_FLOOR
 
 
 @dataclass(frozen=True)
@@ -95,7 +95,7 @@ class Artifact:
     recipe: str | None = None
     opset: int | None = None
     contrib_ops: tuple[str, ...] = ()
-    min_onnxruntime: str = _ORT_FLOOR
+    min_onnxruntime: str = ORT_FLOOR
     portable: PortableGraph | None = None
 
 
@@ -264,7 +264,7 @@ def check_relative_path(rel: Any, where: str = "file") -> str:
     return rel
 
 
-def _resolve_inside(bundle_dir: Path, rel: str, where: str) -> Path:
+def resolve_inside(bundle_dir: Path, rel: str, where: str) -> Path:
     check_relative_path(rel, where)
     root = bundle_dir.resolve()
     target = (root / rel).resolve()
@@ -293,7 +293,7 @@ def _parse_artifact(d: Any, where: str) -> Artifact:
     return Artifact(file=file, sha256=sha, size=size, precision=_get(d, "precision", where, str),
                     recipe=_get(d, "recipe", where, str, optional=True),
                     opset=_get(d, "opset", where, int, optional=True), contrib_ops=contrib,
-                    min_onnxruntime=_get(d, "min_onnxruntime", where, str, optional=True) or _ORT_FLOOR,
+                    min_onnxruntime=_get(d, "min_onnxruntime", where, str, optional=True) or ORT_FLOOR,
                     portable=_parse_portable(d.get("portable"), f"{where}.portable"))
 
 
@@ -308,7 +308,7 @@ def _parse_portable(d: Any, where: str) -> PortableGraph | None:
     if not ins or not outs:
         raise _err(where, "inputs and outputs must not be empty")
     return PortableGraph(file, sha, size, ins, outs, contrib,
-                         _get(d, "min_onnxruntime", where, str, optional=True) or _ORT_FLOOR)
+                         _get(d, "min_onnxruntime", where, str, optional=True) or ORT_FLOOR)
 
 
 def manifest_from_dict(d: Any) -> Manifest:
@@ -365,8 +365,8 @@ def manifest_from_dict(d: Any) -> Manifest:
     if ver is not None:
         if not isinstance(ver, Mapping):
             raise _err("verification", f"{ver!r} (expected an object or null)")
-        verification = Verification(bool(ver.get("passed")), _opt_float(ver.get("max_abs_error")),
-                                    _opt_float(ver.get("label_agreement")))
+        verification = Verification(bool(ver.get("passed")), opt_float(ver.get("max_abs_error")),
+                                    opt_float(ver.get("label_agreement")))
     contrib = d.get("contrib_ops") or ()
     return Manifest(
         schema_version=version, name=str(d.get("name", "")), task=task, labels=labels,
@@ -375,7 +375,7 @@ def manifest_from_dict(d: Any) -> Manifest:
         outputs=tuple(_parse_tensor(t, f"outputs[{i}]") for i, t in enumerate(outputs)),
         preprocessing=parse_preprocessing(d.get("preprocessing")),
         artifacts=artifacts, deployment_artifact=deploy,
-        min_onnxruntime=str(d.get("min_onnxruntime") or _ORT_FLOOR), contrib_ops=tuple(contrib),
+        min_onnxruntime=str(d.get("min_onnxruntime") or ORT_FLOOR), contrib_ops=tuple(contrib),
         verification=verification, files=tuple(files), producer=str(d.get("producer", "")),
         runtime_settings=_parse_runtime_settings(d.get("runtime_settings")),
     )
@@ -410,7 +410,7 @@ def _parse_runtime_settings(d: Any) -> RuntimeSettings | None:
                            numbers("plain_best_p50_us"))
 
 
-def _opt_float(v: Any) -> float | None:
+def opt_float(v: Any) -> float | None:
     if v is None or isinstance(v, bool):
         return None
     try:
@@ -450,15 +450,15 @@ def load_manifest(bundle_dir: str | os.PathLike, *, check_files: bool = True) ->
     manifest = manifest_from_dict(data)
     root = path.parent
     for a in manifest.artifacts:
-        target = _resolve_inside(root, a.file, f"artifact {a.file}")
+        target = resolve_inside(root, a.file, f"artifact {a.file}")
         if check_files:
             check_file(target, a.sha256, a.size)
         if a.portable is not None:
-            target = _resolve_inside(root, a.portable.file, f"artifact {a.portable.file}")
+            target = resolve_inside(root, a.portable.file, f"artifact {a.portable.file}")
             if check_files:
                 check_file(target, a.portable.sha256, a.portable.size)
     for f in manifest.files:
-        target = _resolve_inside(root, f.file, f"file {f.file}")
+        target = resolve_inside(root, f.file, f"file {f.file}")
         if check_files:
             check_file(target, f.sha256, f.size)
     return manifest
@@ -483,7 +483,7 @@ def bundle_path(bundle_dir: str | os.PathLike, rel: str) -> Path:
     """Absolute path of a bundle file named in the manifest (checked to stay inside the bundle)."""
     p = Path(bundle_dir)
     root = p.parent if p.is_file() else p
-    return _resolve_inside(root, rel, f"file {rel}")
+    return resolve_inside(root, rel, f"file {rel}")
 
 
 def version_tuple(v: str) -> tuple[int, ...]:

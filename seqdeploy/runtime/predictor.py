@@ -11,7 +11,8 @@ application.
     array(['benign'], dtype='<U9')
     >>> p.predict_proba(x_raw)[:, 1]                               # doctest: +SKIP
 
-Session defaults (:func:`session_options`), chosen by measurement for per-call
+Session defaults (:func:`~seqdeploy.runtime.session.session_options`; every session comes from
+:func:`~seqdeploy.runtime.session.make_session`), chosen by measurement for per-call
 latency of small models (``benchmarks/predictor_overhead.py``,
 ``benchmarks/runtime_threads.py``; numbers in ``benchmarks/RESULTS.md``):
 
@@ -49,8 +50,8 @@ import onnxruntime as ort
 from seqdeploy import compat
 from seqdeploy.atomic import sha256_bytes
 from seqdeploy.errors import BundleError, InputValidationError, IntegrityError
-from seqdeploy.runtime.session import SessionSettings, build_session_options
-from seqdeploy.runtime.fastpath import _ORT_TYPES, FAST_MAX_SHAPES, FastSession  # noqa: F401
+from seqdeploy.runtime.session import ORT_TYPES, SessionSettings, make_session, session_options  # noqa: F401
+from seqdeploy.runtime.fastpath import FAST_MAX_SHAPES, FastSession  # noqa: F401
 from seqdeploy.preprocess import Kind, NoPreprocessing, class_names, task_outputs
 from seqdeploy.preprocess import _fmt_shape, _numeric_array, _shape_ok, _short  # noqa: F401  (shared input checks)
 from seqdeploy.runtime.manifest import (
@@ -63,45 +64,13 @@ from seqdeploy.runtime.manifest import (
 
 __all__ = ["Predictor", "FastSession", "RuntimeInfo", "session_options", "make_session", "DEFAULT_BATCH_SIZE"]
 
+#: rows per ``predict`` chunk (memory stays bounded) wherever a batch size is not given
 DEFAULT_BATCH_SIZE = 1024
 
 
-# onnxruntime's own exceptions (rejected feeds, unloadable models): every one of them, and RuntimeError
-_ORT_LOAD_ERRORS: tuple[type[BaseException], ...] = compat.ort_error_types()
+# onnxruntime's exception for rejected feeds (RuntimeError where the binding does not expose it)
 _OrtInvalidArgument: type[BaseException] = next(
-    (e for e in _ORT_LOAD_ERRORS if e.__name__ == "InvalidArgument"), RuntimeError)
-
-
-# --------------------------------------------------------------------------- sessions
-
-
-def session_options(threads: int | None = None, settings: SessionSettings | None = None) -> ort.SessionOptions:
-    """The measured CPU defaults (see the module docstring), or a bundle's chosen ``settings``, as
-    ``SessionOptions``; ``threads`` overrides the thread count of either.
-
-    >>> so = session_options()
-    >>> so.intra_op_num_threads
-    1
-    """
-    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
-        raise InputValidationError(f"threads = {threads!r} (expected an integer >= 1, or None for the default 1)")
-    return build_session_options((settings or SessionSettings()).with_threads(threads))
-
-
-def make_session(model: str | os.PathLike | bytes, threads: int | None = None,
-                 settings: SessionSettings | None = None) -> ort.InferenceSession:
-    """One CPU ``InferenceSession`` with :func:`session_options` (path or model bytes).
-
-    >>> sess = make_session("runs/breast_cancer_mlp/model.onnx")  # doctest: +SKIP
-    """
-    src = model if isinstance(model, bytes) else str(model)
-    try:
-        return ort.InferenceSession(src, sess_options=session_options(threads, settings),
-                                    providers=["CPUExecutionProvider"])
-    except _ORT_LOAD_ERRORS as exc:
-        where = "model bytes" if isinstance(model, bytes) else str(model)
-        raise BundleError(f"onnxruntime {ort.__version__} cannot load {where}: {str(exc).strip()[:400]}; "
-                          f"check the bundle's min_onnxruntime and upgrade onnxruntime if needed") from None
+    (e for e in compat.ort_error_types() if e.__name__ == "InvalidArgument"), RuntimeError)
 
 
 @dataclass(frozen=True)
@@ -158,7 +127,7 @@ class Predictor:
         self._lock = threading.Lock()
         meta = session.get_inputs()
         self._graph_inputs = tuple(i.name for i in meta)
-        self._graph_dtypes = {i.name: np.dtype(_ORT_TYPES.get(i.type, np.float32)) for i in meta}
+        self._graph_dtypes = {i.name: np.dtype(ORT_TYPES.get(i.type, np.float32)) for i in meta}
         self._graph_shapes = {i.name: tuple(i.shape) for i in meta}
         outs = [o.name for o in session.get_outputs()]
         task = manifest.task
@@ -293,7 +262,7 @@ class Predictor:
     @functools.cached_property
     def _input_dtypes(self) -> dict[str, np.dtype]:
         """Model-ready input dtypes (the model-ready session's)."""
-        return {i.name: np.dtype(_ORT_TYPES.get(i.type, np.float32)) for i in self.session.get_inputs()}
+        return {i.name: np.dtype(ORT_TYPES.get(i.type, np.float32)) for i in self.session.get_inputs()}
 
     @functools.cached_property
     def _input_shapes(self) -> dict[str, tuple]:
@@ -395,7 +364,7 @@ class Predictor:
     def predict(self, raw: Any, batch_size: int | None = None) -> np.ndarray:
         """Predict from raw inputs: class labels for classifiers, values in target units for regression.
 
-        Inputs are checked and run ``batch_size`` rows at a time (default 1024) so
+        Inputs are checked and run ``batch_size`` rows at a time (default :data:`DEFAULT_BATCH_SIZE`) so
         memory stays bounded for large inputs.
 
         >>> p.predict(np.array([[...30 floats...]]))    # doctest: +SKIP

@@ -36,6 +36,7 @@ import numpy as np
 
 from seqdeploy.errors import DataError, InputFileNotFound, InputValidationError, UsageError
 from seqdeploy.preprocess import Categorical, Scale, Tokenize
+from seqdeploy.runtime.predictor import DEFAULT_BATCH_SIZE
 from seqdeploy.scoring.files import PredictFileResult, class_names, locate_bad_row, predict_chunk
 
 TABLE_SUFFIXES = (".csv", ".jsonl", ".ndjson", ".parquet", ".pq", ".npy")
@@ -65,7 +66,7 @@ def handles(predictor: Any, input_path: str | os.PathLike) -> bool:
 
 
 def predict_byo(predictor: Any, input_path: str | os.PathLike, output: str | os.PathLike | Any | None = None,
-                batch_size: int = 1024, progress: Any = None, *, keep: str | Sequence[str] | None = None,
+                batch_size: int = DEFAULT_BATCH_SIZE, progress: Any = None, *, keep: str | Sequence[str] | None = None,
                 on_bad_row: str = "fail", overwrite: bool = False) -> ByoPredictResult:
     """Score image files or table rows (see the module docstring) and write one row per input."""
     src = Path(input_path)

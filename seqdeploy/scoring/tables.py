@@ -30,6 +30,7 @@ import pyarrow as pa
 
 from seqdeploy.errors import DataError, InputValidationError, UsageError
 from seqdeploy.runtime.manifest import Manifest, Standardize, Tokenize
+from seqdeploy.runtime.predictor import DEFAULT_BATCH_SIZE
 from seqdeploy.scoring.files import PredictFileResult, class_names, predict_chunk
 from seqdeploy.scoring.table_io import (  # noqa: F401  (re-exported: the Ray engine and tests use them)
     INPUT_FORMATS,
@@ -371,7 +372,7 @@ def _float_column(col: pa.ChunkedArray, name: str, bad: dict[int, str]) -> np.nd
 
 
 def predict_tables(predictor: Any, input_spec: str | os.PathLike, output: str | os.PathLike | Any | None, *,
-                   batch_size: int = 1024, keep: str | Sequence[str] | None = None, on_bad_row: str = "fail",
+                   batch_size: int = DEFAULT_BATCH_SIZE, keep: str | Sequence[str] | None = None, on_bad_row: str = "fail",
                    overwrite: bool = False, progress: Any = None) -> PredictFileResult:
     """Score every row of the input files in this process, streaming record batches (flat memory).
 

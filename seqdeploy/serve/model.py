@@ -31,12 +31,6 @@ V2_DATATYPES = {
     "int8": "INT8", "int16": "INT16", "int32": "INT32", "int64": "INT64",
     "float16": "FP16", "float32": "FP32", "float64": "FP64", "object": "BYTES",
 }
-_ORT_TO_NUMPY = {
-    "tensor(float)": "float32", "tensor(double)": "float64", "tensor(float16)": "float16",
-    "tensor(int8)": "int8", "tensor(int16)": "int16", "tensor(int32)": "int32", "tensor(int64)": "int64",
-    "tensor(uint8)": "uint8", "tensor(uint16)": "uint16", "tensor(uint32)": "uint32", "tensor(uint64)": "uint64",
-    "tensor(bool)": "bool", "tensor(string)": "object",
-}
 
 
 @dataclass(frozen=True)
@@ -53,12 +47,14 @@ class TensorSpec:
 
 
 def _specs(nodes: Sequence[Any]) -> tuple[TensorSpec, ...]:
+    from seqdeploy.runtime.session import ORT_TYPES
+
     out = []
     for n in nodes:
-        dtype = _ORT_TO_NUMPY.get(n.type)
-        if dtype is None:
+        if n.type not in ORT_TYPES:
             raise InputValidationError(f"tensor {n.name!r} has type {n.type}, which the server cannot carry "
-                                       f"(expected one of {sorted(_ORT_TO_NUMPY)})")
+                                       f"(expected one of {sorted(ORT_TYPES)})")
+        dtype = np.dtype(ORT_TYPES[n.type]).name
         shape = tuple(d if isinstance(d, int) and d > 0 else -1 for d in (n.shape or []))
         out.append(TensorSpec(n.name, V2_DATATYPES[dtype], dtype, shape))
     return tuple(out)
@@ -90,7 +86,8 @@ class ServedModel:
         """Check the bundle (manifest, every sha256) and create its sessions."""
         from seqdeploy.atomic import sha256_bytes
         from seqdeploy.runtime.manifest import bundle_path
-        from seqdeploy.runtime.predictor import Predictor, make_session
+        from seqdeploy.runtime.predictor import Predictor
+        from seqdeploy.runtime.session import make_session
 
         bundle = Path(bundle)
         predictor = Predictor.from_bundle(bundle, threads=threads)  # checks the manifest and every listed file

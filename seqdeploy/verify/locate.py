@@ -183,7 +183,8 @@ def _keras_layer_outputs(model, xs: list[np.ndarray]) -> tuple[list, list]:
 def _onnx_intermediates(proto, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Every node output of ``proto`` on ``feeds`` (graph optimisations off)."""
     import onnx
-    import onnxruntime as ort
+
+    from seqdeploy.runtime.session import SessionSettings, make_session
 
     model = onnx.ModelProto()
     model.CopyFrom(proto)
@@ -202,10 +203,7 @@ def _onnx_intermediates(proto, feeds: dict[str, np.ndarray]) -> dict[str, np.nda
                     model.graph.output.append(vi)
                 else:
                     model.graph.output.append(onnx.helper.make_empty_tensor_value_info(out))
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    opts.log_severity_level = 3
-    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    sess = make_session(model.SerializeToString(), SessionSettings(graph_optimization="disable"), wrap_errors=False)
     names = [o.name for o in sess.get_outputs()]
     values = sess.run(names, feeds)
     return {n: np.asarray(v) for n, v in zip(names, values) if isinstance(v, np.ndarray)}

@@ -60,15 +60,15 @@ def check_portable(run_dir: str | Path, onnx_file: str | Path, keras_model: Any,
     times the target's scale).
     """
     import onnx
-    import onnxruntime as ort
 
     from seqdeploy.atomic import atomic_write_json
     from seqdeploy.bundle.portable import build_portable, build_preprocessing
+    from seqdeploy.runtime.session import make_session
 
     run_dir = Path(run_dir)
     model = onnx.load(str(onnx_file))
     portable = build_portable(model, pre, task, labels)
-    sess = ort.InferenceSession(portable.SerializeToString(), providers=["CPUExecutionProvider"])
+    sess = make_session(portable.SerializeToString(), wrap_errors=False)
     raw_rows = list(raw_test[:rows]) if isinstance(pre, Tokenize) else np.asarray(raw_test)[:rows]
     raw = pre.coerce(raw_rows)
     in_name = sess.get_inputs()[0].name
@@ -103,7 +103,7 @@ def check_portable(run_dir: str | Path, onnx_file: str | Path, keras_model: Any,
     n_strings = mismatches = 0
     if isinstance(pre, Tokenize):
         texts = [str(t) for t in raw_rows] + list(HOSTILE_TEXTS) + [" ".join(["good"] * (10 * pre.sequence_length))]
-        ids_graph = tokenizer_ids(pre, texts, build_preprocessing, ort)
+        ids_graph = tokenizer_ids(pre, texts, build_preprocessing)
         ids_py = pre.apply(pre.coerce(texts), np.int64)
         bad = np.flatnonzero(~(ids_graph == ids_py).all(axis=1))
         n_strings, mismatches = len(texts), int(len(bad))
@@ -134,14 +134,14 @@ def check_portable(run_dir: str | Path, onnx_file: str | Path, keras_model: Any,
                          failures=tuple(failures), golden_path=golden)
 
 
-def tokenizer_ids(pre: Tokenize, texts: Sequence[str], build_preprocessing: Any = None, ort: Any = None) -> np.ndarray:
+def tokenizer_ids(pre: Tokenize, texts: Sequence[str], build_preprocessing: Any = None) -> np.ndarray:
     """Token ids of ``texts`` computed by the in-graph tokenizer (onnxruntime), int64 (n, sequence_length)."""
+    from seqdeploy.runtime.session import make_session
+
     if build_preprocessing is None:
         from seqdeploy.bundle.portable import build_preprocessing
-    if ort is None:
-        import onnxruntime as ort
     model = build_preprocessing(pre, np.int64, (pre.sequence_length,))
-    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    sess = make_session(model.SerializeToString(), wrap_errors=False)
     arr = np.empty(len(texts), dtype=object)
     arr[:] = list(texts)
     return sess.run(None, {pre.raw_name: arr})[0]

@@ -1,12 +1,14 @@
 """onnxruntime runners: every ONNX artifact as a plain ``session.run`` (``ort:<precision>``), and the
 deployed artifact through ``seqdeploy.runtime.predictor`` the way an application calls it (``deployed:<precision>``).
 
-Sessions come from :func:`seqdeploy.runtime.predictor.session_options` (the runtime's measured defaults) with
-the explicit overrides of :class:`OrtSettings`, or from :func:`seqdeploy.runtime.predictor.make_session`.
+Every session comes from :func:`seqdeploy.runtime.session.make_session`: with :class:`OrtSettings` (a
+:class:`~seqdeploy.runtime.session.SessionSettings` plus how the runners call and cache) for the plain runners,
+with the runtime's own settings for the deployed artifact.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import os
 from dataclasses import dataclass
@@ -15,20 +17,19 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from seqdeploy.atomic import atomic_path
 from seqdeploy.bench.runners import BuildContext, Family, Reference, register
-from seqdeploy.errors import BenchError
-from seqdeploy.runtime.fastpath import _ORT_TYPES as _ORT_DTYPES  # one map of onnxruntime type names to numpy
-from seqdeploy.runtime.session import GRAPH_LEVELS, graph_level
+from seqdeploy.errors import BenchError, InputValidationError
+from seqdeploy.runtime.session import ORT_TYPES, SessionSettings, make_session
 
 
 @dataclass(frozen=True)
-class OrtSettings:
-    """onnxruntime CPU session settings used by the ONNX runners (defaults: see benchmarks/README.md).
+class OrtSettings(SessionSettings):
+    """The ONNX runners' settings: the session settings (their ``threads`` is replaced by each measured thread
+    count) plus how the runners call and cache (defaults: see benchmarks/README.md).
 
     ``per_call`` is ``"run"`` (plain ``session.run``, what Predictor users pay) or
     ``"iobinding"`` (inputs bound per call, outputs written into pre-allocated buffers, copied out).
-    ``cache_dir`` keeps the optimized graph on disk (``optimized_model_filepath``) keyed by
+    ``cache_dir`` keeps the optimized graph on disk (``make_session(cache_dir=...)``) keyed by
     the model's sha256, ORT version and level; later sessions load it with optimizations off.
     ``deployed_fastpaths`` adds a deployed runner per named per-call path of
     :mod:`seqdeploy.runtime.fastpath` besides the default one (e.g. ``("capi",)`` gives ``deployed-capi:<precision>``).
@@ -37,10 +38,6 @@ class OrtSettings:
     ('run', 'all')
     """
 
-    allow_spinning: bool = False
-    graph_optimization: str = "all"
-    execution_mode: str = "sequential"
-    inter_op_threads: int = 1
     per_call: str = "run"
     cache_dir: str | None = None
     deployed_fastpaths: tuple[str, ...] = ()
@@ -48,69 +45,20 @@ class OrtSettings:
     def __post_init__(self) -> None:
         from seqdeploy.runtime.fastpath import FASTPATHS
 
-        if self.graph_optimization not in GRAPH_LEVELS:
-            raise BenchError(f"graph_optimization = {self.graph_optimization!r} (expected one of {', '.join(GRAPH_LEVELS)})")
+        try:
+            super().__post_init__()
+        except InputValidationError as exc:
+            raise BenchError(str(exc)) from None
         bad = [f for f in self.deployed_fastpaths if f not in FASTPATHS]
         if bad:
             raise BenchError(f"deployed_fastpaths = {list(self.deployed_fastpaths)} (expected names from "
                              f"{', '.join(FASTPATHS)})")
-        if self.execution_mode not in ("sequential", "parallel"):
-            raise BenchError(f"execution_mode = {self.execution_mode!r} (expected 'sequential' or 'parallel')")
         if self.per_call not in ("iobinding", "run"):
             raise BenchError(f"per_call = {self.per_call!r} (expected 'iobinding' or 'run')")
 
-
-def ort_session_options(threads: int | None = None, settings: OrtSettings = OrtSettings()) -> Any:
-    """:func:`seqdeploy.runtime.predictor.session_options` with ``settings`` applied on top
-    (``threads=None`` = onnxruntime's own intra-op default, all cores)."""
-    import onnxruntime as ort
-
-    from seqdeploy.runtime.predictor import session_options
-
-    so = session_options(threads)
-    if threads is None:
-        so.intra_op_num_threads = 0
-    so.inter_op_num_threads = settings.inter_op_threads
-    so.execution_mode = ort.ExecutionMode.ORT_PARALLEL if settings.execution_mode == "parallel" else ort.ExecutionMode.ORT_SEQUENTIAL
-    spin = "1" if settings.allow_spinning else "0"
-    for key in ("session.intra_op.allow_spinning", "session.inter_op.allow_spinning"):
-        try:
-            same = so.get_session_config_entry(key) == spin
-        except Exception:  # not set by the runtime's defaults
-            same = False
-        if not same:  # onnxruntime warns on stderr when an entry is overwritten: only when it changes
-            so.add_session_config_entry(key, spin)
-    so.graph_optimization_level = graph_level(ort, settings.graph_optimization)
-    return so
-
-
-def make_ort_session(path: str | os.PathLike, threads: int | None = None, settings: OrtSettings = OrtSettings()) -> Any:
-    """Create a CPU ``onnxruntime.InferenceSession`` with ``settings`` (see :func:`ort_session_options`).
-
-    >>> sess = make_ort_session("runs/x/model.onnx", threads=1)   # doctest: +SKIP
-    """
-    import onnxruntime as ort
-
-    path = Path(path)
-    so = ort_session_options(threads, settings)
-    providers = ["CPUExecutionProvider"]
-    if settings.cache_dir is None or settings.graph_optimization == "disable":
-        return ort.InferenceSession(str(path), so, providers=providers)
-    from seqdeploy.atomic import sha256_file
-
-    cache = Path(settings.cache_dir)
-    key = f"{path.stem}.{sha256_file(path)[:16]}.ort{ort.__version__}.{settings.graph_optimization}.onnx"
-    cached = cache / key
-    if cached.exists():
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        try:
-            return ort.InferenceSession(str(cached), so, providers=providers)
-        except Exception:  # a stale or truncated cache entry: rebuild it below
-            so.graph_optimization_level = graph_level(ort, settings.graph_optimization)
-    with atomic_path(cached) as tmp:
-        so.optimized_model_filepath = str(tmp)
-        sess = ort.InferenceSession(str(path), so, providers=providers)
-    return sess
+    def to_record(self) -> dict[str, Any]:
+        """Every field but ``threads`` (the thread counts are the benchmark's own setting)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "threads"}
 
 
 class OrtRunner:
@@ -165,15 +113,16 @@ class OrtRunner:
         return list(self._out_names)
 
     def prepare(self, threads: int | None) -> None:
+        """Create the session with ``threads`` intra-op threads (None: the settings' own count)."""
         self.close()
         if self._factory is not None:
             self._sess = self._factory(self.path, threads)
         else:
-            self._sess = make_ort_session(self.path, threads, self.settings)
+            self._sess = make_session(self.path, self.settings, threads=threads, cache_dir=self.settings.cache_dir)
         self._describe()
 
     def _describe(self) -> None:
-        self._in = [(i.name, _ORT_DTYPES.get(i.type, np.float32)) for i in self._sess.get_inputs()]
+        self._in = [(i.name, ORT_TYPES.get(i.type, np.float32)) for i in self._sess.get_inputs()]
         self._out_names = [o.name for o in self._sess.get_outputs()]
         first = self._sess.get_inputs()[0].shape
         self._fixed_batch = first[0] if first and isinstance(first[0], int) else None
@@ -234,7 +183,7 @@ class OrtRunner:
         return outs
 
     def input_specs(self) -> list[tuple[str, list[Any], Any]]:
-        return [(i.name, list(i.shape), _ORT_DTYPES.get(i.type, np.float32)) for i in self._sess.get_inputs()]
+        return [(i.name, list(i.shape), ORT_TYPES.get(i.type, np.float32)) for i in self._sess.get_inputs()]
 
     def close(self) -> None:
         self._binding = None
@@ -281,7 +230,7 @@ class DeployedRunner(OrtRunner):
                 self._sess, self._call, self._as_list = pred.session, pred.run, False
                 self.via, fast = "Predictor.run", pred.fast_session
         if self._call is None:
-            fs = rt.FastSession(rt.make_session(self.path, threads=threads), fastpath=self.fastpath)
+            fs = rt.FastSession(make_session(self.path, threads=threads), fastpath=self.fastpath)
             self._sess, self._call, self._as_list = fs.session, fs.run, True
             self.via, fast = "FastSession.run", fs
         used = fast.path + (f" (asked for {fast.requested}: {fast.fallback_reason})" if fast.fallback_reason else "")
@@ -304,9 +253,7 @@ class DeployedRunner(OrtRunner):
 
 
 def _runtime_session(path: Path, threads: int) -> Any:
-    from seqdeploy.runtime.predictor import make_session
-
-    return make_session(path, threads=threads)
+    return make_session(path, threads=threads)  # the runtime's own settings
 
 
 def build(ctx: BuildContext) -> list[Any]:
@@ -334,4 +281,4 @@ register(Family(
     references=(Reference("onnx_fp32", "vs ONNX fp32", "vs ORT", "fp32", runner="ort:fp32"),),
 ))
 
-__all__ = ["DeployedRunner", "OrtRunner", "OrtSettings", "make_ort_session", "ort_session_options"]
+__all__ = ["DeployedRunner", "OrtRunner", "OrtSettings"]

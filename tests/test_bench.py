@@ -284,6 +284,28 @@ def test_deployed_fast_paths_are_timed_side_by_side(tmp_path):
         bench.OrtSettings(deployed_fastpaths=("turbo",))
 
 
+def test_ort_settings_are_session_settings_plus_runner_fields(tmp_path):
+    """The plain runners' sessions come from the runtime's factory with OrtSettings' session fields; the thread
+    count is the sweep's; bench.json records every field but threads."""
+    import onnxruntime as ort
+
+    from seqdeploy.runtime.session import SessionSettings
+
+    st = bench.OrtSettings(allow_spinning=True, graph_optimization="basic", per_call="iobinding")
+    assert isinstance(st, SessionSettings)
+    r = OrtRunner(_tiny_onnx(tmp_path / "m.onnx"), settings=st)
+    r.prepare(2)
+    so = r.session.get_session_options()
+    assert so.intra_op_num_threads == 2 and so.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    assert so.get_session_config_entry("session.intra_op.allow_spinning") == "1"
+    rec = st.to_record()
+    assert "threads" not in rec and rec["per_call"] == "iobinding" and rec["graph_optimization"] == "basic"
+    with pytest.raises(BenchError, match="graph_optimization = 'max'"):
+        bench.OrtSettings(graph_optimization="max")
+    with pytest.raises(BenchError, match="execution_mode = 'async'"):
+        bench.OrtSettings(execution_mode="async")
+
+
 def test_runner_families_are_a_registry(tiny, monkeypatch):
     from seqdeploy.bench import runners as reg
 

@@ -117,7 +117,7 @@ def keras_runner(model, input_names: Sequence[str], output_names: Sequence[str])
 
 
 def onnx_runner(path: Path) -> OrtRunner:
-    """onnxruntime on the CPU (the runtime's session options, onnxruntime's default thread count)."""
+    """onnxruntime on the CPU with the runtime's session settings (one intra-op thread)."""
     from seqdeploy.export.convert import load_checked_onnx
 
     load_checked_onnx(path)  # untrusted file: onnx.checker before any session

@@ -106,6 +106,24 @@ def test_optimized_graph_written_and_cached(tmp_path):
     assert entry.stat().st_size > len(b"truncated")
 
 
+def test_custom_ops_libraries_are_registered():
+    """A graph with an ``ai.onnx.contrib`` op loads only with its library registered."""
+    ext = pytest.importorskip("onnxruntime_extensions")
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("StringLower", ["text"], ["lower"], domain="ai.onnx.contrib")], "g",
+                              [helper.make_tensor_value_info("text", TensorProto.STRING, ["n"])],
+                              [helper.make_tensor_value_info("lower", TensorProto.STRING, ["n"])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                    helper.make_opsetid("ai.onnx.contrib", 1)])
+    model.ir_version = 8
+    data = model.SerializeToString()
+    with pytest.raises(BundleError, match="cannot load model bytes"):
+        make_session(data)
+    sess = make_session(data, custom_ops_libraries=[ext.get_library_path()])
+    assert sess.run(None, {"text": np.array(["MiXeD"], dtype=object)})[0].tolist() == ["mixed"]
+
+
 def test_records_round_trip_and_stay_readable():
     assert SessionSettings().to_record() == {"threads": 1, "allow_spinning": False, "graph_optimization": "all"}
     par = SessionSettings(threads=2, inter_op_threads=2, execution_mode="parallel")

@@ -24,7 +24,7 @@ import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -125,9 +125,11 @@ def graph_level(ort: Any, name: str) -> Any:
 
 
 def build_session_options(settings: SessionSettings = SessionSettings(), *, log_severity: int = DEFAULT_LOG_SEVERITY,
-                          optimized_model_path: str | os.PathLike | None = None) -> Any:
+                          optimized_model_path: str | os.PathLike | None = None,
+                          custom_ops_libraries: Sequence[str | os.PathLike] = ()) -> Any:
     """``onnxruntime.SessionOptions`` for ``settings`` plus the fixed parts (see the module docstring);
-    ``optimized_model_path`` makes onnxruntime write the optimised graph there."""
+    ``optimized_model_path`` makes onnxruntime write the optimised graph there; ``custom_ops_libraries``
+    are registered (shared libraries of custom ops, e.g. onnxruntime-extensions')."""
     import onnxruntime as ort
 
     parallel = settings.execution_mode == "parallel"
@@ -141,6 +143,8 @@ def build_session_options(settings: SessionSettings = SessionSettings(), *, log_
     so.log_severity_level = log_severity
     if optimized_model_path is not None:
         so.optimized_model_filepath = str(optimized_model_path)
+    for library in custom_ops_libraries:
+        so.register_custom_ops_library(str(library))
     return so
 
 
@@ -166,12 +170,14 @@ def _chosen(settings: SessionSettings | None, threads: int | None) -> SessionSet
 def make_session(model: str | os.PathLike | bytes, settings: SessionSettings | None = None, *,
                  threads: int | None = None, log_severity: int = DEFAULT_LOG_SEVERITY,
                  optimized_model_path: str | os.PathLike | None = None,
-                 cache_dir: str | os.PathLike | None = None, wrap_errors: bool = True) -> Any:
+                 cache_dir: str | os.PathLike | None = None,
+                 custom_ops_libraries: Sequence[str | os.PathLike] = (), wrap_errors: bool = True) -> Any:
     """One CPU ``onnxruntime.InferenceSession`` for a model file or model bytes with ``settings``
     (default: the runtime's measured defaults); ``threads`` overrides their thread count.
 
-    ``optimized_model_path`` writes the optimised graph there. ``cache_dir`` keeps it on disk keyed by the
-    model's sha256, the onnxruntime version and the level; later sessions load it with optimisations off
+    ``optimized_model_path`` writes the optimised graph there; ``custom_ops_libraries`` registers custom-op
+    libraries (for graphs with e.g. ``ai.onnx.contrib`` ops). ``cache_dir`` keeps the optimised graph on disk
+    keyed by the model's sha256, the onnxruntime version and the level; later sessions load it with optimisations off
     (a stale entry is rebuilt). A model onnxruntime refuses raises :class:`BundleError` with its message,
     or onnxruntime's own exception with ``wrap_errors=False`` (for callers that read that message).
 
@@ -185,10 +191,10 @@ def make_session(model: str | os.PathLike | bytes, settings: SessionSettings | N
     chosen = _chosen(settings, threads)
     src = model if isinstance(model, bytes) else str(model)
     try:
+        opts = {"log_severity": log_severity, "custom_ops_libraries": tuple(custom_ops_libraries)}
         if cache_dir is not None and chosen.graph_optimization != "disable":
-            return _cached(ort, src, chosen, log_severity, Path(cache_dir))
-        so = build_session_options(chosen, log_severity=log_severity, optimized_model_path=optimized_model_path)
-        return _open(ort, src, so)
+            return _cached(ort, src, chosen, opts, Path(cache_dir))
+        return _open(ort, src, build_session_options(chosen, optimized_model_path=optimized_model_path, **opts))
     except compat.ort_error_types() as exc:
         if not wrap_errors:
             raise
@@ -197,7 +203,7 @@ def make_session(model: str | os.PathLike | bytes, settings: SessionSettings | N
                           f"check the bundle's min_onnxruntime and upgrade onnxruntime if needed") from None
 
 
-def _cached(ort: Any, src: str | bytes, settings: SessionSettings, log_severity: int, cache: Path) -> Any:
+def _cached(ort: Any, src: str | bytes, settings: SessionSettings, opts: dict[str, Any], cache: Path) -> Any:
     from seqdeploy.atomic import atomic_path, sha256_bytes, sha256_file
 
     if isinstance(src, bytes):
@@ -206,13 +212,13 @@ def _cached(ort: Any, src: str | bytes, settings: SessionSettings, log_severity:
         stem, digest = Path(src).stem, sha256_file(src)
     cached = cache / f"{stem}.{digest[:16]}.ort{ort.__version__}.{settings.graph_optimization}.onnx"
     if cached.exists():
-        so = build_session_options(dataclasses.replace(settings, graph_optimization="disable"), log_severity=log_severity)
+        so = build_session_options(dataclasses.replace(settings, graph_optimization="disable"), **opts)
         try:
             return _open(ort, str(cached), so)
         except Exception:  # noqa: BLE001 - a stale or truncated cache entry: rebuild it below
             pass
     with atomic_path(cached) as tmp:
-        so = build_session_options(settings, log_severity=log_severity, optimized_model_path=tmp)
+        so = build_session_options(settings, optimized_model_path=tmp, **opts)
         return _open(ort, src, so)
 
 

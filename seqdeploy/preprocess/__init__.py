@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from seqdeploy.preprocess.base import KINDS, Kind, from_record, register
 from seqdeploy.preprocess.checks import (  # noqa: F401  (shared with the runtime)
-    _check_finite, _check_nonempty, _fmt_shape, _numeric_array, _shape_ok, _short,
+    check_finite, check_nonempty, fmt_shape, numeric_array, shape_ok, short_list,
 )
 # registered in this order (the order error messages list them in)
 from seqdeploy.preprocess.tabular import Standardize  # noqa: I001

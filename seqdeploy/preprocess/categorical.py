@@ -27,7 +27,7 @@ import numpy as np
 
 from seqdeploy.errors import InputValidationError
 from seqdeploy.preprocess.base import Kind, register
-from seqdeploy.preprocess.checks import _check_finite, _err, _finite_float32, _floats, _short
+from seqdeploy.preprocess.checks import check_finite, _err, _finite_float32, _floats, short_list
 from seqdeploy.preprocess.tabular import TargetScaling, _target_stats, fit_target
 
 OOV_CATEGORY = 0
@@ -172,16 +172,16 @@ class Categorical(TargetScaling, Kind):
             raw = raw.tolist()
         if not isinstance(raw, (list, tuple)) or not raw:
             raise InputValidationError(f"received {type(raw).__name__}{' (empty)' if not raw else ''} (expected a "
-                                       f"non-empty list of rows keyed by column names {_short(self.columns)})")
+                                       f"non-empty list of rows keyed by column names {short_list(self.columns)})")
         cols: dict[str, list[Any]] = {c: [] for c in self.columns}
         for i, row in enumerate(raw):
             if not isinstance(row, Mapping):
                 raise InputValidationError(f"row {i + offset} is {type(row).__name__} (expected a dict keyed by "
-                                           f"column names {_short(self.columns)})")
+                                           f"column names {short_list(self.columns)})")
             for c in self.columns:
                 if c not in row:
                     raise InputValidationError(f"row {i + offset} is missing column {c!r} (expected keys "
-                                               f"{_short(self.columns)}; got {list(row)[:10]})")
+                                               f"{short_list(self.columns)}; got {list(row)[:10]})")
                 cols[c].append(row[c])
         return self._from_columns(cols, len(raw), offset)
 
@@ -214,10 +214,10 @@ class Categorical(TargetScaling, Kind):
             f = np.zeros((n, 0), np.float32)
         if f.ndim != 2 or f.shape[1] != len(self.feature_names) or f.dtype.kind not in "iuf":
             raise InputValidationError(f"features has shape {f.shape} dtype {f.dtype} (expected numbers of shape "
-                                       f"(n, {len(self.feature_names)}): {_short(self.feature_names)})")
+                                       f"(n, {len(self.feature_names)}): {short_list(self.feature_names)})")
         if c.ndim != 2 or c.shape[1] != len(self.categorical_names):
             raise InputValidationError(f"categories has shape {c.shape} (expected (n, {len(self.categorical_names)}): "
-                                       f"{_short(self.categorical_names)})")
+                                       f"{short_list(self.categorical_names)})")
         if f.shape[0] != c.shape[0]:
             raise InputValidationError(f"features has {f.shape[0]} rows but categories has {c.shape[0]}")
         out = np.empty(c.shape, dtype=object)
@@ -229,7 +229,7 @@ class Categorical(TargetScaling, Kind):
         if c.shape[0] == 0:
             raise InputValidationError("received 0 rows (expected at least one sample)")
         if x.size:
-            _check_finite(np.asarray(x, dtype=np.float64), offset, "raw input")
+            check_finite(np.asarray(x, dtype=np.float64), offset, "raw input")
         out = np.empty(c.shape[0], dtype=self.raw_dtype)
         out["features"] = _finite_float32(np.asarray(x, dtype=np.float64), offset) if x.size else x
         out["categories"] = c

@@ -44,20 +44,20 @@ def _target_shape(model_shape: Sequence[Any] | None, raw_shape: Sequence[int]) -
     return tuple(raw_shape)
 
 
-def _short(names: Sequence[str], k: int = 6) -> str:
+def short_list(names: Sequence[str], k: int = 6) -> str:
     names = list(names)
     return str(names) if len(names) <= k else f"[{', '.join(map(repr, names[:k]))}, ... {len(names)} in all]"
 
 
-def _fmt_shape(shape: Sequence[Any]) -> str:
+def fmt_shape(shape: Sequence[Any]) -> str:
     return "(" + ", ".join("n" if not isinstance(d, int) or d <= 0 else str(d) for d in shape) + ")"
 
 
-def _shape_ok(got: Sequence[int], want: Sequence[Any]) -> bool:
+def shape_ok(got: Sequence[int], want: Sequence[Any]) -> bool:
     return len(got) == len(want) and all(not isinstance(w, int) or w <= 0 or g == w for g, w in zip(got, want))
 
 
-def _numeric_array(raw: Any, expected: str | Callable[[], str]) -> np.ndarray:
+def numeric_array(raw: Any, expected: str | Callable[[], str]) -> np.ndarray:
     """``raw`` as a numeric ndarray; ``expected`` (text or a callable making it) is used in errors only."""
     if isinstance(raw, np.ndarray):
         x = raw
@@ -80,12 +80,12 @@ def _text(expected: str | Callable[[], str]) -> str:
     return expected() if callable(expected) else expected
 
 
-def _check_nonempty(x: np.ndarray) -> None:
+def check_nonempty(x: np.ndarray) -> None:
     if x.shape[0] == 0 or x.size == 0:
         raise InputValidationError(f"received an empty array of shape {x.shape} (expected at least one sample)")
 
 
-def _check_finite(x: np.ndarray, offset: int, what: str) -> None:
+def check_finite(x: np.ndarray, offset: int, what: str) -> None:
     if x.dtype.kind != "f":
         return
     finite = np.isfinite(x)
@@ -107,7 +107,7 @@ def _finite_float32(x: np.ndarray, offset: int, dtype: Any = np.float32) -> np.n
             out = x.astype(dtype, copy=False)
             bad = not math.isfinite(float(np.add.reduce(out, axis=None, dtype=np.float64)))
     if bad:  # NaN/inf anywhere make the float64 sum non-finite: diagnose only then
-        _check_finite(x, offset, "raw input")
+        check_finite(x, offset, "raw input")
         row = int(np.flatnonzero(~np.isfinite(out).reshape(out.shape[0], -1).all(axis=1))[0])
         raise InputValidationError(f"row {row + offset} overflows {np.dtype(dtype).name} (a value is too large; "
                                    f"expected magnitudes below {np.finfo(dtype).max:.3g})")

@@ -12,8 +12,8 @@ import numpy as np
 from seqdeploy.errors import InputValidationError
 from seqdeploy.preprocess.base import Kind, register
 from seqdeploy.preprocess.checks import (  # noqa: F401
-    _check_finite, _check_nonempty, _compiled, _err, _finite_float32, _floats, _fmt_shape, _numeric_array,
-    _shape_ok, _short, _target_shape,
+    check_finite, check_nonempty, _compiled, _err, _finite_float32, _floats, fmt_shape, numeric_array,
+    shape_ok, short_list, _target_shape,
 )
 
 @register
@@ -69,17 +69,17 @@ class Scale(Kind):
 
     def coerce(self, raw: Any, offset: int = 0) -> np.ndarray:
         shape = ", ".join(map(str, self.raw_shape))
-        x = _numeric_array(raw, f"images of shape (n, {shape})")
+        x = numeric_array(raw, f"images of shape (n, {shape})")
         size = math.prod(self.raw_shape)
         if x.ndim < 1 or not (tuple(x.shape[1:]) == self.raw_shape or tuple(x.shape[1:]) == (size,)):
             raise InputValidationError(f"received shape {x.shape} (expected (n, {shape}) or (n, {size}))")
-        _check_nonempty(x)
+        check_nonempty(x)
         x = x.reshape((x.shape[0], *self.raw_shape))
         if self.raw_dtype == "uint8":
             if x.dtype == np.uint8:
                 return x
             if x.dtype.kind == "f":
-                _check_finite(x, offset, "raw input")
+                check_finite(x, offset, "raw input")
             bad = (x < 0) | (x > 255) | ((x != np.floor(x)) if x.dtype.kind == "f" else False)
             if bad.any():
                 row = int(np.flatnonzero(bad.reshape(x.shape[0], -1).any(axis=1))[0])

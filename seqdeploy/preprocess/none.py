@@ -11,8 +11,8 @@ import numpy as np
 from seqdeploy.errors import InputValidationError
 from seqdeploy.preprocess.base import Kind, register
 from seqdeploy.preprocess.checks import (  # noqa: F401
-    _check_finite, _check_nonempty, _compiled, _err, _finite_float32, _floats, _fmt_shape, _numeric_array,
-    _shape_ok, _short, _target_shape,
+    check_finite, check_nonempty, _compiled, _err, _finite_float32, _floats, fmt_shape, numeric_array,
+    shape_ok, short_list, _target_shape,
 )
 
 @register
@@ -31,15 +31,15 @@ class NoPreprocessing(Kind):
 
     def coerce(self, raw: Any, offset: int = 0, dtype: Any = np.float32,
                shape: Sequence[Any] | None = None, name: str = "inputs") -> np.ndarray:
-        x = _numeric_array(raw, f"{name}: {_fmt_shape(shape or ())}")
-        if shape is not None and not _shape_ok(x.shape[1:], shape):
-            raise InputValidationError(f"input {name!r} has shape {x.shape} (expected {_fmt_shape(('n', *shape))})")
-        _check_nonempty(x)
+        x = numeric_array(raw, f"{name}: {fmt_shape(shape or ())}")
+        if shape is not None and not shape_ok(x.shape[1:], shape):
+            raise InputValidationError(f"input {name!r} has shape {x.shape} (expected {fmt_shape(('n', *shape))})")
+        check_nonempty(x)
         dtype = np.dtype(dtype)
         if dtype.kind == "f":
             return _finite_float32(x, offset, dtype)
         if x.dtype.kind == "f":
-            _check_finite(x, offset, f"input {name!r}")
+            check_finite(x, offset, f"input {name!r}")
             if not np.all(np.mod(x, 1) == 0):
                 raise InputValidationError(f"input {name!r} has non-integer values (expected {dtype.name})")
         if dtype.kind in "iu":

@@ -11,8 +11,8 @@ import numpy as np
 from seqdeploy.errors import InputValidationError
 from seqdeploy.preprocess.base import Kind, register
 from seqdeploy.preprocess.checks import (  # noqa: F401
-    _check_finite, _check_nonempty, _compiled, _err, _finite_float32, _floats, _fmt_shape, _numeric_array,
-    _shape_ok, _short, _target_shape,
+    check_finite, check_nonempty, _compiled, _err, _finite_float32, _floats, fmt_shape, numeric_array,
+    shape_ok, short_list, _target_shape,
 )
 
 @register
@@ -45,11 +45,11 @@ class Window(Kind):
         return "float32", (self.window,)
 
     def coerce(self, raw: Any, offset: int = 0) -> np.ndarray:
-        x = _numeric_array(raw, f"(n, {self.window}) raw series windows")
+        x = numeric_array(raw, f"(n, {self.window}) raw series windows")
         if x.ndim != 2 or x.shape[1] != self.window:
             raise InputValidationError(f"received shape {x.shape} (expected (n, {self.window}): one row of "
                                        f"{self.window} raw series values per sample)")
-        _check_nonempty(x)
+        check_nonempty(x)
         return _finite_float32(x, offset)
 
     def apply(self, raw, model_dtype=np.float32, model_shape=None):

@@ -12,8 +12,8 @@ import numpy as np
 from seqdeploy.errors import InputValidationError
 from seqdeploy.preprocess.base import Kind, register
 from seqdeploy.preprocess.checks import (  # noqa: F401
-    _check_finite, _check_nonempty, _compiled, _err, _finite_float32, _floats, _fmt_shape, _numeric_array,
-    _shape_ok, _short, _target_shape,
+    check_finite, check_nonempty, _compiled, _err, _finite_float32, _floats, fmt_shape, numeric_array,
+    shape_ok, short_list, _target_shape,
 )
 
 class TargetScaling:
@@ -99,7 +99,7 @@ class Standardize(TargetScaling, Kind):
             if missing:
                 raise InputValidationError(f"the table is missing feature column(s) {missing} (expected columns "
                                            f"{list(names)}; extra columns are ignored)")
-            x = _numeric_array(raw[list(names)].to_numpy(), "numeric feature columns")
+            x = numeric_array(raw[list(names)].to_numpy(), "numeric feature columns")
         elif isinstance(raw, (list, tuple)) and raw and isinstance(raw[0], Mapping):
             x = np.empty((len(raw), n_feat), dtype=np.float64)
             for i, row in enumerate(raw):
@@ -109,19 +109,19 @@ class Standardize(TargetScaling, Kind):
                 for j, f in enumerate(names):
                     if f not in row:
                         raise InputValidationError(f"row {i + offset} is missing feature {f!r} (expected keys "
-                                                   f"{_short(names)}; got {list(row)[:10]})")
+                                                   f"{short_list(names)}; got {list(row)[:10]})")
                     v = row[f]
                     if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
                         raise InputValidationError(f"row {i + offset} feature {f!r} = {v!r} (expected a number)")
                     x[i, j] = float(v)
         else:
-            x = _numeric_array(raw, lambda: f"an (n, {n_feat}) array of features {_short(names)} or a list of dicts")
+            x = numeric_array(raw, lambda: f"an (n, {n_feat}) array of features {short_list(names)} or a list of dicts")
         if x.ndim != 2 or x.shape[1] != n_feat:
             hint = "; for one sample use x.reshape(1, -1)" if x.ndim == 1 and x.shape[0] == n_feat else ""
             cols = f"; each row has {x.shape[1]} values, not {n_feat}" if x.ndim == 2 else ""
             raise InputValidationError(f"received shape {x.shape} (expected (n, {n_feat}) with features "
-                                       f"{_short(names)}){cols}{hint}")
-        _check_nonempty(x)
+                                       f"{short_list(names)}){cols}{hint}")
+        check_nonempty(x)
         return _finite_float32(x, offset)
 
     def apply(self, raw, model_dtype=np.float32, model_shape=None):

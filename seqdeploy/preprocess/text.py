@@ -12,8 +12,8 @@ import numpy as np
 from seqdeploy.errors import InputValidationError
 from seqdeploy.preprocess.base import Kind, register
 from seqdeploy.preprocess.checks import (  # noqa: F401
-    _check_finite, _check_nonempty, _compiled, _err, _finite_float32, _floats, _fmt_shape, _numeric_array,
-    _shape_ok, _short, _target_shape,
+    check_finite, check_nonempty, _compiled, _err, _finite_float32, _floats, fmt_shape, numeric_array,
+    shape_ok, short_list, _target_shape,
 )
 
 #: vocabulary ids with a fixed meaning

@@ -53,7 +53,7 @@ from seqdeploy.errors import BundleError, InputValidationError, IntegrityError
 from seqdeploy.runtime.session import ORT_TYPES, SessionSettings, make_session, session_options  # noqa: F401
 from seqdeploy.runtime.fastpath import FAST_MAX_SHAPES, FastSession  # noqa: F401
 from seqdeploy.preprocess import Kind, NoPreprocessing, class_names, task_outputs
-from seqdeploy.preprocess import _fmt_shape, _numeric_array, _shape_ok, _short  # noqa: F401  (shared input checks)
+from seqdeploy.preprocess import fmt_shape, numeric_array, shape_ok, short_list  # noqa: F401  (shared input checks)
 from seqdeploy.runtime.manifest import (
     Artifact,
     Manifest,
@@ -292,7 +292,7 @@ class Predictor:
     def _explain_feeds(self, feeds: Any, exc: Exception) -> InputValidationError:
         names = self.input_names
         dtypes, shapes = self._input_dtypes, self._input_shapes
-        expected = ", ".join(f"{n}: {dtypes[n].name} {_fmt_shape(shapes[n])}" for n in names)
+        expected = ", ".join(f"{n}: {dtypes[n].name} {fmt_shape(shapes[n])}" for n in names)
         if not isinstance(feeds, Mapping):
             return InputValidationError(f"run() received {type(feeds).__name__} (expected a dict of numpy arrays: "
                                         f"{{{expected}}}); use predict() for raw inputs")
@@ -306,13 +306,13 @@ class Predictor:
             want_dt = dtypes[name]
             if not isinstance(v, np.ndarray):
                 return InputValidationError(f"run(): feed {name!r} is {type(v).__name__} (expected a numpy array "
-                                            f"{want_dt.name} {_fmt_shape(shapes[name])})")
+                                            f"{want_dt.name} {fmt_shape(shapes[name])})")
             if v.dtype != want_dt:
                 return InputValidationError(f"run(): feed {name!r} has dtype {v.dtype} (expected {want_dt.name}); "
                                             f"cast it with .astype(np.{want_dt.name})")
-            if not _shape_ok(v.shape, shapes[name]):
+            if not shape_ok(v.shape, shapes[name]):
                 return InputValidationError(f"run(): feed {name!r} has shape {tuple(v.shape)} (expected "
-                                            f"{_fmt_shape(shapes[name])})")
+                                            f"{fmt_shape(shapes[name])})")
         return InputValidationError(f"onnxruntime rejected the feeds: {str(exc).strip()[:400]} (expected {expected})")
 
     # ------------------------------------------------------------------ preprocessing
@@ -450,7 +450,7 @@ class Predictor:
                                         f"strings")
         return InputValidationError(f"onnxruntime rejected the inputs: {str(exc).strip()[:400]} (expected "
                                     + ", ".join(f"{n}: {self._graph_dtypes[n].name} "
-                                                f"{_fmt_shape(self._graph_shapes[n])}" for n in self._graph_inputs)
+                                                f"{fmt_shape(self._graph_shapes[n])}" for n in self._graph_inputs)
                                     + ")")
 
     def _chunks(self, raw: Any, batch_size: int | None) -> Iterable[tuple[Any, int]]:
@@ -477,7 +477,7 @@ class Predictor:
             if len(raw) == 0:
                 raise InputValidationError("received an empty list (expected at least one sample)")
             if not isinstance(raw[0], (Mapping, str)):
-                raw = _numeric_array(raw, "a rectangular array of numbers")
+                raw = numeric_array(raw, "a rectangular array of numbers")
         if isinstance(raw, np.ndarray) and raw.ndim >= 1:
             if raw.shape[0] == 0:
                 raise InputValidationError(f"received an empty array of shape {raw.shape} (expected at least one row)")

@@ -20,7 +20,7 @@ import numpy as np
 
 from seqdeploy.errors import InputValidationError
 from seqdeploy.runtime.manifest import Manifest, NoPreprocessing, Scale, Standardize, Tokenize, Window
-from seqdeploy.runtime.predictor import DEFAULT_BATCH_SIZE, Predictor, _numeric_array, _short
+from seqdeploy.runtime.predictor import DEFAULT_BATCH_SIZE, Predictor, numeric_array, short_list
 
 BAD_ROW_MODES = ("fail", "skip")
 
@@ -360,8 +360,8 @@ def _csv_chunks(predictor: "Predictor", src: Path, counter: _ByteCounter, bs: in
         missing = [f for f in pre.feature_names if f not in header]
         if missing:
             raise InputValidationError(
-                f"{src} is missing feature column(s) {_short(missing)} (header has {_short(header)}; expected the "
-                f"training feature names {_short(pre.feature_names)}; extra columns such as ids are ignored)")
+                f"{src} is missing feature column(s) {short_list(missing)} (header has {short_list(header)}; expected the "
+                f"training feature names {short_list(pre.feature_names)}; extra columns such as ids are ignored)")
         cols = [header.index(f) for f in pre.feature_names]
         names = list(pre.feature_names)
     else:
@@ -431,8 +431,8 @@ def _jsonl_chunks(predictor: "Predictor", src: Path, counter: _ByteCounter, bs: 
                                 f"feature name, e.g. {{{pre.feature_names[0]!r}: 1.0, ...}})")
             missing = [f for f in pre.feature_names if f not in obj]
             if missing:
-                raise InputValidationError(f"{src} line {counter.line_no} is missing feature(s) {_short(missing)} "
-                                           f"(expected keys {_short(pre.feature_names)})")
+                raise InputValidationError(f"{src} line {counter.line_no} is missing feature(s) {short_list(missing)} "
+                                           f"(expected keys {short_list(pre.feature_names)})")
         else:
             if isinstance(obj, dict):
                 if "input" not in obj:
@@ -453,4 +453,4 @@ def _jsonl_batch(predictor: "Predictor", buf: list[Any]) -> Any:
     pre = predictor.manifest.preprocessing
     if isinstance(pre, (Tokenize, Standardize)):
         return buf
-    return _numeric_array(buf, "rows of numbers of equal length")
+    return numeric_array(buf, "rows of numbers of equal length")

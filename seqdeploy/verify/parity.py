@@ -39,6 +39,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from seqdeploy.atomic import atomic_path, atomic_write_json, sha256_file
+from seqdeploy.layout import GOLDEN_JSON, GOLDEN_NPZ, MODEL_KERAS, MODEL_ONNX, VERIFY_FILE
 from seqdeploy.bench.runners.keras import KerasRunner
 from seqdeploy.bench.runners.onnxruntime import OrtRunner
 from seqdeploy.errors import CheckFailed, InputFileNotFound, VerifyInputError, first_line
@@ -143,8 +144,8 @@ def verify_run(run_dir: str | Path, *, onnx_path: str | Path | None = None, atol
     from seqdeploy.data import load_run_splits
 
     run_dir = Path(run_dir)
-    keras_path = run_dir / "model.keras"
-    onnx_file = Path(onnx_path) if onnx_path is not None else run_dir / "model.onnx"
+    keras_path = run_dir / MODEL_KERAS
+    onnx_file = Path(onnx_path) if onnx_path is not None else run_dir / MODEL_ONNX
     for p, hint in ((keras_path, "run `seqdeploy train` first"), (onnx_file, "run `seqdeploy export` first")):
         if not p.exists():
             raise InputFileNotFound(f"{p} does not exist; {hint}")
@@ -165,7 +166,7 @@ def _verify_portable(run_dir: Path, onnx_file: Path, splits: Any, result: Verify
     from seqdeploy.verify.portable import check_portable
     from seqdeploy.preprocess import from_record
 
-    check = check_portable(run_dir, onnx_file, load_keras_model(run_dir / "model.keras", unsafe=unsafe),
+    check = check_portable(run_dir, onnx_file, load_keras_model(run_dir / MODEL_KERAS, unsafe=unsafe),
                            splits.raw_test, from_record(splits.preprocessing, "train.json preprocessing"),
                            splits.task, splits.labels, quantized=result.artifact_precision != "float32",
                            write_golden=write, rows=max(result.samples, 1),
@@ -303,7 +304,7 @@ def verify_models(keras_path: str | Path, onnx_path: str | Path, *, real_inputs:
 
     if out_dir is not None:
         out_dir = Path(out_dir)
-        report_path = out_dir / "verify.json"
+        report_path = out_dir / VERIFY_FILE
         golden_path = None
         if passed and real_inputs is not None:
             golden_path = write_golden(out_dir, feed_name, real_inputs[:GOLDEN_SAMPLES], keras_rt,
@@ -337,13 +338,13 @@ def write_golden(out_dir: Path, feed_name: str, inputs: np.ndarray, runner: Kera
     outputs = runner.infer_named({feed_name: inputs})
     arrays = {"raw": np.asarray(raw), f"input__{feed_name}": inputs}
     arrays.update({f"output__{k}": np.asarray(v) for k, v in outputs.items()})
-    path = out_dir / "golden.npz"
+    path = out_dir / GOLDEN_NPZ
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
             np.savez(fh, **arrays)
     as_json = {k: {"dtype": str(v.dtype) if v.dtype.kind != "U" else "string", "shape": list(v.shape),
                    "data": v.tolist()} for k, v in arrays.items()}
-    atomic_write_json(out_dir / "golden.json", as_json)
+    atomic_write_json(out_dir / GOLDEN_JSON, as_json)
     return path
 
 

@@ -55,7 +55,9 @@ def render_quantize(result) -> None:
 
 def _update_manifest(run_dir: Path) -> str | None:
     """The note for a bundle's manifest (quantize_run refreshes it itself)."""
-    return f"updated {run_dir / 'manifest.json'}" if (run_dir / "manifest.json").is_file() else None
+    from seqdeploy.layout import MANIFEST_FILE
+
+    return f"updated {run_dir / MANIFEST_FILE}" if (run_dir / MANIFEST_FILE).is_file() else None
 
 
 @app.command()
@@ -75,6 +77,7 @@ def quantize(
     1 when an explicit --mode's candidate fails the gate; 2 on bad input.
     """
     from seqdeploy.errors import CheckFailed
+    from seqdeploy.layout import MODEL_ONNX
     from seqdeploy.quantize import QuantizeSettings, quantize_run
 
     with handle_errors(as_json=as_json, on_check_failed=render_quantize):
@@ -84,7 +87,7 @@ def quantize(
         if as_json:
             result = quantize_run(run_dir, settings)
         else:
-            with console.status(f"quantizing {run_dir / 'model.onnx'} ({mode}): building and timing candidates"):
+            with console.status(f"quantizing {run_dir / MODEL_ONNX} ({mode}): building and timing candidates"):
                 result = quantize_run(run_dir, settings)
         note = _update_manifest(run_dir)
         if mode != "auto" and result.chosen is None:

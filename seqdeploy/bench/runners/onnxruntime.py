@@ -16,6 +16,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from seqdeploy.atomic import atomic_path
+from seqdeploy.layout import MANIFEST_FILE
 from seqdeploy.bench.runners import BuildContext, Family, Reference, register
 from seqdeploy.errors import BenchError
 from seqdeploy.runtime.fastpath import _ORT_TYPES as _ORT_DTYPES  # one map of onnxruntime type names to numpy
@@ -271,7 +272,7 @@ class DeployedRunner(OrtRunner):
         rt = importlib.import_module("seqdeploy.runtime.predictor")
         why = None
         fast: Any = None
-        if self.bundle is not None and (self.bundle / "manifest.json").is_file():
+        if self.bundle is not None and (self.bundle / MANIFEST_FILE).is_file():
             try:
                 pred = rt.Predictor.from_bundle(self.bundle, artifact=self.path.name, threads=threads,
                                                 fastpath=self.fastpath)

@@ -139,7 +139,8 @@ def verify_run(run_dir: str | Path, *, onnx_path: str | Path | None = None, atol
     """Verify a run directory's ONNX artifact against its Keras model on the run's data.
 
     Writes ``verify.json`` and ``golden.npz`` / ``golden.json`` into the run
-    directory. Raises :class:`CheckFailed` (exit 1) when parity fails.
+    directory. Raises :class:`CheckFailed` (exit 1) when parity fails. A check only: the bundle's
+    manifest is the caller's to refresh (:func:`seqdeploy.bundle.write.refresh_bundle_manifest`).
     """
     from seqdeploy.data import load_run_splits
 
@@ -154,8 +155,7 @@ def verify_run(run_dir: str | Path, *, onnx_path: str | Path | None = None, atol
     result = verify_models(keras_path, onnx_file, real_inputs=splits.x_test, train_inputs=splits.x_train,
                            task=splits.task, atol=atol, rtol=rtol, per_output=per_output, samples=samples,
                            unsafe=unsafe, out_dir=run_dir if write else None, golden_raw=golden_raw,
-                           vocabulary_size=len(splits.preprocessing.get("vocabulary", [])) or None,
-                           refresh_bundle=False)  # refreshed once the deployment graph is checked too
+                           vocabulary_size=len(splits.preprocessing.get("vocabulary", [])) or None)
     return _verify_portable(run_dir, onnx_file, splits, result, unsafe=unsafe, write=write)
 
 
@@ -177,10 +177,6 @@ def _verify_portable(run_dir: Path, onnx_file: Path, splits: Any, result: Verify
                                  failures=result.failures + failures)
     if write and result.report_path is not None:
         atomic_write_json(result.report_path, verify_summary(result) | {"details": result})
-    if write and not failures:
-        from seqdeploy.bundle.write import refresh_bundle_manifest
-
-        refresh_bundle_manifest(run_dir)  # the bundle carries the verification and the golden files
     if failures:
         raise CheckFailed(f"the deployment graph differs from Keras on raw inputs ({failures[0]})", result)
     return result
@@ -191,7 +187,7 @@ def verify_models(keras_path: str | Path, onnx_path: str | Path, *, real_inputs:
                   rtol: float | None = None, per_output: Mapping[str, Tolerance] | None = None,
                   samples: int = 200, unsafe: bool = False, out_dir: str | Path | None = None,
                   golden_raw: np.ndarray | None = None, vocabulary_size: int | None = None,
-                  training_batch: int = 32, refresh_bundle: bool = True) -> VerifyResult:
+                  training_batch: int = 32) -> VerifyResult:
     """Compare a Keras model file with an ONNX file on real, random and edge-case feeds.
 
     ``real_inputs`` are model-ready samples (already preprocessed). When
@@ -311,10 +307,6 @@ def verify_models(keras_path: str | Path, onnx_path: str | Path, *, real_inputs:
                                        golden_raw if golden_raw is not None else real_inputs[:GOLDEN_SAMPLES])
         result = dataclasses.replace(result, report_path=report_path, golden_path=golden_path)
         atomic_write_json(report_path, verify_summary(result) | {"details": result})
-        if refresh_bundle:  # a report written into a bundle must leave it loadable (its manifest lists every file)
-            from seqdeploy.bundle.write import refresh_bundle_manifest
-
-            refresh_bundle_manifest(out_dir)
     if not passed:
         worst = max(reports, key=lambda r: r.max_abs_error, default=None)
         head = (f"{worst.name}: max abs error {worst.max_abs_error:.3g} > atol {worst.atol:g}"

@@ -24,9 +24,10 @@ from rich.markup import escape
 
 from seqdeploy import __version__
 from seqdeploy.atomic import to_jsonable
+from seqdeploy.app.stderr_filter import cli_environment
 from seqdeploy.errors import CheckFailed, SeqdeployError
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+cli_environment()  # TensorFlow's log level for the command line (also when the app is run in-process)
 
 app = typer.Typer(
     name="seqdeploy",

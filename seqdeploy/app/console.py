@@ -2,7 +2,8 @@
 
 ``pip install seqdeploy`` (the base install: numpy + onnxruntime, what an application
 embedding a bundle needs) still creates the ``seqdeploy`` command; without the
-``cli`` extra it says which extra to install and exits 2 instead of a traceback.
+``cli`` extra it says which extra to install and exits 2 instead of a traceback. The command's
+stderr goes through :mod:`seqdeploy.app.stderr_filter`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ _CLI_MODULES = ("typer", "rich", "click")
 
 
 def main() -> None:
+    from seqdeploy.app.stderr_filter import cli_environment, filter_stderr
+
+    cli_environment()  # before anything imports TensorFlow
     try:
         from seqdeploy.app.cli import main as cli_main
     except ModuleNotFoundError as exc:
@@ -22,7 +26,8 @@ def main() -> None:
                          f"install it with: pip install 'seqdeploy[cli]' (predict, inspect, serve) or "
                          f"'seqdeploy[toolchain]' (train, export, verify, quantize, tune, bench)\n")
         raise SystemExit(2) from None
-    cli_main()
+    with filter_stderr():  # TensorFlow's C++ start-up lines never reach the terminal; real errors do
+        cli_main()
 
 
 if __name__ == "__main__":

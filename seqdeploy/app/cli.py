@@ -33,11 +33,11 @@ cli_environment()  # TensorFlow's log level for the command line (also when the 
 
 def _help_type(param: Any, ctx: Any, typer_label: Callable[[Any, Any], str | None]) -> str | None:
     """The type column of ``--help``: nothing for flags (``--json``, ``--unsafe``: no ``<bool>``), the
-    parameter's own metavar when it has one, else typer's label without the angle brackets (``PATH``, ``INT``)."""
+    parameter's own metavar when it has one (``DIR``), else typer's label without the angle brackets (``PATH``, ``INT``)."""
     if getattr(param, "is_flag", False):
         return None
     if getattr(param, "metavar", None):
-        return None  # already in the option column
+        return str(param.metavar)
     label = typer_label(param, ctx)
     if not label:
         return label

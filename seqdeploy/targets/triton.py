@@ -43,6 +43,8 @@ TRITON_TYPES = {
     "tensor(int64)": "TYPE_INT64", "tensor(uint8)": "TYPE_UINT8", "tensor(uint16)": "TYPE_UINT16",
     "tensor(uint32)": "TYPE_UINT32", "tensor(uint64)": "TYPE_UINT64", "tensor(string)": "TYPE_STRING",
 }
+#: the model file in a version directory (the onnxruntime backend's default_model_filename)
+MODEL_FILE = "model.onnx"
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
 
@@ -95,7 +97,7 @@ def _is_batched(nodes: Sequence[Any]) -> bool:
 
 
 def config_pbtxt(name: str, inputs: Sequence[TritonTensor], outputs: Sequence[TritonTensor], max_batch_size: int,
-                 max_queue_delay_us: int = 1000, instances: int = 1, model_file: str = "model.onnx",
+                 max_queue_delay_us: int = 1000, instances: int = 1, model_file: str = MODEL_FILE,
                  threads: int | None = None) -> str:
     """The text-format ``ModelConfig`` for the onnxruntime backend (``threads``: the backend's intra-op thread
     count per instance, with one inter-op thread; None leaves the backend's default)."""
@@ -177,7 +179,7 @@ def write_triton_repository(bundle: str | os.PathLike, repository: str | os.Path
     if repo.exists() and not repo.is_dir():
         raise UsageError(f"{repo} exists and is not a directory (expected a Triton model repository directory)")
     model_dir = repo / name
-    model_path = model_dir / str(version) / "model.onnx"
+    model_path = model_dir / str(version) / MODEL_FILE
     model_path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(model_path, data)
     config_path = atomic_write_text(model_dir / "config.pbtxt",

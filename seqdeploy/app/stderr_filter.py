@@ -89,7 +89,7 @@ def filter_stderr() -> Iterator[None]:
         os.close(original)
         sys.stderr = old_stderr
         with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=5)  # a child that inherited fd 2 and outlives the command keeps the filter alive
+            proc.wait(timeout=2)  # a child that inherited fd 2 and outlives the command keeps the filter alive
         with contextlib.suppress(Exception):
             direct.close()
 

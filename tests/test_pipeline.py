@@ -162,7 +162,8 @@ def test_changed_upstream_reruns_downstream(seed_pipeline, tmp_path):
 KILL_DURING_EXPORT = textwrap.dedent("""
     import os, signal, sys
     from pathlib import Path
-    from seqdeploy import atomic, export
+    from seqdeploy import atomic
+    from seqdeploy.export import convert as export
     from seqdeploy.app.pipeline import PipelineOptions, run_pipeline
 
     def killed_export(source, **kwargs):
@@ -224,7 +225,7 @@ def test_disk_full_keeps_the_previous_good_artifacts(seed_pipeline, tmp_path, mo
 def test_verify_failure_stops_the_pipeline_with_exit_1(seed_pipeline, tmp_path, monkeypatch):
     import shutil
 
-    from seqdeploy import verify as verify_mod
+    from seqdeploy.verify import parity as verify_mod
     from seqdeploy.errors import CheckFailed
 
     run = tmp_path / "run"

@@ -17,16 +17,16 @@ def main() -> None:
     from seqdeploy.app.stderr_filter import cli_environment, filter_stderr
 
     cli_environment()  # before anything imports TensorFlow
-    try:
-        from seqdeploy.app.cli import main as cli_main
-    except ModuleNotFoundError as exc:
-        if (exc.name or "").split(".")[0] not in _CLI_MODULES:
-            raise
-        sys.stderr.write(f"seqdeploy: the command line needs the 'cli' extra ({exc.name} is not installed); "
-                         f"install it with: pip install 'seqdeploy[cli]' (predict, inspect, serve) or "
-                         f"'seqdeploy[toolchain]' (train, export, verify, quantize, tune, bench)\n")
-        raise SystemExit(2) from None
-    with filter_stderr():  # TensorFlow's C++ start-up lines never reach the terminal; real errors do
+    with filter_stderr():  # first, while the process is small: TensorFlow's C++ start-up lines never reach the terminal
+        try:
+            from seqdeploy.app.cli import main as cli_main
+        except ModuleNotFoundError as exc:
+            if (exc.name or "").split(".")[0] not in _CLI_MODULES:
+                raise
+            sys.stderr.write(f"seqdeploy: the command line needs the 'cli' extra ({exc.name} is not installed); "
+                             f"install it with: pip install 'seqdeploy[cli]' (predict, inspect, serve) or "
+                             f"'seqdeploy[toolchain]' (train, export, verify, quantize, tune, bench)\n")
+            raise SystemExit(2) from None
         cli_main()
 
 

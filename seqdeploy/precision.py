@@ -73,10 +73,24 @@ INT8_DYNAMIC = Precision("int8-dynamic", "int8-dynamic", "int8")
 INT8_QGEMM = Precision("int8-qgemm", "int8-qgemm", "int8")
 FP16 = Precision("fp16", "fp16", "float16")
 
-#: The precisions seqdeploy writes, by name. A recipe with a new precision declares its own
-#: ``Precision``; :func:`precision_of` still resolves it by name (see there).
+#: The known precisions by name: the built-in ones (the runtime reads them without the quantizer), then
+#: those of recipes added later, which declare their ``Precision`` in their own module and are
+#: registered with it (:func:`register_precision`, called by ``seqdeploy.quantize.recipes.register``).
 KNOWN: dict[str, Precision] = {p.name: p for p in (FLOAT32, INT8_STATIC, INT8_DYNAMIC, INT8_QGEMM, FP16)}
 _ALIASES = {"fp32": FLOAT32, "float": FLOAT32, "float16": FP16, "half": FP16}
+
+
+def register_precision(precision: Precision) -> Precision:
+    """Make ``precision`` known by name (what a recipe with a precision of its own does on import).
+
+        >>> register_precision(INT8_STATIC) is INT8_STATIC
+        True
+    """
+    known = KNOWN.get(precision.name)
+    if known is not None and known != precision:
+        raise ValueError(f"precision {precision.name!r} is already {known!r}; a recipe with other spellings "
+                         f"needs a name of its own")
+    return KNOWN.setdefault(precision.name, precision)
 
 
 def precision_of(name: str | Precision | None) -> Precision:
@@ -98,8 +112,8 @@ def precision_of(name: str | Precision | None) -> Precision:
         return KNOWN[key]
     if key in _ALIASES:
         return _ALIASES[key]
-    for p in (INT8_STATIC, INT8_DYNAMIC, INT8_QGEMM, FP16):
-        if p.name in key:
+    for p in KNOWN.values():
+        if not p.is_float32 and p.name in key:
             return p
     if "float16" in key:
         return FP16
@@ -168,5 +182,5 @@ def precision_of_onnx(path: str | os.PathLike) -> Precision:
 
 
 __all__ = ["Precision", "FLOAT32", "INT8_STATIC", "INT8_DYNAMIC", "INT8_QGEMM", "FP16", "KNOWN", "QUANTIZED_OP_TYPES",
-           "precision_of", "artifact_name", "precision_of_file", "is_portable_file", "is_quantized_op",
+           "register_precision", "precision_of", "artifact_name", "precision_of_file", "is_portable_file", "is_quantized_op",
            "precision_of_graph", "precision_of_onnx"]

@@ -180,9 +180,11 @@ def test_folded_standardisation_has_no_preprocessing_nodes_and_same_answers(bund
 
 
 def test_library_stages_keep_the_bundle_in_step(trained_mlp_run, tmp_path):
-    """export_onnx and verify_run (library calls, no CLI) refresh the manifest and portable graphs themselves."""
+    """export_onnx refreshes the manifest and portable graphs itself; verify_run is a check that leaves the
+    manifest to its caller, whose refresh then carries the verification and the golden files."""
     import shutil
 
+    from seqdeploy.bundle.write import refresh_bundle_manifest
     from seqdeploy.export.convert import export_onnx
     from seqdeploy.verify.parity import verify_run
 
@@ -191,7 +193,10 @@ def test_library_stages_keep_the_bundle_in_step(trained_mlp_run, tmp_path):
     export_onnx(run)
     m = load_manifest(run)
     assert m.portable is not None and m.verification is None
+    before = (run / "manifest.json").read_bytes()
     verify_run(run, samples=20)
+    assert (run / "manifest.json").read_bytes() == before  # the check wrote its report, not the manifest
+    refresh_bundle_manifest(run)
     m = load_manifest(run)
     assert m.verification is not None and m.verification.passed
     assert "golden_portable.json" in {f.file for f in m.files}

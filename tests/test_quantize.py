@@ -472,6 +472,49 @@ def test_recipes_are_a_registry_and_a_new_one_is_one_class(mlp, tmp_path, monkey
     assert q.read_record(out).chosen == "model.copy-test.onnx" and q.read_record(out).kept == (("model.copy-test.onnx", "copy-test"),)
 
 
+def test_a_new_recipe_brings_its_precision_settings_keyword_and_cli_help(monkeypatch):
+    """What one new recipe module declares is all it takes: the precision is known by name and file name,
+    QuantizeSettings takes its mode and a full settings object under its override_field, the CLI help lists it."""
+    from dataclasses import dataclass
+
+    from typer.testing import CliRunner
+
+    import seqdeploy.precision as prec
+    from seqdeploy.app.cli import app
+    from seqdeploy.quantize import recipes as reg
+
+    reg.recipes()  # the built-in recipes first, then a registry and precision table this test may change
+    monkeypatch.setattr(prec, "KNOWN", dict(prec.KNOWN))
+    monkeypatch.setattr(reg._REGISTRY, "entries", dict(reg._REGISTRY.entries))
+
+    @dataclass(frozen=True)
+    class Int4Settings:
+        block_size: int = 32
+
+    int4 = prec.Precision("int4-weight", "int4w", "int4")
+
+    @reg.register
+    class Int4Weight(reg.Recipe):  # what the new module holds
+        name, mode, precision, settings_type, override_field, order = "int4-weight", "int4", int4, Int4Settings, "int4", 95
+
+        def build(self, src, dst, settings, calibration, seed=0):
+            raise NotImplementedError
+
+    assert prec.precision_of("int4-weight") is int4 and prec.precision_of_file("model.int4-weight.onnx") is int4
+    assert reg.get_recipe("int4-weight").artifact == "model.int4-weight.onnx" and "int4" in q.modes()
+    s = q.QuantizeSettings(mode="int4", int4=Int4Settings(block_size=64), per_channel=False)
+    assert s.int4.block_size == 64 and s.int4_settings() is s.int4 and s.recipe_settings("int4-weight") is s.int4
+    assert s.static is None and s.static_settings().per_channel is False  # the built-in ones unchanged
+    assert q.QuantizeSettings().int4_settings() == Int4Settings()
+    assert q.QuantizeSettings(overrides={"int4-weight": Int4Settings(8)}).int4.block_size == 8
+    with pytest.raises(QuantizeError, match="int4 = .*expected a Int4Settings"):
+        q.QuantizeSettings(int4=q.Float16Settings())
+    with pytest.raises(TypeError, match="int5"):
+        q.QuantizeSettings(int5=Int4Settings())
+    res = CliRunner().invoke(app, ["quantize", "--help"], terminal_width=200)
+    assert res.exit_code == 0 and "mode: static, dynamic, qgemm, fp16, int4." in " ".join(res.output.replace("│", " ").split())
+
+
 def test_static_calibration_arguments_follow_the_settings():
     """One builder of quantize_static's calibration arguments for every static recipe."""
     from onnxruntime.quantization import CalibrationMethod

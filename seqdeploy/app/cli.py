@@ -19,18 +19,50 @@ import sys
 from typing import Any, Callable, Iterator
 
 import typer
+import typer.core
 from rich.console import Console
 from rich.markup import escape
 
 from seqdeploy import __version__
 from seqdeploy.atomic import to_jsonable
+from seqdeploy.app.stderr_filter import cli_environment
 from seqdeploy.errors import CheckFailed, SeqdeployError
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+cli_environment()  # TensorFlow's log level for the command line (also when the app is run in-process)
+
+
+def _help_type(param: Any, ctx: Any, typer_label: Callable[[Any, Any], str | None]) -> str | None:
+    """The type column of ``--help``: nothing for flags (``--json``, ``--unsafe``: no ``<bool>``), the
+    parameter's own metavar when it has one (``DIR``), else typer's label without the angle brackets (``PATH``, ``INT``)."""
+    if getattr(param, "is_flag", False):
+        return None
+    if getattr(param, "metavar", None):
+        return str(param.metavar)
+    label = typer_label(param, ctx)
+    if not label:
+        return label
+    label = label.strip("<>")
+    if label.startswith("list[") and label.endswith("]"):
+        label = label[5:-1] + "..."  # repeatable
+    return label.upper()
+
+
+def _quiet_help_types() -> None:
+    for cls in (typer.core.TyperOption, typer.core.TyperArgument):
+        typer_label = getattr(cls, "display_type_rich", None)
+        if typer_label is not None and not getattr(typer_label, "_seqdeploy", False):
+            def display_type_rich(self: Any, ctx: Any, _label: Callable[[Any, Any], str | None] = typer_label) -> str | None:
+                return _help_type(self, ctx, _label)
+
+            display_type_rich._seqdeploy = True  # type: ignore[attr-defined]
+            cls.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_quiet_help_types()
 
 app = typer.Typer(
     name="seqdeploy",
-    help="Compile Keras Sequential models into verified, benchmarked, quantized ONNX bundles.",
+    help="Compile Keras models (Sequential and Functional) into verified, benchmarked, quantized ONNX bundles.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

@@ -25,8 +25,12 @@ from typing import Any, Callable, Sequence
 from seqdeploy import __version__
 from seqdeploy.atomic import atomic_write_json, read_json_or_empty, sha256_file
 from seqdeploy.errors import UsageError
+from seqdeploy.layout import (
+    BENCH_FILE, BENCH_MD, BENCH_PNG, EXPORT_FILE, GOLDEN_FILES, MANIFEST_FILE, MODEL_KERAS, MODEL_ONNX, PIPELINE_FILE,
+    QUANTIZE_FILE, TRAIN_FILE, TUNE_FILE, VERIFY_FILE, read_quantize_record,
+)
 
-STATE_FILE = "pipeline.json"
+STATE_FILE = PIPELINE_FILE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,21 +159,23 @@ def _run_train(spec, run_dir: Path, options: PipelineOptions, emit: EventCallbac
         emit(PipelineEvent("epoch", "train", {"epoch": epoch, "total": total, "logs": dict(logs)}))
 
     train_spec(spec, out=run_dir, on_epoch=on_epoch)
-    return ["spec" + spec.path.suffix, "model.keras", "train.json"]
+    return ["spec" + spec.path.suffix, MODEL_KERAS, TRAIN_FILE]
 
 
 def _run_export(spec, run_dir: Path, options: PipelineOptions, emit: EventCallback) -> list[str]:
     from seqdeploy.export.convert import export_onnx
 
     export_onnx(run_dir, opset=options.opset)
-    return ["model.onnx", "export.json"]
+    return [MODEL_ONNX, EXPORT_FILE]
 
 
 def _run_verify(spec, run_dir: Path, options: PipelineOptions, emit: EventCallback) -> list[str]:
+    from seqdeploy.bundle.write import refresh_bundle_manifest
     from seqdeploy.verify.parity import verify_run
 
-    verify_run(run_dir)
-    return ["verify.json", "golden.npz", "golden.json", "golden_portable.json"]
+    verify_run(run_dir)  # a check: it writes its report and golden files, never the manifest
+    refresh_bundle_manifest(run_dir)  # the bundle carries the verification and the golden files
+    return [VERIFY_FILE] + [name for name, _ in GOLDEN_FILES]
 
 
 def _run_quantize(spec, run_dir: Path, options: PipelineOptions, emit: EventCallback) -> list[str]:
@@ -179,7 +185,7 @@ def _run_quantize(spec, run_dir: Path, options: PipelineOptions, emit: EventCall
                                 latency_rounds=options.quantize_rounds)
     # quantize_run itself removes artifacts of an earlier, different choice
     result = quantize_run(run_dir, settings)
-    return ["quantize.json"] + ([result.chosen] if result.chosen else [])
+    return [QUANTIZE_FILE] + ([result.chosen] if result.chosen else [])
 
 
 def _run_bench(spec, run_dir: Path, options: PipelineOptions, emit: EventCallback) -> list[str]:
@@ -192,19 +198,19 @@ def _run_bench(spec, run_dir: Path, options: PipelineOptions, emit: EventCallbac
                        vs=list(options.bench_vs), rule=StopRule(duration_s=options.bench_duration),
                        progress=progress)
     write_outputs(result, run_dir)
-    return ["bench.json", "bench.md", "bench.png"]
+    return [BENCH_FILE, BENCH_MD, BENCH_PNG]
 
 
 def _run_tune(spec, run_dir: Path, options: PipelineOptions, emit: EventCallback) -> list[str]:
-    from seqdeploy.bench.tune import TUNE_FILE, tune_bundle
+    from seqdeploy.bench.tune import tune_bundle
 
     tune_bundle(run_dir, batches=options.tune_batches, duration_s=options.tune_duration,
                 progress=lambda msg: emit(PipelineEvent("message", "tune", msg)))
-    return [TUNE_FILE, "manifest.json"]
+    return [TUNE_FILE, MANIFEST_FILE]
 
 
 def _tune_summary(run_dir: Path) -> dict:
-    d = read_json_or_empty(run_dir / "tune.json")
+    d = read_json_or_empty(run_dir / TUNE_FILE)
     return {f"batch {c['batch']}": _describe_settings(c["settings"]) for c in d.get("choices", [])} if d else {}
 
 
@@ -256,17 +262,17 @@ class Stage:
 
 #: the stages in order (STAGES are their names)
 PIPELINE: tuple[Stage, ...] = (
-    Stage("train", _run_train, _summary_of("train.json", ("test_metrics", "epochs_run")), extra_key=_train_key),
-    Stage("export", _run_export, _summary_of("export.json", ("opset", "op_counts", "warnings")),
-          inputs=("model.keras", "train.json"), options=("opset",)),
-    Stage("verify", _run_verify, _summary_of("verify.json", ("passed", "max_abs_error", "label_agreement")),
-          inputs=("model.keras", "model.onnx")),
-    Stage("quantize", _run_quantize, _quantize_summary, inputs=("model.onnx", "train.json"),
+    Stage("train", _run_train, _summary_of(TRAIN_FILE, ("test_metrics", "epochs_run")), extra_key=_train_key),
+    Stage("export", _run_export, _summary_of(EXPORT_FILE, ("opset", "op_counts", "warnings")),
+          inputs=(MODEL_KERAS, TRAIN_FILE), options=("opset",)),
+    Stage("verify", _run_verify, _summary_of(VERIFY_FILE, ("passed", "max_abs_error", "label_agreement")),
+          inputs=(MODEL_KERAS, MODEL_ONNX)),
+    Stage("quantize", _run_quantize, _quantize_summary, inputs=(MODEL_ONNX, TRAIN_FILE),
           options=("quantize_mode", "max_metric_drop", "quantize_rounds")),
-    Stage("tune", _run_tune, _tune_summary, inputs=("model.onnx", "quantize.json"), extra_inputs=_bench_inputs,
+    Stage("tune", _run_tune, _tune_summary, inputs=(MODEL_ONNX, QUANTIZE_FILE), extra_inputs=_bench_inputs,
           options=("tune_batches", "tune_duration")),
     Stage("bench", _run_bench, lambda run_dir: bench_headline(run_dir),
-          inputs=("model.keras", "model.onnx", "quantize.json"), extra_inputs=_bench_inputs,
+          inputs=(MODEL_KERAS, MODEL_ONNX, QUANTIZE_FILE), extra_inputs=_bench_inputs,
           options=("bench_batches", "bench_threads", "bench_duration", "bench_vs")),
 )
 _BY_NAME = {st.name: st for st in PIPELINE}
@@ -277,7 +283,7 @@ def _write_bundle(run_dir: Path, emit: EventCallback) -> tuple[Path | None, Path
     from seqdeploy.bundle.write import refresh_bundle_manifest
     from seqdeploy.app.report import write_report
 
-    manifest_path = run_dir / "manifest.json" if refresh_bundle_manifest(run_dir) else None
+    manifest_path = run_dir / MANIFEST_FILE if refresh_bundle_manifest(run_dir) else None
     report_path = write_report(run_dir)
     emit(PipelineEvent("message", "bundle", f"manifest and report written to {run_dir}"))
     return manifest_path, report_path
@@ -329,12 +335,11 @@ def _existing_summary(run_dir: Path, stage: str) -> dict:
 
 
 def _quantize_record(run_dir: Path):
-    """quantize.json as :func:`seqdeploy.quantize.read_record` reads it; None when missing or unreadable."""
+    """quantize.json as :func:`seqdeploy.layout.read_quantize_record` reads it; None when missing or unreadable."""
     from seqdeploy.errors import QuantizeError
-    from seqdeploy.quantize.record import read_record
 
     try:
-        return read_record(run_dir)
+        return read_quantize_record(run_dir)
     except QuantizeError:
         return None
 
@@ -344,7 +349,7 @@ def bench_headline(run_dir: Path) -> dict:
     direct call, TFLite best), from bench.json (:func:`seqdeploy.bench.schema.headline`)."""
     from seqdeploy.bench.schema import headline
 
-    return headline(read_json_or_empty(Path(run_dir) / "bench.json"))
+    return headline(read_json_or_empty(Path(run_dir) / BENCH_FILE))
 
 
 def pipeline_summary(run_dir: Path) -> dict:

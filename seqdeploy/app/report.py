@@ -13,6 +13,9 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from seqdeploy.atomic import atomic_path, atomic_write_text, read_json_or_empty
+from seqdeploy.layout import (
+    BENCH_MD, BENCH_PNG, EXPORT_FILE, MANIFEST_FILE, QUANTIZE_FILE, REPORT_FILE, TRAIN_FILE, TUNE_FILE, VERIFY_FILE,
+)
 
 
 def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
@@ -58,35 +61,35 @@ def write_report(run_dir: str | Path) -> Path:
     """Write ``report.md`` (and ``training.png``) for a run directory and return its path."""
     run_dir = Path(run_dir)
     parts = [f"# seqdeploy report: {run_dir.name}", ""]
-    train = read_json_or_empty(run_dir / "train.json")
+    train = read_json_or_empty(run_dir / TRAIN_FILE)
     spec_file = run_dir / (train.get("spec_file", "spec.toml") if train else "spec.toml")
     if spec_file.exists():
         lang = "toml" if spec_file.suffix == ".toml" else "python"
         parts += ["## Spec", "", f"```{lang}", spec_file.read_text().strip(), "```", ""]
     if train:
         parts += _train_section(train, run_dir)
-    exp = read_json_or_empty(run_dir / "export.json")
+    exp = read_json_or_empty(run_dir / EXPORT_FILE)
     if exp:
         parts += _export_section(exp)
-    ver = read_json_or_empty(run_dir / "verify.json")
+    ver = read_json_or_empty(run_dir / VERIFY_FILE)
     if ver:
         parts += _verify_section(ver)
-    quant = read_json_or_empty(run_dir / "quantize.json")
+    quant = read_json_or_empty(run_dir / QUANTIZE_FILE)
     if quant:
         parts += _quantize_section(quant)
-    if (run_dir / "bench.md").exists():
-        body = (run_dir / "bench.md").read_text().strip().splitlines()
+    if (run_dir / BENCH_MD).exists():
+        body = (run_dir / BENCH_MD).read_text().strip().splitlines()
         body = [("##" + ln if ln.startswith("#") else ln) for ln in body]  # nest its headings under ours
         parts += ["## Benchmark", ""] + body + [""]
-        if (run_dir / "bench.png").exists():
+        if (run_dir / BENCH_PNG).exists():
             parts += ["![latency and throughput](bench.png)", ""]
-    tune = read_json_or_empty(run_dir / "tune.json")
+    tune = read_json_or_empty(run_dir / TUNE_FILE)
     if tune.get("choices"):
         parts += _tune_section(tune)
-    man = read_json_or_empty(run_dir / "manifest.json")
+    man = read_json_or_empty(run_dir / MANIFEST_FILE)
     if man:
         parts += _manifest_section(man, run_dir)
-    path = run_dir / "report.md"
+    path = run_dir / REPORT_FILE
     atomic_write_text(path, "\n".join(parts).rstrip() + "\n")
     return path
 

@@ -4,7 +4,7 @@ and the inputs to time them on.
 A run directory's artifacts, their precisions and the deployed one come from the manifest
 (:func:`seqdeploy.bundle.write.refresh_bundle_manifest` keeps it in step with quantize's choice);
 bench never parses quantize.json itself. A directory that is not a bundle (no train.json, no
-manifest.json) is read from quantize's record (:func:`seqdeploy.quantize.read_record`: the kept
+manifest.json) is read from quantize's record (:func:`seqdeploy.layout.read_quantize_record`: the kept
 candidates and the choice) and the artifact naming rule of :mod:`seqdeploy.precision`.
 """
 
@@ -20,6 +20,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from seqdeploy.errors import BenchError, InputFileNotFound
+from seqdeploy.layout import MANIFEST_FILE, MODEL_KERAS, read_quantize_record
 from seqdeploy.precision import FLOAT32, is_portable_file, precision_of, precision_of_file
 
 
@@ -34,18 +35,18 @@ class Target:
 
 
 def _keras(root: Path) -> Path | None:
-    p = root / "model.keras"
+    p = root / MODEL_KERAS
     return p if p.exists() else None
 
 
 def _manifest(root: Path) -> tuple[Any, str | None]:
     """The bundle's manifest, refreshed when the directory is a bundle under construction; (None, why) otherwise."""
-    from seqdeploy.runtime.manifest import MANIFEST_NAME, load_manifest
     from seqdeploy.bundle.write import refresh_bundle_manifest
+    from seqdeploy.runtime.manifest import load_manifest
 
     try:
         m = refresh_bundle_manifest(root)  # None unless train.json and model.onnx are there
-        if m is None and (root / MANIFEST_NAME).is_file():
+        if m is None and (root / MANIFEST_FILE).is_file():
             m = load_manifest(root)
         return m, None
     except Exception as exc:  # a bundle that does not build or load: benchmark its files by name, and say so
@@ -75,9 +76,7 @@ def resolve_target(target: str | os.PathLike) -> Target:
             arts[(p / a.file).resolve()] = a.recipe or precision_of(a.precision).label
         deployed = (p / manifest.deployment_artifact).resolve()
     else:  # not a bundle: quantize's own record names the kept candidates and the choice, file names the rest
-        from seqdeploy.quantize.record import read_record
-
-        record = read_record(p)
+        record = read_quantize_record(p)
         if record is not None:
             for rel, recipe in record.kept:
                 arts.setdefault((p / rel).resolve(), recipe or precision_of_file(rel).label)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Sequence
 
 from seqdeploy.atomic import atomic_write_json, atomic_write_text
+from seqdeploy.layout import BENCH_FILE, BENCH_MD, BENCH_PNG
 from seqdeploy.bench.runners import references
 from seqdeploy.bench.schema import BenchResult
 
@@ -188,9 +189,9 @@ def write_outputs(result: BenchResult, out_dir: str | os.PathLike, *, png: bool 
     >>> res = write_outputs(run_bench("runs/x"), "runs/x")   # doctest: +SKIP
     """
     out = Path(out_dir)
-    files = {"json": str(out / "bench.json"), "md": str(out / "bench.md")}
+    files = {"json": str(out / BENCH_FILE), "md": str(out / BENCH_MD)}
     if png:
-        files["png"] = str(out / "bench.png")
+        files["png"] = str(out / BENCH_PNG)
     result = dataclasses.replace(result, files=files)
     atomic_write_text(files["md"], render_markdown(result))
     if png:

@@ -38,10 +38,9 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from seqdeploy.errors import BundleError, UsageError
+from seqdeploy.layout import MANIFEST_FILE, TUNE_FILE, TUNE_SCHEMA, TuneChoice, read_tune_choices
 from seqdeploy.runtime.session import DEFAULT_GRAPH_LEVEL, GRAPH_LEVELS, ORT_TYPES, SessionSettings, make_session
 
-TUNE_FILE = "tune.json"
-TUNE_SCHEMA = 1
 #: a costlier candidate (more threads, spinning) must be at least this much faster (p50 ratio)
 COSTLIER_MARGIN = 0.90
 #: a candidate of the same cost (another graph level) must be at least this much faster
@@ -58,28 +57,6 @@ class TunePoint:
     deployed_p50_us: float
     plain_p50_us: float
     calls: int
-
-
-@dataclass(frozen=True)
-class TuneChoice:
-    """The settings chosen for one batch size and why."""
-
-    batch: int
-    settings: SessionSettings
-    p50_us: float
-    default_p50_us: float
-    plain_best_p50_us: float
-    plain_best_settings: SessionSettings
-    reason: str
-
-    @property
-    def vs_default(self) -> float:
-        return self.default_p50_us / self.p50_us
-
-    @property
-    def vs_plain_best(self) -> float:
-        """Best plain p50 / chosen deployed p50 (>= 1: the deployed choice is not slower)."""
-        return self.plain_best_p50_us / self.p50_us
 
 
 @dataclass(frozen=True)
@@ -177,7 +154,7 @@ def tune_bundle(run_dir: str | os.PathLike, *, batches: Sequence[int] = (1, 64),
     from seqdeploy.runtime.predictor import Predictor
 
     run_dir = Path(run_dir)
-    if not (run_dir / "manifest.json").is_file():
+    if not (run_dir / MANIFEST_FILE).is_file():
         raise BundleError(f"{run_dir} has no manifest.json (expected a bundle: train and export it first)")
     manifest = load_manifest(run_dir)
     art = manifest.deployment
@@ -224,29 +201,8 @@ def tune_bundle(run_dir: str | os.PathLike, *, batches: Sequence[int] = (1, 64),
 
 def read_choices(run_dir: str | os.PathLike, artifact: str) -> tuple[tuple[TuneChoice, ...], str] | None:
     """The recorded choices in ``tune.json`` for ``artifact`` while its sha256 still matches (else None),
-    with the record's artifact sha256."""
-    import json
-
-    from seqdeploy.atomic import sha256_file
-
-    run_dir = Path(run_dir)
-    p = run_dir / TUNE_FILE
-    if not p.is_file() or not (run_dir / artifact).is_file():
-        return None
-    try:
-        d = json.loads(p.read_text(encoding="utf-8"))
-        if d.get("schema_version") != TUNE_SCHEMA or d.get("artifact") != artifact:
-            return None
-        if d.get("artifact_sha256") != sha256_file(run_dir / artifact):
-            return None  # the artifact changed after it was tuned
-        out = []
-        for c in d["choices"]:
-            out.append(TuneChoice(int(c["batch"]), SessionSettings.from_record(c["settings"]), float(c["p50_us"]),
-                                  float(c["default_p50_us"]), float(c["plain_best_p50_us"]),
-                                  SessionSettings.from_record(c["plain_best_settings"]), str(c.get("reason", ""))))
-    except (OSError, ValueError, KeyError, TypeError):
-        return None  # an unreadable or older record: no recommendation
-    return (tuple(out), d["artifact_sha256"]) if out else None
+    with the record's artifact sha256 (:func:`seqdeploy.layout.read_tune_choices`)."""
+    return read_tune_choices(run_dir, artifact)
 
 
 __all__ = ["COSTLIER_MARGIN", "DEFAULT_LEVELS", "SAME_COST_MARGIN", "TUNE_FILE", "TuneChoice", "TunePoint",

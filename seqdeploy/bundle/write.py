@@ -22,6 +22,17 @@ from typing import Any, Mapping, Sequence, Union
 
 from seqdeploy.atomic import atomic_write_json, sha256_file
 from seqdeploy.errors import BundleError, InputFileNotFound, ModelLoadError
+from seqdeploy.layout import (
+    GOLDEN_FILES,
+    MODEL_ONNX,
+    QUANTIZE_FILE,
+    TRAIN_FILE,
+    TUNE_FILE,
+    read_quantize_record,
+    read_train_record,
+    read_tune_choices,
+    read_verify_record,
+)
 from seqdeploy.runtime.manifest import (
     DEFAULT_DOMAINS,
     ORT_FLOOR,
@@ -46,15 +57,6 @@ from seqdeploy.runtime.manifest import (
 
 
 # --------------------------------------------------------------------------- building
-
-
-def _read_json(path: Path, what: str) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputFileNotFound(f"{path} does not exist ({what}); run the stage that writes it first") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BundleError(f"{path} is not valid JSON ({exc}); rerun the stage that writes it") from None
 
 
 def _load_onnx(path: Path) -> Any:
@@ -174,9 +176,7 @@ def _remove_stale_portables(run_dir: Path, artifacts: Sequence[Artifact]) -> Non
 def measured_settings(run_dir: Path, deployed_file: str) -> RuntimeSettings | None:
     """The session settings :func:`seqdeploy.bench.tune.tune_bundle` chose per batch size for the deployed artifact
     (``tune.json``), while the artifact's sha256 matches the tuned one; else None (the runtime's defaults)."""
-    from seqdeploy.bench.tune import TUNE_FILE, read_choices
-
-    got = read_choices(run_dir, deployed_file)
+    got = read_tune_choices(run_dir, deployed_file)
     if got is None:
         return None
     choices, _ = got
@@ -198,7 +198,7 @@ def refresh_bundle_manifest(run_dir: str | os.PathLike) -> Manifest | None:
     True
     """
     run_dir = Path(run_dir)
-    if not ((run_dir / "train.json").is_file() and (run_dir / "model.onnx").is_file()):
+    if not ((run_dir / TRAIN_FILE).is_file() and (run_dir / MODEL_ONNX).is_file()):
         return None
     return write_bundle_manifest(run_dir)
 
@@ -218,53 +218,35 @@ def write_bundle_manifest(run_dir: str | os.PathLike) -> Manifest:
     if not run_dir.is_dir():
         raise InputFileNotFound(f"run directory {run_dir} does not exist; run `seqdeploy train` and "
                                 f"`seqdeploy export` first (or check the run directory path)")
-    train = _read_json(run_dir / "train.json", "written by `seqdeploy train`")
-    if not isinstance(train, Mapping):
-        raise BundleError(f"{run_dir / 'train.json'}: expected a JSON object")
-    model_path = run_dir / "model.onnx"
+    train = read_train_record(run_dir)
+    model_path = run_dir / MODEL_ONNX
     base_model = _load_onnx(model_path)
     inputs = _tensor_infos(base_model, "inputs")
     outputs = _tensor_infos(base_model, "outputs")
 
-    artifacts = [_artifact(run_dir, "model.onnx", None, train)]
-    deploy = "model.onnx"
-    qpath = run_dir / "quantize.json"
-    if qpath.exists():
-        q = _read_json(qpath, "written by `seqdeploy quantize`")
-        cands = q.get("candidates") or [] if isinstance(q, Mapping) else []
-        for i, c in enumerate(cands):
-            if not isinstance(c, Mapping) or not isinstance(c.get("path", None), (str, type(None))):
-                raise BundleError(f"{qpath}: candidates[{i}] = {str(c)[:200]} (expected an object with a 'path' "
-                                  f"string, or null for a candidate whose file was not kept)")
-            rel = c.get("path")
-            if rel is None:
-                continue  # evaluated but not written (only the chosen candidate is kept)
-            rel = Path(rel).name if Path(rel).is_absolute() and Path(rel).parent.resolve() == run_dir.resolve() else rel
-            if rel == "model.onnx" or not (run_dir / rel).exists():
-                continue  # a rejected candidate whose file was not kept
-            artifacts.append(_artifact(run_dir, rel, c.get("recipe") if isinstance(c.get("recipe"), str) else None,
-                                       train))
-        chosen = q.get("chosen") if isinstance(q, Mapping) else None
-        if chosen:
-            chosen = Path(chosen).name if Path(chosen).is_absolute() else chosen
-            if chosen not in {a.file for a in artifacts}:
-                raise BundleError(f"{qpath}: chosen = {chosen!r} but that file is not in {run_dir} "
-                                  f"(have: {', '.join(a.file for a in artifacts)}); rerun `seqdeploy quantize`")
-            deploy = chosen
+    artifacts = [_artifact(run_dir, MODEL_ONNX, None, train)]
+    deploy = MODEL_ONNX
+    record = read_quantize_record(run_dir)
+    if record is not None:
+        for rel, recipe in record.kept:
+            if rel != MODEL_ONNX:  # candidates whose file was not kept are not in the record's kept list
+                artifacts.append(_artifact(run_dir, rel, recipe, train))
+        if record.named_chosen:
+            if record.named_chosen not in {a.file for a in artifacts}:
+                raise BundleError(f"{run_dir / QUANTIZE_FILE}: chosen = {record.named_chosen!r} but that file is not "
+                                  f"in {run_dir} (have: {', '.join(a.file for a in artifacts)}); rerun `seqdeploy quantize`")
+            deploy = record.named_chosen
 
     verification = None
-    vpath = run_dir / "verify.json"
-    if vpath.exists():
-        v = _read_json(vpath, "written by `seqdeploy verify`")
-        # Only a verification of the very bytes in this bundle counts (a re-export makes it stale).
-        verified = next((a for a in artifacts if isinstance(v, Mapping) and a.file == v.get("artifact")), None)
-        if verified is not None and v.get("onnx_sha256") == verified.sha256:
-            verification = Verification(bool(v.get("passed")), opt_float(v.get("max_abs_error")),
-                                        opt_float(v.get("label_agreement")))
+    v = read_verify_record(run_dir)
+    # Only a verification of the very bytes in this bundle counts (a re-export makes it stale).
+    verified = next((a for a in artifacts if v is not None and a.file == v.get("artifact")), None)
+    if verified is not None and v.get("onnx_sha256") == verified.sha256:
+        verification = Verification(bool(v.get("passed")), opt_float(v.get("max_abs_error")),
+                                    opt_float(v.get("label_agreement")))
 
     files = []
-    for name, role in (("golden.npz", "golden"), ("golden.json", "golden-json"),
-                       ("golden_portable.json", "golden-portable")):
+    for name, role in GOLDEN_FILES:
         p = run_dir / name
         if p.is_file():
             files.append(BundleFile(name, sha256_file(p), p.stat().st_size, role))

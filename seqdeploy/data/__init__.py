@@ -35,6 +35,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from seqdeploy.errors import DataError, InputFileNotFound
+from seqdeploy.layout import TRAIN_FILE
 from seqdeploy.preprocess import from_record
 from seqdeploy.spec import DataSpec, Spec
 
@@ -86,7 +87,7 @@ def load_run_splits(run_dir: str | Path) -> Splits:
     from seqdeploy.spec import load_spec
 
     run_dir = Path(run_dir)
-    info_path = run_dir / "train.json"
+    info_path = run_dir / TRAIN_FILE
     if not info_path.exists():
         raise InputFileNotFound(f"{run_dir}: no train.json; expected a run directory written by "
                                 "`seqdeploy train` (or pass the data explicitly)")

@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from seqdeploy import __version__
+from seqdeploy.layout import MODEL_KERAS, MODEL_ONNX, TRAIN_FILE, export_record_for
 from seqdeploy.atomic import atomic_path, atomic_write_json, sha256_file
 from seqdeploy.export.fixes import (  # noqa: F401 - re-exported: the public graph fixes live there
     _graphs,
@@ -198,8 +199,8 @@ def load_keras_model(path: str | Path, *, unsafe: bool = False):
     """
     path = Path(path)
     if path.is_dir():
-        if (path / "model.keras").is_file():
-            path = path / "model.keras"
+        if (path / MODEL_KERAS).is_file():
+            path = path / MODEL_KERAS
         else:
             raise InputFileNotFound(
                 f"{path}: directory without model.keras; expected a run directory written by "
@@ -391,7 +392,7 @@ def _resolve_source(source: str | Path) -> tuple[Path, Path | None]:
     """(model file, run directory or None)."""
     src = Path(source)
     if src.is_dir():
-        model_file = src / "model.keras"
+        model_file = src / MODEL_KERAS
         if not model_file.is_file():
             raise InputFileNotFound(
                 f"{src}: run directory without model.keras; expected the output directory of "
@@ -437,7 +438,7 @@ def _metadata(model_file: Path, run_dir: Path | None, opset: int) -> dict[str, s
         "tf2onnx_version": tf2onnx.__version__,
         "opset": str(opset),
     }
-    train_json = run_dir / "train.json" if run_dir else None
+    train_json = run_dir / TRAIN_FILE if run_dir else None
     if train_json is not None and train_json.is_file():
         try:
             info = json.loads(train_json.read_text("utf-8"))
@@ -499,14 +500,14 @@ def export_onnx(
     if out is not None:
         onnx_path = Path(out)
         if onnx_path.is_dir():
-            onnx_path = onnx_path / ("model.onnx" if run_dir else f"{model_file.stem}.onnx")
+            onnx_path = onnx_path / (MODEL_ONNX if run_dir else f"{model_file.stem}.onnx")
     elif run_dir is not None:
-        onnx_path = run_dir / "model.onnx"
+        onnx_path = run_dir / MODEL_ONNX
     else:
         onnx_path = model_file.with_suffix(".onnx")
     if onnx_path.suffix != ".onnx":
         raise ExportError(f"output path {onnx_path}: expected a path ending in .onnx (or an existing directory)")
-    report_path = onnx_path.with_name("export.json" if onnx_path.name == "model.onnx" else f"{onnx_path.stem}.export.json")
+    report_path = export_record_for(onnx_path)
 
     model = load_keras_model(model_file, unsafe=unsafe)
     refuse_lookup_layers(model)
@@ -539,7 +540,7 @@ def export_onnx(
         sha256=sha256_file(onnx_path),
     )
     atomic_write_json(report_path, result)
-    if run_dir is not None and onnx_path == run_dir / "model.onnx":
+    if run_dir is not None and onnx_path == run_dir / MODEL_ONNX:
         from seqdeploy.bundle.write import refresh_bundle_manifest
 
         refresh_bundle_manifest(run_dir)  # a run directory is a bundle: keep its manifest (and portable graphs) in step

@@ -16,6 +16,7 @@ import numpy as np
 
 from seqdeploy.atomic import atomic_path, atomic_write_json
 from seqdeploy.errors import InputFileNotFound, QuantizeError
+from seqdeploy.layout import MODEL_ONNX, QUANTIZE_FILE
 from seqdeploy.quantize.diagnose import diagnose_layers
 from seqdeploy.quantize.feeds import check_feeds, n_rows, run_batched, subset
 from seqdeploy.quantize.gating import (
@@ -220,14 +221,14 @@ def quantize_model(
         task=task, metric_name=metric_name_for(task), max_metric_drop=float(settings.max_metric_drop),
         metric_drop_definition=metric_drop_definition(task), mode=settings.mode, float32=float_report,
         candidates=tuple(candidates), skipped=tuple(skipped), summary=summary,
-        json_path=str(out_dir / "quantize.json") if write_json else None, warnings=tuple(warnings),
+        json_path=str(out_dir / QUANTIZE_FILE) if write_json else None, warnings=tuple(warnings),
     )
     if write_json:
         # Stale artifacts of other recipes would contradict quantize.json: list them, then remove them.
         stale = [out_dir / name for name in recipe_files().values() if name != result.chosen and (out_dir / name).exists()]
         removed = [p.name for p in stale]
         result = dataclasses.replace(result, removed_stale=tuple(removed))
-        atomic_write_json(out_dir / "quantize.json", result.to_json())
+        atomic_write_json(out_dir / QUANTIZE_FILE, result.to_json())
         for p in stale:
             p.unlink(missing_ok=True)
     return result
@@ -242,7 +243,7 @@ def quantize_run(run_dir: str | os.PathLike, settings: QuantizeSettings = Quanti
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise InputFileNotFound(f"{run_dir}: no such run directory (expected the output of `seqdeploy train` + `seqdeploy export`)")
-    model_path = run_dir / "model.onnx"
+    model_path = run_dir / MODEL_ONNX
     if not model_path.exists():
         raise InputFileNotFound(f"{model_path}: missing (expected the float32 export); run `seqdeploy export {run_dir}` first")
     from seqdeploy.data import load_run_splits  # lazy: data pulls in the toolchain

@@ -1,15 +1,21 @@
-"""QuantizeSettings: everything ``quantize_model`` needs besides data, and the checks the recipe settings share."""
+"""QuantizeSettings: everything ``quantize_model`` needs besides data, and the checks the recipe settings share.
+
+The recipe-specific parts come from the recipe registry (:mod:`seqdeploy.quantize.recipes`): the
+modes ``mode`` accepts, and one keyword per recipe (its ``override_field``: ``static=``, ``dynamic=``,
+``qgemm=``, ``fp16=`` for the built-in ones) that takes a full settings object for that recipe, read
+back as ``settings.<field>`` or ``settings.<field>_settings()``. A new recipe file gets all three.
+"""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any, Literal
+from dataclasses import dataclass, fields
+from typing import Any, Callable, Literal, Mapping
 
 from seqdeploy.errors import QuantizeError
 
 Task = Literal["binary", "multiclass", "regression"]
-Mode = Literal["auto", "dynamic", "static", "qgemm", "fp16"]
+Mode = str  # "auto" or a registered recipe's mode (modes())
 CalibrationMethodName = Literal["minmax", "entropy", "percentile"]
 QuantTypeName = Literal["int8", "uint8"]
 
@@ -19,19 +25,19 @@ QUANT_TYPES: tuple[str, ...] = ("int8", "uint8")
 RecipeSettings = Any  # the settings dataclass of a recipe (seqdeploy.quantize.recipes)
 
 
-def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise QuantizeError(f"{name} = {value!r} (expected one of {', '.join(choices)}); pick one of those")
 
 
-def _check_nodes(name: str, nodes: Any) -> None:
+def check_nodes(name: str, nodes: Any) -> None:
     if not isinstance(nodes, tuple) or not all(isinstance(n, str) for n in nodes):
         raise QuantizeError(f"{name} = {nodes!r} (expected a tuple of node-name strings); pass e.g. ('dense/MatMul',)")
 
 
-def _check_calibration(settings: Any) -> None:
+def check_calibration(settings: Any) -> None:
     """The calibration fields the static recipes share: method, sample and batch counts, percentile."""
-    _check_choice("calibration_method", settings.calibration_method, CALIBRATION_METHODS)
+    check_choice("calibration_method", settings.calibration_method, CALIBRATION_METHODS)
     for name in ("calibration_samples", "calibration_batch_size"):
         value = getattr(settings, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -39,6 +45,9 @@ def _check_calibration(settings: Any) -> None:
     p = settings.percentile
     if not (isinstance(p, (int, float)) and 50.0 < float(p) <= 100.0):
         raise QuantizeError(f"percentile = {p!r} (expected 50 < p <= 100); e.g. 99.999")
+
+
+_check_choice, _check_nodes, _check_calibration = check_choice, check_nodes, check_calibration  # names inside this package
 
 
 def modes() -> tuple[str, ...]:
@@ -57,8 +66,9 @@ class QuantizeSettings:
     """Everything ``quantize_model`` needs besides data.
 
     ``calibration_samples``, ``calibration_method`` and ``per_channel`` fill the
-    recipe settings unless a full recipe object (``static=``, ``dynamic=``,
-    ``qgemm=``, ``fp16=``: the recipes' ``override_field``) is given. ``per_channel=None`` keeps each recipe's default
+    recipe settings unless a full settings object is given for a recipe: by its keyword (the recipe's
+    ``override_field``: ``static=``, ``dynamic=``, ``qgemm=``, ``fp16=``, and that of any recipe added
+    later) or in ``overrides`` (recipe name -> settings object). ``per_channel=None`` keeps each recipe's default
     (static: per channel, dynamic: per tensor; qgemm is always per tensor).
 
     ``min_speedup`` is the smallest accepted gain (0.05 = 5 % faster);
@@ -87,10 +97,8 @@ class QuantizeSettings:
     exclude_worst_layers: int = 2
     diagnosis_samples: int = 64
     seed: int = 0
-    static: Any = None  # StaticInt8Settings | None
-    dynamic: Any = None  # DynamicInt8Settings | None
-    qgemm: Any = None  # QGemmInt8Settings | None
-    fp16: Any = None  # Float16Settings | None
+    #: (recipe name, full settings object) of each recipe given one, in registry order (a mapping is accepted)
+    overrides: Any = ()
 
     def __post_init__(self) -> None:
         _check_choice("mode", self.mode, modes())
@@ -118,22 +126,31 @@ class QuantizeSettings:
             raise QuantizeError(f"intra_op_num_threads = {self.intra_op_num_threads!r} (expected None for the onnxruntime default, or an integer >= 1)")
         from seqdeploy.quantize.recipes import recipes
 
-        for r in recipes().values():
-            value = getattr(self, r.override_field) if r.override_field else None
+        known = recipes()
+        given = _as_dict(self.overrides)
+        for name, value in given.items():
+            r = known.get(name)
+            if r is None:
+                raise QuantizeError(f"overrides[{name!r}] (expected a recipe name: one of {', '.join(known)})")
             if value is not None and not isinstance(value, r.settings_type):
-                raise QuantizeError(f"{r.override_field} = {value!r} (expected a {r.settings_type.__name__} or None)")
+                field = r.override_field or f"overrides[{name!r}]"
+                raise QuantizeError(f"{field} = {value!r} (expected a {r.settings_type.__name__} or None)")
+        object.__setattr__(self, "overrides", tuple((n, given[n]) for n in known if given.get(n) is not None))
 
-    def static_settings(self) -> "RecipeSettings":
-        return self.recipe_settings("int8-static")
+    def override(self, recipe: str) -> "RecipeSettings | None":
+        """The full settings object given for ``recipe`` (None: its defaults are filled from these settings)."""
+        return dict(self.overrides).get(recipe)
 
-    def dynamic_settings(self) -> "RecipeSettings":
-        return self.recipe_settings("int8-dynamic")
-
-    def qgemm_settings(self) -> "RecipeSettings":
-        return self.recipe_settings("int8-qgemm")
-
-    def fp16_settings(self) -> "RecipeSettings":
-        return self.recipe_settings("fp16")
+    def __getattr__(self, name: str) -> Any:
+        # settings.<override_field> and settings.<override_field>_settings() of every registered recipe
+        if name.startswith("_"):
+            raise AttributeError(name)
+        recipe = _recipe_by_field(name.removesuffix("_settings"))
+        if recipe is None:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        if name.endswith("_settings"):
+            return lambda: self.recipe_settings(recipe)
+        return self.override(recipe)
 
     def effective_reduce_range(self) -> bool:
         """``reduce_range`` as given, else :func:`default_reduce_range` for this CPU."""
@@ -144,6 +161,40 @@ class QuantizeSettings:
         from seqdeploy.quantize.recipes import get_recipe
 
         return get_recipe(recipe).settings_for(self)
+
+
+def _as_dict(overrides: Any) -> dict[str, Any]:
+    return dict(overrides.items() if isinstance(overrides, Mapping) else overrides or ())
+
+
+def _recipe_by_field(field: str) -> str | None:
+    """The name of the recipe whose ``override_field`` is ``field``."""
+    from seqdeploy.quantize.recipes import recipes
+
+    return next((name for name, r in recipes().items() if r.override_field and r.override_field == field), None)
+
+
+_FIELDS = frozenset(f.name for f in fields(QuantizeSettings))
+_dataclass_init: Callable[..., None] = QuantizeSettings.__init__
+
+
+def _init(self: QuantizeSettings, *args: Any, **kwargs: Any) -> None:
+    """The dataclass's ``__init__``, plus one keyword per registered recipe (its ``override_field``)."""
+    extra = {k: kwargs.pop(k) for k in list(kwargs) if k not in _FIELDS}
+    if extra:
+        given = _as_dict(kwargs.get("overrides", ()))
+        for key, value in extra.items():
+            recipe = _recipe_by_field(key)
+            if recipe is None:
+                raise TypeError(f"QuantizeSettings() got an unexpected keyword argument {key!r}")
+            if value is not None:
+                given[recipe] = value
+        kwargs["overrides"] = given
+    _dataclass_init(self, *args, **kwargs)
+
+
+_init.__doc__ = _dataclass_init.__doc__
+QuantizeSettings.__init__ = _init  # type: ignore[method-assign]
 
 
 def default_reduce_range(cpuinfo: str | None = None) -> bool:
@@ -191,5 +242,5 @@ def default_pad_input_channels(cpuinfo: str | None = None) -> bool:
     return bool(flags.get("avx512_vnni") or flags.get("avx_vnni") or flags.get("amx_int8"))
 
 
-__all__ = ["CALIBRATION_METHODS", "QUANT_TYPES", "TASKS", "QuantizeSettings", "default_pad_input_channels",
-           "default_reduce_range", "modes"]
+__all__ = ["CALIBRATION_METHODS", "QUANT_TYPES", "TASKS", "QuantizeSettings", "check_calibration", "check_choice",
+           "check_nodes", "default_pad_input_channels", "default_reduce_range", "modes"]

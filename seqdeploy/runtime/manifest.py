@@ -34,6 +34,7 @@ from typing import Any, Mapping, Union
 from seqdeploy import __version__
 from seqdeploy.atomic import sha256_file
 from seqdeploy.errors import BundleError, InputFileNotFound, InputValidationError, IntegrityError
+from seqdeploy.layout import BENCH_FILE, MANIFEST_FILE, TUNE_FILE
 from seqdeploy.runtime.session import SessionSettings
 from seqdeploy.preprocess import (  # noqa: F401  (re-exported: the kinds are part of the manifest's schema)
     NoPreprocessing,
@@ -46,7 +47,7 @@ from seqdeploy.preprocess import (  # noqa: F401  (re-exported: the kinds are pa
 )
 
 SCHEMA_VERSION = 2
-MANIFEST_NAME = "manifest.json"
+MANIFEST_NAME = MANIFEST_FILE
 TASKS = ("binary", "multiclass", "regression")
 
 # Lowest onnxruntime release implementing each ai.onnx opset (onnxruntime docs, "Compatibility").
@@ -133,7 +134,7 @@ class RuntimeSettings:
 
     threads: tuple[tuple[int, int], ...]  # (batch size, threads), ascending batch
     p50_us: tuple[tuple[int, float], ...] = ()  # (batch size, the chosen configuration's p50)
-    source: str = "tune.json"
+    source: str = TUNE_FILE
     sessions: tuple[tuple[int, SessionSettings], ...] = ()  # (batch size, chosen settings), ascending batch
     plain_best_p50_us: tuple[tuple[int, float], ...] = ()
 
@@ -406,7 +407,7 @@ def _parse_runtime_settings(d: Any) -> RuntimeSettings | None:
         return tuple((int(b), float(v)) for b, v in d.get(key) or () if isinstance(v, (int, float)))
 
     return RuntimeSettings(tuple(sorted((int(b), int(t)) for b, t in pairs)), numbers("p50_us"),
-                           str(d.get("source", "bench.json")), tuple(sorted(sessions, key=lambda x: x[0])),
+                           str(d.get("source", BENCH_FILE)), tuple(sorted(sessions, key=lambda x: x[0])),
                            numbers("plain_best_p50_us"))
 
 

@@ -34,7 +34,7 @@ from typing import Any, Sequence
 from seqdeploy.errors import BundleError, IntegrityError, UsageError
 from seqdeploy.targets import register
 
-__all__ = ["TritonTensor", "TritonExport", "write_triton_repository", "config_pbtxt", "TRITON_TYPES"]
+__all__ = ["TritonTensor", "TritonExport", "write_triton_repository", "config_pbtxt", "describe", "TRITON_TYPES"]
 
 TRITON_TYPES = {
     "tensor(float)": "TYPE_FP32", "tensor(double)": "TYPE_FP64", "tensor(float16)": "TYPE_FP16",
@@ -43,6 +43,8 @@ TRITON_TYPES = {
     "tensor(int64)": "TYPE_INT64", "tensor(uint8)": "TYPE_UINT8", "tensor(uint16)": "TYPE_UINT16",
     "tensor(uint32)": "TYPE_UINT32", "tensor(uint64)": "TYPE_UINT64", "tensor(string)": "TYPE_STRING",
 }
+#: the model file in a version directory (the onnxruntime backend's default_model_filename)
+MODEL_FILE = "model.onnx"
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
 
@@ -95,7 +97,7 @@ def _is_batched(nodes: Sequence[Any]) -> bool:
 
 
 def config_pbtxt(name: str, inputs: Sequence[TritonTensor], outputs: Sequence[TritonTensor], max_batch_size: int,
-                 max_queue_delay_us: int = 1000, instances: int = 1, model_file: str = "model.onnx",
+                 max_queue_delay_us: int = 1000, instances: int = 1, model_file: str = MODEL_FILE,
                  threads: int | None = None) -> str:
     """The text-format ``ModelConfig`` for the onnxruntime backend (``threads``: the backend's intra-op thread
     count per instance, with one inter-op thread; None leaves the backend's default)."""
@@ -122,7 +124,21 @@ def config_pbtxt(name: str, inputs: Sequence[TritonTensor], outputs: Sequence[Tr
     return "\n".join(parts) + "\n"
 
 
-@register("triton", "Triton Inference Server model repository (config.pbtxt + <version>/model.onnx, onnxruntime backend)")
+def describe(result: TritonExport) -> list[str]:
+    """What the command line prints for a written repository: the two files, then every tensor."""
+    kind = "portable graph (raw inputs)" if result.portable else "model-ready graph"
+    lines = [f"Triton model {result.model_name}: {result.config_path} + {result.model_path} ({result.source}, {kind}; "
+             f"backend onnxruntime, max_batch_size {result.max_batch_size})"]
+    for role, tensors in (("input", result.inputs), ("output", result.outputs)):
+        for t in tensors:
+            reshape = f" reshape {list(t.reshape)}" if t.reshape is not None else ""
+            lines.append(f"  {role} {t.name}: {t.data_type} dims {list(t.dims)}{reshape}")
+    return lines
+
+
+@register("triton", "Triton Inference Server model repository (config.pbtxt + <version>/model.onnx, onnxruntime backend)",
+          option_help="Write the bundle as a Triton model repository into this directory (exports ONNX first only if "
+                      "the run has no manifest yet).", describe=describe)
 def write_triton_repository(bundle: str | os.PathLike, repository: str | os.PathLike, *, model_name: str | None = None,
                             version: int = 1, max_batch_size: int = 64, max_queue_delay_us: int = 1000,
                             instances: int = 1) -> TritonExport:
@@ -163,7 +179,7 @@ def write_triton_repository(bundle: str | os.PathLike, repository: str | os.Path
     if repo.exists() and not repo.is_dir():
         raise UsageError(f"{repo} exists and is not a directory (expected a Triton model repository directory)")
     model_dir = repo / name
-    model_path = model_dir / str(version) / "model.onnx"
+    model_path = model_dir / str(version) / MODEL_FILE
     model_path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(model_path, data)
     config_path = atomic_write_text(model_dir / "config.pbtxt",

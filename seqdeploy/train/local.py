@@ -25,6 +25,7 @@ from seqdeploy import __version__
 from seqdeploy.atomic import atomic_path, atomic_write_bytes, atomic_write_json
 from seqdeploy.data import Splits, load_spec_splits
 from seqdeploy.errors import SpecError, TrainError, first_line
+from seqdeploy.layout import MODEL_KERAS, TRAIN_FILE
 from seqdeploy.spec import LayerSpec, Spec, load_spec
 
 EpochCallback = Callable[[int, int, Mapping[str, float]], None]
@@ -125,10 +126,10 @@ def train_spec(spec: Spec, *, out: str | Path | None = None, on_epoch: EpochCall
     # Everything is known to work: only now touch the run directory.
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(run_dir / info["spec_file"], spec.path.read_bytes())
-    with atomic_path(run_dir / "model.keras") as tmp:
+    with atomic_path(run_dir / MODEL_KERAS) as tmp:
         model.save(tmp)
-    atomic_write_json(run_dir / "train.json", info)
-    return TrainResult(run_dir=run_dir, spec_name=spec.name, task=splits.task, model_path=run_dir / "model.keras",
+    atomic_write_json(run_dir / TRAIN_FILE, info)
+    return TrainResult(run_dir=run_dir, spec_name=spec.name, task=splits.task, model_path=run_dir / MODEL_KERAS,
                        test_metrics=test_metrics, history=history, epochs_run=info["epochs_run"],
                        epochs_requested=spec.fit.epochs, seconds=seconds, parameters=info["parameters"],
                        data_fingerprint=splits.fingerprint, n_train=info["data"]["n_train"],

@@ -39,6 +39,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from seqdeploy.atomic import atomic_path, atomic_write_json, sha256_file
+from seqdeploy.layout import GOLDEN_JSON, GOLDEN_NPZ, MODEL_KERAS, MODEL_ONNX, VERIFY_FILE
 from seqdeploy.bench.runners.keras import KerasRunner
 from seqdeploy.bench.runners.onnxruntime import OrtRunner
 from seqdeploy.errors import CheckFailed, InputFileNotFound, VerifyInputError, first_line
@@ -138,13 +139,14 @@ def verify_run(run_dir: str | Path, *, onnx_path: str | Path | None = None, atol
     """Verify a run directory's ONNX artifact against its Keras model on the run's data.
 
     Writes ``verify.json`` and ``golden.npz`` / ``golden.json`` into the run
-    directory. Raises :class:`CheckFailed` (exit 1) when parity fails.
+    directory. Raises :class:`CheckFailed` (exit 1) when parity fails. A check only: the bundle's
+    manifest is the caller's to refresh (:func:`seqdeploy.bundle.write.refresh_bundle_manifest`).
     """
     from seqdeploy.data import load_run_splits
 
     run_dir = Path(run_dir)
-    keras_path = run_dir / "model.keras"
-    onnx_file = Path(onnx_path) if onnx_path is not None else run_dir / "model.onnx"
+    keras_path = run_dir / MODEL_KERAS
+    onnx_file = Path(onnx_path) if onnx_path is not None else run_dir / MODEL_ONNX
     for p, hint in ((keras_path, "run `seqdeploy train` first"), (onnx_file, "run `seqdeploy export` first")):
         if not p.exists():
             raise InputFileNotFound(f"{p} does not exist; {hint}")
@@ -153,8 +155,7 @@ def verify_run(run_dir: str | Path, *, onnx_path: str | Path | None = None, atol
     result = verify_models(keras_path, onnx_file, real_inputs=splits.x_test, train_inputs=splits.x_train,
                            task=splits.task, atol=atol, rtol=rtol, per_output=per_output, samples=samples,
                            unsafe=unsafe, out_dir=run_dir if write else None, golden_raw=golden_raw,
-                           vocabulary_size=len(splits.preprocessing.get("vocabulary", [])) or None,
-                           refresh_bundle=False)  # refreshed once the deployment graph is checked too
+                           vocabulary_size=len(splits.preprocessing.get("vocabulary", [])) or None)
     return _verify_portable(run_dir, onnx_file, splits, result, unsafe=unsafe, write=write)
 
 
@@ -165,7 +166,7 @@ def _verify_portable(run_dir: Path, onnx_file: Path, splits: Any, result: Verify
     from seqdeploy.verify.portable import check_portable
     from seqdeploy.preprocess import from_record
 
-    check = check_portable(run_dir, onnx_file, load_keras_model(run_dir / "model.keras", unsafe=unsafe),
+    check = check_portable(run_dir, onnx_file, load_keras_model(run_dir / MODEL_KERAS, unsafe=unsafe),
                            splits.raw_test, from_record(splits.preprocessing, "train.json preprocessing"),
                            splits.task, splits.labels, quantized=result.artifact_precision != "float32",
                            write_golden=write, rows=max(result.samples, 1),
@@ -176,10 +177,6 @@ def _verify_portable(run_dir: Path, onnx_file: Path, splits: Any, result: Verify
                                  failures=result.failures + failures)
     if write and result.report_path is not None:
         atomic_write_json(result.report_path, verify_summary(result) | {"details": result})
-    if write and not failures:
-        from seqdeploy.bundle.write import refresh_bundle_manifest
-
-        refresh_bundle_manifest(run_dir)  # the bundle carries the verification and the golden files
     if failures:
         raise CheckFailed(f"the deployment graph differs from Keras on raw inputs ({failures[0]})", result)
     return result
@@ -190,7 +187,7 @@ def verify_models(keras_path: str | Path, onnx_path: str | Path, *, real_inputs:
                   rtol: float | None = None, per_output: Mapping[str, Tolerance] | None = None,
                   samples: int = 200, unsafe: bool = False, out_dir: str | Path | None = None,
                   golden_raw: np.ndarray | None = None, vocabulary_size: int | None = None,
-                  training_batch: int = 32, refresh_bundle: bool = True) -> VerifyResult:
+                  training_batch: int = 32) -> VerifyResult:
     """Compare a Keras model file with an ONNX file on real, random and edge-case feeds.
 
     ``real_inputs`` are model-ready samples (already preprocessed). When
@@ -303,17 +300,13 @@ def verify_models(keras_path: str | Path, onnx_path: str | Path, *, real_inputs:
 
     if out_dir is not None:
         out_dir = Path(out_dir)
-        report_path = out_dir / "verify.json"
+        report_path = out_dir / VERIFY_FILE
         golden_path = None
         if passed and real_inputs is not None:
             golden_path = write_golden(out_dir, feed_name, real_inputs[:GOLDEN_SAMPLES], keras_rt,
                                        golden_raw if golden_raw is not None else real_inputs[:GOLDEN_SAMPLES])
         result = dataclasses.replace(result, report_path=report_path, golden_path=golden_path)
         atomic_write_json(report_path, verify_summary(result) | {"details": result})
-        if refresh_bundle:  # a report written into a bundle must leave it loadable (its manifest lists every file)
-            from seqdeploy.bundle.write import refresh_bundle_manifest
-
-            refresh_bundle_manifest(out_dir)
     if not passed:
         worst = max(reports, key=lambda r: r.max_abs_error, default=None)
         head = (f"{worst.name}: max abs error {worst.max_abs_error:.3g} > atol {worst.atol:g}"
@@ -337,13 +330,13 @@ def write_golden(out_dir: Path, feed_name: str, inputs: np.ndarray, runner: Kera
     outputs = runner.infer_named({feed_name: inputs})
     arrays = {"raw": np.asarray(raw), f"input__{feed_name}": inputs}
     arrays.update({f"output__{k}": np.asarray(v) for k, v in outputs.items()})
-    path = out_dir / "golden.npz"
+    path = out_dir / GOLDEN_NPZ
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
             np.savez(fh, **arrays)
     as_json = {k: {"dtype": str(v.dtype) if v.dtype.kind != "U" else "string", "shape": list(v.shape),
                    "data": v.tolist()} for k, v in arrays.items()}
-    atomic_write_json(out_dir / "golden.json", as_json)
+    atomic_write_json(out_dir / GOLDEN_JSON, as_json)
     return path
 
 

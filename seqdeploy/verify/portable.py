@@ -19,9 +19,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from seqdeploy.layout import GOLDEN_PORTABLE
 from seqdeploy.preprocess import Kind, Tokenize, task_outputs
 
-GOLDEN_PORTABLE = "golden_portable.json"
 GOLDEN_ROWS = 8
 
 #: strings that have broken tokenizers elsewhere: every one must give the Python tokenizer's ids exactly

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 from pathlib import Path
-from typing import Optional
+from typing import Any, Callable, Optional
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
 from seqdeploy.app.cli import JSON_OPTION, app, console, emit_json, handle_errors
+from seqdeploy.layout import MANIFEST_FILE
 
 
 def render_export(result) -> None:
@@ -36,30 +39,68 @@ def render_export(result) -> None:
     console.print(f"report: {result.report_path}")
 
 
-@app.command("export")
 def export(
     source: Path = typer.Argument(..., help="Run directory (model.keras + train.json), or a .keras / .h5 model file."),
-    onnx: bool = typer.Option(True, "--onnx", help="Export to ONNX (the only target today, and the default)."),
+    onnx: bool = typer.Option(True, "--onnx", help="Export to ONNX (the only model format today, and the default)."),
     opset: Optional[int] = typer.Option(None, "--opset", help="ONNX opset (default 17; supported 13-18)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output .onnx path (default RUN_DIR/model.onnx or MODEL.onnx)."),
     unsafe: bool = typer.Option(False, "--unsafe", help="Allow Lambda/custom layers (Keras safe_mode=False: runs their code)."),
-    triton: Optional[Path] = typer.Option(None, "--triton", help="Write the bundle as a Triton model repository into this directory (exports ONNX first only if the run has no manifest yet)."),
     as_json: bool = JSON_OPTION,
+    **destinations: Optional[Path],  # one `--<target> DIR` per output target (seqdeploy.targets), added below
 ) -> None:
     """Convert a Keras model to ONNX (dynamic batch axis `batch`, native recurrent ops)."""
     with handle_errors(as_json=as_json):
-        if triton is not None and (source / "manifest.json").is_file():
-            from seqdeploy.app.commands._triton import write_and_render
-
-            return write_and_render(source, triton, as_json)
+        wanted = {name: d for name, d in destinations.items() if d is not None}
+        if wanted and (source / MANIFEST_FILE).is_file():
+            return _write_targets(source, wanted, as_json)
         from seqdeploy.export.convert import export_onnx
 
         result = export_onnx(source, out=out, opset=opset, unsafe=unsafe)  # refreshes a run directory's manifest
-        if triton is not None:
-            from seqdeploy.app.commands._triton import write_and_render
-
-            return write_and_render(source, triton, as_json)
+        if wanted:
+            return _write_targets(source, wanted, as_json)
         if as_json:
             emit_json(result)
         else:
             render_export(result)
+
+
+def _write_targets(bundle: Path, destinations: dict[str, Path], as_json: bool) -> None:
+    """Write the bundle to every requested output target; print each result (one JSON object for one target)."""
+    from seqdeploy.targets import get_target
+
+    results = {}
+    for name, destination in destinations.items():
+        target = get_target(name)
+        results[name] = result = target.write(bundle, destination)
+        if not as_json:
+            for line in target.describe_result(result):
+                console.print(escape(line), soft_wrap=True)
+    if as_json:
+        emit_json(next(iter(results.values())) if len(results) == 1 else results)
+
+
+def with_target_options(fn: Callable[..., None]) -> Callable[..., None]:
+    """``fn`` with one ``--<name> DIR`` option per registered output target before ``--json`` (typer reads the
+    signature), so adding a target module adds its option."""
+    from seqdeploy.targets import available_targets
+
+    sig = inspect.signature(fn, eval_str=True)
+    fixed = [p for p in sig.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    extra = [inspect.Parameter(name.replace("-", "_"), inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                               default=typer.Option(None, f"--{name}", metavar="DIR", help=t.option_help),
+                               annotation=Optional[Path])
+             for name, t in available_targets().items()]
+    params = fixed[:-1] + extra + fixed[-1:]  # --json stays last
+
+    @functools.wraps(fn)
+    def command(**kwargs: Any) -> None:
+        names = {name.replace("-", "_"): name for name in available_targets()}
+        fn(**{k: v for k, v in kwargs.items() if k not in names}, **{names[k]: v for k, v in kwargs.items() if k in names})
+
+    command.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in params} | {"return": None}
+    del command.__wrapped__  # typer must read the signature above, not fn's
+    return command
+
+
+app.command("export")(with_target_options(export))

@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 from rich.table import Table
+from typer.core import TyperCommand
 
 from seqdeploy.app.cli import JSON_OPTION, app, console, emit_json, handle_errors
 
@@ -55,17 +56,37 @@ def render_quantize(result) -> None:
 
 def _update_manifest(run_dir: Path) -> str | None:
     """The note for a bundle's manifest (quantize_run refreshes it itself)."""
-    return f"updated {run_dir / 'manifest.json'}" if (run_dir / "manifest.json").is_file() else None
+    from seqdeploy.layout import MANIFEST_FILE
+
+    return f"updated {run_dir / MANIFEST_FILE}" if (run_dir / MANIFEST_FILE).is_file() else None
 
 
-@app.command()
+class QuantizeCommand(TyperCommand):
+    """``seqdeploy quantize``: the recipe-dependent help texts come from the recipe registry, read only
+    when the help is shown (the registry imports the quantizer)."""
+
+    def format_help(self, ctx, formatter):
+        from seqdeploy.quantize.recipes import recipes
+
+        rs = list(recipes().values())
+        texts = {
+            "mode": f"auto (every recipe that fits the op mix) or one recipe's mode: {', '.join(r.mode for r in rs)}.",
+            "calibration_samples": "Training rows used to calibrate ("
+                                   + ", ".join(r.mode for r in rs if r.needs_calibration) + ").",
+        }
+        for param in self.params:
+            param.help = texts.get(param.name, param.help)
+        return super().format_help(ctx, formatter)
+
+
+@app.command(cls=QuantizeCommand)
 def quantize(
     run_dir: Path = typer.Argument(..., help="Run directory holding model.onnx (from `seqdeploy export`)."),
-    mode: str = typer.Option("auto", "--mode", help="auto (every recipe that fits the op mix) or one recipe's mode: static, dynamic, qgemm, fp16."),
+    mode: str = typer.Option("auto", "--mode", help="auto (every recipe that fits the op mix) or one recipe's mode."),
     max_metric_drop: float = typer.Option(0.01, "--max-metric-drop", help="Accuracy drop in absolute points (0.01 = 1 point), or relative MAE increase for regression."),
-    calibration_samples: int = typer.Option(256, "--calibration-samples", help="Training rows used to calibrate static int8 (static, qgemm)."),
+    calibration_samples: int = typer.Option(256, "--calibration-samples", help="Training rows used to calibrate the recipes that need calibration."),
     calibration_method: str = typer.Option("minmax", "--calibration-method", help="minmax | entropy | percentile."),
-    per_channel: Optional[bool] = typer.Option(None, "--per-channel/--no-per-channel", help="Per-channel weight scales (default: static yes, dynamic no; qgemm is always per tensor).", show_default=False),
+    per_channel: Optional[bool] = typer.Option(None, "--per-channel/--no-per-channel", help="Per-channel weight scales (default: each recipe's own; see QuantizeSettings).", show_default=False),
     reduce_range: Optional[bool] = typer.Option(None, "--reduce-range/--no-reduce-range", help="7-bit weights (default: on for x86 CPUs without VNNI, where 8-bit int8 kernels saturate).", show_default=False),
     as_json: bool = JSON_OPTION,
 ) -> None:
@@ -75,6 +96,7 @@ def quantize(
     1 when an explicit --mode's candidate fails the gate; 2 on bad input.
     """
     from seqdeploy.errors import CheckFailed
+    from seqdeploy.layout import MODEL_ONNX
     from seqdeploy.quantize import QuantizeSettings, quantize_run
 
     with handle_errors(as_json=as_json, on_check_failed=render_quantize):
@@ -84,7 +106,7 @@ def quantize(
         if as_json:
             result = quantize_run(run_dir, settings)
         else:
-            with console.status(f"quantizing {run_dir / 'model.onnx'} ({mode}): building and timing candidates"):
+            with console.status(f"quantizing {run_dir / MODEL_ONNX} ({mode}): building and timing candidates"):
                 result = quantize_run(run_dir, settings)
         note = _update_manifest(run_dir)
         if mode != "auto" and result.chosen is None:

@@ -60,6 +60,8 @@ def verify(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Check the ONNX artifact computes what the Keras model computes (exit 1 when it does not)."""
+    from seqdeploy.bundle.write import refresh_bundle_manifest
+    from seqdeploy.errors import CheckFailed
     from seqdeploy.verify.parity import Tolerance, load_inputs_file, parse_tolerances, verify_models, verify_run
 
     with handle_errors(as_json=as_json, on_check_failed=render_verify):
@@ -76,7 +78,8 @@ def verify(
             if keras is not None or data is not None:
                 raise UsageError("give either RUN_DIR or --keras/--onnx/--data, not both")
             result = verify_run(run_dir, onnx_path=onnx, atol=a_def, rtol=r_def, per_output=per,
-                                samples=samples, unsafe=unsafe)  # refreshes the bundle's manifest
+                                samples=samples, unsafe=unsafe)
+            refresh_bundle_manifest(run_dir)  # a bundle carries its verification and golden files
         else:
             if keras is None or onnx is None:
                 raise UsageError("verify needs RUN_DIR, or --keras MODEL.keras --onnx MODEL.onnx --data FILE")
@@ -84,8 +87,13 @@ def verify(
                 raise UsageError("verify outside a run directory needs --data FILE.npy|.npz|.csv with "
                                  "model-ready inputs (no data source otherwise)")
             out.mkdir(parents=True, exist_ok=True)
-            result = verify_models(keras, onnx, real_inputs=load_inputs_file(data), atol=a_def, rtol=r_def,
-                                   per_output=per, samples=samples, unsafe=unsafe, out_dir=out)
+            try:
+                result = verify_models(keras, onnx, real_inputs=load_inputs_file(data), atol=a_def, rtol=r_def,
+                                       per_output=per, samples=samples, unsafe=unsafe, out_dir=out)
+            except CheckFailed:
+                refresh_bundle_manifest(out)  # the report was written: a bundle must still list every file
+                raise
+            refresh_bundle_manifest(out)  # a report written into a bundle must leave it loadable
         if as_json:
             emit_json(result)
         else:

@@ -17,6 +17,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from seqdeploy.layout import MANIFEST_FILE
 from seqdeploy.bench.runners import BuildContext, Family, Reference, register
 from seqdeploy.errors import BenchError, InputValidationError
 from seqdeploy.runtime.session import ORT_TYPES, SessionSettings, make_session
@@ -220,7 +221,7 @@ class DeployedRunner(OrtRunner):
         rt = importlib.import_module("seqdeploy.runtime.predictor")
         why = None
         fast: Any = None
-        if self.bundle is not None and (self.bundle / "manifest.json").is_file():
+        if self.bundle is not None and (self.bundle / MANIFEST_FILE).is_file():
             try:
                 pred = rt.Predictor.from_bundle(self.bundle, artifact=self.path.name, threads=threads,
                                                 fastpath=self.fastpath)

@@ -7,7 +7,9 @@ how the generic :class:`~seqdeploy.quantize.settings.QuantizeSettings` fill it
 builds the quantized model (``build``; it raises :class:`RecipeDoesNotFit` when the graph turns out not to
 fit, which lists the recipe as skipped) and which ops the layer diagnosis may blame
 (``quantizable_ops``). Every module in this package is imported on first use, so adding a
-recipe is adding one file with a ``@register``ed class.
+recipe is adding one file with a ``@register``ed class: its precision becomes known
+(:func:`seqdeploy.precision.register_precision`), ``QuantizeSettings`` accepts its ``mode`` and a
+full settings object under its ``override_field``, and ``seqdeploy quantize --help`` lists it.
 
     >>> list(recipes())
     ['int8-static', 'int8-dynamic', 'int8-qgemm', 'fp16']
@@ -23,7 +25,7 @@ from typing import Any, ClassVar, Mapping
 import numpy as np
 
 from seqdeploy.errors import QuantizeError
-from seqdeploy.precision import Precision
+from seqdeploy.precision import Precision, register_precision
 from seqdeploy.registry import Registry
 
 
@@ -52,7 +54,7 @@ class Recipe:
 
     def settings_for(self, qs: Any) -> Any:
         """The settings from ``qs`` (a QuantizeSettings): its override object when given, else the defaults."""
-        given = getattr(qs, self.override_field) if self.override_field else None
+        given = qs.override(self.name)
         return given if given is not None else self.default_settings(qs)
 
     def default_settings(self, qs: Any) -> Any:
@@ -76,7 +78,8 @@ _RECIPES = _REGISTRY.entries
 
 
 def register(cls: type[Recipe]) -> type[Recipe]:
-    """Class decorator: add a recipe to the registry under its ``name``."""
+    """Class decorator: add a recipe to the registry under its ``name`` (and its precision to the known ones)."""
+    register_precision(cls.precision)
     _REGISTRY.add(cls.name, cls())
     return cls
 

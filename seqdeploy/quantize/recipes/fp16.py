@@ -10,7 +10,7 @@ import numpy as np
 
 from seqdeploy.precision import FP16
 from seqdeploy.quantize.recipes import Recipe, register
-from seqdeploy.quantize.settings import _check_nodes
+from seqdeploy.quantize.settings import check_nodes
 
 _NATIVE_FP16_FLAGS = frozenset({"avx512_fp16", "fphp", "asimdhp"})
 
@@ -29,8 +29,8 @@ class Float16Settings:
 
     def __post_init__(self) -> None:
         if self.op_block_list is not None:
-            _check_nodes("op_block_list", self.op_block_list)
-        _check_nodes("nodes_to_exclude", self.nodes_to_exclude)
+            check_nodes("op_block_list", self.op_block_list)
+        check_nodes("nodes_to_exclude", self.nodes_to_exclude)
 
 
 @register

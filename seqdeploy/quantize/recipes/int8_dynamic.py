@@ -12,7 +12,7 @@ from seqdeploy.errors import QuantizeError
 from seqdeploy.precision import INT8_DYNAMIC
 from seqdeploy.quantize.recipes import Recipe, register
 from seqdeploy.quantize.recipes._ops import CONV_OPS, MATMUL_OPS, RNN_OPS, qtype
-from seqdeploy.quantize.settings import QUANT_TYPES, QuantTypeName, _check_choice, _check_nodes
+from seqdeploy.quantize.settings import QUANT_TYPES, QuantTypeName, check_choice, check_nodes
 
 @dataclass(frozen=True)
 class DynamicInt8Settings:
@@ -32,9 +32,9 @@ class DynamicInt8Settings:
     nodes_to_exclude: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        _check_choice("weight_type", self.weight_type, QUANT_TYPES)
-        _check_nodes("op_types", self.op_types)
-        _check_nodes("nodes_to_exclude", self.nodes_to_exclude)
+        check_choice("weight_type", self.weight_type, QUANT_TYPES)
+        check_nodes("op_types", self.op_types)
+        check_nodes("nodes_to_exclude", self.nodes_to_exclude)
         if not self.op_types:
             raise QuantizeError("DynamicInt8Settings.op_types is empty (expected at least one op type); e.g. ('MatMul',)")
 

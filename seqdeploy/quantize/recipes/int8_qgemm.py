@@ -28,7 +28,7 @@ from seqdeploy.errors import QuantizeError
 from seqdeploy.precision import INT8_QGEMM
 from seqdeploy.quantize.recipes import Recipe, RecipeDoesNotFit, register
 from seqdeploy.quantize.recipes._ops import CONV_OPS, MATMUL_OPS, RNN_OPS
-from seqdeploy.quantize.settings import CalibrationMethodName, _check_calibration, _check_nodes
+from seqdeploy.quantize.settings import CalibrationMethodName, check_calibration, check_nodes
 
 
 @dataclass(frozen=True)
@@ -52,8 +52,8 @@ class QGemmInt8Settings:
     nodes_to_exclude: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        _check_calibration(self)
-        _check_nodes("nodes_to_exclude", self.nodes_to_exclude)
+        check_calibration(self)
+        check_nodes("nodes_to_exclude", self.nodes_to_exclude)
 
 
 def matmul_to_gemm(model: Any) -> tuple[Any, list[str]]:

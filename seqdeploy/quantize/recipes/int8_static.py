@@ -16,9 +16,9 @@ from seqdeploy.quantize.settings import (
     QUANT_TYPES,
     CalibrationMethodName,
     QuantTypeName,
-    _check_calibration,
-    _check_choice,
-    _check_nodes,
+    check_calibration,
+    check_choice,
+    check_nodes,
     default_pad_input_channels,
 )
 
@@ -106,12 +106,12 @@ class StaticInt8Settings:
     def __post_init__(self) -> None:
         if not isinstance(self.pad_input_channels, bool):
             raise QuantizeError(f"pad_input_channels = {self.pad_input_channels!r} (expected true or false)")
-        _check_calibration(self)
-        _check_choice("activation_type", self.activation_type, QUANT_TYPES)
-        _check_choice("weight_type", self.weight_type, QUANT_TYPES)
+        check_calibration(self)
+        check_choice("activation_type", self.activation_type, QUANT_TYPES)
+        check_choice("weight_type", self.weight_type, QUANT_TYPES)
         if self.op_types is not None:
-            _check_nodes("op_types", self.op_types)
-        _check_nodes("nodes_to_exclude", self.nodes_to_exclude)
+            check_nodes("op_types", self.op_types)
+        check_nodes("nodes_to_exclude", self.nodes_to_exclude)
 
 
 @register

@@ -29,6 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from seqdeploy.export.layers import NotNative  # noqa: F401 - raised here, re-exported for callers
+
 RECURRENT_CLASSES = ("LSTM", "GRU", "SimpleRNN")
 ONNX_OP = {"LSTM": "LSTM", "GRU": "GRU", "SimpleRNN": "RNN"}
 GATES = {"LSTM": 4, "GRU": 3, "SimpleRNN": 1}
@@ -45,10 +47,6 @@ _ACTIVATIONS: dict[str, tuple[str, float | None, float | None]] = {
     "softplus": ("Softplus", None, None),
     "elu": ("Elu", 1.0, None),
 }
-
-
-class NotNative(ValueError):
-    """This recurrent layer cannot be expressed as a native ONNX op (reason in the message)."""
 
 
 @dataclasses.dataclass(frozen=True)

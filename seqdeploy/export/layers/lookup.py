@@ -258,8 +258,15 @@ def encode(b: GraphBuilder, layer: Any, ids: str, weight: str | None, out: str) 
 
 
 def rows_2d(b: GraphBuilder, x: str) -> str:
-    """Reshape [B] to [B, 1] and keep [B, N]: the row layout of TensorFlow's bincount."""
-    return b.op("Reshape", [x, b.op("Concat", [b.dim(x, 0), b.const([-1], np.int64)], axis=0)])
+    """The row layout of TensorFlow's bincount: [N] -> [1, N] (one sample), [B, N] -> [B, N]."""
+    shape = b.op("Concat", [b.const([1], np.int64), b.op("Shape", [x])], axis=0)
+    return b.op("Reshape", [x, b.op("Slice", [shape, b.const([-2], np.int64), b.const([_INT64_MAX], np.int64)])])
+
+
+def unrow(b: GraphBuilder, counts: str, like: str, out: str) -> None:
+    """[R, depth] counts back to Keras's shape: [depth] for a vector input ``like``, [B, depth] otherwise."""
+    lead = b.op("Slice", [b.op("Shape", [like]), b.const([0], np.int64), b.const([-1], np.int64)])
+    b.op("Reshape", [counts, b.op("Concat", [lead, b.dim(counts, -1)], axis=0)], outputs=[out])
 
 
 def _build_index_lookup(layer: Any, input_name: str, output_name: str, opset: int) -> Fragment:
@@ -270,7 +277,9 @@ def _build_index_lookup(layer: Any, input_name: str, output_name: str, opset: in
     elif layer.output_mode == "one_hot":
         encode(b, layer, lookup_indices(b, layer, input_name), None, output_name)
     else:
-        encode(b, layer, lookup_indices(b, layer, rows_2d(b, input_name)), None, output_name)
+        encoded = b.name("encoded")
+        encode(b, layer, lookup_indices(b, layer, rows_2d(b, input_name)), None, encoded)
+        unrow(b, encoded, input_name, output_name)
     return b.fragment(output_dtype(layer))
 
 
@@ -318,3 +327,31 @@ def fragment_model(fragment: Fragment, inputs: dict, output_name: str):
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid(d, v) for d, v in fragment.opsets.items()])
     model.ir_version = 8
     return model
+
+
+def extensions_library_path() -> str:
+    """Path of the onnxruntime-extensions custom-op library, for ``SessionOptions.register_custom_ops_library``.
+
+    The library carries its own RE2; when TensorFlow is already loaded in the
+    process, the dynamic linker binds the library's RE2 calls to TensorFlow's
+    and the regex ops silently return their input unchanged. Importing it with
+    ``RTLD_DEEPBIND`` (Linux) keeps its own symbols first; this function does
+    that on the first import.
+    """
+    import os
+    import sys
+
+    if "onnxruntime_extensions" not in sys.modules:
+        flags = sys.getdlopenflags()
+        sys.setdlopenflags(os.RTLD_NOW | os.RTLD_LOCAL | getattr(os, "RTLD_DEEPBIND", 0))
+        try:
+            import onnxruntime_extensions  # noqa: F401
+        except ImportError:
+            raise UnsupportedLayerError(
+                "this model's string preprocessing runs as onnxruntime-extensions custom ops, which are not "
+                "installed; pip install onnxruntime-extensions (the seqdeploy 'strings' extra)") from None
+        finally:
+            sys.setdlopenflags(flags)
+    import onnxruntime_extensions
+
+    return onnxruntime_extensions.get_library_path()

@@ -9,32 +9,24 @@ How a model is converted
 ------------------------
 * Every model (Sequential, Functional with several inputs/outputs, nested
   models) is traced once as a whole and converted by tf2onnx
-  ``from_function`` (``from_keras`` fails on Keras 3), except that every
-  LSTM / GRU / SimpleRNN (plain, ``go_backwards``, ``Bidirectional``, masked
-  with any padding pattern) is cut out of the trace and emitted as a native
-  ONNX ``LSTM`` / ``GRU`` / ``RNN`` node (:mod:`seqdeploy.export.native`,
-  :mod:`seqdeploy.export.layers.recurrent_onnx`, :mod:`seqdeploy.export.layers.masks`). tf2onnx
-  alone would emit a slow, opaque ``Loop`` for GRU, SimpleRNN and every masked
-  recurrent layer. A recurrent layer that has no native form (e.g. an
-  unsupported activation) stays in the trace and the export warns about the
-  resulting ``Loop``.
+  ``from_function`` (``from_keras`` fails on Keras 3). The registered layer
+  converters (:mod:`seqdeploy.export.layers`, one module per layer family) take
+  over the layers they claim (:mod:`seqdeploy.export.native` cuts their calls
+  out of the trace and stitches their ONNX nodes back): every LSTM / GRU /
+  SimpleRNN (plain, ``go_backwards``, ``Bidirectional``, masked with any padding
+  pattern) becomes a native ONNX ``LSTM`` / ``GRU`` / ``RNN`` node (tf2onnx alone
+  would emit a slow, opaque ``Loop`` for GRU, SimpleRNN and every masked
+  recurrent layer; a recurrent layer that has no native form stays in the trace
+  and the export warns about the resulting ``Loop``); ``TimeDistributed`` is
+  folded into the batch axis; lookup-table preprocessing layers are refused.
 * Graph fixes (:mod:`seqdeploy.export.fixes`, re-exported here), each a small
   function: :func:`fix_erfc` (TF's exact GELU uses
   ``Erfc``, which is not an ONNX op), :func:`name_batch_axis` (tf2onnx names the
   dynamic batch ``unk__N``), :func:`rename_io` (names from the Keras model),
-  :func:`fold_time_distributed` (Keras unrolls ``TimeDistributed`` T times, or
-  uses ``vectorized_map``, which tf2onnx turns into a wrong Loop),
   :func:`check_opset_support` and :func:`check_runtime_loadable` (anything
   onnxruntime refuses is reported by layer name).
 
-Default opset: 17. tf2onnx 1.17 converts opsets up to 18
-(``tf2onnx.constants.OPSET_TO_IR_VERSION``); onnxruntime 1.32 loads and runs
-every opset in 13-18 (measured: a Bidirectional GRU + LayerNormalization + GELU
-model gives the same outputs at each). 17 is the newest opset that older
-deployed onnxruntime builds (>= 1.13) still load, without the opset-18
-signature changes of ``Reduce*``/``Split`` that some quantization and
-optimisation tools still trip over. Opset 13 is the floor: the graph pieces
-built here use the opset-13 forms (``ReduceSum``/``Unsqueeze`` axes as inputs).
+Opsets: :mod:`seqdeploy.export.opsets` (default 17, supported 13-18).
 """
 
 from __future__ import annotations
@@ -51,9 +43,6 @@ from typing import Any, Iterator
 from seqdeploy import __version__
 from seqdeploy.atomic import atomic_path, atomic_write_json, sha256_file
 from seqdeploy.export.fixes import (  # noqa: F401 - re-exported: the public graph fixes live there
-    _graphs,
-    _layer_of,
-    _unique,
     check_opset_support,
     check_runtime_loadable,
     GRAPH_FIXES,
@@ -61,11 +50,10 @@ from seqdeploy.export.fixes import (  # noqa: F401 - re-exported: the public gra
     fix_erfc,
     loop_and_contrib_warnings,
     name_batch_axis,
-    op_counts,
-    rename_io,
-    sanitize_name,
 )
-from seqdeploy.export.native import fold_time_distributed
+from seqdeploy.export.graph import layer_of, op_counts, rename_io, sanitize_name, unique_names
+from seqdeploy.export.layers.time_distributed import fold_time_distributed
+from seqdeploy.export.opsets import BATCH, DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, check_opset, extension_domains
 from seqdeploy import compat
 from seqdeploy.errors import (
     ExportError,
@@ -76,10 +64,6 @@ from seqdeploy.errors import (
     first_line,
 )
 
-DEFAULT_OPSET = 17
-MIN_OPSET = 13
-MAX_OPSET = 18
-BATCH = "batch"
 MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
 
 __all__ = [
@@ -132,10 +116,13 @@ class ExportResult:
     warnings: tuple[str, ...]
     notes: tuple[str, ...]
     native_recurrent: tuple[str, ...]
-    strategy: str  # "tf2onnx+native" (native recurrent ops stitched in) or "tf2onnx"
+    strategy: str  # "tf2onnx+native" (converters' native nodes stitched in) or "tf2onnx"
     seconds: float
     size_bytes: int
     sha256: str
+    native_layers: tuple[str, ...] = ()  # every layer call a converter emitted ("name: what"), recurrent ones too
+    opset_domains: dict[str, int] = dataclasses.field(default_factory=dict)  # imported besides the default domain
+    needs_extensions: bool = False  # the graph has ai.onnx.contrib ops: onnxruntime-extensions must be installed
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,6 +133,9 @@ class Conversion:
     native_recurrent: tuple[str, ...]
     notes: tuple[str, ...]
     strategy: str
+    native_layers: tuple[str, ...] = ()
+    opset_domains: dict[str, int] = dataclasses.field(default_factory=dict)
+    needs_extensions: bool = False
 
 
 # --------------------------------------------------------------------------- loading
@@ -271,7 +261,7 @@ def _from_function(fn, specs: list, opset: int, what: str, layer_names: list[str
             proto, _ = tf2onnx.convert.from_function(tf.function(fn), input_signature=specs, opset=opset)
     except Exception as exc:  # noqa: BLE001 - tf2onnx raises bare Exceptions
         msg = first_line(exc)
-        layer = _layer_of(msg, layer_names)
+        layer = layer_of(msg, layer_names)
         where = f"layer {layer!r}" if layer else what
         if "opset" in msg.lower():
             raise OpsetError(
@@ -308,7 +298,7 @@ def keras_output_names(model) -> list[str]:
     names = list(getattr(model, "output_names", None) or [])
     if len(names) != len(model.outputs):
         names = [f"output_{i}" for i in range(len(model.outputs))]
-    return _unique([sanitize_name(n, "output") for n in names])
+    return unique_names([sanitize_name(n, "output") for n in names])
 
 
 def keras_input_names(model) -> list[str]:
@@ -321,7 +311,7 @@ def keras_input_names(model) -> list[str]:
     names = []
     for i, t in enumerate(model.inputs):
         names.append(compat.keras_tensor_layer_name(t) or getattr(t, "name", "") or f"input_{i}")
-    return _unique([sanitize_name(n, "input") for n in names])
+    return unique_names([sanitize_name(n, "input") for n in names])
 
 
 def _all_layer_names(model) -> list[str]:
@@ -348,7 +338,7 @@ def convert_model(model, *, opset: int = DEFAULT_OPSET) -> Conversion:
     """
     import onnx
 
-    _check_opset(opset)
+    check_opset(opset)
     if not getattr(model, "built", True) or not getattr(model, "inputs", None):
         raise ExportError(
             f"model {model.name!r} has no defined inputs (it was never built); build it with keras.Input(shape=...) "
@@ -358,11 +348,14 @@ def convert_model(model, *, opset: int = DEFAULT_OPSET) -> Conversion:
 
     layer_names = _all_layer_names(model)
     with eager_tensors_as_variables(model):
-        proto, native, notes = convert_native(model, opset, input_specs=_io_specs(model),
-                                              output_names=keras_output_names(model), from_function=_from_function,
-                                              layer_names=layer_names)
-    conv = Conversion(model=proto, native_recurrent=native, notes=notes,
-                      strategy="tf2onnx+native" if native else "tf2onnx")
+        traced = convert_native(model, opset, input_specs=_io_specs(model), output_names=keras_output_names(model),
+                                from_function=_from_function, layer_names=layer_names)
+    proto = traced.model
+    conv = Conversion(model=proto, native_recurrent=tuple(n.description for n in traced.native if n.converter == "recurrent"),
+                      notes=traced.notes, strategy="tf2onnx+native" if traced.native else "tf2onnx",
+                      native_layers=tuple(n.description for n in traced.native),
+                      opset_domains=dict(sorted(traced.domains.items())),
+                      needs_extensions=bool(extension_domains(proto)))
     apply_graph_fixes(proto)
     check_opset_support(proto, opset, layer_names)
     try:
@@ -373,15 +366,6 @@ def convert_model(model, *, opset: int = DEFAULT_OPSET) -> Conversion:
     name_batch_axis(proto)  # again: shape inference adds value_info with unnamed batch dims
     check_runtime_loadable(proto, layer_names)
     return dataclasses.replace(conv, model=proto)
-
-
-def _check_opset(opset: Any) -> None:
-    if not isinstance(opset, int) or isinstance(opset, bool) or not MIN_OPSET <= opset <= MAX_OPSET:
-        raise OpsetError(
-            f"opset {opset!r} is outside the supported range {MIN_OPSET}-{MAX_OPSET} "
-            f"(tf2onnx 1.17 converts up to {MAX_OPSET}; the graph fixes need >= {MIN_OPSET}); "
-            f"leave the opset unset for the default {DEFAULT_OPSET}"
-        )
 
 
 # --------------------------------------------------------------------------- export
@@ -452,27 +436,6 @@ def _metadata(model_file: Path, run_dir: Path | None, opset: int) -> dict[str, s
     return meta
 
 
-#: Keras preprocessing layers backed by a lookup table (tf2onnx cannot convert TF hash tables)
-LOOKUP_LAYERS = ("TextVectorization", "StringLookup", "IntegerLookup", "Hashing", "HashedCrossing")
-
-
-def refuse_lookup_layers(model: Any) -> None:
-    """Refuse, naming the layer, Keras preprocessing layers whose lookup tables the ONNX export cannot carry."""
-    def walk(layer: Any) -> Iterator[Any]:
-        yield layer
-        for sub in getattr(layer, "layers", None) or ():
-            yield from walk(sub)
-
-    for layer in walk(model):
-        kind = type(layer).__name__
-        if kind in LOOKUP_LAYERS:
-            raise UnsupportedLayerError(
-                f"layer {layer.name!r} ({kind}) keeps a lookup table that the ONNX export cannot carry; remove it "
-                f"from the model and feed the ids it produces, or train from a seqdeploy spec that names the "
-                f"text/categorical columns in [data], which puts the tokenizer or category lookup inside the "
-                f"portable deployment graph")
-
-
 def export_onnx(
     source: str | Path,
     *,
@@ -494,7 +457,7 @@ def export_onnx(
     import onnx
 
     opset = DEFAULT_OPSET if opset is None else opset
-    _check_opset(opset)
+    check_opset(opset)
     model_file, run_dir = _resolve_source(source)
     if out is not None:
         onnx_path = Path(out)
@@ -509,7 +472,6 @@ def export_onnx(
     report_path = onnx_path.with_name("export.json" if onnx_path.name == "model.onnx" else f"{onnx_path.stem}.export.json")
 
     model = load_keras_model(model_file, unsafe=unsafe)
-    refuse_lookup_layers(model)
     start = time.perf_counter()
     conv = convert_model(model, opset=opset)
     proto = conv.model
@@ -537,6 +499,9 @@ def export_onnx(
         seconds=round(seconds, 3),
         size_bytes=len(data),
         sha256=sha256_file(onnx_path),
+        native_layers=conv.native_layers,
+        opset_domains=conv.opset_domains,
+        needs_extensions=conv.needs_extensions,
     )
     atomic_write_json(report_path, result)
     if run_dir is not None and onnx_path == run_dir / "model.onnx":

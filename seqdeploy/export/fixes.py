@@ -3,42 +3,20 @@
 :func:`fix_erfc` (TF's exact GELU uses ``Erfc``, which is not an ONNX op),
 :func:`fold_channel_affine` (a per-channel Mul+Add as one depthwise Conv, onnxruntime's fast layout),
 :func:`name_batch_axis` (tf2onnx names the dynamic batch ``unk__N``),
-:func:`rename_io` (names from the Keras model), :func:`check_opset_support` and
-:func:`check_runtime_loadable` (anything onnxruntime refuses is reported by layer
-name), plus :func:`op_counts` and :func:`loop_and_contrib_warnings`.
+:func:`check_opset_support` and :func:`check_runtime_loadable` (anything onnxruntime
+refuses is reported by layer name), plus :func:`loop_and_contrib_warnings`
+(renaming and op counts are graph helpers: :mod:`seqdeploy.export.graph`).
 Re-exported by :mod:`seqdeploy.export.convert`; only onnx / onnxruntime are imported, lazily.
 """
 
 from __future__ import annotations
 
 import re
-from collections import Counter
-from typing import Any, Iterator
+from typing import Any
 
 from seqdeploy.errors import OpsetError, UnsupportedLayerError
-
-BATCH = "batch"
-
-
-def sanitize_name(name: str, fallback: str = "tensor") -> str:
-    """Make a tensor name safe for every client: only ``[A-Za-z0-9_]``, not starting with a digit.
-
-    >>> sanitize_name("input layer:0")
-    'input_layer_0'
-    """
-    out = re.sub(r"[^A-Za-z0-9_]", "_", str(name)).strip("_") or fallback
-    if out[0].isdigit():
-        out = f"{fallback}_{out}"
-    return out
-
-
-def _unique(names: list[str]) -> list[str]:
-    seen: Counter = Counter()
-    out = []
-    for n in names:
-        seen[n] += 1
-        out.append(n if seen[n] == 1 else f"{n}_{seen[n] - 1}")
-    return out
+from seqdeploy.export.graph import graphs, layer_of, op_counts, rename_io, sanitize_name  # noqa: F401 - op_counts, rename_io: re-exported
+from seqdeploy.export.opsets import BATCH, DEFAULT_OPSET, MIN_OPSET, custom_ops_libraries
 
 
 def fix_erfc(model) -> int:
@@ -53,7 +31,7 @@ def fix_erfc(model) -> int:
     from onnx import helper, numpy_helper
 
     count = 0
-    for graph in _graphs(model):
+    for graph in graphs(model):
         new_nodes = []
         for node in graph.node:
             if node.op_type == "Erfc" and node.domain in ("", "ai.onnx"):
@@ -207,79 +185,6 @@ def apply_graph_fixes(model) -> None:
         fix(model)
 
 
-def rename_io(model, input_names: list[str], output_names: list[str]) -> None:
-    """Rename graph inputs/outputs (in order) everywhere they are referenced.
-
-    >>> rename_io(model_proto, ["features"], ["probability"])  # doctest: +SKIP
-    """
-    graph = model.graph
-    mapping: dict[str, str] = {}
-    for vi, new in zip(graph.input, input_names):
-        mapping[vi.name] = new
-    for vi, new in zip(graph.output, output_names):
-        mapping[vi.name] = new
-    mapping = {k: v for k, v in mapping.items() if k != v}
-    if not mapping:
-        return
-    taken = {n for node in graph.node for n in list(node.input) + list(node.output)} | {i.name for i in graph.initializer}
-    clash = (taken - set(mapping)) & set(mapping.values())
-    if clash:  # an internal tensor already uses a wanted name: move it aside first
-        aside = {n: f"{n}__internal" for n in clash}
-        _rename_everywhere(graph, aside)
-    _rename_everywhere(graph, mapping)
-
-
-def _rename_everywhere(graph, mapping: dict[str, str]) -> None:
-    for node in graph.node:
-        for i, n in enumerate(node.input):
-            if n in mapping:
-                node.input[i] = mapping[n]
-        for i, n in enumerate(node.output):
-            if n in mapping:
-                node.output[i] = mapping[n]
-    for coll in (graph.input, graph.output, graph.value_info, graph.initializer):
-        for item in coll:
-            if item.name in mapping:
-                item.name = mapping[item.name]
-
-
-def _graphs(model) -> Iterator[Any]:
-    """The main graph and every subgraph (Loop/If/Scan bodies)."""
-    from onnx import AttributeProto
-
-    stack = [model.graph]
-    while stack:
-        g = stack.pop()
-        yield g
-        for node in g.node:
-            for attr in node.attribute:
-                if attr.type == AttributeProto.GRAPH:
-                    stack.append(attr.g)
-                elif attr.type == AttributeProto.GRAPHS:
-                    stack.extend(attr.graphs)
-
-
-def op_counts(model) -> dict[str, int]:
-    """``{op_type: count}`` over the main graph and subgraphs (domain-qualified unless ai.onnx)."""
-    c: Counter = Counter()
-    for g in _graphs(model):
-        for node in g.node:
-            c[node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}.{node.op_type}"] += 1
-    return dict(sorted(c.items()))
-
-
-def _layer_of(node_name: str, layer_names: list[str]) -> str | None:
-    """Best guess of the Keras layer a tf2onnx node came from (its name path contains the layer name)."""
-    parts = re.split(r"[/:]", node_name)
-    for name in sorted(layer_names, key=len, reverse=True):
-        if name in parts:
-            return name
-    for name in sorted(layer_names, key=len, reverse=True):
-        if name and name in node_name:
-            return name
-    return None
-
-
 def loop_and_contrib_warnings(model, layer_names: list[str] = ()) -> tuple[str, ...]:
     """One warning per ``Loop``/``Scan`` node and per op outside the standard domains.
 
@@ -288,7 +193,7 @@ def loop_and_contrib_warnings(model, layer_names: list[str] = ()) -> tuple[str, 
     """
     out = []
     for node in model.graph.node:
-        layer = _layer_of(node.name, list(layer_names))
+        layer = layer_of(node.name, list(layer_names))
         where = f" (layer {layer!r})" if layer else ""
         if node.op_type in ("Loop", "Scan") and node.domain in ("", "ai.onnx"):
             out.append(
@@ -308,13 +213,11 @@ def check_opset_support(model, opset: int, layer_names: list[str] = ()) -> None:
     """
     from onnx import defs
 
-    from seqdeploy.export.convert import DEFAULT_OPSET, MIN_OPSET
-
-    for g in _graphs(model):
+    for g in graphs(model):
         for node in g.node:
             if node.domain not in ("", "ai.onnx"):
                 continue
-            layer = _layer_of(node.name, list(layer_names))
+            layer = layer_of(node.name, list(layer_names))
             where = f"layer {layer!r}" if layer else f"node {node.name!r}"
             if not defs.has(node.op_type):
                 raise UnsupportedLayerError(
@@ -337,6 +240,8 @@ def check_runtime_loadable(model, layer_names: list[str] = ()) -> None:
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
+    for library in custom_ops_libraries(model):  # a converter's ai.onnx.contrib ops (onnxruntime-extensions)
+        opts.register_custom_ops_library(library)
     try:
         ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
@@ -347,8 +252,8 @@ def check_runtime_loadable(model, layer_names: list[str] = ()) -> None:
             node_name = m.group(1)
         ops = set(re.findall(r"implementation for (\w+)", msg)) | set(re.findall(r"[\w.]*:(\w+)\(", msg))
         if node_name is None and ops:  # onnxruntime named the op only: find its node
-            node_name = next((n.name for g in _graphs(model) for n in g.node if n.op_type in ops), None)
-        layer = _layer_of(node_name, list(layer_names)) if node_name else None
+            node_name = next((n.name for g in graphs(model) for n in g.node if n.op_type in ops), None)
+        layer = layer_of(node_name, list(layer_names)) if node_name else None
         where = f"layer {layer!r}" if layer else (f"node {node_name!r}" if node_name else "the converted graph")
         what = f" (op {', '.join(sorted(ops))})" if ops else ""
         raise UnsupportedLayerError(

@@ -1,33 +1,34 @@
-"""Any Keras model (Sequential, Functional, nested) to ONNX with native recurrent ops.
+"""Any Keras model (Sequential, Functional, nested) to ONNX, with the registered layer converters
+(:mod:`seqdeploy.export.layers`) taking over the layers they claim.
 
-tf2onnx converts a traced ``tf.function`` of the whole model, but turns every
-Keras ``GRU`` / ``SimpleRNN`` and every masked recurrent layer into a slow,
-opaque ``Loop``. Here each recurrent layer that has a native ONNX form is cut
-out of the trace instead:
+tf2onnx converts a traced ``tf.function`` of the whole model. A converter can
+replace a layer's call while tracing (``trace``), refuse the layer, or have its
+calls cut out of the trace and emitted as its own ONNX nodes:
 
-1. **discover**: the model is traced once with each candidate layer's ``call``
-   replaced by a stand-in that records the call (input shape, whether Keras
-   handed it a mask) and returns zeros of the layer's output shape. Shared
-   layers (called more than once) get one cut per call.
+1. **discover**: the model is traced once with each claimed layer's ``call``
+   replaced by a stand-in that asks the converter to ``record`` the call (the
+   tensors its nodes will read, e.g. the sequence input and the Keras mask, and
+   the layer's output specs) and returns stand-in values of the output specs.
+   Shared layers (called more than once) get one cut per call.
 2. **cut**: the model is traced again for tf2onnx ``from_function``; the
-   stand-ins now return an extra function *input* (the layer's output
-   placeholder) and hand their sequence input and mask to extra function
-   *outputs*. Everything else, including how Keras propagates masks between
-   layers (Embedding ``mask_zero``, Masking, mask-passing layers, a recurrent
-   layer's output mask), is Keras's own code, traced and converted by tf2onnx.
-3. **stitch**: each placeholder input is replaced by the native ONNX node built
-   from the layer's weights (:func:`seqdeploy.export.layers.recurrent_onnx.build_recurrent`,
-   reading the recorded input and mask), the extra outputs are dropped and the
-   nodes are sorted topologically.
+   stand-ins now return extra function *inputs* (the outputs' placeholders) and
+   hand the recorded tensors to extra function *outputs* (a string graph input
+   passes through as an Identity). Everything else, including how Keras
+   propagates masks between layers, is Keras's own code, traced and converted
+   by tf2onnx.
+3. **stitch**: each converter ``build``\\s its ONNX nodes from the recorded
+   tensors, the placeholders are replaced by the built outputs, the extra
+   outputs are dropped, the converters' opset domains are imported and the
+   nodes sorted topologically.
 
 Graph inputs and outputs carry the Keras model's names (inputs: the
 ``keras.Input`` names; outputs: the output layers' names, ``output_N`` for
-Sequential). Keras ``TimeDistributed`` is folded into the batch axis on the
-way (see :func:`fold_time_distributed`).
+Sequential).
 
-    >>> conv = convert_native(keras_model, 17)      # doctest: +SKIP
-    >>> conv.native_recurrent                        # doctest: +SKIP
-    ('encoder: LSTM', 'decoder: GRU bidirectional')
+    >>> traced = convert_native(keras_model, 17, input_specs=specs, output_names=["y"],
+    ...                         from_function=fn, layer_names=names)   # doctest: +SKIP
+    >>> [n.description for n in traced.native]                          # doctest: +SKIP
+    ['encoder: LSTM', 'decoder: GRU bidirectional']
 """
 
 from __future__ import annotations
@@ -35,20 +36,48 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import inspect
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
-REC = "seqdeploy__rec"
+from seqdeploy.errors import ExportError
+from seqdeploy.export.graph import keep_io, rename_inputs, rename_io, sanitize_name, toposort
+from seqdeploy.export.layers import Call, Cut, LayerConverter, NotNative, converter_for
+
+CUT = "seqdeploy__cut"
 OUT = "seqdeploy__out"
+
+
+@dataclasses.dataclass(frozen=True)
+class NativeLayer:
+    """One layer call emitted by a converter's own ONNX nodes."""
+
+    layer: str
+    converter: str
+    description: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Traced:
+    """What :func:`convert_native` returns: the stitched ``onnx.ModelProto`` and what was converted natively."""
+
+    model: Any
+    native: tuple[NativeLayer, ...]
+    notes: tuple[str, ...]
+    domains: dict[str, int]  # opset domains the converters' nodes added (besides the default one)
+
+
+@dataclasses.dataclass
+class _Claim:
+    layer: Any
+    converter: LayerConverter
+    state: Any
+    original: Callable  # the layer's own call
+    base: Callable  # the call traced when the converter cuts nothing: its trace() replacement or the original
 
 
 @dataclasses.dataclass
 class _Call:
-    """One call of a native-candidate recurrent layer, as recorded while tracing."""
-
-    layer: Any
-    spec: Any  # RecurrentSpec
-    out_shape: tuple
-    has_mask: bool
+    claim: _Claim
+    cut: Cut | None  # None: this call stays in the trace
 
 
 def iter_layers(model) -> Iterator[Any]:
@@ -59,35 +88,6 @@ def iter_layers(model) -> Iterator[Any]:
         yield layer
         if isinstance(layer, keras.Model):
             yield from iter_layers(layer)
-
-
-def is_native_candidate(layer) -> bool:
-    from seqdeploy.export.layers.recurrent_onnx import RECURRENT_CLASSES
-
-    cls = type(layer).__name__
-    if cls == "Bidirectional":
-        return type(layer.forward_layer).__name__ in RECURRENT_CLASSES
-    return cls in RECURRENT_CLASSES
-
-
-def fold_time_distributed(layer, x):
-    """Apply ``TimeDistributed(inner)`` as reshape [B, T, ...] -> [B*T, ...] -> inner -> [B, T, ...].
-
-    Keras 3 unrolls TimeDistributed into T copies of the inner layer when T is
-    static (T MatMuls in the graph) and uses ``vectorized_map`` when T is dynamic,
-    which tf2onnx converts into a Loop with wrong output shapes. Folding time
-    into batch is exact for any inner layer at inference (no state across steps).
-
-    >>> y = fold_time_distributed(keras.layers.TimeDistributed(keras.layers.Dense(2)), x)  # doctest: +SKIP
-    """
-    import tensorflow as tf
-
-    shape = tf.shape(x)
-    flat = tf.reshape(x, tf.concat([[-1], shape[2:]], axis=0))
-    y = layer.layer(flat, training=False)
-    y = tf.reshape(y, tf.concat([shape[:2], tf.shape(y)[1:]], axis=0))
-    y.set_shape(layer.compute_output_shape(tuple(x.shape)))
-    return y
 
 
 @contextlib.contextmanager
@@ -123,50 +123,64 @@ def eager_tensors_as_variables(model) -> Iterator[None]:
             object.__setattr__(layer, name, value)
 
 
-def _time_distributed_patches(model) -> list[tuple[Any, Any]]:
-    patches = []
+def claim_layers(model) -> tuple[list[_Claim], list[str]]:
+    """Each layer's converter (registry order) and its prepared state; notes for layers left to tf2onnx.
+    A converter refusing a layer raises here."""
+    claims, notes = [], []
     for layer in iter_layers(model):
-        if type(layer).__name__ != "TimeDistributed":
-            continue
-        original = layer.call
-
-        def call(inputs, training=None, mask=None, _layer=layer, _original=original):
-            if mask is not None and "mask" in inspect.signature(_layer.layer.call).parameters:
-                return _original(inputs, training=training, mask=mask)  # the inner layer reads the mask
-            return fold_time_distributed(_layer, inputs)
-
-        patches.append((layer, call))
-    return patches
-
-
-def _candidates(model) -> tuple[list[tuple[Any, Any]], list[str]]:
-    from seqdeploy.export.layers.recurrent_onnx import NotNative, recurrent_spec
-
-    found, notes = [], []
-    for layer in iter_layers(model):
-        if not is_native_candidate(layer):
+        conv = converter_for(layer)
+        if conv is None:
             continue
         try:
-            found.append((layer, recurrent_spec(layer)))
+            state = conv.prepare(layer)
         except NotNative as exc:
-            notes.append(f"layer {layer.name!r} stays a tf2onnx Loop: {exc}")
-    return found, notes
+            notes.append(f"layer {layer.name!r} {conv.stays}: {exc}")
+            continue
+        original = layer.call
+        claims.append(_Claim(layer, conv, state, original, conv.trace(layer, state, original) or original))
+    return claims, notes
+
+
+def _record(claim: _Claim, args: tuple, kwargs: dict, notes: list[str] | None) -> Cut | None:
+    """The converter's record of one call, or None when the call stays in the trace."""
+    try:
+        bound = inspect.signature(claim.original).bind(*args, **kwargs)
+    except TypeError:
+        return None
+    bound.apply_defaults()
+    arguments = dict(bound.arguments)
+    try:
+        return claim.converter.record(claim.layer, claim.state, arguments)
+    except NotNative as exc:
+        if notes is not None:
+            notes.append(f"layer {claim.layer.name!r} {claim.converter.stays}: {exc}")
+        return None
+
+
+def _stand_in(spec) -> Any:
+    """A traced value with exactly the static shape and dtype of ``spec`` (never evaluated)."""
+    import tensorflow as tf
+
+    zeros = tf.zeros([1 if d is None else int(d) for d in spec.shape], tf.as_dtype(spec.dtype))
+    return tf.compat.v1.placeholder_with_default(zeros, [None if d is None else int(d) for d in spec.shape])
+
+
+def _one_or_tuple(outs: list) -> Any:
+    return outs[0] if len(outs) == 1 else tuple(outs)
 
 
 def convert_native(model, opset: int, *, input_specs: list, output_names: list[str], from_function,
-                   layer_names: list[str]):
+                   layer_names: list[str]) -> Traced:
     """Trace, cut, convert with ``from_function(fn, specs, opset, what, layer_names)`` and stitch.
 
-    Returns ``(onnx.ModelProto, native descriptions, notes)``; the proto's inputs
-    are named like ``input_specs`` and its outputs ``output_names``.
+    The proto's inputs are named like ``input_specs`` and its outputs ``output_names``.
     """
     import tensorflow as tf
 
-    from seqdeploy.export.convert import rename_io, sanitize_name
-
-    candidates, notes = _candidates(model)
-    td = _time_distributed_patches(model)
+    claims, notes = claim_layers(model)
     single = len(input_specs) == 1
+    input_names = [s.name for s in input_specs]
+    out_keys = [f"{OUT}{k}" for k in range(len(output_names))]
 
     def run_model(xs):
         out = model(xs[0] if single else list(xs), training=False)
@@ -175,171 +189,116 @@ def convert_native(model, opset: int, *, input_specs: list, output_names: list[s
     # 1. discover the calls
     calls: list[_Call] = []
 
-    def discover(layer, spec, original):
-        def call(sequences, initial_state=None, mask=None, training=None, **kwargs):
-            if initial_state is not None or kwargs or (mask is not None and len(mask.shape) != 2):
-                calls.append(_Call(layer, None, (), False))  # stays a Loop
-                return original(sequences, initial_state=initial_state, mask=mask, training=training, **kwargs)
-            shape = tuple(layer.compute_output_shape(tuple(sequences.shape)))
-            calls.append(_Call(layer, spec, shape, mask is not None))
-            dyn = tf.shape(sequences)
-            dims = [dyn[0]] + [dyn[j] if d is None else int(d) for j, d in enumerate(shape[1:], 1)]
-            return tf.zeros(tf.stack(dims), sequences.dtype)
+    def discover(claim: _Claim):
+        def call(*args, **kwargs):
+            cut = _record(claim, args, kwargs, notes)
+            calls.append(_Call(claim, cut))
+            if cut is None:
+                return claim.base(*args, **kwargs)
+            return _one_or_tuple([_stand_in(s) for s in cut.outputs])
         return call
 
-    with _patched(td + [(lay, discover(lay, spec, lay.call)) for lay, spec in candidates]):
+    with _patched([(c.layer, discover(c)) for c in claims]):
         tf.function(lambda *xs: run_model(xs)).get_concrete_function(*input_specs)
-    for c in calls:
-        if c.spec is None:
-            notes.append(f"layer {c.layer.name!r} stays a tf2onnx Loop: it is called with an initial state "
-                         "or a mask that is not [batch, time]")
-        elif any(d is None for d in c.out_shape[2:]):
-            c.spec = None
-            notes.append(f"layer {c.layer.name!r} stays a tf2onnx Loop: its output shape {c.out_shape} is not static")
-    native = [(i, c) for i, c in enumerate(calls) if c.spec is not None]
+    native = [(i, c) for i, c in enumerate(calls) if c.cut is not None]
     if not native:
         def plain(*xs):
-            return {f"{OUT}{k}": o for k, o in enumerate(run_model(xs))}
+            return dict(zip(out_keys, run_model(xs)))
 
-        with _patched(td):
+        with _patched([(c.layer, c.base) for c in claims]):
             proto = from_function(plain, input_specs, opset, f"model {model.name!r}", layer_names)
-        _finish_io(proto, [s.name for s in input_specs], [f"{OUT}{k}" for k in range(len(output_names))])
-        rename_io(proto, [s.name for s in input_specs], output_names)
-        return proto, (), tuple(dict.fromkeys(notes))
+        keep_io(proto, input_names, out_keys)
+        rename_io(proto, input_names, output_names)
+        return Traced(model=proto, native=(), notes=tuple(dict.fromkeys(notes)), domains={})
 
-    # 2. cut: placeholders in, recurrent inputs/masks out
-    ph_specs = [tf.TensorSpec([None, *c.out_shape[1:]], tf.float32, name=f"{REC}{i}_y") for i, c in native]
+    # 2. cut: placeholders in, recorded tensors out
+    ph_specs = [tf.TensorSpec([None, *s.shape[1:]], tf.as_dtype(s.dtype), name=f"{CUT}{i}_y{k}")
+                for i, c in native for k, s in enumerate(c.cut.outputs)]
     n_in = len(input_specs)
     taps: dict[str, Any] = {}
+    placeholders: dict[str, Any] = {}
     counter = iter(range(len(calls)))
 
-    def cut(layer, original):
-        def call(sequences, initial_state=None, mask=None, training=None, **kwargs):
+    def cut(claim: _Claim):
+        def call(*args, **kwargs):
             i = next(counter)
-            if calls[i].spec is None:
-                return original(sequences, initial_state=initial_state, mask=mask, training=training, **kwargs)
-            taps[f"{REC}{i}_x"] = tf.cast(sequences, tf.float32)
-            if mask is not None:
-                taps[f"{REC}{i}_mask"] = tf.cast(mask, tf.bool)
-            return placeholders[f"{REC}{i}_y"]
+            if calls[i].cut is None:
+                return claim.base(*args, **kwargs)
+            got = _record(claim, args, kwargs, None)
+            if got is None or len(got.outputs) != len(calls[i].cut.outputs):
+                raise ExportError(f"layer {claim.layer.name!r}: converter {claim.converter.name!r} recorded "
+                                  "this call differently on the second trace; report it with the model attached")
+            for name, tensor in got.inputs.items():
+                taps[f"{CUT}{i}_{name}"] = tf.identity(tensor)
+            return _one_or_tuple([placeholders[f"{CUT}{i}_y{k}"] for k in range(len(got.outputs))])
         return call
-
-    placeholders: dict[str, Any] = {}
 
     def traced(*args):
         placeholders.clear()
         taps.clear()
         placeholders.update({s.name: a for s, a in zip(ph_specs, args[n_in:])})
         outs = run_model(args[:n_in])
-        return {**{f"{OUT}{k}": o for k, o in enumerate(outs)}, **taps}
+        return {**dict(zip(out_keys, outs)), **taps}
 
-    with _patched(td + [(lay, cut(lay, lay.call)) for lay, _ in candidates]):
+    with _patched([(c.layer, cut(c)) for c in claims]):
         proto = from_function(traced, list(input_specs) + ph_specs, opset, f"model {model.name!r}", layer_names)
 
     # 3. stitch
-    from seqdeploy.export.layers.recurrent_onnx import build_recurrent
-
     graph = proto.graph
-    shared = {id(c.layer) for i, c in native if sum(1 for _, d in native if d.layer is c.layer) > 1}
+    per_layer: dict[int, int] = {}
+    for _, c in native:
+        per_layer[id(c.claim.layer)] = per_layer.get(id(c.claim.layer), 0) + 1
     replace: dict[str, str] = {}
-    descriptions = []
-    new_nodes, new_inits = [], []
+    done: list[NativeLayer] = []
+    domains: dict[str, int] = {}
     for i, c in native:
-        base = sanitize_name(c.layer.name, "layer") + (f"_call{i}" if id(c.layer) in shared else "")
-        mask = f"{REC}{i}_mask" if c.has_mask else None
-        built = build_recurrent(c.spec, f"{REC}{i}_x", prefix=f"{base}/native", mask=mask)
-        new_nodes.extend(built.nodes)
-        new_inits.extend(built.initializers)
-        replace[f"{REC}{i}_y"] = built.output
-        descriptions.append(built.description)
-        if c.has_mask:
-            notes.append(f"layer {c.layer.name!r}: its Keras mask is applied exactly for any padding pattern "
-                         "(unmasked steps compacted, ONNX sequence_lens, outputs spread back as Keras does)")
-    _rename_inputs(proto, replace)
-    graph.node.extend(new_nodes)
-    graph.initializer.extend(new_inits)
-    _finish_io(proto, [s.name for s in input_specs], [f"{OUT}{k}" for k in range(len(output_names))])
+        layer, conv = c.claim.layer, c.claim.converter
+        base = sanitize_name(layer.name, "layer") + (f"_call{i}" if per_layer[id(layer)] > 1 else "")
+        built = conv.build(Call(layer=layer, state=c.claim.state,
+                                inputs={name: f"{CUT}{i}_{name}" for name in c.cut.inputs},
+                                outputs=c.cut.outputs, info=c.cut.info, prefix=f"{base}/native", opset=opset))
+        if len(built.outputs) != len(c.cut.outputs):
+            raise ExportError(f"layer {layer.name!r}: converter {conv.name!r} built {len(built.outputs)} outputs "
+                              f"for a layer with {len(c.cut.outputs)}")
+        graph.node.extend(built.nodes)
+        graph.initializer.extend(built.initializers)
+        replace.update({f"{CUT}{i}_y{k}": out for k, out in enumerate(built.outputs)})
+        done.append(NativeLayer(layer=layer.name, converter=conv.name, description=built.description))
+        notes.extend(built.notes)
+        for domain, version in conv.domains.items():
+            domains[domain] = max(version, domains.get(domain, 0))
+    replace.update(_drop_tap_identities(graph, {f"{CUT}{i}_{name}" for i, c in native for name in c.cut.inputs}))
+    for name in replace:  # a tap may copy another call's placeholder: follow the chain
+        while replace[name] in replace:
+            replace[name] = replace[replace[name]]
+    rename_inputs(proto, replace)
+    _import_domains(proto, domains)
+    keep_io(proto, input_names, out_keys)
     toposort(graph)
-    rename_io(proto, [s.name for s in input_specs], output_names)
-    return proto, tuple(descriptions), tuple(dict.fromkeys(notes))
+    rename_io(proto, input_names, output_names)
+    return Traced(model=proto, native=tuple(done), notes=tuple(dict.fromkeys(notes)), domains=domains)
 
 
-def _rename_inputs(proto, mapping: dict[str, str]) -> None:
-    """Point every node input (subgraphs too) named in ``mapping`` at its new tensor."""
-    from seqdeploy.export.convert import _graphs
-
-    for g in _graphs(proto):
-        for node in g.node:
-            for k, n in enumerate(node.input):
-                if n in mapping:
-                    node.input[k] = mapping[n]
-
-
-def _finish_io(proto, inputs: list[str], outputs: list[str]) -> None:
-    """Keep exactly ``inputs`` and ``outputs`` (in these orders) as the graph's inputs and outputs.
-
-    tf2onnx ``from_function`` also lists tensors the function captured (e.g. the
-    constant mean of an adapted ``Normalization``) as graph inputs, although
-    freezing made them constants: those unused inputs are dropped.
-    """
-    from seqdeploy.errors import ExportError
-
-    graph = proto.graph
-    used = {n for g in _all_graphs(proto) for node in g.node for n in node.input}
-    for what, items, wanted in (("outputs", graph.output, outputs), ("inputs", graph.input, inputs)):
-        by_name = {o.name: o for o in items}
-        missing = [n for n in wanted if n not in by_name]
-        if missing:
-            raise ExportError(f"the converted graph lacks the model {what} {missing} (found {sorted(by_name)}); "
-                              "report it with the model attached")
-        extra = [n for n in by_name if n not in wanted and what == "inputs" and n in used]
-        if extra:
-            raise ExportError(f"the converted graph needs unexpected inputs {extra}; report it with the model attached")
-        kept = [by_name[n] for n in wanted]
-        del items[:]
-        items.extend(kept)
+def _drop_tap_identities(graph, taps: set[str]) -> dict[str, str]:
+    """Remove the Identity nodes that produced the tapped tensors; returns tap -> the tensor it copied."""
+    mapping = {}
+    for node in list(graph.node):
+        if node.op_type == "Identity" and node.domain in ("", "ai.onnx") and node.output[0] in taps:
+            mapping[node.output[0]] = node.input[0]
+            graph.node.remove(node)
+    return mapping
 
 
-def _all_graphs(proto):
-    from seqdeploy.export.convert import _graphs
+def _import_domains(proto, domains: dict[str, int]) -> None:
+    """Add (or raise to) each domain's version in the model's opset imports."""
+    from onnx import helper
 
-    return _graphs(proto)
+    have = {o.domain: o for o in proto.opset_import}
+    for domain, version in domains.items():
+        if domain in have:
+            have[domain].version = max(have[domain].version, version)
+        else:
+            proto.opset_import.append(helper.make_opsetid(domain, version))
 
 
-def toposort(graph) -> None:
-    """Sort ``graph.node`` so every node comes after the producers of its inputs (subgraph
-    references to outer tensors count as inputs)."""
-    from onnx import AttributeProto
-
-    def needs(node) -> set[str]:
-        names = set(node.input)
-        for attr in node.attribute:
-            subs = [attr.g] if attr.type == AttributeProto.GRAPH else list(attr.graphs)
-            for sub in subs:
-                for n in sub.node:
-                    names |= needs(n)
-        return names
-
-    nodes = list(graph.node)
-    producer = {out: k for k, n in enumerate(nodes) for out in n.output if out}
-    deps = [{producer[i] for i in needs(n) if i in producer and producer[i] != k} for k, n in enumerate(nodes)]
-    order, state = [], [0] * len(nodes)  # 0 new, 1 visiting, 2 done
-    for start in range(len(nodes)):
-        stack = [(start, iter(sorted(deps[start])))]
-        if state[start]:
-            continue
-        state[start] = 1
-        while stack:
-            k, it = stack[-1]
-            nxt = next((d for d in it if state[d] != 2), None)
-            if nxt is None:
-                stack.pop()
-                state[k] = 2
-                order.append(k)
-            elif state[nxt] == 1:
-                raise ValueError(f"cycle in the stitched graph at node {nodes[nxt].name!r}")
-            else:
-                state[nxt] = 1
-                stack.append((nxt, iter(sorted(deps[nxt]))))
-    del graph.node[:]
-    graph.node.extend(nodes[k] for k in order)
+__all__ = ["NativeLayer", "Traced", "iter_layers", "eager_tensors_as_variables", "claim_layers", "convert_native"]

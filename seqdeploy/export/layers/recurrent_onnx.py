@@ -19,7 +19,8 @@ layout and its output conventions:
     >>> built = build_recurrent(spec, "x", prefix="lstm", mask="mask")  # doctest: +SKIP
     >>> built.nodes, built.initializers, built.output  # doctest: +SKIP
 
-Only numpy and onnx are needed here; the Keras layer is read through duck typing.
+Only numpy and onnx are needed here; the Keras layer is read through duck typing. The converter that
+puts these nodes in the exported graph: :mod:`seqdeploy.export.layers.recurrent`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ import dataclasses
 from typing import Any
 
 import numpy as np
+
+from seqdeploy.export.layers import NodeBuilder, NotNative  # noqa: F401 - NotNative: re-exported for callers
 
 RECURRENT_CLASSES = ("LSTM", "GRU", "SimpleRNN")
 ONNX_OP = {"LSTM": "LSTM", "GRU": "GRU", "SimpleRNN": "RNN"}
@@ -45,10 +48,6 @@ _ACTIVATIONS: dict[str, tuple[str, float | None, float | None]] = {
     "softplus": ("Softplus", None, None),
     "elu": ("Elu", 1.0, None),
 }
-
-
-class NotNative(ValueError):
-    """This recurrent layer cannot be expressed as a native ONNX op (reason in the message)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -215,25 +214,12 @@ def build_recurrent(spec: RecurrentSpec, x: str, *, prefix: str, mask: str | Non
 
     >>> b = build_recurrent(recurrent_spec(layer), "x", prefix="gru")  # doctest: +SKIP
     """
-    from onnx import helper, numpy_helper
+    from onnx import helper
 
     from seqdeploy.export.layers.masks import compact_steps, last_step_factor, scatter_indices, scatter_sequence
 
-    nodes: list = []
-    inits: list = []
-
-    def name(s: str) -> str:
-        return f"{prefix}/{s}"
-
-    def const(s: str, arr: np.ndarray) -> str:
-        if name(s) not in {t.name for t in inits}:  # the same constant may be asked for twice
-            inits.append(numpy_helper.from_array(np.asarray(arr), name(s)))
-        return name(s)
-
-    def node(op: str, inputs: list[str], s: str | list[str], **attrs: Any):
-        outs = [name(o) for o in ([s] if isinstance(s, str) else s)]
-        nodes.append(helper.make_node(op, inputs, outs, name=outs[0], **attrs))
-        return outs[0] if isinstance(s, str) else outs
+    b = NodeBuilder(prefix)
+    nodes, name, const, node = b.nodes, b.name, b.const, b.node
 
     dirs = len(spec.directions)
     compact = None
@@ -298,7 +284,7 @@ def build_recurrent(spec: RecurrentSpec, x: str, *, prefix: str, mask: str | Non
             f3 = node("Unsqueeze", [f, const("axes_2c", np.array([2], np.int64))], "last_factors_3d")
             out = node("Mul", [out, f3], "h_masked")
         out = _merge(node, const, out, spec, axis=1, flat_shape=np.array([0, -1], np.int64))
-    return BuiltRecurrent(nodes=tuple(nodes), initializers=tuple(inits), output=out, description=spec.description)
+    return BuiltRecurrent(nodes=tuple(nodes), initializers=tuple(b.initializers), output=out, description=spec.description)
 
 
 def _merge(node, const, t: str, spec: RecurrentSpec, *, axis: int, flat_shape: np.ndarray) -> str:

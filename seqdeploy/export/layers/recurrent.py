@@ -1,0 +1,59 @@
+"""Recurrent family: Keras ``LSTM`` / ``GRU`` / ``SimpleRNN`` (plain, ``go_backwards``, ``Bidirectional``,
+masked with any padding pattern) cut out of the trace and emitted as one native ONNX ``LSTM`` / ``GRU`` /
+``RNN`` node (:mod:`seqdeploy.export.layers.recurrent_onnx`; masks: :mod:`seqdeploy.export.layers.masks`).
+
+tf2onnx alone would emit a slow, opaque ``Loop`` for GRU, SimpleRNN and every masked recurrent layer. A
+layer without a native form (e.g. an unsupported activation) or a call with an initial state stays a Loop,
+with a note.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from seqdeploy.export.layers import REGISTRY, Built, Call, Cut, LayerConverter, NotNative, OutputSpec
+from seqdeploy.export.layers.recurrent_onnx import RECURRENT_CLASSES
+
+
+class RecurrentConverter(LayerConverter):
+    name = "recurrent"
+    classes = (*RECURRENT_CLASSES, "Bidirectional")
+    stays = "stays a tf2onnx Loop"
+
+    def claims(self, layer: Any) -> bool:
+        if type(layer).__name__ == "Bidirectional":
+            return type(layer.forward_layer).__name__ in RECURRENT_CLASSES
+        return type(layer).__name__ in RECURRENT_CLASSES
+
+    def prepare(self, layer: Any):
+        from seqdeploy.export.layers.recurrent_onnx import recurrent_spec
+
+        return recurrent_spec(layer)  # NotNative: stays a Loop
+
+    def record(self, layer: Any, state: Any, arguments: dict[str, Any]) -> Cut:
+        import tensorflow as tf
+
+        sequences, mask = arguments["sequences"], arguments.get("mask")
+        if arguments.get("initial_state") is not None or (mask is not None and len(mask.shape) != 2):
+            raise NotNative("it is called with an initial state or a mask that is not [batch, time]")
+        shape = tuple(layer.compute_output_shape(tuple(sequences.shape)))
+        if any(d is None for d in shape[2:]):
+            raise NotNative(f"its output shape {shape} is not static")
+        inputs = {"x": tf.cast(sequences, tf.float32)}
+        if mask is not None:
+            inputs["mask"] = tf.cast(mask, tf.bool)
+        return Cut(inputs=inputs, outputs=(OutputSpec(shape, "float32"),), info={"has_mask": mask is not None})
+
+    def build(self, call: Call) -> Built:
+        from seqdeploy.export.layers.recurrent_onnx import build_recurrent
+
+        built = build_recurrent(call.state, call.inputs["x"], prefix=call.prefix, mask=call.inputs.get("mask"))
+        notes = ()
+        if call.info["has_mask"]:
+            notes = (f"layer {call.layer.name!r}: its Keras mask is applied exactly for any padding pattern "
+                     "(unmasked steps compacted, ONNX sequence_lens, outputs spread back as Keras does)",)
+        return Built(nodes=built.nodes, initializers=built.initializers, outputs=(built.output,),
+                     description=built.description, notes=notes)
+
+
+REGISTRY.add(RecurrentConverter.name, RecurrentConverter())

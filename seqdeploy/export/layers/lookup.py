@@ -38,12 +38,16 @@ from typing import Any, Sequence
 import numpy as np
 
 from seqdeploy.errors import OpsetError, UnsupportedLayerError
+from seqdeploy.export.layers import REGISTRY, Built, Cut, LayerConverter, OutputSpec
 
 #: onnxruntime-extensions custom-op domain (string regex, split, concat)
 EXT_DOMAIN = "ai.onnx.contrib"
 ML_DOMAIN = "ai.onnx.ml"
 _DOMAIN_VERSIONS = {ML_DOMAIN: 2, EXT_DOMAIN: 1}
 _INT64_MAX = np.iinfo(np.int64).max
+#: element types (TensorProto) of the extensions' non-string outputs; every other output is a string (8)
+_EXT_OUTPUT_TYPES = {("StringRegexSplitWithOffsets", 1): 7, ("StringRegexSplitWithOffsets", 2): 7,
+                     ("StringRegexSplitWithOffsets", 3): 7}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,6 +100,11 @@ class GraphBuilder:
                                            domain=domain, **attrs))
         if domain:
             self.domains[domain] = _DOMAIN_VERSIONS[domain]
+        if domain == EXT_DOMAIN:
+            # custom ops have no schema, so ONNX type inference leaves their outputs untyped, and
+            # onnx 1.23's LabelEncoder inference crashes (segfault) on an untyped input: a Cast to the
+            # known type (a no-op at run time) types them
+            outs = [self.op("Cast", [o], to=_EXT_OUTPUT_TYPES.get((op_type, k), 8)) for k, o in enumerate(outs)]
         return outs[0] if len(outs) == 1 else outs
 
     def fragment(self, output_dtype: str) -> Fragment:
@@ -269,9 +278,9 @@ def unrow(b: GraphBuilder, counts: str, like: str, out: str) -> None:
     b.op("Reshape", [counts, b.op("Concat", [lead, b.dim(counts, -1)], axis=0)], outputs=[out])
 
 
-def _build_index_lookup(layer: Any, input_name: str, output_name: str, opset: int) -> Fragment:
+def _build_index_lookup(layer: Any, input_name: str, output_name: str, opset: int, prefix: str | None) -> Fragment:
     check_lookup_layer(layer)
-    b = GraphBuilder(layer.name, opset)
+    b = GraphBuilder(prefix or layer.name, opset)
     if layer.output_mode == "int":
         b.op("Identity", [lookup_indices(b, layer, input_name)], outputs=[output_name])
     elif layer.output_mode == "one_hot":
@@ -292,17 +301,20 @@ def output_dtype(layer: Any) -> str:
     return "int64"
 
 
-def build_string_lookup(layer: Any, input_name: str, output_name: str, *, opset: int = 17) -> Fragment:
+def build_string_lookup(layer: Any, input_name: str, output_name: str, *, opset: int = 17,
+                        prefix: str | None = None) -> Fragment:
     """Keras ``StringLookup`` (every output mode, mask token, ``invert=True``) as ONNX nodes."""
-    return _build_index_lookup(layer, input_name, output_name, opset)
+    return _build_index_lookup(layer, input_name, output_name, opset, prefix)
 
 
-def build_integer_lookup(layer: Any, input_name: str, output_name: str, *, opset: int = 17) -> Fragment:
+def build_integer_lookup(layer: Any, input_name: str, output_name: str, *, opset: int = 17,
+                         prefix: str | None = None) -> Fragment:
     """Keras ``IntegerLookup`` (every output mode, floormod OOV buckets, ``invert=True``) as ONNX nodes."""
-    return _build_index_lookup(layer, input_name, output_name, opset)
+    return _build_index_lookup(layer, input_name, output_name, opset, prefix)
 
 
-def build_hashing(layer: Any, input_name: str, output_name: str, *, opset: int = 17) -> Fragment:
+def build_hashing(layer: Any, input_name: str, output_name: str, *, opset: int = 17,
+                  prefix: str | None = None) -> Fragment:
     """Keras ``Hashing``: always refused (FarmHash Fingerprint64 / SipHash have no ONNX form)."""
     how = "SipHash (salt is set)" if layer.salt is not None else "FarmHash Fingerprint64"
     raise UnsupportedLayerError(
@@ -355,3 +367,68 @@ def extensions_library_path() -> str:
     import onnxruntime_extensions
 
     return onnxruntime_extensions.get_library_path()
+
+
+# -- converters (registry) -------------------------------------------------------------------------------------
+
+
+def lookup_output_spec(layer: Any, input_shape: tuple) -> tuple[tuple, str]:
+    """Keras's output shape (``None`` for dynamic axes) and dtype name of a lookup layer on ``input_shape``."""
+    mode = layer.output_mode
+    dtype = output_dtype(layer)
+    dtype = "string" if dtype == "object" else dtype
+    depth = int(layer.max_tokens if layer.pad_to_max_tokens else layer.vocabulary_size())
+    if mode == "int":
+        return input_shape, dtype
+    if mode == "one_hot":
+        lead = input_shape[:-1] if len(input_shape) > 1 and input_shape[-1] == 1 else input_shape
+        return (*lead, depth), dtype
+    return ((depth,) if len(input_shape) == 1 else (input_shape[0], depth)), dtype
+
+
+class FragmentConverter(LayerConverter):
+    """Cuts each call of a claimed layer out of the trace and builds it with ``builder``."""
+
+    builder: Any = None
+
+    def spec(self, layer: Any, input_shape: tuple) -> tuple[tuple, str]:
+        return lookup_output_spec(layer, input_shape)
+
+    def prepare(self, layer: Any) -> None:
+        self.check(layer)
+
+    def check(self, layer: Any) -> None:
+        check_lookup_layer(layer)
+
+    def record(self, layer: Any, state: Any, arguments: dict) -> Any:
+        x = arguments["inputs"]
+        shape, dtype = self.spec(layer, tuple(x.shape))
+        return Cut(inputs={"x": x}, outputs=(OutputSpec(tuple(shape), dtype),))
+
+    def build(self, call: Any) -> Any:
+        out = f"{call.prefix}/output"
+        frag = type(self).builder(call.layer, call.inputs["x"], out, opset=call.opset, prefix=call.prefix)
+        what = "ONNX LabelEncoder table" + (" + onnxruntime-extensions string ops" if frag.needs_extensions else "")
+        return Built(nodes=frag.nodes, initializers=frag.initializers, outputs=(out,),
+                     description=f"{call.layer.name}: {what}")
+
+
+class StringLookupConverter(FragmentConverter):
+    name, classes, domains = "string_lookup", ("StringLookup",), {ML_DOMAIN: 2}
+    builder = staticmethod(build_string_lookup)
+
+
+class IntegerLookupConverter(FragmentConverter):
+    name, classes, domains = "integer_lookup", ("IntegerLookup",), {ML_DOMAIN: 2}
+    builder = staticmethod(build_integer_lookup)
+
+
+class HashingConverter(LayerConverter):
+    name, classes = "hashing", ("Hashing",)
+
+    def prepare(self, layer: Any) -> None:
+        build_hashing(layer, "", "")
+
+
+for _conv in (StringLookupConverter(), IntegerLookupConverter(), HashingConverter()):
+    REGISTRY.add(_conv.name, _conv)

@@ -49,9 +49,12 @@ from typing import Any
 import numpy as np
 
 from seqdeploy.errors import UnsupportedLayerError
+from seqdeploy.export.layers import REGISTRY
 from seqdeploy.export.layers.lookup import (
     EXT_DOMAIN,
+    ML_DOMAIN,
     Fragment,
+    FragmentConverter,
     GraphBuilder,
     check_lookup_layer,
     encode,
@@ -257,7 +260,8 @@ def check_text_vectorization(layer: Any) -> None:
     check_lookup_layer(layer._lookup_layer, owner=layer)
 
 
-def build_text_vectorization(layer: Any, input_name: str, output_name: str, *, opset: int = 17) -> Fragment:
+def build_text_vectorization(layer: Any, input_name: str, output_name: str, *, opset: int = 17,
+                             prefix: str | None = None) -> Fragment:
     """Keras ``TextVectorization`` (standardize, split, ngrams, vocabulary, output mode) as ONNX nodes.
 
     The input is a string tensor of shape [B] or [B, 1], as Keras takes it.
@@ -265,7 +269,7 @@ def build_text_vectorization(layer: Any, input_name: str, output_name: str, *, o
     check_text_vectorization(layer)
     steps = standardize_steps(layer)
     lookup = layer._lookup_layer
-    b = GraphBuilder(layer.name, opset)
+    b = GraphBuilder(prefix or layer.name, opset)
     i64 = np.int64
     x = apply_steps(b, steps, input_name)
     seq_len = layer._output_sequence_length
@@ -304,3 +308,56 @@ def _int64_zero():
     from onnx import numpy_helper
 
     return numpy_helper.from_array(np.array([0], dtype=np.int64))
+
+
+# -- converters (registry) -------------------------------------------------------------------------------------
+
+
+def needs_string_ops(layer: Any) -> bool:
+    """Whether the layer's nodes use onnxruntime-extensions ops (any standardization or split)."""
+    return layer._standardize is not None or layer._split is not None
+
+
+def text_output_spec(layer: Any, input_shape: tuple) -> tuple[tuple, str]:
+    """Keras's output shape (``None`` for dynamic axes) and dtype name of a ``TextVectorization``."""
+    lookup = layer._lookup_layer
+    seq_len = layer._output_sequence_length
+    dtype = output_dtype(lookup)
+    if lookup.output_mode == "int":
+        if layer._split is None:
+            return (*input_shape[:-1], seq_len if seq_len is not None else input_shape[-1]), dtype
+        return (input_shape[0], seq_len), dtype
+    depth = int(lookup.max_tokens if lookup.pad_to_max_tokens else lookup.vocabulary_size())
+    if layer._split is None and len(input_shape) == 1:
+        return (depth,), dtype
+    return (input_shape[0], depth), dtype
+
+
+class TextVectorizationConverter(FragmentConverter):
+    """``TextVectorization`` with standardization or split: onnxruntime-extensions string ops."""
+
+    name, classes, domains = "text_vectorization", ("TextVectorization",), {ML_DOMAIN: 2, EXT_DOMAIN: 1}
+    builder = staticmethod(build_text_vectorization)
+
+    def claims(self, layer: Any) -> bool:
+        return super().claims(layer) and needs_string_ops(layer)
+
+    def check(self, layer: Any) -> None:
+        check_text_vectorization(layer)
+        standardize_steps(layer)
+
+    def spec(self, layer: Any, input_shape: tuple) -> tuple[tuple, str]:
+        return text_output_spec(layer, input_shape)
+
+
+class PlainTextVectorizationConverter(TextVectorizationConverter):
+    """``TextVectorization`` without standardization or split: a vocabulary lookup, core ONNX only."""
+
+    name, domains = "text_vectorization_plain", {ML_DOMAIN: 2}
+
+    def claims(self, layer: Any) -> bool:
+        return type(layer).__name__ in self.classes and not needs_string_ops(layer)
+
+
+for _conv in (TextVectorizationConverter(), PlainTextVectorizationConverter()):
+    REGISTRY.add(_conv.name, _conv)

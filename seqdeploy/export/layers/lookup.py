@@ -230,14 +230,14 @@ def _int64_tensor(v: int):
     return numpy_helper.from_array(np.array([v], dtype=np.int64))
 
 
-def encode(b: GraphBuilder, layer: Any, ids: str, weight: str | None, out: str) -> None:
-    """Keras ``encode_categorical_inputs`` (+ IDF) for ``layer.output_mode``, writing ``out``.
+def encode(b: GraphBuilder, mode: str, depth: int, ids: str, weight: str | None, out: str,
+           idf: Any = None) -> None:
+    """Keras ``encode_categorical_inputs`` (+ IDF for ``tf_idf``) of int64 ``ids``, writing ``out`` (int64,
+    float32 for ``tf_idf``).
 
     ``ids`` is [B, N] (multi_hot / count / tf_idf) or any shape (one_hot); ``weight`` marks real
     (not padding) positions.
     """
-    mode = layer.output_mode
-    depth = int(layer.max_tokens if layer.pad_to_max_tokens else layer.vocabulary_size())
     if mode == "one_hot":
         onehot = b.op("OneHot", [ids, b.const([depth], np.int64), b.const([0, 1], np.int64)], axis=-1)
         # Keras drops a trailing axis of size 1 first (for inputs of rank > 1)
@@ -257,13 +257,19 @@ def encode(b: GraphBuilder, layer: Any, ids: str, weight: str | None, out: str) 
     elif mode == "count":
         b.op("Identity", [counts], outputs=[out])
     elif mode == "tf_idf":
-        idf = np.asarray(layer.idf_weights_const.numpy(), dtype=np.float32)
+        idf = np.asarray(idf, dtype=np.float32)
         if idf.shape[0] < depth:  # pad_to_max_tokens: Keras pads the weights with zeros
             idf = np.concatenate([idf, np.zeros(depth - idf.shape[0], np.float32)])
         b.op("Mul", [b.op("Cast", [counts], to=1), b.const(idf)], outputs=[out])
     else:
-        raise UnsupportedLayerError(f"{layer_kind(layer)}: output_mode={mode!r} is not one of int, one_hot, "
+        raise UnsupportedLayerError(f"{b.prefix}: output_mode={mode!r} is not one of int, one_hot, "
                                     f"multi_hot, count, tf_idf")
+
+
+def encode_lookup(b: GraphBuilder, layer: Any, ids: str, weight: str | None, out: str) -> None:
+    """:func:`encode` with a lookup layer's output mode, depth and IDF weights."""
+    idf = layer.idf_weights_const.numpy() if layer.output_mode == "tf_idf" else None
+    encode(b, layer.output_mode, encoded_depth(layer), ids, weight, out, idf)
 
 
 def rows_2d(b: GraphBuilder, x: str) -> str:
@@ -284,10 +290,10 @@ def _build_index_lookup(layer: Any, input_name: str, output_name: str, opset: in
     if layer.output_mode == "int":
         b.op("Identity", [lookup_indices(b, layer, input_name)], outputs=[output_name])
     elif layer.output_mode == "one_hot":
-        encode(b, layer, lookup_indices(b, layer, input_name), None, output_name)
+        encode_lookup(b, layer, lookup_indices(b, layer, input_name), None, output_name)
     else:
         encoded = b.name("encoded")
-        encode(b, layer, lookup_indices(b, layer, rows_2d(b, input_name)), None, encoded)
+        encode_lookup(b, layer, lookup_indices(b, layer, rows_2d(b, input_name)), None, encoded)
         unrow(b, encoded, input_name, output_name)
     return b.fragment(output_dtype(layer))
 
@@ -321,6 +327,42 @@ def build_hashing(layer: Any, input_name: str, output_name: str, *, opset: int =
         f"{layer_kind(layer)} hashes its inputs with {how} (integers as their decimal strings), which no ONNX op "
         f"computes (the onnxruntime-extensions hash kernel uses another FarmHash variant and gives different "
         f"buckets); replace it with a StringLookup / IntegerLookup adapted on the training data")
+
+
+def build_discretization(layer: Any, input_name: str, output_name: str, *, opset: int = 17,
+                         prefix: str | None = None) -> Fragment:
+    """Keras ``Discretization`` (TensorFlow ``Bucketize``, which tf2onnx does not convert) as ONNX nodes.
+
+    ``Bucketize`` is ``std::upper_bound`` over float32 boundaries: the bucket is the number of
+    boundaries ``b`` with ``not (x < b)`` (so NaN lands in the last bucket, as in TensorFlow), compared
+    as float32 (Keras casts float inputs to float32 first; integers meet float boundaries as floats).
+    """
+    if getattr(layer, "sparse", False):
+        raise UnsupportedLayerError(f"{layer_kind(layer)}: sparse=True outputs a SparseTensor, which ONNX has no "
+                                    f"type for; use sparse=False")
+    if layer.bin_boundaries is None:
+        raise UnsupportedLayerError(f"{layer_kind(layer)} has no bin boundaries; call adapt() or pass "
+                                    f"bin_boundaries= before exporting")
+    b = GraphBuilder(prefix or layer.name, opset)
+    bounds = np.asarray(layer.bin_boundaries, dtype=np.float32)
+    x = b.op("Cast", [input_name], to=1)
+    below = b.op("Not", [b.op("Less", [b.op("Unsqueeze", [x, b.const([-1], np.int64)]), b.const(bounds)])])
+    ids = b.op("ReduceSum", [b.op("Cast", [below], to=7), b.const([-1], np.int64)], keepdims=0)
+    out_type = _ONNX_TYPES[np.dtype(layer.output_dtype).name]
+    if layer.output_mode == "int":
+        b.op("Cast", [ids], outputs=[output_name], to=out_type)
+        return b.fragment(np.dtype(layer.output_dtype).name)
+    encoded = b.name("encoded")
+    if layer.output_mode == "one_hot":
+        encode(b, "one_hot", len(bounds) + 1, ids, None, encoded)
+    else:
+        encode(b, layer.output_mode, len(bounds) + 1, rows_2d(b, ids), None, b.name("counts"))
+        unrow(b, b.nodes[-1].output[0], ids, encoded)
+    b.op("Cast", [encoded], outputs=[output_name], to=out_type)
+    return b.fragment(np.dtype(layer.output_dtype).name)
+
+
+_ONNX_TYPES = {"float32": 1, "int32": 6, "int64": 7, "float64": 11, "float16": 10}
 
 
 def fragment_model(fragment: Fragment, inputs: dict, output_name: str):
@@ -372,12 +414,16 @@ def extensions_library_path() -> str:
 # -- converters (registry) -------------------------------------------------------------------------------------
 
 
-def lookup_output_spec(layer: Any, input_shape: tuple) -> tuple[tuple, str]:
+def encoded_depth(layer: Any) -> int:
+    """The last axis of a non-``int`` output (call outside a trace: the vocabulary size is a tensor there)."""
+    return int(layer.max_tokens if layer.pad_to_max_tokens else layer.vocabulary_size())
+
+
+def lookup_output_spec(layer: Any, depth: int, input_shape: tuple) -> tuple[tuple, str]:
     """Keras's output shape (``None`` for dynamic axes) and dtype name of a lookup layer on ``input_shape``."""
     mode = layer.output_mode
     dtype = output_dtype(layer)
     dtype = "string" if dtype == "object" else dtype
-    depth = int(layer.max_tokens if layer.pad_to_max_tokens else layer.vocabulary_size())
     if mode == "int":
         return input_shape, dtype
     if mode == "one_hot":
@@ -391,18 +437,19 @@ class FragmentConverter(LayerConverter):
 
     builder: Any = None
 
-    def spec(self, layer: Any, input_shape: tuple) -> tuple[tuple, str]:
-        return lookup_output_spec(layer, input_shape)
+    def spec(self, layer: Any, depth: int, input_shape: tuple) -> tuple[tuple, str]:
+        return lookup_output_spec(layer, depth, input_shape)
 
-    def prepare(self, layer: Any) -> None:
+    def prepare(self, layer: Any) -> int:
         self.check(layer)
+        return encoded_depth(layer)
 
     def check(self, layer: Any) -> None:
         check_lookup_layer(layer)
 
     def record(self, layer: Any, state: Any, arguments: dict) -> Any:
         x = arguments["inputs"]
-        shape, dtype = self.spec(layer, tuple(x.shape))
+        shape, dtype = self.spec(layer, state, tuple(x.shape))
         return Cut(inputs={"x": x}, outputs=(OutputSpec(tuple(shape), dtype),))
 
     def build(self, call: Any) -> Any:
@@ -430,5 +477,29 @@ class HashingConverter(LayerConverter):
         build_hashing(layer, "", "")
 
 
-for _conv in (StringLookupConverter(), IntegerLookupConverter(), HashingConverter()):
+class DiscretizationConverter(LayerConverter):
+    name, classes = "discretization", ("Discretization",)
+
+    def prepare(self, layer: Any) -> None:
+        build_discretization(layer, "x", "y")  # refuses early what cannot be built
+
+    def record(self, layer: Any, state: Any, arguments: dict) -> Any:
+        x = arguments["inputs"]
+        depth = len(layer.bin_boundaries) + 1
+        shape = tuple(x.shape)
+        if layer.output_mode == "one_hot":
+            shape = (*(shape[:-1] if len(shape) > 1 and shape[-1] == 1 else shape), depth)
+        elif layer.output_mode != "int":
+            shape = (depth,) if len(shape) == 1 else (shape[0], depth)
+        return Cut(inputs={"x": x}, outputs=(OutputSpec(shape, np.dtype(layer.output_dtype).name),))
+
+    def build(self, call: Any) -> Any:
+        out = f"{call.prefix}/output"
+        frag = build_discretization(call.layer, call.inputs["x"], out, opset=call.opset, prefix=call.prefix)
+        return Built(nodes=frag.nodes, initializers=frag.initializers, outputs=(out,),
+                     description=f"{call.layer.name}: ONNX Less/ReduceSum over {len(call.layer.bin_boundaries)} "
+                                 f"boundaries")
+
+
+for _conv in (StringLookupConverter(), IntegerLookupConverter(), HashingConverter(), DiscretizationConverter()):
     REGISTRY.add(_conv.name, _conv)

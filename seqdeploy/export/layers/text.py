@@ -57,7 +57,8 @@ from seqdeploy.export.layers.lookup import (
     FragmentConverter,
     GraphBuilder,
     check_lookup_layer,
-    encode,
+    encoded_depth,
+    encode_lookup,
     layer_kind,
     lookup_indices,
     output_dtype,
@@ -278,7 +279,7 @@ def build_text_vectorization(layer: Any, input_name: str, output_name: str, *, o
         weight = None
         if lookup.output_mode != "int":
             encoded = b.name("encoded")
-            encode(b, lookup, rows_2d(b, ids), None, encoded)
+            encode_lookup(b, lookup, rows_2d(b, ids), None, encoded)
             unrow(b, encoded, ids, output_name)
             return b.fragment(output_dtype(lookup))
     else:
@@ -291,7 +292,7 @@ def build_text_vectorization(layer: Any, input_name: str, output_name: str, *, o
             tokens, weight = ngrams(b, tokens, lengths, tuple(layer._ngrams))
         ids = lookup_indices(b, lookup, tokens)  # padding "" is the mask token: 0 in int mode
     if lookup.output_mode != "int":
-        encode(b, lookup, ids, weight, output_name)
+        encode_lookup(b, lookup, ids, weight, output_name)
     elif seq_len is None:
         b.op("Identity", [ids], outputs=[output_name])
     else:  # pad with 0 / truncate the last axis to output_sequence_length
@@ -318,7 +319,7 @@ def needs_string_ops(layer: Any) -> bool:
     return layer._standardize is not None or layer._split is not None
 
 
-def text_output_spec(layer: Any, input_shape: tuple) -> tuple[tuple, str]:
+def text_output_spec(layer: Any, depth: int, input_shape: tuple) -> tuple[tuple, str]:
     """Keras's output shape (``None`` for dynamic axes) and dtype name of a ``TextVectorization``."""
     lookup = layer._lookup_layer
     seq_len = layer._output_sequence_length
@@ -327,7 +328,6 @@ def text_output_spec(layer: Any, input_shape: tuple) -> tuple[tuple, str]:
         if layer._split is None:
             return (*input_shape[:-1], seq_len if seq_len is not None else input_shape[-1]), dtype
         return (input_shape[0], seq_len), dtype
-    depth = int(lookup.max_tokens if lookup.pad_to_max_tokens else lookup.vocabulary_size())
     if layer._split is None and len(input_shape) == 1:
         return (depth,), dtype
     return (input_shape[0], depth), dtype
@@ -346,8 +346,12 @@ class TextVectorizationConverter(FragmentConverter):
         check_text_vectorization(layer)
         standardize_steps(layer)
 
-    def spec(self, layer: Any, input_shape: tuple) -> tuple[tuple, str]:
-        return text_output_spec(layer, input_shape)
+    def prepare(self, layer: Any) -> int:
+        self.check(layer)
+        return encoded_depth(layer._lookup_layer)
+
+    def spec(self, layer: Any, depth: int, input_shape: tuple) -> tuple[tuple, str]:
+        return text_output_spec(layer, depth, input_shape)
 
 
 class PlainTextVectorizationConverter(TextVectorizationConverter):

@@ -58,6 +58,7 @@ from seqdeploy.export.layers.lookup import (
     GraphBuilder,
     check_lookup_layer,
     encoded_depth,
+    extensions_library_path,
     encode_lookup,
     layer_kind,
     lookup_indices,
@@ -348,6 +349,10 @@ class TextVectorizationConverter(FragmentConverter):
 
     def prepare(self, layer: Any) -> int:
         self.check(layer)
+        if needs_string_ops(layer):
+            # import onnxruntime-extensions now, before anything imports it without RTLD_DEEPBIND (the
+            # export's load check runs the graph in this process, next to TensorFlow's RE2)
+            extensions_library_path()
         return encoded_depth(layer._lookup_layer)
 
     def spec(self, layer: Any, depth: int, input_shape: tuple) -> tuple[tuple, str]:

@@ -38,7 +38,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from seqdeploy.errors import OpsetError, UnsupportedLayerError
-from seqdeploy.export.layers import REGISTRY, Built, Cut, LayerConverter, OutputSpec
+from seqdeploy.export.layers import REGISTRY, Built, Cut, LayerConverter, NodeBuilder, OutputSpec
 
 #: onnxruntime-extensions custom-op domain (string regex, split, concat)
 EXT_DOMAIN = "ai.onnx.contrib"
@@ -65,14 +65,13 @@ class Fragment:
         return EXT_DOMAIN in self.opsets
 
 
-class GraphBuilder:
-    """Collects nodes and initializers whose names all start with ``prefix``."""
+class GraphBuilder(NodeBuilder):
+    """A :class:`NodeBuilder` that names every tensor itself (``prefix/hint_n``) and records the opset
+    domains its nodes use."""
 
     def __init__(self, prefix: str, opset: int = 17) -> None:
-        self.prefix = prefix
+        super().__init__(prefix)
         self.opset = opset
-        self.nodes: list = []
-        self.initializers: list = []
         self.domains: dict = {"": opset}
         self._count = 0
 
@@ -80,7 +79,8 @@ class GraphBuilder:
         self._count += 1
         return f"{self.prefix}/{hint}_{self._count}"
 
-    def const(self, value: Any, dtype: Any = None, hint: str = "const") -> str:
+    def constant(self, value: Any, dtype: Any = None, hint: str = "const") -> str:
+        """An initializer holding ``value`` (strings as ONNX strings), under a fresh name."""
         from onnx import numpy_helper
 
         arr = np.asarray(value, dtype=dtype)
@@ -114,15 +114,15 @@ class GraphBuilder:
     def dim(self, x: str, axis: int) -> str:
         """``shape(x)[axis]`` as a 1-D int64 tensor of one element."""
         end = _INT64_MAX if axis == -1 else axis + 1
-        return self.op("Slice", [self.op("Shape", [x]), self.const([axis], np.int64), self.const([end], np.int64)])
+        return self.op("Slice", [self.op("Shape", [x]), self.constant([axis], np.int64), self.constant([end], np.int64)])
 
     def reduce_sum(self, x: str, axis: int, keepdims: int = 0) -> str:
-        return self.op("ReduceSum", [x, self.const([axis], np.int64)], keepdims=keepdims)
+        return self.op("ReduceSum", [x, self.constant([axis], np.int64)], keepdims=keepdims)
 
     def max_or_zero(self, x1d: str) -> str:
         """The largest element of a 1-D int64 tensor (0 when it is empty), as a 1-D tensor of one element."""
-        padded = self.op("Concat", [self.const([0], np.int64), x1d], axis=0)
-        values, _ = self.op("TopK", [padded, self.const([1], np.int64)], 2, largest=1, sorted=1)
+        padded = self.op("Concat", [self.constant([0], np.int64), x1d], axis=0)
+        values, _ = self.op("TopK", [padded, self.constant([1], np.int64)], 2, largest=1, sorted=1)
         return values
 
 
@@ -196,9 +196,9 @@ def lookup_indices(b: GraphBuilder, layer: Any, x: str) -> str:
         attrs.update(values_int64s=[int(v) for v in values], default_int64=int(default))
     ids = b.op("LabelEncoder", [x], domain=ML_DOMAIN, **attrs)
     if not layer.invert and layer.num_oov_indices > 1:  # integer keys, floormod (strings are refused)
-        buckets = b.op("Mod", [x, b.const(layer.num_oov_indices, np.int64)], fmod=0)
-        buckets = b.op("Add", [buckets, b.const(layer._oov_start_index(), np.int64)])
-        is_oov = b.op("Equal", [ids, b.const(int(default), np.int64)])
+        buckets = b.op("Mod", [x, b.constant(layer.num_oov_indices, np.int64)], fmod=0)
+        buckets = b.op("Add", [buckets, b.constant(layer._oov_start_index(), np.int64)])
+        is_oov = b.op("Equal", [ids, b.constant(int(default), np.int64)])
         ids = b.op("Where", [is_oov, buckets, ids])
     return ids
 
@@ -212,14 +212,14 @@ def bin_counts(b: GraphBuilder, ids: str, weight: str | None, depth: int) -> str
     if b.opset < 16:
         raise OpsetError(f"{b.prefix}: counting tokens needs ScatterElements with reduction (opset 16); "
                          f"received opset {b.opset}; use opset 16 or higher")
-    zero = b.const(0, np.int64)
-    inside = b.op("And", [b.op("GreaterOrEqual", [ids, zero]), b.op("Less", [ids, b.const(depth, np.int64)])])
+    zero = b.constant(0, np.int64)
+    inside = b.op("And", [b.op("GreaterOrEqual", [ids, zero]), b.op("Less", [ids, b.constant(depth, np.int64)])])
     if weight is not None:
         inside = b.op("And", [inside, weight])
     safe = b.op("Where", [inside, ids, zero])
     ones = b.op("Cast", [inside], to=7)
     rows = b.dim(ids, 0)
-    zeros = b.op("ConstantOfShape", [b.op("Concat", [rows, b.const([depth], np.int64)], axis=0)],
+    zeros = b.op("ConstantOfShape", [b.op("Concat", [rows, b.constant([depth], np.int64)], axis=0)],
                  value=_int64_tensor(0))
     return b.op("ScatterElements", [zeros, safe, ones], axis=1, reduction="add")
 
@@ -239,28 +239,28 @@ def encode(b: GraphBuilder, mode: str, depth: int, ids: str, weight: str | None,
     (not padding) positions.
     """
     if mode == "one_hot":
-        onehot = b.op("OneHot", [ids, b.const([depth], np.int64), b.const([0, 1], np.int64)], axis=-1)
+        onehot = b.op("OneHot", [ids, b.constant([depth], np.int64), b.constant([0, 1], np.int64)], axis=-1)
         # Keras drops a trailing axis of size 1 first (for inputs of rank > 1)
         shape = b.op("Shape", [ids])
         rank = b.op("Shape", [shape])
         last = b.dim(ids, -1)
-        squeeze = b.op("And", [b.op("Equal", [last, b.const([1], np.int64)]),
-                               b.op("Greater", [rank, b.const([1], np.int64)])])
+        squeeze = b.op("And", [b.op("Equal", [last, b.constant([1], np.int64)]),
+                               b.op("Greater", [rank, b.constant([1], np.int64)])])
         kept_last = b.op("Compress", [last, b.op("Not", [squeeze])], axis=0)
-        lead = b.op("Slice", [shape, b.const([0], np.int64), b.const([-1], np.int64)])
-        new_shape = b.op("Concat", [lead, kept_last, b.const([depth], np.int64)], axis=0)
+        lead = b.op("Slice", [shape, b.constant([0], np.int64), b.constant([-1], np.int64)])
+        new_shape = b.op("Concat", [lead, kept_last, b.constant([depth], np.int64)], axis=0)
         b.op("Reshape", [onehot, new_shape], outputs=[out])
         return
     counts = bin_counts(b, ids, weight, depth)
     if mode == "multi_hot":
-        b.op("Min", [counts, b.const(1, np.int64)], outputs=[out])
+        b.op("Min", [counts, b.constant(1, np.int64)], outputs=[out])
     elif mode == "count":
         b.op("Identity", [counts], outputs=[out])
     elif mode == "tf_idf":
         idf = np.asarray(idf, dtype=np.float32)
         if idf.shape[0] < depth:  # pad_to_max_tokens: Keras pads the weights with zeros
             idf = np.concatenate([idf, np.zeros(depth - idf.shape[0], np.float32)])
-        b.op("Mul", [b.op("Cast", [counts], to=1), b.const(idf)], outputs=[out])
+        b.op("Mul", [b.op("Cast", [counts], to=1), b.constant(idf)], outputs=[out])
     else:
         raise UnsupportedLayerError(f"{b.prefix}: output_mode={mode!r} is not one of int, one_hot, "
                                     f"multi_hot, count, tf_idf")
@@ -274,13 +274,13 @@ def encode_lookup(b: GraphBuilder, layer: Any, ids: str, weight: str | None, out
 
 def rows_2d(b: GraphBuilder, x: str) -> str:
     """The row layout of TensorFlow's bincount: [N] -> [1, N] (one sample), [B, N] -> [B, N]."""
-    shape = b.op("Concat", [b.const([1], np.int64), b.op("Shape", [x])], axis=0)
-    return b.op("Reshape", [x, b.op("Slice", [shape, b.const([-2], np.int64), b.const([_INT64_MAX], np.int64)])])
+    shape = b.op("Concat", [b.constant([1], np.int64), b.op("Shape", [x])], axis=0)
+    return b.op("Reshape", [x, b.op("Slice", [shape, b.constant([-2], np.int64), b.constant([_INT64_MAX], np.int64)])])
 
 
 def unrow(b: GraphBuilder, counts: str, like: str, out: str) -> None:
     """[R, depth] counts back to Keras's shape: [depth] for a vector input ``like``, [B, depth] otherwise."""
-    lead = b.op("Slice", [b.op("Shape", [like]), b.const([0], np.int64), b.const([-1], np.int64)])
+    lead = b.op("Slice", [b.op("Shape", [like]), b.constant([0], np.int64), b.constant([-1], np.int64)])
     b.op("Reshape", [counts, b.op("Concat", [lead, b.dim(counts, -1)], axis=0)], outputs=[out])
 
 
@@ -346,8 +346,8 @@ def build_discretization(layer: Any, input_name: str, output_name: str, *, opset
     b = GraphBuilder(prefix or layer.name, opset)
     bounds = np.asarray(layer.bin_boundaries, dtype=np.float32)
     x = b.op("Cast", [input_name], to=1)
-    below = b.op("Not", [b.op("Less", [b.op("Unsqueeze", [x, b.const([-1], np.int64)]), b.const(bounds)])])
-    ids = b.op("ReduceSum", [b.op("Cast", [below], to=7), b.const([-1], np.int64)], keepdims=0)
+    below = b.op("Not", [b.op("Less", [b.op("Unsqueeze", [x, b.constant([-1], np.int64)]), b.constant(bounds)])])
+    ids = b.op("ReduceSum", [b.op("Cast", [below], to=7), b.constant([-1], np.int64)], keepdims=0)
     out_type = _ONNX_TYPES[np.dtype(layer.output_dtype).name]
     if layer.output_mode == "int":
         b.op("Cast", [ids], outputs=[output_name], to=out_type)

@@ -172,10 +172,10 @@ def apply_steps(b: GraphBuilder, steps: list[Step], x: str) -> str:
     for step in steps:
         if step.kind == "lower":
             for upper in string.ascii_uppercase:
-                x = b.op("StringRegexReplace", [x, b.const([upper], object), b.const([upper.lower()], object)],
+                x = b.op("StringRegexReplace", [x, b.constant([upper], object), b.constant([upper.lower()], object)],
                          domain=EXT_DOMAIN)
         else:
-            x = b.op("StringRegexReplace", [x, b.const([step.pattern], object), b.const([step.rewrite], object)],
+            x = b.op("StringRegexReplace", [x, b.constant([step.pattern], object), b.constant([step.rewrite], object)],
                      domain=EXT_DOMAIN, global_replace=int(step.replace_global))
     return x
 
@@ -187,18 +187,18 @@ def split_dense(b: GraphBuilder, x: str, pattern: str, keep: str = "") -> tuple[
     """
     i64 = np.int64
     flat, _, _, splits = b.op("StringRegexSplitWithOffsets",
-                              [x, b.const(pattern, object), b.const(keep, object)], 4, domain=EXT_DOMAIN)
-    starts = b.op("Slice", [splits, b.const([0], i64), b.const([-1], i64)])
-    ends = b.op("Slice", [splits, b.const([1], i64), b.const([_INT64_MAX], i64)])
+                              [x, b.constant(pattern, object), b.constant(keep, object)], 4, domain=EXT_DOMAIN)
+    starts = b.op("Slice", [splits, b.constant([0], i64), b.constant([-1], i64)])
+    ends = b.op("Slice", [splits, b.constant([1], i64), b.constant([_INT64_MAX], i64)])
     lengths = b.op("Sub", [ends, starts])
-    width = b.op("Squeeze", [b.max_or_zero(lengths), b.const([0], i64)])
-    steps = b.op("Range", [b.const(0, i64), width, b.const(1, i64)])
-    row_steps = b.op("Unsqueeze", [steps, b.const([0], i64)])
-    valid = b.op("Less", [row_steps, b.op("Unsqueeze", [lengths, b.const([1], i64)])])
-    index = b.op("Add", [b.op("Unsqueeze", [starts, b.const([1], i64)]), row_steps])
-    total = b.op("Squeeze", [b.op("Shape", [flat]), b.const([0], i64)])
+    width = b.op("Squeeze", [b.max_or_zero(lengths), b.constant([0], i64)])
+    steps = b.op("Range", [b.constant(0, i64), width, b.constant(1, i64)])
+    row_steps = b.op("Unsqueeze", [steps, b.constant([0], i64)])
+    valid = b.op("Less", [row_steps, b.op("Unsqueeze", [lengths, b.constant([1], i64)])])
+    index = b.op("Add", [b.op("Unsqueeze", [starts, b.constant([1], i64)]), row_steps])
+    total = b.op("Squeeze", [b.op("Shape", [flat]), b.constant([0], i64)])
     index = b.op("Where", [valid, index, total])  # padding reads the "" appended below
-    padded = b.op("Concat", [flat, b.const([""], object)], axis=0)
+    padded = b.op("Concat", [flat, b.constant([""], object)], axis=0)
     return b.op("Gather", [padded, index], axis=0), lengths, valid
 
 
@@ -211,41 +211,41 @@ def ngrams(b: GraphBuilder, tokens: str, lengths: str, widths: tuple[int, ...]) 
     i64 = np.int64
     rows = b.dim(tokens, 0)
     cols = b.dim(tokens, 1)
-    steps = b.op("Unsqueeze", [b.op("Range", [b.const(0, i64), b.op("Squeeze", [cols, b.const([0], i64)]),
-                                              b.const(1, i64)]), b.const([0], i64)])
-    row_len = b.op("Unsqueeze", [lengths, b.const([1], i64)])
+    steps = b.op("Unsqueeze", [b.op("Range", [b.constant(0, i64), b.op("Squeeze", [cols, b.constant([0], i64)]),
+                                              b.constant(1, i64)]), b.constant([0], i64)])
+    row_len = b.op("Unsqueeze", [lengths, b.constant([1], i64)])
     grams, valids = [], []
     for n in widths:
         if n == 1:
             gram = tokens
         else:
-            pad = b.op("Expand", [b.const([[""]], object),
-                                  b.op("Concat", [rows, b.const([n - 1], i64)], axis=0)])
+            pad = b.op("Expand", [b.constant([[""]], object),
+                                  b.op("Concat", [rows, b.constant([n - 1], i64)], axis=0)])
             wide = b.op("Concat", [tokens, pad], axis=1)
-            sep = b.op("Expand", [b.const([[" "]], object), b.op("Shape", [tokens])])
+            sep = b.op("Expand", [b.constant([[" "]], object), b.op("Shape", [tokens])])
             gram = tokens
             for k in range(1, n):
-                part = b.op("Slice", [wide, b.const([k], i64), b.op("Add", [cols, b.const([k], i64)]),
-                                      b.const([1], i64)])
+                part = b.op("Slice", [wide, b.constant([k], i64), b.op("Add", [cols, b.constant([k], i64)]),
+                                      b.constant([1], i64)])
                 gram = b.op("StringConcat", [b.op("StringConcat", [gram, sep], domain=EXT_DOMAIN), part],
                             domain=EXT_DOMAIN)
         grams.append(gram)
-        valids.append(b.op("Less", [b.op("Add", [steps, b.const(n - 1, i64)]), row_len]))
+        valids.append(b.op("Less", [b.op("Add", [steps, b.constant(n - 1, i64)]), row_len]))
     grams_all = b.op("Concat", grams, axis=1)
     valid_all = b.op("Concat", valids, axis=1)
     total = b.dim(grams_all, 1)
-    position = b.op("Unsqueeze", [b.op("Range", [b.const(0, i64), b.op("Squeeze", [total, b.const([0], i64)]),
-                                                 b.const(1, i64)]), b.const([0], i64)])
+    position = b.op("Unsqueeze", [b.op("Range", [b.constant(0, i64), b.op("Squeeze", [total, b.constant([0], i64)]),
+                                                 b.constant(1, i64)]), b.constant([0], i64)])
     key = b.op("Add", [position, b.op("Mul", [b.op("Cast", [b.op("Not", [valid_all])], to=7), total])])
     _, order = b.op("TopK", [key, total], 2, axis=1, largest=0, sorted=1)
     packed = b.op("GatherElements", [grams_all, order], axis=1)
     counts = b.reduce_sum(b.op("Cast", [valid_all], to=7), 1)
     width = b.max_or_zero(counts)
-    packed = b.op("Slice", [packed, b.const([0], i64), width, b.const([1], i64)])
-    steps = b.op("Unsqueeze", [b.op("Range", [b.const(0, i64), b.op("Squeeze", [width, b.const([0], i64)]),
-                                              b.const(1, i64)]), b.const([0], i64)])
-    valid = b.op("Less", [steps, b.op("Unsqueeze", [counts, b.const([1], i64)])])
-    return b.op("Where", [valid, packed, b.const("", object)]), valid  # padding: "", the mask token
+    packed = b.op("Slice", [packed, b.constant([0], i64), width, b.constant([1], i64)])
+    steps = b.op("Unsqueeze", [b.op("Range", [b.constant(0, i64), b.op("Squeeze", [width, b.constant([0], i64)]),
+                                              b.constant(1, i64)]), b.constant([0], i64)])
+    valid = b.op("Less", [steps, b.op("Unsqueeze", [counts, b.constant([1], i64)])])
+    return b.op("Where", [valid, packed, b.constant("", object)]), valid  # padding: "", the mask token
 
 
 def check_text_vectorization(layer: Any) -> None:
@@ -284,7 +284,7 @@ def build_text_vectorization(layer: Any, input_name: str, output_name: str, *, o
             unrow(b, encoded, ids, output_name)
             return b.fragment(output_dtype(lookup))
     else:
-        vector = b.op("Reshape", [x, b.const([-1], i64)])
+        vector = b.op("Reshape", [x, b.constant([-1], i64)])
         if layer._split == "whitespace":
             tokens, lengths, weight = split_dense(b, vector, WHITESPACE_SPLIT)
         else:
@@ -297,11 +297,11 @@ def build_text_vectorization(layer: Any, input_name: str, output_name: str, *, o
     elif seq_len is None:
         b.op("Identity", [ids], outputs=[output_name])
     else:  # pad with 0 / truncate the last axis to output_sequence_length
-        lead = b.op("Slice", [b.op("Shape", [ids]), b.const([0], i64), b.const([-1], i64)])
-        zeros = b.op("ConstantOfShape", [b.op("Concat", [lead, b.const([seq_len], i64)], axis=0)],
+        lead = b.op("Slice", [b.op("Shape", [ids]), b.constant([0], i64), b.constant([-1], i64)])
+        zeros = b.op("ConstantOfShape", [b.op("Concat", [lead, b.constant([seq_len], i64)], axis=0)],
                      value=_int64_zero())
         wide = b.op("Concat", [ids, zeros], axis=-1)
-        b.op("Slice", [wide, b.const([0], i64), b.const([seq_len], i64), b.const([-1], i64)],
+        b.op("Slice", [wide, b.constant([0], i64), b.constant([seq_len], i64), b.constant([-1], i64)],
              outputs=[output_name])
     return b.fragment(output_dtype(lookup))
 

@@ -91,8 +91,12 @@ class GraphBuilder(NodeBuilder):
         return name
 
     def op(self, op_type: str, inputs: Sequence[str], outputs: int | Sequence[str] = 1, *,
-           domain: str = "", **attrs: Any):
-        """Add one node; returns its output name (or the list of names when it has several)."""
+           domain: str = "", typed: bool = True, **attrs: Any):
+        """Add one node; returns its output name (or the list of names when it has several).
+
+        Outputs of onnxruntime-extensions ops are typed by a Cast unless ``typed`` is false (a chain
+        of them needs only its last output typed).
+        """
         from onnx import helper
 
         outs = [self.name(op_type) for _ in range(outputs)] if isinstance(outputs, int) else list(outputs)
@@ -100,7 +104,7 @@ class GraphBuilder(NodeBuilder):
                                            domain=domain, **attrs))
         if domain:
             self.domains[domain] = _DOMAIN_VERSIONS[domain]
-        if domain == EXT_DOMAIN:
+        if domain == EXT_DOMAIN and typed:
             # custom ops have no schema, so ONNX type inference leaves their outputs untyped, and
             # onnx 1.23's LabelEncoder inference crashes (segfault) on an untyped input: a Cast to the
             # known type (a no-op at run time) types them

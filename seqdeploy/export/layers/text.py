@@ -169,14 +169,15 @@ def trace_standardize(layer: Any, fn: Any) -> list[Step]:
 
 def apply_steps(b: GraphBuilder, steps: list[Step], x: str) -> str:
     """Standardization steps as extensions ``StringRegexReplace`` nodes (ASCII lower: one per letter)."""
+    replacements = []
     for step in steps:
         if step.kind == "lower":
-            for upper in string.ascii_uppercase:
-                x = b.op("StringRegexReplace", [x, b.constant([upper], object), b.constant([upper.lower()], object)],
-                         domain=EXT_DOMAIN)
+            replacements += [(upper, upper.lower(), True) for upper in string.ascii_uppercase]
         else:
-            x = b.op("StringRegexReplace", [x, b.constant([step.pattern], object), b.constant([step.rewrite], object)],
-                     domain=EXT_DOMAIN, global_replace=int(step.replace_global))
+            replacements.append((step.pattern, step.rewrite, step.replace_global))
+    for k, (pattern, rewrite, replace_global) in enumerate(replacements):
+        x = b.op("StringRegexReplace", [x, b.constant([pattern], object), b.constant([rewrite], object)],
+                 domain=EXT_DOMAIN, global_replace=int(replace_global), typed=k == len(replacements) - 1)
     return x
 
 

@@ -125,8 +125,10 @@ def _string_model():
                              keras.layers.Embedding(4, 3), keras.layers.GlobalAveragePooling1D(), keras.layers.Dense(2)])
 
 
-def test_a_string_graph_input_reaches_a_converter_that_takes_over_by_order(register):
-    from seqdeploy.export.convert import convert_model, op_counts
+def test_a_string_graph_input_reaches_a_converter_that_takes_over_by_order(register, tmp_path):
+    import json
+
+    from seqdeploy.export.convert import convert_model, export_onnx, op_counts
 
     model = _string_model()
     assert convert_model(model).native_layers == ("colours: ONNX LabelEncoder table",)
@@ -143,6 +145,12 @@ def test_a_string_graph_input_reaches_a_converter_that_takes_over_by_order(regis
     x = np.array([["red", "blue", "mauve"], ["green", "green", "red"], ["", "blue", "blue"]], dtype=object)
     got = _session(conv.model).run(None, {"words": x})[0]
     np.testing.assert_allclose(got, np.asarray(model(x)), rtol=1e-6, atol=1e-6)
+
+    model.save(tmp_path / "colours.keras")  # the export report records the converter and its domain
+    result = export_onnx(tmp_path / "colours.keras")
+    report = json.loads(result.report_path.read_text())
+    assert report["native_layers"] == ["colours: CategoryMapper"] and report["native_recurrent"] == []
+    assert report["opset_domains"] == {"ai.onnx.ml": 2} and report["needs_extensions"] is False
 
 
 def test_registry_holds_the_families_and_resolves_by_order():

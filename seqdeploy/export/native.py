@@ -175,18 +175,39 @@ def convert_native(model, opset: int, *, input_specs: list, output_names: list[s
 
     The proto's inputs are named like ``input_specs`` and its outputs ``output_names``.
     """
-    import tensorflow as tf
-
     claims, notes = claim_layers(model)
     single = len(input_specs) == 1
     input_names = [s.name for s in input_specs]
     out_keys = [f"{OUT}{k}" for k in range(len(output_names))]
 
-    def run_model(xs):
+    def run_model(xs) -> list:
         out = model(xs[0] if single else list(xs), training=False)
         return list(out) if isinstance(out, (list, tuple)) else [out]
 
-    # 1. discover the calls
+    calls = _discover(claims, run_model, input_specs, notes)
+    native = [(i, c) for i, c in enumerate(calls) if c.cut is not None]
+    what = f"model {model.name!r}"
+    if not native:
+        def plain(*xs):
+            return dict(zip(out_keys, run_model(xs)))
+
+        with _patched([(c.layer, c.base) for c in claims]):
+            proto = from_function(plain, input_specs, opset, what, layer_names)
+        done, domains = (), {}
+    else:
+        proto = _convert_cut(claims, calls, run_model, input_specs, out_keys,
+                             lambda fn, specs: from_function(fn, specs, opset, what, layer_names))
+        done, domains = _stitch(proto, native, opset, notes)
+        toposort(proto.graph)
+    keep_io(proto, input_names, out_keys)
+    rename_io(proto, input_names, output_names)
+    return Traced(model=proto, native=done, notes=tuple(dict.fromkeys(notes)), domains=domains)
+
+
+def _discover(claims: list[_Claim], run_model, input_specs: list, notes: list[str]) -> list[_Call]:
+    """1. Trace once with stand-ins: every call of a claimed layer, in call order, with what its converter recorded."""
+    import tensorflow as tf
+
     calls: list[_Call] = []
 
     def discover(claim: _Claim):
@@ -200,20 +221,17 @@ def convert_native(model, opset: int, *, input_specs: list, output_names: list[s
 
     with _patched([(c.layer, discover(c)) for c in claims]):
         tf.function(lambda *xs: run_model(xs)).get_concrete_function(*input_specs)
-    native = [(i, c) for i, c in enumerate(calls) if c.cut is not None]
-    if not native:
-        def plain(*xs):
-            return dict(zip(out_keys, run_model(xs)))
+    return calls
 
-        with _patched([(c.layer, c.base) for c in claims]):
-            proto = from_function(plain, input_specs, opset, f"model {model.name!r}", layer_names)
-        keep_io(proto, input_names, out_keys)
-        rename_io(proto, input_names, output_names)
-        return Traced(model=proto, native=(), notes=tuple(dict.fromkeys(notes)), domains={})
 
-    # 2. cut: placeholders in, recorded tensors out
+def _convert_cut(claims: list[_Claim], calls: list[_Call], run_model, input_specs: list, out_keys: list[str],
+                 convert) -> Any:
+    """2. Trace again with placeholders (extra inputs) for the cut calls' outputs and their recorded tensors
+    as extra outputs, and convert that with ``convert(fn, specs)``."""
+    import tensorflow as tf
+
     ph_specs = [tf.TensorSpec([None, *s.shape[1:]], tf.as_dtype(s.dtype), name=f"{CUT}{i}_y{k}")
-                for i, c in native for k, s in enumerate(c.cut.outputs)]
+                for i, c in enumerate(calls) if c.cut is not None for k, s in enumerate(c.cut.outputs)]
     n_in = len(input_specs)
     taps: dict[str, Any] = {}
     placeholders: dict[str, Any] = {}
@@ -229,7 +247,7 @@ def convert_native(model, opset: int, *, input_specs: list, output_names: list[s
                 raise ExportError(f"layer {claim.layer.name!r}: converter {claim.converter.name!r} recorded "
                                   "this call differently on the second trace; report it with the model attached")
             for name, tensor in got.inputs.items():
-                taps[f"{CUT}{i}_{name}"] = tf.identity(tensor)
+                taps[f"{CUT}{i}_{name}"] = tf.identity(tensor)  # a graph input passes through too
             return _one_or_tuple([placeholders[f"{CUT}{i}_y{k}"] for k in range(len(got.outputs))])
         return call
 
@@ -241,9 +259,12 @@ def convert_native(model, opset: int, *, input_specs: list, output_names: list[s
         return {**dict(zip(out_keys, outs)), **taps}
 
     with _patched([(c.layer, cut(c)) for c in claims]):
-        proto = from_function(traced, list(input_specs) + ph_specs, opset, f"model {model.name!r}", layer_names)
+        return convert(traced, list(input_specs) + ph_specs)
 
-    # 3. stitch
+
+def _stitch(proto, native: list[tuple[int, _Call]], opset: int,
+            notes: list[str]) -> tuple[tuple[NativeLayer, ...], dict[str, int]]:
+    """3. Each converter's nodes replace its call's placeholders, reading the tapped tensors."""
     graph = proto.graph
     per_layer: dict[int, int] = {}
     for _, c in native:
@@ -273,10 +294,7 @@ def convert_native(model, opset: int, *, input_specs: list, output_names: list[s
             replace[name] = replace[replace[name]]
     rename_inputs(proto, replace)
     _import_domains(proto, domains)
-    keep_io(proto, input_names, out_keys)
-    toposort(graph)
-    rename_io(proto, input_names, output_names)
-    return Traced(model=proto, native=tuple(done), notes=tuple(dict.fromkeys(notes)), domains=domains)
+    return tuple(done), dict(sorted(domains.items()))
 
 
 def _drop_tap_identities(graph, taps: set[str]) -> dict[str, str]:

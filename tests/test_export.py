@@ -611,27 +611,26 @@ def test_cli_unsafe_allows_lambda(files, tmp_path):
     assert json.loads(res.stdout)["op_counts"]["Mul"] == 1
 
 
-@pytest.mark.parametrize("layer", ["TextVectorization", "StringLookup"])
-def test_lookup_preprocessing_layers_are_refused_naming_the_layer(tmp_path, layer):
-    """tf2onnx cannot carry TF hash tables: a one-line refusal (exit 2) naming the layer, never a traceback."""
+@pytest.mark.parametrize("layer", ["Hashing", "StringLookup"])
+def test_hashing_preprocessing_layers_are_refused_naming_the_layer(tmp_path, layer):
+    """FarmHash / SipHash buckets have no ONNX form: a one-line refusal (exit 2) naming the layer and why."""
     import keras
     from typer.testing import CliRunner
 
     from seqdeploy.app.cli import app
 
-    if layer == "TextVectorization":
-        lookup = keras.layers.TextVectorization(max_tokens=20, output_sequence_length=4, name="my_vectorizer")
-        lookup.adapt(np.array(["good movie", "bad film"]))
-        model = keras.Sequential([keras.Input((1,), dtype="string"), lookup, keras.layers.Embedding(20, 3),
-                                  keras.layers.GlobalAveragePooling1D(), keras.layers.Dense(1)])
+    if layer == "Hashing":
+        lookup = keras.layers.Hashing(num_bins=20, name="my_vectorizer")
+        why = "(Hashing) hashes its inputs with FarmHash Fingerprint64"
     else:
-        lookup = keras.layers.StringLookup(vocabulary=["a", "b"], name="my_vectorizer")
-        model = keras.Sequential([keras.Input((2,), dtype="string"), lookup, keras.layers.Embedding(4, 3),
-                                  keras.layers.GlobalAveragePooling1D(), keras.layers.Dense(1)])
+        lookup = keras.layers.StringLookup(vocabulary=["a", "b"], num_oov_indices=2, name="my_vectorizer")
+        why = "(StringLookup): num_oov_indices=2 hashes unseen keys into OOV buckets with FarmHash Fingerprint64"
+    model = keras.Sequential([keras.Input((2,), dtype="string"), lookup, keras.layers.Embedding(20, 3),
+                              keras.layers.GlobalAveragePooling1D(), keras.layers.Dense(1)])
     model.save(tmp_path / "m.keras")
     res = CliRunner().invoke(app, ["export", str(tmp_path / "m.keras"), "--onnx"])
     assert res.exit_code == 2, res.output
-    assert f"layer 'my_vectorizer' ({layer}) keeps a lookup table" in " ".join(res.output.split())
+    assert f"layer 'my_vectorizer' {why}" in " ".join(res.output.split())
     assert "Traceback" not in res.output and not (tmp_path / "m.onnx").exists()
 
 

@@ -98,6 +98,7 @@ def _lookup_converter():
 
     class CategoryLookup(LayerConverter):  # StringLookup as one ai.onnx.ml CategoryMapper (OOV -> 0)
         name, classes, domains = "test_string_lookup", ("StringLookup",), {"ai.onnx.ml": 2}
+        order = -1  # before the built-in StringLookup converter
 
         def prepare(self, layer):
             return [str(v) for v in layer.get_vocabulary()]
@@ -124,15 +125,13 @@ def _string_model():
                              keras.layers.Embedding(4, 3), keras.layers.GlobalAveragePooling1D(), keras.layers.Dense(2)])
 
 
-def test_a_string_graph_input_reaches_a_converter_that_takes_over_the_lookup_refusal(register, tmp_path):
+def test_a_string_graph_input_reaches_a_converter_that_takes_over_by_order(register, tmp_path):
     import json
 
-    from seqdeploy.errors import UnsupportedLayerError
     from seqdeploy.export.convert import convert_model, export_onnx, op_counts
 
     model = _string_model()
-    with pytest.raises(UnsupportedLayerError, match="layer 'colours' \\(StringLookup\\) keeps a lookup table"):
-        convert_model(model)
+    assert convert_model(model).native_layers == ("colours: ONNX LabelEncoder table",)
 
     register(_lookup_converter())
     conv = convert_model(model)
@@ -166,7 +165,8 @@ def test_registry_holds_the_families_and_resolves_by_order():
     assert converter_for(L.GRU(2)).name == "recurrent"
     assert converter_for(L.Bidirectional(L.LSTM(2))).name == "recurrent"
     assert converter_for(L.TimeDistributed(L.Dense(2))).name == "time_distributed"
-    assert converter_for(L.IntegerLookup(vocabulary=[3, 4])).name == "lookup_refusal"
+    assert converter_for(L.IntegerLookup(vocabulary=[3, 4])).name == "integer_lookup"
+    assert converter_for(L.HashedCrossing(num_bins=4)).name == "lookup_refusal"
     assert converter_for(L.Dense(2)) is None
 
 

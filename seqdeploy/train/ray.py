@@ -62,20 +62,24 @@ class RayTrainResult(TrainResult):
 
 def train_ray(spec_path: str | Path, *, workers: int = 2, address: str | None = None,
               out: str | Path | None = None, epochs: int | None = None, seed: int | None = None,
-              storage: str | Path | None = None, max_failures: int = 2) -> RayTrainResult:
+              storage: str | Path | None = None, max_failures: int = 2,
+              keep_shards: bool = True) -> RayTrainResult:
     """Train the spec's model on ``workers`` Ray Train workers; write the run directory.
 
     ``address``: None starts (or reuses) a Ray on this machine, ``"auto"`` joins one started with
     ``ray start``, ``ray://host:port`` a remote cluster. ``storage`` holds Ray Train's checkpoints
     (a directory every node can reach on a cluster; default a temporary one, removed on success).
+    ``keep_shards``: each worker keeps the shard it streamed in its first epoch in memory for the
+    later ones (False streams it from Ray Data every epoch: for shards larger than a worker's memory).
     """
     spec = load_spec(spec_path).with_overrides(epochs=epochs, seed=seed)
     return train_spec_ray(spec, workers=workers, address=address, out=out, storage=storage,
-                          max_failures=max_failures)
+                          max_failures=max_failures, keep_shards=keep_shards)
 
 
 def train_spec_ray(spec: Spec, *, workers: int = 2, address: str | None = None, out: str | Path | None = None,
-                   storage: str | Path | None = None, max_failures: int = 2) -> RayTrainResult:
+                   storage: str | Path | None = None, max_failures: int = 2,
+                   keep_shards: bool = True) -> RayTrainResult:
     """Like :func:`train_ray` for an already loaded :class:`Spec`."""
     from seqdeploy.data import load_spec_splits
 
@@ -104,7 +108,7 @@ def train_spec_ray(spec: Spec, *, workers: int = 2, address: str | None = None, 
     storage_dir = Path(tempfile.mkdtemp(prefix="seqdeploy-ray-train-")) if own_storage else Path(storage)
     try:
         result, seconds = _fit(spec, splits, meta, workers=workers, n_val=n_val, storage=storage_dir,
-                               max_failures=max_failures)
+                               max_failures=max_failures, keep_shards=keep_shards)
         out_result = _write_run(spec, splits, run_dir, result, seconds=seconds, workers=workers, n_val=n_val,
                                 address=address or "local")
     finally:
@@ -117,9 +121,9 @@ def train_spec_ray(spec: Spec, *, workers: int = 2, address: str | None = None, 
     return out_result
 
 
-def worker_record_dir(storage: str | Path, spec_name: str) -> Path:
-    """Where each worker writes ``rank-<r>.json`` (pid, host, last finished epoch) while it trains."""
-    return Path(storage) / spec_name / "workers"
+def worker_record_dir(storage: str | Path, run_name: str) -> Path:
+    """Where each worker writes ``rank-<r>.json`` (pid, host, finished epochs, seconds) while it trains."""
+    return Path(storage) / run_name / "workers"
 
 
 def _shapes_only(splits):
@@ -136,7 +140,8 @@ def _table(x: np.ndarray, y: np.ndarray):
     return pa.table({"x": ArrowTensorArray.from_numpy(np.ascontiguousarray(x)), "y": col(np.asarray(y))})
 
 
-def _fit(spec: Spec, splits, meta, *, workers: int, n_val: int, storage: Path, max_failures: int):
+def _fit(spec: Spec, splits, meta, *, workers: int, n_val: int, storage: Path, max_failures: int,
+         keep_shards: bool):
     import ray.data
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.tensorflow import TensorflowTrainer
@@ -145,12 +150,14 @@ def _fit(spec: Spec, splits, meta, *, workers: int, n_val: int, storage: Path, m
     datasets = {"train": ray.data.from_arrow(_table(splits.x_train[:n_train], splits.y_train[:n_train]))}
     if n_val:
         datasets["val"] = ray.data.from_arrow(_table(splits.x_train[n_train:], splits.y_train[n_train:]))
+    # A fresh name per run: Ray Train resumes a run whose name it finds in the storage.
+    name = f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
     config = {"spec": spec, "meta": meta, "workers": workers, "has_val": bool(n_val),
-              "record_dir": str(worker_record_dir(storage, spec.name))}
+              "keep_shards": keep_shards, "record_dir": str(worker_record_dir(storage, name))}
     trainer = TensorflowTrainer(
         train_worker, train_loop_config=config, datasets=datasets,
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=False, resources_per_worker={"CPU": 1}),
-        run_config=RunConfig(name=spec.name, storage_path=str(storage.resolve()),
+        run_config=RunConfig(name=name, storage_path=str(storage.resolve()),
                              failure_config=FailureConfig(max_failures=max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=2)))
     start = time.perf_counter()
@@ -212,15 +219,37 @@ def train_worker(config: dict) -> None:
             return loss * tf.cast(tf.shape(x)[0], loss.dtype)
         return strategy.reduce("SUM", strategy.run(replica, args=(x, y)), axis=None)
 
-    def run_epoch(step, shard, shuffle_seed):
-        total, rows = 0.0, 0
+    def batches(name, shard, shuffle_seed):
+        """This worker's batches: streamed from its Ray Data shard, or from memory once kept."""
+        if name in kept:
+            x, y = kept[name]
+            order = np.random.default_rng(shuffle_seed).permutation(len(x)) if shuffle_seed else np.arange(len(x))
+            for i in range(0, len(x), local_batch):
+                idx = order[i:i + local_batch]
+                yield tf.constant(x[idx]), tf.constant(y[idx])
+            return
         kw = {"local_shuffle_buffer_size": 4 * local_batch, "local_shuffle_seed": shuffle_seed} if shuffle_seed else {}
+        seen = []
         for batch in shard.iter_tf_batches(batch_size=local_batch, drop_last=False, **kw):
-            total += float(step(batch["x"], batch["y"]))
-            rows += int(batch["x"].shape[0])
-        # each replica's loss was scaled by 1/world; rows are this worker's, equal on every worker
+            if config["keep_shards"]:
+                seen.append((batch["x"].numpy(), batch["y"].numpy()))
+            yield batch["x"], batch["y"]
+        if seen:
+            kept[name] = (np.concatenate([b[0] for b in seen]), np.concatenate([b[1] for b in seen]))
+
+    def run_epoch(step, name, shard, shuffle_seed):
+        total, rows, t0 = 0.0, 0, time.perf_counter()
+        for x, y in batches(name, shard, shuffle_seed):
+            t1 = time.perf_counter()
+            total += float(step(x, y))
+            timing["step"] += time.perf_counter() - t1
+            rows += int(x.shape[0])
+        timing["epoch"] += time.perf_counter() - t0
+        # each replica's loss was scaled by 1/world; every worker has the same number of rows
         return total * world / max(rows * world, 1), rows
 
+    kept: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    timing = {"step": 0.0, "epoch": 0.0}
     local_batch = max(1, spec.fit.batch_size // world)  # the spec's batch size is the global one
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("val") if config["has_val"] else None
@@ -229,10 +258,10 @@ def train_worker(config: dict) -> None:
     _record(record_dir, rank, state["epoch"])
     stopped = False
     for epoch in range(state["epoch"], spec.fit.epochs):
-        loss, rows = run_epoch(train_step, train_shard, spec.fit.seed * 1000 + epoch + 1)
+        loss, rows = run_epoch(train_step, "train", train_shard, spec.fit.seed * 1000 + epoch + 1)
         logs = {"loss": loss}
         if val_shard is not None:
-            logs["val_loss"], _ = run_epoch(val_step, val_shard, 0)
+            logs["val_loss"], _ = run_epoch(val_step, "val", val_shard, 0)
         for k, v in logs.items():
             state["history"].setdefault(k, []).append(v)
         state["epoch"] = epoch + 1
@@ -249,7 +278,7 @@ def train_worker(config: dict) -> None:
             if best_bytes is not None:
                 _load_weights_bytes(model, best_bytes)
         _report(model, state, best_bytes, rank, rows, logs)
-        _record(record_dir, rank, state["epoch"])
+        _record(record_dir, rank, state["epoch"], timing)
         if stopped:
             break
 
@@ -283,12 +312,13 @@ def _load_weights_bytes(model, data: bytes) -> None:
         model.load_weights(path)
 
 
-def _record(record_dir: Path, rank: int, epoch: int) -> None:
+def _record(record_dir: Path, rank: int, epoch: int, timing: dict | None = None) -> None:
     """Best effort: a worker's pid, host and finished epochs, for operators (and fault tests) to find it."""
     try:
         record_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(record_dir / f"rank-{rank}.json",
-                          {"rank": rank, "pid": os.getpid(), "host": socket.gethostname(), "epoch": epoch})
+                          {"rank": rank, "pid": os.getpid(), "host": socket.gethostname(), "epoch": epoch,
+                           "seconds": {k: round(v, 3) for k, v in (timing or {}).items()}})
     except OSError:
         pass
 

@@ -76,23 +76,43 @@ def train(
     with handle_errors(as_json=as_json):
         if engine not in ENGINES:
             raise UsageError(f"--engine {engine!r} (expected {' or '.join(ENGINES)})")
-        if engine == "local":
+        if engine == "ray":
+            result = _run_ray(spec, as_json=as_json, out=out, epochs=epochs, seed=seed, workers=workers or 2,
+                              address=address, storage=storage, max_failures=max_failures)
+        else:
             given = [flag for flag, value in (("--workers", workers), ("--address", address), ("--storage", storage))
                      if value is not None]
             if given:
                 raise UsageError(f"{', '.join(given)} need --engine ray; add --engine ray")
-            options = {}
-        else:
-            options = {"workers": workers or 2, "address": address, "storage": storage,
-                       "max_failures": max_failures}
+            if as_json:
+                result = train_with(engine, spec, out=out, epochs=epochs, seed=seed)
+            else:
+                progress, on_epoch = epoch_progress()
+                with progress:
+                    result = train_with(engine, spec, out=out, epochs=epochs, seed=seed, on_epoch=on_epoch)
         if as_json:
-            emit_json(train_with(engine, spec, out=out, epochs=epochs, seed=seed, **options))
+            emit_json(result)
             return
-        if engine == "ray":
-            with console.status(f"training on Ray ({options['workers']} workers)"):
-                result = train_with(engine, spec, out=out, epochs=epochs, seed=seed, **options)
-        else:
-            progress, on_epoch = epoch_progress()
-            with progress:
-                result = train_with(engine, spec, out=out, epochs=epochs, seed=seed, on_epoch=on_epoch)
         render_train(result)
+
+
+def _run_ray(spec: Path, *, as_json: bool, **options):
+    import contextlib
+    import sys
+
+    from seqdeploy.errors import UsageError
+
+    try:
+        import ray.train  # noqa: F401
+        from ray.train.tensorflow import TensorflowTrainer  # noqa: F401
+    except ModuleNotFoundError as exc:
+        raise UsageError(f"--engine ray needs {exc.name!r}, which is not installed; install it with: "
+                         f"pip install 'seqdeploy[distributed]'") from None
+    from seqdeploy.train import train_with
+
+    # Ray prints worker and raylet notices (a restarted worker, ...) on stdout: keep stdout for --json
+    with contextlib.redirect_stdout(sys.stderr):
+        if as_json:
+            return train_with("ray", spec, **options)
+        with console.status(f"training on Ray ({options['workers']} workers)"):
+            return train_with("ray", spec, **options)

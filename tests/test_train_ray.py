@@ -84,22 +84,28 @@ def local_run(tmp_path_factory):
 
 @pytest.mark.slow
 def test_two_workers_match_local_training(local_ray, local_run, tmp_path):
+    """Through the command line: `seqdeploy train SPEC --engine ray --workers 2 --json`."""
     import keras
     import numpy as np
 
-    result = train_ray(SPEC, workers=2, out=tmp_path / "run", epochs=EPOCHS, storage=tmp_path / "ray")
+    cli = runner.invoke(app, ["train", str(SPEC), "--engine", "ray", "--workers", "2", "--epochs", str(EPOCHS),
+                              "--out", str(tmp_path / "run"), "--storage", str(tmp_path / "ray"), "--json"])
+    assert cli.exit_code == 0, cli.output
+    result = json.loads(cli.stdout)  # nothing but the result on stdout
     info = json.loads((tmp_path / "run" / "train.json").read_text())
     local_info = json.loads((local_run.run_dir / "train.json").read_text())
     # the local run directory contract, plus the engine's own fields
     assert set(local_info) <= set(info)
     assert (info["engine"], info["workers"], info["restarts"]) == ("ray", 2, 0)
-    assert info["rows_per_worker"]["train"] == info["data"]["n_train"] // 2 == result.rows_per_worker
+    assert (result["engine"], result["workers"], result["restarts"]) == ("ray", 2, 0)
+    assert info["rows_per_worker"]["train"] == info["data"]["n_train"] // 2 == result["rows_per_worker"]
     assert info["data"]["n_train"] == local_info["data"]["n_train"]
     assert info["preprocessing"] == local_info["preprocessing"]
     assert info["epochs_run"] == len(info["history"]["loss"]) == len(info["history"]["val_loss"])
     assert info["history"]["loss"][-1] < info["history"]["loss"][0]
     # the same accuracy as local training, within noise
-    assert abs(result.test_metrics["accuracy"] - local_run.test_metrics["accuracy"]) <= 0.05
+    assert result["test_metrics"] == info["test_metrics"]
+    assert abs(result["test_metrics"]["accuracy"] - local_run.test_metrics["accuracy"]) <= 0.05
     model = keras.models.load_model(tmp_path / "run" / "model.keras")
     assert model.count_params() == local_run.parameters
     assert (tmp_path / "run" / "spec.toml").read_bytes() == SPEC.read_bytes()

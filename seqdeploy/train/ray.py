@@ -175,6 +175,7 @@ def _fit(spec: Spec, splits, meta, *, workers: int, n_val: int, storage: Path, m
 
 def train_worker(config: dict) -> None:
     """One Ray Train worker: MultiWorkerMirroredStrategy, a synchronous step per batch, a checkpoint per epoch."""
+    entered = time.perf_counter()
     import keras
     import ray.train
     import tensorflow as tf
@@ -249,7 +250,8 @@ def train_worker(config: dict) -> None:
         return total * world / max(rows * world, 1), rows
 
     kept: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    timing = {"step": 0.0, "epoch": 0.0}
+    # seconds: start-up (imports, strategy, model, restore), epoch loops, steps in them, checkpoint + report
+    timing = {"startup": 0.0, "epoch": 0.0, "step": 0.0, "report": 0.0}
     local_batch = max(1, spec.fit.batch_size // world)  # the spec's batch size is the global one
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("val") if config["has_val"] else None
@@ -257,6 +259,7 @@ def train_worker(config: dict) -> None:
     record_dir = Path(config["record_dir"])
     _record(record_dir, rank, state["epoch"])
     stopped = False
+    timing["startup"] = time.perf_counter() - entered
     for epoch in range(state["epoch"], spec.fit.epochs):
         loss, rows = run_epoch(train_step, "train", train_shard, spec.fit.seed * 1000 + epoch + 1)
         logs = {"loss": loss}
@@ -277,7 +280,9 @@ def train_worker(config: dict) -> None:
         if stopped or state["epoch"] == spec.fit.epochs:
             if best_bytes is not None:
                 _load_weights_bytes(model, best_bytes)
+        t0 = time.perf_counter()
         _report(model, state, best_bytes, rank, rows, logs)
+        timing["report"] += time.perf_counter() - t0
         _record(record_dir, rank, state["epoch"], timing)
         if stopped:
             break

@@ -125,22 +125,23 @@ def main() -> int:
         f"(1/5/15 min; the machine is shared, so every time below is noisy). Ray start-up "
         f"(`ray.init`, 2 CPUs): {ray_start:.1f} s, not included below.",
         "",
-        "| run | wall s | fit s | rows/s (wall) | rows/s (fit) | worker start-up s | epoch loops s | of which "
-        "steps s | checkpoint + report s | test accuracy |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| run | wall s | fit s | rows/s (wall) | rows/s (fit) | worker start-up s | epoch loops s | first "
+        "epoch s | steps s | checkpoint + report s | test accuracy |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for label, res, wall, recs in rows:
         done = n_train * res.epochs_run
-        parts = ["-"] * 4
+        parts = ["-"] * 5
         if recs:
             sec = recs[0].get("seconds", {})
-            parts = [f"{sec.get(k, 0):.1f}" for k in ("startup", "epoch", "step", "report")]
+            parts = [f"{sec.get(k, 0):.1f}" for k in ("startup", "epoch", "first_epoch", "step", "report")]
         lines.append(f"| {label} | {wall:.1f} | {res.seconds:.1f} | {done / wall:,.0f} | {done / res.seconds:,.0f} "
                      f"| {' | '.join(parts)} | {res.test_metrics['accuracy']:.4f} |")
     lines += ["", "wall: the whole library call (data loading, preprocessing fit, training, evaluation, run "
               "directory); fit: `model.fit` for local, `TensorflowTrainer.fit()` for Ray (worker start-up, TF "
-              "import in each worker, strategy set-up, Ray Data, every epoch's checkpoint). Worker start-up (TensorFlow import, strategy "
-              "rendezvous, model build), epoch loops (data + steps), steps and checkpoint + report come from worker "
+              "import in each worker, strategy set-up, Ray Data, every epoch's checkpoint). Worker start-up (strategy rendezvous, model "
+              "build; Ray's backend has imported TensorFlow before), epoch loops (data + steps: all, and the first "
+              "alone), steps and checkpoint + report come from worker "
               "0's record (`<storage>/<run>/workers/rank-0.json`); the rest of fit is Ray Train starting and stopping "
               "the worker group.", ""]
     args.out.write_text("\n".join(lines) + "\n" + PROJECTION)
@@ -152,35 +153,49 @@ PROJECTION = """
 ## What the overheads are (2 workers on 2 cores)
 
 No speed-up is possible here: two workers share the two cores that one local process already uses
-(TensorFlow's intra-op threads), and the machine runs other work. What Ray adds, per run: starting
-the Ray Train controller and one worker process per rank, importing TensorFlow in each (several
-seconds each on a loaded 2-core machine), the MultiWorkerMirroredStrategy rendezvous (gRPC between
-the workers), Ray Data's split coordinator, and per epoch: worker 0 writes `model.keras` + the loop
-state and Ray Train registers it as a checkpoint (every worker waits at `ray.train.report`). Per
-step: one all-reduce of the gradients (here 2 x the parameter count in float32, a few hundred bytes;
-latency-bound, not bandwidth-bound) and a synchronisation of the two workers, so the slowest worker
-sets the pace. Streaming the shard from Ray Data every epoch costs a fixed amount per batch (object
-fetch, Arrow -> tensor conversion): on small models it exceeds the step itself, which is why workers
-keep their shard in memory after the first epoch unless told not to (`keep_shards=False`).
+(TensorFlow's intra-op threads), and the machine runs other work (see the load average), so each
+number above moves by tens of percent from one run to the next; the split between the columns is
+what to read. Ray's `fit` seconds break down as:
+
+- **Worker group launch and teardown** (fit minus the worker's own columns; the largest part on this
+  machine): Ray Train's controller starts one process per rank, each imports Ray Train's TensorFlow
+  backend (TensorFlow itself, several seconds on a loaded 2-core machine), receives `TF_CONFIG`, and
+  is stopped at the end. Paid once per run, and again after each failure, when the whole group restarts.
+- **Worker start-up** (the MultiWorkerMirroredStrategy rendezvous over gRPC, the model built under the
+  strategy, a checkpoint restored): a few seconds.
+- **The first epoch** is much slower than the others: Ray Data starts its executor and the split
+  coordinator that hands each worker an equal shard. Later epochs streamed from Ray Data cost about
+  1-2 s per epoch more than the steps themselves here (object fetch, Arrow -> tensor conversion per
+  batch); keeping the shard in memory after the first epoch (`keep_shards=True`) removes that but
+  not the first-epoch cost, and needs the shard to fit in the worker's memory.
+- **Steps**: one gradient all-reduce per step (here 2 x 257 float32 values: latency-bound, not
+  bandwidth-bound) and a wait for the slower worker; with each worker on half the global batch, the
+  step is no cheaper than a local step of the whole batch on this model size.
+- **Checkpoint + report**: worker 0 writes `model.keras` and the loop state every epoch and Ray Train
+  registers it; every worker waits at `ray.train.report`. About a second per run here.
+
+Accuracy is the same as local training within noise (both Ray runs and the local run train the same
+model on the same rows, preprocessing fitted once on the driver; the Ray runs see the rows in a
+different order and average two half-batch gradients per step).
 
 ## Projection for N nodes
 
 Scales with N (each node does 1/N of it): the forward/backward work per epoch, reading and
 converting the shard (Ray Data reads files in parallel where the source is files), the per-worker
 memory for the shard. Does not scale: the driver's single pass to load the table and fit the
-preprocessing (one process reads everything today; the streaming one-pass fit would remove the
+preprocessing (one process reads everything today; a streaming one-pass fit would remove the
 "everything in driver memory" part but it is still one pass on one node), the per-step all-reduce
 (a ring all-reduce moves ~2x the gradient bytes per worker whatever N is, but its latency grows
 with N and every step waits for the slowest worker), the per-epoch checkpoint (written by worker 0
-to shared storage: its cost is the model size, paid once per epoch), worker start-up (paid once
-per run and again after each failure, when the whole group restarts), and the test-set evaluation
-on the driver. With the global batch held fixed, each worker's batch shrinks as 1/N: once a
-worker's batch is small the step is latency-bound and adding nodes stops helping; growing the
-global batch with N (and the learning rate with it) keeps each worker busy but changes the
-optimisation. For models as small as the ones in models/ (thousands of parameters) a single
-process is faster at any data size that fits one machine; data-parallel Ray training pays off when
-one epoch's compute is large compared with the fixed start-up and per-step synchronisation, i.e.
-larger models, or data that does not fit one machine.
+to storage every node reaches: its cost is the model size, once per epoch), the worker group launch
+(once per run, and again after each failure), Ray Data's first-epoch start-up, and the test-set
+evaluation on the driver. With the global batch held fixed, each worker's batch shrinks as 1/N:
+once a worker's batch is small the step is latency-bound and adding nodes stops helping; growing
+the global batch with N (and the learning rate with it) keeps each worker busy but changes the
+optimisation. For models as small as the ones in models/ (hundreds to thousands of parameters) one
+process is faster at any data size that fits one machine: data-parallel Ray training pays off when
+one epoch's compute is large compared with the fixed launch cost and the per-step synchronisation,
+i.e. larger models or data that does not fit one machine.
 """
 
 if __name__ == "__main__":

@@ -63,14 +63,15 @@ class RayTrainResult(TrainResult):
 def train_ray(spec_path: str | Path, *, workers: int = 2, address: str | None = None,
               out: str | Path | None = None, epochs: int | None = None, seed: int | None = None,
               storage: str | Path | None = None, max_failures: int = 2,
-              keep_shards: bool = True) -> RayTrainResult:
+              keep_shards: bool = False) -> RayTrainResult:
     """Train the spec's model on ``workers`` Ray Train workers; write the run directory.
 
     ``address``: None starts (or reuses) a Ray on this machine, ``"auto"`` joins one started with
     ``ray start``, ``ray://host:port`` a remote cluster. ``storage`` holds Ray Train's checkpoints
     (a directory every node can reach on a cluster; default a temporary one, removed on success).
     ``keep_shards``: each worker keeps the shard it streamed in its first epoch in memory for the
-    later ones (False streams it from Ray Data every epoch: for shards larger than a worker's memory).
+    later ones instead of streaming it from Ray Data every epoch (measured: no faster on small data,
+    see benchmarks/RAY_TRAIN.md).
     """
     spec = load_spec(spec_path).with_overrides(epochs=epochs, seed=seed)
     return train_spec_ray(spec, workers=workers, address=address, out=out, storage=storage,
@@ -79,7 +80,7 @@ def train_ray(spec_path: str | Path, *, workers: int = 2, address: str | None = 
 
 def train_spec_ray(spec: Spec, *, workers: int = 2, address: str | None = None, out: str | Path | None = None,
                    storage: str | Path | None = None, max_failures: int = 2,
-                   keep_shards: bool = True) -> RayTrainResult:
+                   keep_shards: bool = False) -> RayTrainResult:
     """Like :func:`train_ray` for an already loaded :class:`Spec`."""
     from seqdeploy.data import load_spec_splits
 
@@ -250,8 +251,9 @@ def train_worker(config: dict) -> None:
         return total * world / max(rows * world, 1), rows
 
     kept: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    # seconds: start-up (imports, strategy, model, restore), epoch loops, steps in them, checkpoint + report
-    timing = {"startup": 0.0, "epoch": 0.0, "step": 0.0, "report": 0.0}
+    # seconds: start-up (strategy, model, restore), the first epoch loop (train + val), all epoch loops, the
+    # steps in them, checkpoint + report
+    timing = {"startup": 0.0, "first_epoch": 0.0, "epoch": 0.0, "step": 0.0, "report": 0.0}
     local_batch = max(1, spec.fit.batch_size // world)  # the spec's batch size is the global one
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("val") if config["has_val"] else None
@@ -260,11 +262,14 @@ def train_worker(config: dict) -> None:
     _record(record_dir, rank, state["epoch"])
     stopped = False
     timing["startup"] = time.perf_counter() - entered
-    for epoch in range(state["epoch"], spec.fit.epochs):
+    first = state["epoch"]
+    for epoch in range(first, spec.fit.epochs):
         loss, rows = run_epoch(train_step, "train", train_shard, spec.fit.seed * 1000 + epoch + 1)
         logs = {"loss": loss}
         if val_shard is not None:
             logs["val_loss"], _ = run_epoch(val_step, "val", val_shard, 0)
+        if epoch == first:
+            timing["first_epoch"] = timing["epoch"]
         for k, v in logs.items():
             state["history"].setdefault(k, []).append(v)
         state["epoch"] = epoch + 1

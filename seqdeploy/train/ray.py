@@ -34,7 +34,6 @@ import socket
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 

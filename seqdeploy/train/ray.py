@@ -39,6 +39,7 @@ import numpy as np
 
 from seqdeploy.atomic import atomic_path, atomic_write_bytes, atomic_write_json
 from seqdeploy.errors import TrainError, UsageError, first_line
+from seqdeploy.layout import TRAIN_FILE
 from seqdeploy.spec import Spec, load_spec
 from seqdeploy.train.local import TrainResult, _compile, _versions, build_model, default_run_dir, target_unit_metrics
 
@@ -384,7 +385,7 @@ def _write_run(spec: Spec, splits, run_dir: Path, result, *, seconds: float, wor
     atomic_write_bytes(run_dir / info["spec_file"], spec.path.read_bytes())
     with atomic_path(run_dir / "model.keras") as tmp:
         Path(tmp).write_bytes(model_bytes)
-    atomic_write_json(run_dir / "train.json", info)
+    atomic_write_json(run_dir / TRAIN_FILE, info)
     return RayTrainResult(
         run_dir=run_dir, spec_name=spec.name, task=splits.task, model_path=run_dir / "model.keras",
         test_metrics=test_metrics, history=history, epochs_run=info["epochs_run"], epochs_requested=spec.fit.epochs,

@@ -186,8 +186,27 @@ def _find_layers(config: Any, class_names: set[str]) -> list[tuple[str, str]]:
     return found
 
 
-def load_keras_model(path: str | Path, *, unsafe: bool = False):
+def _find_layers_any(config: Any) -> list[tuple[str, str]]:
+    """(class, name) of every layer config that has a name (registered names too)."""
+    found: list[tuple[str, str]] = []
+    if isinstance(config, dict):
+        if isinstance(config.get("config"), dict) and "name" in config["config"]:
+            for key in ("class_name", "registered_name"):
+                if isinstance(config.get(key), str):
+                    found.append((config[key], str(config["config"]["name"])))
+        for v in config.values():
+            found.extend(_find_layers_any(v))
+    elif isinstance(config, list):
+        for v in config:
+            found.extend(_find_layers_any(v))
+    return found
+
+
+def load_keras_model(path: str | Path, *, unsafe: bool = False, custom_objects: Any = None):
     """Load a saved Keras 3 model (``.keras`` or legacy ``.h5``) without compiling it.
+
+    ``custom_objects``: a dict (name -> class/function), or files/modules that define the model's custom
+    layers (:func:`seqdeploy.export.custom_objects.load_custom_objects` imports them).
 
     ``Lambda`` layers run arbitrary Python: they are refused (naming the layer)
     unless ``unsafe=True`` (Keras ``safe_mode=False``).
@@ -223,11 +242,20 @@ def load_keras_model(path: str | Path, *, unsafe: bool = False):
             )
     import keras
 
+    from seqdeploy.export.custom_objects import custom_objects_hint, load_custom_objects
+
+    if custom_objects is not None and not isinstance(custom_objects, dict):
+        custom_objects = load_custom_objects([custom_objects] if isinstance(custom_objects, (str, Path))
+                                             else custom_objects)
     try:
         with contextlib.redirect_stdout(None):  # legacy h5 loading may print
-            model = keras.saving.load_model(path, compile=False, safe_mode=not unsafe)
+            model = keras.saving.load_model(path, compile=False, safe_mode=not unsafe,
+                                            custom_objects=custom_objects or None)
     except Exception as exc:  # noqa: BLE001 - Keras raises many types for a bad file
         msg = first_line(exc)
+        named = custom_objects_hint(str(exc), {c: n for c, n in _find_layers_any(config)})
+        if named:
+            raise ModelLoadError(f"{path}: could not load the Keras model: {named}") from None
         hint = (
             "if it uses custom layers, register them with @keras.saving.register_keras_serializable and import them first"
             if "class" in msg.lower() or "custom" in msg.lower() or "unknown" in msg.lower()
@@ -479,8 +507,11 @@ def export_onnx(
     out: str | Path | None = None,
     opset: int | None = None,
     unsafe: bool = False,
+    custom_objects: Any = None,
 ) -> ExportResult:
     """Export a run directory or a saved Keras model to ONNX, plus an ``export.json`` report.
+
+    ``custom_objects``: as in :func:`load_keras_model` (the files defining the model's custom layers).
 
     A run directory gets ``model.onnx`` and ``export.json`` inside it; a model
     file ``m.keras`` gets ``m.onnx`` and ``m.export.json`` beside it (or beside
@@ -508,7 +539,7 @@ def export_onnx(
         raise ExportError(f"output path {onnx_path}: expected a path ending in .onnx (or an existing directory)")
     report_path = onnx_path.with_name("export.json" if onnx_path.name == "model.onnx" else f"{onnx_path.stem}.export.json")
 
-    model = load_keras_model(model_file, unsafe=unsafe)
+    model = load_keras_model(model_file, unsafe=unsafe, custom_objects=custom_objects)
     refuse_lookup_layers(model)
     start = time.perf_counter()
     conv = convert_model(model, opset=opset)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, List, Optional
 
 import typer
 
-from seqdeploy.app.cli import JSON_OPTION, app, console, emit_json, handle_errors
+from seqdeploy.app.cli import CUSTOM_OBJECTS_OPTION, JSON_OPTION, app, console, emit_json, handle_errors
 
 
 def render_table(result: Any) -> None:
@@ -55,6 +55,7 @@ def bench_cmd(
     spinning: bool = typer.Option(False, "--spinning/--no-spinning", help="onnxruntime intra-op thread spinning (plain ONNX runners)."),
     per_call: str = typer.Option("run", "--per-call", help="Plain ONNX runners' call path: run | iobinding."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Cache the optimised graph on disk here (optimized_model_filepath)."),
+    custom_objects: List[str] = CUSTOM_OBJECTS_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Time onnxruntime (every artifact), Keras (predict and direct call) and TFLite side by side.
@@ -65,6 +66,10 @@ def bench_cmd(
         from seqdeploy.bench import MAX_THREADS, OrtSettings, StopRule, parse_int_list, parse_vs, run_bench, write_outputs
         from seqdeploy.errors import UsageError
 
+        if custom_objects:  # the Keras peer loads the model by path
+            from seqdeploy.export.custom_objects import register_custom_objects
+
+            register_custom_objects(custom_objects)
         batches = parse_int_list(batch, "--batch")
         thr = parse_int_list(threads, "--threads", hi=MAX_THREADS)
         peers = parse_vs(vs)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from seqdeploy.app.cli import JSON_OPTION, app, console, emit_json, handle_errors
+from seqdeploy.app.cli import CUSTOM_OBJECTS_OPTION, JSON_OPTION, app, console, emit_json, handle_errors
 
 
 def render_export(result) -> None:
@@ -38,16 +38,31 @@ def render_export(result) -> None:
 
 @app.command("export")
 def export(
-    source: Path = typer.Argument(..., help="Run directory (model.keras + train.json), or a .keras / .h5 model file."),
+    source: Optional[Path] = typer.Argument(None, help="Run directory (model.keras + train.json), or a .keras / .h5 model file."),
     onnx: bool = typer.Option(True, "--onnx", help="Export to ONNX (the only target today, and the default)."),
     opset: Optional[int] = typer.Option(None, "--opset", help="ONNX opset (default 17; supported 13-18)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output .onnx path (default RUN_DIR/model.onnx or MODEL.onnx)."),
     unsafe: bool = typer.Option(False, "--unsafe", help="Allow Lambda/custom layers (Keras safe_mode=False: runs their code)."),
+    custom_objects: List[str] = CUSTOM_OBJECTS_OPTION,
+    keras: Optional[Path] = typer.Option(None, "--keras", help="The Keras model (same as the SOURCE argument)."),
     triton: Optional[Path] = typer.Option(None, "--triton", help="Write the bundle as a Triton model repository into this directory (exports ONNX first only if the run has no manifest yet)."),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Convert a Keras model to ONNX (dynamic batch axis `batch`, native recurrent ops)."""
     with handle_errors(as_json=as_json):
+        from seqdeploy.errors import UsageError
+
+        if keras is not None and source is not None and keras != source:
+            raise UsageError(f"received both SOURCE {source} and --keras {keras}; give the model once: "
+                             f"`seqdeploy export {keras} --out MODEL.onnx`")
+        source = source if source is not None else keras
+        if source is None:
+            raise UsageError("export needs a model: `seqdeploy export MODEL.keras --out MODEL.onnx` "
+                             "(or a run directory)")
+        if custom_objects:
+            from seqdeploy.export.custom_objects import register_custom_objects
+
+            register_custom_objects(custom_objects)
         if triton is not None and (source / "manifest.json").is_file():
             from seqdeploy.app.commands._triton import write_and_render
 

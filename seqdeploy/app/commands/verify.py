@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 from rich.table import Table
 
-from seqdeploy.app.cli import JSON_OPTION, app, console, emit_json, handle_errors
+from seqdeploy.app.cli import CUSTOM_OBJECTS_OPTION, JSON_OPTION, app, console, emit_json, handle_errors
 from seqdeploy.errors import UsageError
 
 
@@ -49,14 +49,17 @@ def verify(
     run_dir: Optional[Path] = typer.Argument(None, help="Run directory from `seqdeploy train` + `export`."),
     onnx: Optional[Path] = typer.Option(None, "--onnx", help="ONNX file to check (default RUN_DIR/model.onnx)."),
     keras: Optional[Path] = typer.Option(None, "--keras", help="Keras model (outside a run directory)."),
-    data: Optional[Path] = typer.Option(None, "--data", help="Model-ready inputs .npy/.npz/.csv (outside a run directory)."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Model-ready inputs .npy/.npz/.csv (outside a run directory; "
+                                                         ".npz keyed by input name for several inputs). Without it, "
+                                                         "numeric inputs are generated."),
     atol: List[str] = typer.Option([], "--atol", help="Absolute tolerance, or OUTPUT=value per output (repeatable)."),
     rtol: List[str] = typer.Option([], "--rtol", help="Relative tolerance, or OUTPUT=value per output (repeatable)."),
     samples: int = typer.Option(200, "--samples", help="Real samples to compare."),
     unsafe: bool = typer.Option(False, "--unsafe", help="Allow Keras files with Lambda/custom layers (runs their code)."),
-    out: Path = typer.Option(Path("."), "--out", help="With --keras/--onnx/--data: where verify.json and the golden "
-                                                      "files go (default the current directory; a bundle "
-                                                      "directory is refreshed so it still loads)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="With --keras/--onnx: where verify.json and the golden "
+                                                           "files go (default the ONNX file's directory; a bundle "
+                                                           "directory is refreshed so it still loads)."),
+    custom_objects: List[str] = CUSTOM_OBJECTS_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Check the ONNX artifact computes what the Keras model computes (exit 1 when it does not)."""
@@ -72,6 +75,12 @@ def verify(
             per = {n: Tolerance(a_per.get(n, a_def if a_def is not None else FLOAT32_TOL[0]),
                                 r_per.get(n, r_def if r_def is not None else FLOAT32_TOL[1]))
                    for n in set(a_per) | set(r_per)}
+        if custom_objects:
+            from seqdeploy.export.custom_objects import register_custom_objects
+
+            register_custom_objects(custom_objects)
+        if run_dir is not None and keras is None and run_dir.suffix.lower() in (".keras", ".h5", ".hdf5"):
+            keras, run_dir = run_dir, None  # `verify MODEL.keras --onnx X.onnx` reads like `export MODEL.keras`
         if run_dir is not None:
             if keras is not None or data is not None:
                 raise UsageError("give either RUN_DIR or --keras/--onnx/--data, not both")
@@ -79,13 +88,14 @@ def verify(
                                 samples=samples, unsafe=unsafe)  # refreshes the bundle's manifest
         else:
             if keras is None or onnx is None:
-                raise UsageError("verify needs RUN_DIR, or --keras MODEL.keras --onnx MODEL.onnx --data FILE")
-            if data is None:
-                raise UsageError("verify outside a run directory needs --data FILE.npy|.npz|.csv with "
-                                 "model-ready inputs (no data source otherwise)")
-            out.mkdir(parents=True, exist_ok=True)
-            result = verify_models(keras, onnx, real_inputs=load_inputs_file(data), atol=a_def, rtol=r_def,
-                                   per_output=per, samples=samples, unsafe=unsafe, out_dir=out)
+                raise UsageError("verify needs RUN_DIR, or --keras MODEL.keras --onnx MODEL.onnx [--data FILE]")
+            inputs = load_inputs_file(data) if data is not None else None
+            out_dir = out if out is not None else onnx.parent
+            if out is not None:
+                if out.exists() and not out.is_dir():
+                    raise UsageError(f"--out {out} is a file; expected a directory for verify.json and the golden files")
+            result = verify_models(keras, onnx, real_inputs=inputs, atol=a_def, rtol=r_def, per_output=per,
+                                   samples=samples, unsafe=unsafe, out_dir=out_dir, make_out_dir=True)
         if as_json:
             emit_json(result)
         else:

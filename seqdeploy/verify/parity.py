@@ -192,12 +192,12 @@ def verify_models(keras_path: str | Path, onnx_path: str | Path, *, real_inputs:
                   samples: int = 200, unsafe: bool = False, out_dir: str | Path | None = None,
                   golden_raw: np.ndarray | None = None, vocabulary_size: int | None = None,
                   training_batch: int = 32, refresh_bundle: bool = True,
-                  custom_objects: Any = None, make_out_dir: bool = False) -> VerifyResult:
+                  custom_objects: Any = None, make_out_dir: bool = False, file_prefix: str = "") -> VerifyResult:
     """Compare a Keras model file with an ONNX file on real, random and edge-case feeds.
 
     ``real_inputs`` are model-ready samples (already preprocessed): one array, or a mapping keyed by input
     name for several inputs; None generates every feed (numeric inputs only). When ``out_dir`` is given,
-    ``verify.json`` and the golden files are written there.
+    ``verify.json`` and the golden files are written there (names prefixed with ``file_prefix``).
     """
     from seqdeploy.export.convert import load_keras_model
 
@@ -300,17 +300,18 @@ def verify_models(keras_path: str | Path, onnx_path: str | Path, *, real_inputs:
         out_dir = Path(out_dir)
         if make_out_dir:
             out_dir.mkdir(parents=True, exist_ok=True)  # only once the comparison ran: nothing half-made before
-        report_path = out_dir / "verify.json"
+        report_path = out_dir / f"{file_prefix}verify.json"
         golden_path = None
         golden_in = real if real is not None else (feeds[0][1] if feeds else None)
         if passed and golden_in is not None:
             golden_in = {k: v[:GOLDEN_SAMPLES] for k, v in golden_in.items()}
             golden_path = write_golden(out_dir, golden_in, keras_rt,
                                        golden_raw if golden_raw is not None else
-                                       (next(iter(golden_in.values())) if len(golden_in) == 1 else None))
+                                       (next(iter(golden_in.values())) if len(golden_in) == 1 else None),
+                                       file_prefix)
         result = dataclasses.replace(result, report_path=report_path, golden_path=golden_path)
         atomic_write_json(report_path, verify_summary(result) | {"details": result})
-        if refresh_bundle:  # a report written into a bundle must leave it loadable (its manifest lists every file)
+        if refresh_bundle and not file_prefix:  # a report written into a bundle must leave it loadable (its manifest lists every file)
             from seqdeploy.bundle.write import refresh_bundle_manifest
 
             refresh_bundle_manifest(out_dir)
@@ -333,19 +334,19 @@ def verify_summary(result: VerifyResult) -> dict[str, Any]:
 
 
 def write_golden(out_dir: Path, inputs: Mapping[str, np.ndarray], runner: KerasRunner,
-                 raw: np.ndarray | None) -> Path:
+                 raw: np.ndarray | None, file_prefix: str = "") -> Path:
     """Write golden.npz and golden.json: raw samples (single-input models), model feeds and Keras's outputs."""
     outputs = runner.infer_named(dict(inputs))
     arrays = {"raw": np.asarray(raw)} if raw is not None else {}
     arrays.update({f"input__{k}": np.asarray(v) for k, v in inputs.items()})
     arrays.update({f"output__{k}": np.asarray(v) for k, v in outputs.items()})
-    path = out_dir / "golden.npz"
+    path = out_dir / f"{file_prefix}golden.npz"
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
             np.savez(fh, **arrays)
     as_json = {k: {"dtype": str(v.dtype) if v.dtype.kind not in "UO" else "string", "shape": list(v.shape),
                    "data": v.tolist()} for k, v in arrays.items()}
-    atomic_write_json(out_dir / "golden.json", as_json)
+    atomic_write_json(out_dir / f"{file_prefix}golden.json", as_json)
     return path
 
 

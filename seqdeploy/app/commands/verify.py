@@ -91,11 +91,14 @@ def verify(
                 raise UsageError("verify needs RUN_DIR, or --keras MODEL.keras --onnx MODEL.onnx [--data FILE]")
             inputs = load_inputs_file(data) if data is not None else None
             out_dir = out if out is not None else onnx.parent
+            # beside the ONNX file: X.onnx -> X.verify.json (model.onnx in a bundle: verify.json)
+            prefix = "" if out is not None or onnx.name == "model.onnx" else f"{onnx.stem}."
             if out is not None:
                 if out.exists() and not out.is_dir():
                     raise UsageError(f"--out {out} is a file; expected a directory for verify.json and the golden files")
             result = verify_models(keras, onnx, real_inputs=inputs, atol=a_def, rtol=r_def, per_output=per,
-                                   samples=samples, unsafe=unsafe, out_dir=out_dir, make_out_dir=True)
+                                   samples=samples, unsafe=unsafe, out_dir=out_dir, make_out_dir=True,
+                                   file_prefix=prefix)
         if as_json:
             emit_json(result)
         else:

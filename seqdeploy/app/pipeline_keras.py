@@ -1,0 +1,280 @@
+"""``pipeline MODEL.keras --data SAMPLE``: a model trained elsewhere -> a verified, portable bundle.
+
+The stages of :mod:`seqdeploy.app.pipeline` minus training, on the user's model and SAMPLE rows
+(:mod:`seqdeploy.bundle.user_model`): export -> verify (Keras vs ONNX on SAMPLE plus generated and edge
+inputs) -> manifest + portable graph, checked on SAMPLE's raw rows -> quantize (each candidate against the
+float32 model on SAMPLE: top-1 agreement for classifiers, value closeness otherwise; accuracy against the
+target column when one is named) -> tune -> bench. Everything is built in a temporary directory beside
+``out`` and moved into place only when every stage finished: a failure leaves nothing half-written.
+
+    >>> r = run_keras_pipeline("sentiment.keras", "sample.csv", out="bundles/sentiment",   # doctest: +SKIP
+    ...                        custom_objects=["layers.py"], labels=["neg", "pos"])
+    >>> r.manifest_path                                                                       # doctest: +SKIP
+    PosixPath('bundles/sentiment/manifest.json')
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from seqdeploy.app.pipeline import PipelineEvent, PipelineOptions, PipelineResult, StageOutcome
+from seqdeploy.atomic import atomic_write_json, read_json_or_empty
+from seqdeploy.errors import CheckFailed, UsageError
+
+STAGES = ("export", "verify", "bundle", "quantize", "tune", "bench")
+PORTABLE_ATOL = 1e-4  # float32 portable graph vs Keras on the raw SAMPLE rows
+
+
+@dataclasses.dataclass(frozen=True)
+class PortableParity:
+    """The deployment graph on SAMPLE's raw rows against Keras."""
+
+    passed: bool
+    rows: int
+    max_abs_error: float
+    label_agreement: float | None
+    tolerance: float
+
+
+def run_keras_pipeline(model_path: str | Path, sample_path: str | Path, *, out: str | Path | None = None,
+                       custom_objects: Sequence[str | Path] | dict | None = None, target: str | None = None,
+                       labels: Sequence[str] | None = None, unsafe: bool = False,
+                       options: PipelineOptions = PipelineOptions(),
+                       on_event: Callable[[PipelineEvent], None] | None = None) -> PipelineResult:
+    """Build a bundle from a saved Keras model and SAMPLE rows (see the module docstring)."""
+    import keras
+
+    from seqdeploy.bundle.user_model import infer_task, read_sample
+    from seqdeploy.export.convert import load_keras_model
+    from seqdeploy.export.custom_objects import load_custom_objects
+    from seqdeploy.verify.feeds import input_specs
+
+    start = time.perf_counter()
+    emit = on_event or (lambda _e: None)
+    model_path = Path(model_path)
+    out = Path(out) if out is not None else Path("bundles") / model_path.stem
+    _check_out(out)
+    objs = custom_objects if isinstance(custom_objects, dict) else load_custom_objects(custom_objects)
+    with keras.saving.custom_object_scope(objs):  # every stage that loads the model by path finds them
+        model = load_keras_model(model_path, unsafe=unsafe, custom_objects=objs)
+        specs = input_specs(model)
+        sample = read_sample(sample_path, specs, target)
+        labels = list(labels) if labels is not None else None
+        task = infer_task(model, labels)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+        try:
+            outcomes = _stages(model, model_path, specs, sample, task, labels, target, work, unsafe, options, emit)
+            if out.exists():
+                shutil.rmtree(out)  # a previous bundle of ours (checked by _check_out)
+            work.rename(out)
+        except BaseException:
+            shutil.rmtree(work, ignore_errors=True)
+            raise
+    from seqdeploy.app.pipeline import pipeline_summary
+
+    summary = pipeline_summary(out)
+    summary["portable"] = read_json_or_empty(out / "verify.json").get("portable")
+    snippet = (f"from seqdeploy.runtime import Predictor; p = Predictor.from_bundle({str(out)!r}); "
+               f"p.predict({_example_arg(specs)})")
+    return PipelineResult(run_dir=out, spec_name=model_path.stem, stages=tuple(outcomes),
+                          seconds=time.perf_counter() - start, summary=summary,
+                          manifest_path=out / "manifest.json", report_path=out / "report.md", embed_snippet=snippet)
+
+
+def _check_out(out: Path) -> None:
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "manifest.json").is_file())):
+        raise UsageError(f"output {out} exists and is not a bundle; choose a new directory (or an earlier bundle "
+                         "to replace)")
+
+
+def _example_arg(specs: Sequence[Any]) -> str:
+    return "{" + ", ".join(f"{s.name!r}: ..." for s in specs) + "}" if len(specs) > 1 else "x"
+
+
+def _stages(model: Any, model_path: Path, specs: Sequence[Any], sample: Any, task: str, labels: list[str] | None,
+            target: str | None, work: Path, unsafe: bool, options: PipelineOptions,
+            emit: Callable[[PipelineEvent], None]) -> list[StageOutcome]:
+    from seqdeploy.bundle.user_model import target_ids, train_record
+
+    outcomes: list[StageOutcome] = []
+
+    @contextlib.contextmanager
+    def stage(name: str, files: list[str], summary: dict):
+        emit(PipelineEvent("start", name))
+        t0 = time.perf_counter()
+        yield
+        seconds = time.perf_counter() - t0
+        emit(PipelineEvent("done", name, dict(summary) | {"seconds": seconds}))
+        outcomes.append(StageOutcome(name, "ran", seconds, dict(summary), tuple(files)))
+
+    keras_file = work / "model.keras"
+    shutil.copyfile(model_path, keras_file)
+    atomic_write_json(work / "train.json", train_record(model_path.stem, task, labels, specs, model_path.name, target))
+
+    summary: dict[str, Any] = {}
+    with stage("export", ["model.onnx", "export.json"], summary):
+        from seqdeploy.export.convert import export_onnx
+
+        r = export_onnx(keras_file, out=work / "model.onnx", opset=options.opset, unsafe=unsafe)
+        summary.update(opset=r.opset, warnings=list(r.warnings))
+
+    summary = {}
+    with stage("verify", ["verify.json", "golden.npz", "golden.json"], summary):
+        from seqdeploy.verify.parity import verify_models
+
+        v = verify_models(keras_file, work / "model.onnx", real_inputs=sample.inputs, task=task, out_dir=work,
+                          unsafe=unsafe, refresh_bundle=False)
+        summary.update(passed=v.passed, max_abs_error=v.max_abs_error, label_agreement=v.label_agreement)
+
+    summary = {}
+    with stage("bundle", ["manifest.json", "model.portable.onnx"], summary):
+        from seqdeploy.bundle.write import write_bundle_manifest
+
+        write_bundle_manifest(work)
+        parity = check_portable_parity(work, model, sample.inputs, task, labels)
+        report = read_json_or_empty(work / "verify.json")
+        atomic_write_json(work / "verify.json", report | {"portable": parity})
+        write_bundle_manifest(work)  # verify.json changed: the manifest lists it again
+        summary.update(dataclasses.asdict(parity))
+        if not parity.passed:
+            raise CheckFailed(f"the portable graph differs from Keras on the raw sample rows (max abs error "
+                              f"{parity.max_abs_error:.3g} > {parity.tolerance:g})", v)
+
+    summary = {}
+    with stage("quantize", ["quantize.json"], summary):
+        from seqdeploy.quantize import QuantizeSettings
+        from seqdeploy.quantize.core import quantize_model
+
+        if sample.targets is not None:
+            gate_targets = target_ids(sample.targets, task, labels, f"{sample.path}: column {target!r}")
+        else:
+            gate_targets = reference_targets(model, sample.inputs, task)
+        settings = QuantizeSettings(mode=options.quantize_mode, max_metric_drop=options.max_metric_drop,
+                                    latency_rounds=options.quantize_rounds)
+        q = quantize_model(work / "model.onnx", out_dir=work, calibration_inputs=sample.inputs,
+                           test_inputs=sample.inputs, test_targets=gate_targets, task=task, settings=settings)
+        write_bundle_manifest(work)
+        summary.update(chosen=q.chosen, reason=q.summary,
+                       gate="accuracy on the target column" if sample.targets is not None else
+                       ("top-1 agreement with float32" if task != "regression" else "closeness to float32"))
+
+    summary = {}
+    with stage("tune", ["tune.json"], summary):
+        from seqdeploy.bench.tune import tune_bundle
+
+        tune_bundle(work, batches=options.tune_batches, duration_s=options.tune_duration)
+
+    summary = {}
+    with stage("bench", ["bench.json", "bench.md", "bench.png"], summary):
+        from seqdeploy.bench import StopRule, run_bench, write_outputs
+
+        result = run_bench(work, batches=options.bench_batches, threads=options.bench_threads,
+                           vs=[v for v in options.bench_vs if v == "keras"] or "none",
+                           rule=StopRule(duration_s=options.bench_duration), data=bench_data(sample.inputs))
+        write_outputs(result, work)
+    from seqdeploy.app.report import write_report
+    from seqdeploy.bundle.write import write_bundle_manifest
+
+    write_bundle_manifest(work)
+    write_report(work)
+    return outcomes
+
+
+def reference_targets(model: Any, inputs: dict[str, np.ndarray], task: str) -> np.ndarray:
+    """What the float32 model answers on the sample: class ids for classifiers, values otherwise."""
+    from seqdeploy.preprocess import NoPreprocessing, task_outputs
+
+    y = _keras_first_output(model, inputs)
+    if task == "regression":
+        return y.reshape(len(y), -1)
+    return task_outputs(y, task, None, NoPreprocessing())["class_id"]
+
+
+def _keras_first_output(model: Any, inputs: dict[str, np.ndarray]) -> np.ndarray:
+    from seqdeploy.verify.feeds import input_specs
+
+    names = [s.name for s in input_specs(model)]
+    xs = [inputs[n] for n in names]
+    y = model(xs if len(xs) > 1 else xs[0], training=False)
+    if isinstance(y, dict):
+        y = next(iter(y.values()))
+    return np.asarray(y[0] if isinstance(y, (list, tuple)) else y)
+
+
+def check_portable_parity(bundle: Path, model: Any, inputs: dict[str, np.ndarray], task: str,
+                          labels: Sequence[str] | None, atol: float = PORTABLE_ATOL) -> PortableParity:
+    """The bundle's portable graph (through :class:`seqdeploy.runtime.Predictor`) on raw rows vs Keras."""
+    from seqdeploy.preprocess import NoPreprocessing, task_outputs
+    from seqdeploy.runtime import Predictor
+
+    got = Predictor.from_bundle(bundle, artifact="model.onnx").answers(
+        inputs if len(inputs) > 1 else next(iter(inputs.values())))
+    want = task_outputs(_keras_first_output(model, inputs), task, list(labels) if labels else None,
+                        NoPreprocessing())
+    key = "prediction" if task == "regression" else "probabilities"
+    diff = np.abs(np.asarray(got[key], np.float64) - np.asarray(want[key], np.float64))
+    err = float(diff.max()) if diff.size else 0.0
+    agreement = None if task == "regression" else float(np.mean(got["label"] == want["label"]))
+    passed = err <= atol and (agreement is None or agreement == 1.0)
+    return PortableParity(passed, len(diff), err, agreement, atol)
+
+
+def bench_data(inputs: dict[str, np.ndarray]) -> Any:
+    """The SAMPLE rows as the benchmark's feeds (every input, tiled up to the batch size)."""
+    from seqdeploy.bench.discover import BenchData
+
+    @dataclasses.dataclass(frozen=True)
+    class SampleData(BenchData):
+        inputs: dict = dataclasses.field(default_factory=dict)
+
+        def feeds(self, batch: int) -> dict[str, np.ndarray]:
+            return {k: np.ascontiguousarray(np.resize(v, (batch, *v.shape[1:]))) for k, v in self.inputs.items()}
+
+    first = next(iter(inputs))
+    return SampleData("sample", first, inputs[first], inputs[first], None, dict(inputs))
+
+
+def run_keras_pipeline_cli(model_path: Path, data: Path | None, *, out: Path | None, custom_objects: Sequence[str],
+                           target: str | None, labels: str | None, unsafe: bool, options: PipelineOptions,
+                           as_json: bool) -> None:
+    """The command line's ``pipeline MODEL.keras --data SAMPLE`` (errors: one line, exit 2)."""
+    from seqdeploy.app.cli import console, emit_json, handle_errors
+    from seqdeploy.app.commands.pipeline import render_summary
+    from seqdeploy.app.commands.verify import render_verify
+
+    with handle_errors(as_json=as_json, on_check_failed=render_verify):
+        if model_path.suffix.lower() not in (".keras", ".h5", ".hdf5"):
+            raise UsageError(f"--data goes with a trained model file; received {model_path} (expected MODEL.keras, "
+                             "or a spec without --data)")
+        if data is None:
+            raise UsageError(f"pipeline {model_path} needs SAMPLE rows: `seqdeploy pipeline {model_path} --data "
+                             "SAMPLE.csv|.jsonl|.parquet|.npz` (one column or array per model input)")
+        names = [x.strip() for x in labels.split(",")] if labels is not None else None
+        if names is not None and (len(names) < 2 or not all(names)):
+            raise UsageError(f"--labels {labels!r}: expected two or more comma-separated class names")
+
+        def on_event(ev: PipelineEvent) -> None:
+            if ev.kind == "start" and not as_json:
+                console.print(f"[bold]{ev.stage:<9}[/] running")
+
+        result = run_keras_pipeline(model_path, data, out=out, custom_objects=list(custom_objects), target=target,
+                                    labels=names, unsafe=unsafe, options=options, on_event=on_event)
+        if as_json:
+            emit_json(result)
+        else:
+            render_summary(result)
+            p = result.summary.get("portable") or {}
+            if p:
+                console.print(f"portable graph on {p.get('rows')} raw sample rows: max abs error "
+                              f"{p.get('max_abs_error', float('nan')):.2g} vs Keras"
+                              + ("" if p.get("label_agreement") is None else
+                                 f", labels {p['label_agreement']:.1%}"))

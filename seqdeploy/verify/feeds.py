@@ -34,7 +34,8 @@ class InputSpec:
     name: str
     shape: tuple
     dtype: str
-    id_range: int | None = None  # integer inputs: ids must be < this (an Embedding's input_dim)
+    id_range: int | None = None  # integer inputs: ids must be < this (the largest Embedding input_dim it feeds)
+    length_cap: int | None = None  # the smallest such input_dim (a position embedding bounds the length)
 
     @property
     def is_string(self) -> bool:
@@ -50,13 +51,13 @@ def input_specs(model: Any) -> list[InputSpec]:
         shape = tuple(None if d is None or (isinstance(d, int) and d < 0) else int(d) for d in t.shape[1:])
         dtype = str(getattr(t.dtype, "name", t.dtype))
         dtype = "str" if dtype in ("string", "object") else str(np.dtype(dtype))
-        ids = _embedding_range(model, t) if np.dtype(dtype if dtype != "str" else object).kind in "iu" else None
-        specs.append(InputSpec(name, shape, dtype, ids))
+        dims = _embedding_dims(model, t) if np.dtype(dtype if dtype != "str" else object).kind in "iu" else []
+        specs.append(InputSpec(name, shape, dtype, max(dims) if dims else None, min(dims) if dims else None))
     return specs
 
 
-def _embedding_range(model: Any, tensor: Any) -> int | None:
-    """Smallest ``input_dim`` of the Embedding layers (also nested in custom layers) the input feeds directly."""
+def _embedding_dims(model: Any, tensor: Any) -> list[int]:
+    """``input_dim`` of the Embedding layers (also nested in custom layers) the input feeds directly."""
     import keras
 
     dims: list[int] = []
@@ -69,7 +70,7 @@ def _embedding_range(model: Any, tensor: Any) -> int | None:
         if not any(x is tensor for x in flat):
             continue
         dims += [int(e.input_dim) for e in _walk_layers(layer, keras) if isinstance(e, keras.layers.Embedding)]
-    return min(dims) if dims else None
+    return dims
 
 
 def _walk_layers(layer: Any, keras: Any, depth: int = 0) -> list[Any]:
@@ -212,7 +213,7 @@ def _lengths(specs: Sequence[InputSpec], real: Mapping[str, np.ndarray] | None) 
         if real is not None:
             out[s.name] = tuple(real[s.name].shape[1:])
         else:
-            cap = DEFAULT_LENGTH if s.id_range is None else max(1, min(DEFAULT_LENGTH, s.id_range))
+            cap = DEFAULT_LENGTH if s.length_cap is None else max(1, min(DEFAULT_LENGTH, s.length_cap))
             out[s.name] = tuple(cap if d is None else d for d in s.shape)
     return out
 

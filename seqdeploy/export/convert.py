@@ -186,22 +186,6 @@ def _find_layers(config: Any, class_names: set[str]) -> list[tuple[str, str]]:
     return found
 
 
-def _find_layers_any(config: Any) -> list[tuple[str, str]]:
-    """(class, name) of every layer config that has a name (registered names too)."""
-    found: list[tuple[str, str]] = []
-    if isinstance(config, dict):
-        if isinstance(config.get("config"), dict) and "name" in config["config"]:
-            for key in ("class_name", "registered_name"):
-                if isinstance(config.get(key), str):
-                    found.append((config[key], str(config["config"]["name"])))
-        for v in config.values():
-            found.extend(_find_layers_any(v))
-    elif isinstance(config, list):
-        for v in config:
-            found.extend(_find_layers_any(v))
-    return found
-
-
 def load_keras_model(path: str | Path, *, unsafe: bool = False, custom_objects: Any = None):
     """Load a saved Keras 3 model (``.keras`` or legacy ``.h5``) without compiling it.
 
@@ -253,7 +237,7 @@ def load_keras_model(path: str | Path, *, unsafe: bool = False, custom_objects: 
                                             custom_objects=custom_objects or None)
     except Exception as exc:  # noqa: BLE001 - Keras raises many types for a bad file
         msg = first_line(exc)
-        named = custom_objects_hint(str(exc), {c: n for c, n in _find_layers_any(config)})
+        named = custom_objects_hint(str(exc), config, custom_objects)
         if named:
             raise ModelLoadError(f"{path}: could not load the Keras model: {named}") from None
         hint = (

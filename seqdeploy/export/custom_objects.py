@@ -20,6 +20,7 @@ deserialized") and names the class or function that was not found.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import importlib.util
@@ -27,11 +28,11 @@ import inspect
 import re
 import sys
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from seqdeploy.errors import InputFileNotFound, ModelLoadError, first_line
 
-__all__ = ["load_custom_objects", "register_custom_objects", "missing_object", "custom_objects_hint"]
+__all__ = ["load_custom_objects", "custom_objects_scope", "missing_object", "custom_objects_hint"]
 
 _MISSING = re.compile(r"Could not locate (class|function) '([^']+)'")
 _UNKNOWN = re.compile(r"Unknown (layer|activation|loss|metric|initializer|regularizer|constraint|object)[^:]*:\s*'?([\w>.]+)'?")
@@ -133,24 +134,56 @@ def missing_object(message: str) -> tuple[str, str] | None:
     return None
 
 
-def custom_objects_hint(message: str, layer_of: dict[str, str] | None = None) -> str | None:
-    """One sentence naming what Keras could not find and how to provide it (None when nothing is named)."""
+def unresolved_classes(config: Any, custom_objects: dict[str, Any] | None = None) -> list[tuple[str, str]]:
+    """(class name, layer name) of every non-Keras class in a saved model config that neither
+    ``custom_objects`` nor Keras's registry provides."""
+    import keras
+
+    known = set(keras.saving.get_custom_objects()) | set(custom_objects or {})
+    found: list[tuple[str, str]] = []
+
+    def walk(c: Any) -> None:
+        if isinstance(c, dict):
+            module = str(c.get("module") or "")
+            cls, reg = c.get("class_name"), c.get("registered_name")
+            if isinstance(cls, str) and module and not module.startswith("keras") and cls not in known \
+                    and reg not in known and isinstance(c.get("config"), dict):
+                found.append((cls, str(c["config"].get("name", "?"))))
+            for v in c.values():
+                walk(v)
+        elif isinstance(c, list):
+            for v in c:
+                walk(v)
+
+    walk(config)
+    return list(dict.fromkeys(found))
+
+
+def custom_objects_hint(message: str, config: Any = None, custom_objects: dict[str, Any] | None = None) -> str | None:
+    """One sentence naming what Keras could not find (every such class when the config shows them) and how
+    to provide it; None when the error names nothing."""
     found = missing_object(message)
     if found is None:
         return None
     kind, name = found
-    layer = (layer_of or {}).get(name)
-    where = f" (used by layer {layer!r})" if layer else ""
-    return (f"the model uses the custom {kind} {name!r}{where}, which is not defined here; pass the Python file "
+    missing = unresolved_classes(config, custom_objects) if config is not None else []
+    if kind == "class" and missing:
+        what = ", ".join(f"{c!r} (layer {n!r})" for c, n in missing)
+        return (f"the model uses custom class{'es' if len(missing) > 1 else ''} {what}, not defined here; pass "
+                "the Python file or module that defines them as custom objects")
+    return (f"the model uses the custom {kind} {name!r}, which is not defined here; pass the Python file "
             f"or module that defines it as custom objects")
 
 
-def register_custom_objects(sources: Iterable[str | Path] | None) -> dict[str, Any]:
-    """:func:`load_custom_objects`, then make them known to every later Keras load in this process
-    (``keras.saving.get_custom_objects()``), so that stages loading the model by path find them too."""
+@contextlib.contextmanager
+def custom_objects_scope(sources: Iterable[str | Path] | None) -> Iterator[dict[str, Any]]:
+    """:func:`load_custom_objects`, known to every Keras load inside the ``with`` block (Keras's
+    ``custom_object_scope``), so that stages loading the model by path find them too."""
     objs = load_custom_objects(sources)
-    if objs:
-        import keras
+    if not objs:
+        yield objs
+        return
+    import keras
 
-        keras.saving.get_custom_objects().update(objs)
-    return objs
+    with keras.saving.custom_object_scope(objs):
+        yield objs

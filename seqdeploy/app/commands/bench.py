@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from pathlib import Path
 from typing import Any, List, Optional
 
@@ -62,14 +64,13 @@ def bench_cmd(
 
     Example: seqdeploy bench runs/breast_cancer_mlp --batch 1,64 --threads 1,2 --vs keras,tflite
     """
-    with handle_errors(as_json=as_json):
+    with handle_errors(as_json=as_json), contextlib.ExitStack() as scope:
         from seqdeploy.bench import MAX_THREADS, OrtSettings, StopRule, parse_int_list, parse_vs, run_bench, write_outputs
         from seqdeploy.errors import UsageError
 
-        if custom_objects:  # the Keras peer loads the model by path
-            from seqdeploy.export.custom_objects import register_custom_objects
+        from seqdeploy.export.custom_objects import custom_objects_scope
 
-            register_custom_objects(custom_objects)
+        scope.enter_context(custom_objects_scope(custom_objects))  # the Keras loads below find them
         batches = parse_int_list(batch, "--batch")
         thr = parse_int_list(threads, "--threads", hi=MAX_THREADS)
         peers = parse_vs(vs)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from pathlib import Path
 from typing import List, Optional
 
@@ -49,7 +51,7 @@ def export(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Convert a Keras model to ONNX (dynamic batch axis `batch`, native recurrent ops)."""
-    with handle_errors(as_json=as_json):
+    with handle_errors(as_json=as_json), contextlib.ExitStack() as scope:
         from seqdeploy.errors import UsageError
 
         if keras is not None and source is not None and keras != source:
@@ -59,10 +61,9 @@ def export(
         if source is None:
             raise UsageError("export needs a model: `seqdeploy export MODEL.keras --out MODEL.onnx` "
                              "(or a run directory)")
-        if custom_objects:
-            from seqdeploy.export.custom_objects import register_custom_objects
+        from seqdeploy.export.custom_objects import custom_objects_scope
 
-            register_custom_objects(custom_objects)
+        scope.enter_context(custom_objects_scope(custom_objects))  # the Keras loads below find them
         if triton is not None and (source / "manifest.json").is_file():
             from seqdeploy.app.commands._triton import write_and_render
 

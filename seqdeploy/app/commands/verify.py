@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from pathlib import Path
 from typing import List, Optional
 
@@ -65,7 +67,7 @@ def verify(
     """Check the ONNX artifact computes what the Keras model computes (exit 1 when it does not)."""
     from seqdeploy.verify.parity import Tolerance, load_inputs_file, parse_tolerances, verify_models, verify_run
 
-    with handle_errors(as_json=as_json, on_check_failed=render_verify):
+    with handle_errors(as_json=as_json, on_check_failed=render_verify), contextlib.ExitStack() as scope:
         a_def, a_per = parse_tolerances(atol, "atol")
         r_def, r_per = parse_tolerances(rtol, "rtol")
         per = None
@@ -75,10 +77,9 @@ def verify(
             per = {n: Tolerance(a_per.get(n, a_def if a_def is not None else FLOAT32_TOL[0]),
                                 r_per.get(n, r_def if r_def is not None else FLOAT32_TOL[1]))
                    for n in set(a_per) | set(r_per)}
-        if custom_objects:
-            from seqdeploy.export.custom_objects import register_custom_objects
+        from seqdeploy.export.custom_objects import custom_objects_scope
 
-            register_custom_objects(custom_objects)
+        scope.enter_context(custom_objects_scope(custom_objects))  # the Keras loads below find them
         if run_dir is not None and keras is None and run_dir.suffix.lower() in (".keras", ".h5", ".hdf5"):
             keras, run_dir = run_dir, None  # `verify MODEL.keras --onnx X.onnx` reads like `export MODEL.keras`
         if run_dir is not None:

@@ -105,8 +105,8 @@ def check_data(data: Any, specs: Sequence[InputSpec], where: str = "the data") -
     rows = None
     for s in specs:
         x = np.asarray(items[s.name])
-        if x.ndim == len(s.shape):  # one sample without its batch axis
-            x = x[None]
+        if x.ndim == len(s.shape) and all(d is None or d == got for d, got in zip(s.shape, x.shape)):
+            x = x[None]  # one sample without its batch axis
         if x.ndim != len(s.shape) + 1 or any(d is not None and d != got for d, got in zip(s.shape, x.shape[1:])):
             shape = ["any" if d is None else d for d in s.shape]
             raise VerifyInputError(f"{where}: input {s.name!r} samples have shape {list(x.shape[1:])}; the model "

@@ -98,6 +98,20 @@ def test_two_inputs_from_jsonl_regression(keras_zoo, tmp_path):
     assert json.loads((tmp_path / "b" / "train.json").read_text())["task"] == "regression"
     assert r.summary["verify"]["passed"]
     _check_bundle(tmp_path / "b", keras_zoo, "two_inputs", data)
+    # verify BUNDLE re-checks it (golden rows + generated feeds, portable graph on the golden rows)
+    res = runner.invoke(app, ["verify", str(tmp_path / "b"), "--json"])
+    assert res.exit_code == 0, res.output
+    v = json.loads(res.stdout)
+    assert v["passed"] and v["samples"] == 5 and v["portable"]["max_abs_error"] <= 1e-5
+    assert json.loads((tmp_path / "b" / "manifest.json").read_text())["verification"]["passed"]
+    # served like a spec bundle: one tensor per model input
+    from seqdeploy.serve.model import ServedModel
+
+    served = ServedModel.load(tmp_path / "b")
+    assert [t["name"] for t in served.metadata()["inputs"]] == ["num", "words"]
+    feeds, _ = served.check_v2([("num", "FP32", data["num"][:3]), ("words", "INT32", data["words"][:3])], 64)
+    want = _keras_out(keras_zoo["two_inputs"], keras_zoo["layers"], {k: v[:3] for k, v in data.items()})
+    assert np.abs(served.run_v2([feeds])[0]["prediction"] - want.reshape(-1)).max() <= 1e-5
 
 
 @pytest.mark.slow

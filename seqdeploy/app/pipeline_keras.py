@@ -30,18 +30,6 @@ from seqdeploy.atomic import atomic_write_json, read_json_or_empty
 from seqdeploy.errors import CheckFailed, UsageError
 
 STAGES = ("export", "verify", "bundle", "quantize", "tune", "bench")
-PORTABLE_ATOL = 1e-4  # float32 portable graph vs Keras on the raw SAMPLE rows
-
-
-@dataclasses.dataclass(frozen=True)
-class PortableParity:
-    """The deployment graph on SAMPLE's raw rows against Keras."""
-
-    passed: bool
-    rows: int
-    max_abs_error: float
-    label_agreement: float | None
-    tolerance: float
 
 
 def run_keras_pipeline(model_path: str | Path, sample_path: str | Path, *, out: str | Path | None = None,
@@ -103,7 +91,7 @@ def _example_arg(specs: Sequence[Any]) -> str:
 def _stages(model: Any, model_path: Path, specs: Sequence[Any], sample: Any, task: str, labels: list[str] | None,
             target: str | None, work: Path, unsafe: bool, options: PipelineOptions,
             emit: Callable[[PipelineEvent], None]) -> list[StageOutcome]:
-    from seqdeploy.bundle.user_model import target_ids, train_record
+    from seqdeploy.bundle.user_model import check_portable_parity, reference_targets, target_ids, train_record
 
     outcomes: list[StageOutcome] = []
 
@@ -187,45 +175,6 @@ def _stages(model: Any, model_path: Path, specs: Sequence[Any], sample: Any, tas
     write_bundle_manifest(work)
     write_report(work)
     return outcomes
-
-
-def reference_targets(model: Any, inputs: dict[str, np.ndarray], task: str) -> np.ndarray:
-    """What the float32 model answers on the sample: class ids for classifiers, values otherwise."""
-    from seqdeploy.preprocess import NoPreprocessing, task_outputs
-
-    y = _keras_first_output(model, inputs)
-    if task == "regression":
-        return y.reshape(len(y), -1)
-    return task_outputs(y, task, None, NoPreprocessing())["class_id"]
-
-
-def _keras_first_output(model: Any, inputs: dict[str, np.ndarray]) -> np.ndarray:
-    from seqdeploy.verify.feeds import input_specs
-
-    names = [s.name for s in input_specs(model)]
-    xs = [inputs[n] for n in names]
-    y = model(xs if len(xs) > 1 else xs[0], training=False)
-    if isinstance(y, dict):
-        y = next(iter(y.values()))
-    return np.asarray(y[0] if isinstance(y, (list, tuple)) else y)
-
-
-def check_portable_parity(bundle: Path, model: Any, inputs: dict[str, np.ndarray], task: str,
-                          labels: Sequence[str] | None, atol: float = PORTABLE_ATOL) -> PortableParity:
-    """The bundle's portable graph (through :class:`seqdeploy.runtime.Predictor`) on raw rows vs Keras."""
-    from seqdeploy.preprocess import NoPreprocessing, task_outputs
-    from seqdeploy.runtime import Predictor
-
-    got = Predictor.from_bundle(bundle, artifact="model.onnx").answers(
-        inputs if len(inputs) > 1 else next(iter(inputs.values())))
-    want = task_outputs(_keras_first_output(model, inputs), task, list(labels) if labels else None,
-                        NoPreprocessing())
-    key = "prediction" if task == "regression" else "probabilities"
-    diff = np.abs(np.asarray(got[key], np.float64) - np.asarray(want[key], np.float64))
-    err = float(diff.max()) if diff.size else 0.0
-    agreement = None if task == "regression" else float(np.mean(got["label"] == want["label"]))
-    passed = err <= atol and (agreement is None or agreement == 1.0)
-    return PortableParity(passed, len(diff), err, agreement, atol)
 
 
 def bench_data(inputs: dict[str, np.ndarray]) -> Any:

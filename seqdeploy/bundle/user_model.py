@@ -33,6 +33,7 @@ from seqdeploy.errors import DataError, InputFileNotFound, VerifyInputError
 from seqdeploy.verify.feeds import InputSpec, check_data
 
 SAMPLE_TYPES = (".npy", ".npz", ".csv", ".jsonl", ".parquet")
+PORTABLE_ATOL = 1e-4  # float32 portable graph vs Keras on raw rows
 SOURCE_KIND = "keras-model"  # train.json "source" of a bundle made from a user's model file
 
 
@@ -227,3 +228,58 @@ def load_user_run(run_dir: str | Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return d if isinstance(d, dict) and d.get("source") == SOURCE_KIND else None
+
+
+# --------------------------------------------------------------------------- checks on raw rows
+
+
+@dataclasses.dataclass(frozen=True)
+class PortableParity:
+    """The deployment graph on raw rows (the model's own inputs) against Keras."""
+
+    passed: bool
+    rows: int
+    max_abs_error: float
+    label_agreement: float | None
+    tolerance: float
+    tokenizer_strings: int = 0  # no tokenizer in these bundles (the fields verify's report shows)
+    tokenizer_mismatches: int = 0
+
+
+def keras_first_output(model: Any, inputs: dict[str, np.ndarray]) -> np.ndarray:
+    """The model's first output on ``inputs`` (keyed by input name), ``training=False``."""
+    from seqdeploy.verify.feeds import input_specs
+
+    xs = [inputs[s.name] for s in input_specs(model)]
+    y = model(xs if len(xs) > 1 else xs[0], training=False)
+    if isinstance(y, dict):
+        y = next(iter(y.values()))
+    return np.asarray(y[0] if isinstance(y, (list, tuple)) else y)
+
+
+def reference_targets(model: Any, inputs: dict[str, np.ndarray], task: str) -> np.ndarray:
+    """What the float32 model answers on ``inputs``: class ids for classifiers, values otherwise."""
+    from seqdeploy.preprocess import NoPreprocessing, task_outputs
+
+    y = keras_first_output(model, inputs)
+    if task == "regression":
+        return y.reshape(len(y), -1)
+    return task_outputs(y, task, None, NoPreprocessing())["class_id"]
+
+
+def check_portable_parity(bundle: str | Path, model: Any, inputs: dict[str, np.ndarray], task: str,
+                          labels: Sequence[str] | None, atol: float = PORTABLE_ATOL) -> PortableParity:
+    """The bundle's float32 portable graph (through :class:`seqdeploy.runtime.Predictor`) on raw rows vs Keras."""
+    from seqdeploy.preprocess import NoPreprocessing, task_outputs
+    from seqdeploy.runtime import Predictor
+
+    got = Predictor.from_bundle(bundle, artifact="model.onnx").answers(
+        inputs if len(inputs) > 1 else next(iter(inputs.values())))
+    want = task_outputs(keras_first_output(model, inputs), task, list(labels) if labels else None,
+                        NoPreprocessing())
+    key = "prediction" if task == "regression" else "probabilities"
+    diff = np.abs(np.asarray(got[key], np.float64) - np.asarray(want[key], np.float64))
+    err = float(diff.max()) if diff.size else 0.0
+    agreement = None if task == "regression" else float(np.mean(got["label"] == want["label"]))
+    passed = err <= atol and (agreement is None or agreement == 1.0)
+    return PortableParity(passed, len(diff), err, agreement, atol)

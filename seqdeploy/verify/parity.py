@@ -141,6 +141,7 @@ def verify_run(run_dir: str | Path, *, onnx_path: str | Path | None = None, atol
     Writes ``verify.json`` and ``golden.npz`` / ``golden.json`` into the run
     directory. Raises :class:`CheckFailed` (exit 1) when parity fails.
     """
+    from seqdeploy.bundle.user_model import load_user_run
     from seqdeploy.data import load_run_splits
 
     run_dir = Path(run_dir)
@@ -149,6 +150,10 @@ def verify_run(run_dir: str | Path, *, onnx_path: str | Path | None = None, atol
     for p, hint in ((keras_path, "run `seqdeploy train` first"), (onnx_file, "run `seqdeploy export` first")):
         if not p.exists():
             raise InputFileNotFound(f"{p} does not exist; {hint}")
+    record = load_user_run(run_dir)
+    if record is not None:  # a bundle made from a model trained elsewhere: its golden rows are the real samples
+        return _verify_user_bundle(run_dir, keras_path, onnx_file, record, atol=atol, rtol=rtol,
+                                   per_output=per_output, samples=samples, unsafe=unsafe, write=write)
     splits = load_run_splits(run_dir)
     golden_raw = splits.raw_test[:GOLDEN_SAMPLES]
     result = verify_models(keras_path, onnx_file, real_inputs=splits.x_test, train_inputs=splits.x_train,
@@ -181,6 +186,38 @@ def _verify_portable(run_dir: Path, onnx_file: Path, splits: Any, result: Verify
         from seqdeploy.bundle.write import refresh_bundle_manifest
 
         refresh_bundle_manifest(run_dir)  # the bundle carries the verification and the golden files
+    if failures:
+        raise CheckFailed(f"the deployment graph differs from Keras on raw inputs ({failures[0]})", result)
+    return result
+
+
+def _verify_user_bundle(run_dir: Path, keras_path: Path, onnx_file: Path, record: Mapping[str, Any], *,
+                        write: bool, **kw: Any) -> VerifyResult:
+    """verify RUN_DIR on a bundle from ``pipeline MODEL.keras``: golden rows + generated feeds, then the
+    portable graph on the golden rows (:func:`seqdeploy.bundle.user_model.check_portable_parity`)."""
+    from seqdeploy.bundle.user_model import check_portable_parity
+    from seqdeploy.export.convert import load_keras_model
+
+    inputs = None
+    if (run_dir / "golden.npz").is_file():
+        with np.load(run_dir / "golden.npz", allow_pickle=False) as g:
+            inputs = {k[len("input__"):]: g[k] for k in g.files if k.startswith("input__")} or None
+    task = str(record.get("task"))
+    labels = record.get("labels")
+    result = verify_models(keras_path, onnx_file, real_inputs=inputs, task=task,
+                           out_dir=run_dir if write else None, refresh_bundle=False, **kw)
+    if inputs is None:
+        return result
+    check = check_portable_parity(run_dir, load_keras_model(keras_path, unsafe=kw.get("unsafe", False)), inputs,
+                                  task, labels if isinstance(labels, list) else None)
+    failures = () if check.passed else (f"deployment graph: max abs error {check.max_abs_error:.3g} > "
+                                        f"{check.tolerance:g} on the golden rows",)
+    result = dataclasses.replace(result, portable=check, passed=check.passed, failures=result.failures + failures)
+    if write:
+        atomic_write_json(result.report_path, verify_summary(result) | {"details": result})
+        from seqdeploy.bundle.write import refresh_bundle_manifest
+
+        refresh_bundle_manifest(run_dir)
     if failures:
         raise CheckFailed(f"the deployment graph differs from Keras on raw inputs ({failures[0]})", result)
     return result

@@ -105,7 +105,10 @@ def _stages(model: Any, model_path: Path, specs: Sequence[Any], sample: Any, tas
         outcomes.append(StageOutcome(name, "ran", seconds, dict(summary), tuple(files)))
 
     keras_file = work / "model.keras"
-    shutil.copyfile(model_path, keras_file)
+    if model_path.suffix.lower() == ".keras":
+        shutil.copyfile(model_path, keras_file)  # the very bytes the user trained
+    else:
+        model.save(keras_file)  # a legacy .h5: the bundle carries the Keras 3 format
     atomic_write_json(work / "train.json", train_record(model_path.stem, task, labels, specs, model_path.name, target))
 
     summary: dict[str, Any] = {}

@@ -152,6 +152,12 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(keras_zoo, tmp_path):
     _fails(["pipeline", str(keras_zoo["transformer"]), "--data", str(tmp_path / "s.npz"), "--out", str(out),
             "--custom-objects", str(raising)], out, "layers.py:2 raised ImportError: needs a GPU")
     _fails(["pipeline", str(keras_zoo["fcn"]), "--out", str(out)], out, "--data SAMPLE")
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "notes.txt").write_text("mine")
+    res = runner.invoke(app, ["pipeline", str(keras_zoo["fcn"]), "--data", str(tmp_path / "s.npz"), "--out", str(taken)])
+    assert res.exit_code == 2 and "is not a bundle made from a model file" in res.output
+    assert [p.name for p in taken.iterdir()] == ["notes.txt"]
     _fails(["pipeline", str(keras_zoo["fcn"]), "--data", str(tmp_path / "s.npz"), "--out", str(out)], out,
            "input 'series' samples have shape [10]; the model expects [16, 1]")
 

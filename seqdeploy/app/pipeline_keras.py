@@ -79,9 +79,11 @@ def run_keras_pipeline(model_path: str | Path, sample_path: str | Path, *, out: 
 
 
 def _check_out(out: Path) -> None:
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "manifest.json").is_file())):
-        raise UsageError(f"output {out} exists and is not a bundle; choose a new directory (or an earlier bundle "
-                         "to replace)")
+    from seqdeploy.bundle.user_model import load_user_run
+
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and load_user_run(out) is None)):
+        raise UsageError(f"output {out} exists and is not a bundle made from a model file; choose a new directory "
+                         "(an earlier such bundle is replaced)")
 
 
 def _example_arg(specs: Sequence[Any]) -> str:

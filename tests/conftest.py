@@ -38,3 +38,14 @@ def customers_bundle(tmp_path_factory) -> Path:
     from portable_bundles import customers
 
     return customers(tmp_path_factory.mktemp("customers"))
+
+
+@pytest.fixture(scope="session")
+def keras_zoo(tmp_path_factory) -> dict[str, Path]:
+    """keras-io-style models trained elsewhere (tests/keras_zoo.py), saved once: name -> .keras path, plus
+    ``"layers"`` -> the custom-objects file that defines the Transformer's layers."""
+    from keras_zoo import build_zoo
+
+    root = tmp_path_factory.mktemp("zoo")
+    paths = build_zoo(root)
+    return paths | {"layers": root / "zoo_layers.py"}

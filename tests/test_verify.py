@@ -100,9 +100,11 @@ def test_mismatched_pair_and_missing_data_and_nan_inputs_exit_2(exported_run, tm
                               str(exported_run / "model.onnx"), "--data", str(tmp_path / "x.npy")])
     assert res.exit_code == 2 and "mismatched pair" in res.output and "Traceback" not in res.output
 
+    shutil.copy(exported_run / "model.onnx", tmp_path / "m.onnx")  # no --data: generated numeric inputs
     res = runner.invoke(app, ["verify", "--keras", str(exported_run / "model.keras"), "--onnx",
-                              str(exported_run / "model.onnx")])
-    assert res.exit_code == 2 and "--data" in res.output
+                              str(tmp_path / "m.onnx"), "--json"])
+    assert res.exit_code == 0 and json.loads(res.stdout)["samples"] == 0
+    assert (tmp_path / "m.verify.json").is_file()  # beside the ONNX file
 
     nan = np.ones((4, 30), np.float32)
     nan[2, 3] = np.nan

@@ -80,6 +80,9 @@ _TOOLCHAIN_MODULES = {"tensorflow", "keras", "tf2onnx", "onnx", "onnxconverter_c
                       "sympy", "psutil"}
 
 JSON_OPTION = typer.Option(False, "--json", help="Print the result object as JSON on stdout (and nothing else there).")
+CUSTOM_OBJECTS_OPTION = typer.Option(
+    [], "--custom-objects", help="A .py file or module defining the model's custom layers/functions (repeatable); "
+                                 "it is imported (its code runs).")
 
 
 def emit_json(result: Any) -> None:

@@ -60,13 +60,18 @@ def plot_training(history: dict[str, list[float]], path: Path) -> Path | None:
 def write_report(run_dir: str | Path) -> Path:
     """Write ``report.md`` (and ``training.png``) for a run directory and return its path."""
     run_dir = Path(run_dir)
-    parts = [f"# seqdeploy report: {run_dir.name}", ""]
     train = read_json_or_empty(run_dir / TRAIN_FILE)
+    user_model = train.get("source") == "keras-model"  # a model trained elsewhere (built in a temporary directory)
+    parts = [f"# seqdeploy report: {train.get('spec_name') if user_model else run_dir.name}", ""]
     spec_file = run_dir / (train.get("spec_file", "spec.toml") if train else "spec.toml")
     if spec_file.exists():
         lang = "toml" if spec_file.suffix == ".toml" else "python"
         parts += ["## Spec", "", f"```{lang}", spec_file.read_text().strip(), "```", ""]
-    if train:
+    if user_model:  # no training record
+        parts += ["## Model", "", f"`{train.get('model_file')}` trained elsewhere; task {train.get('task')}; inputs "
+                  + ", ".join(f"`{i.get('name')}` {i.get('dtype')} {i.get('shape')}" for i in train.get("inputs", []))
+                  + ".", ""]
+    elif train:
         parts += _train_section(train, run_dir)
     exp = read_json_or_empty(run_dir / EXPORT_FILE)
     if exp:

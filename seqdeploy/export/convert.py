@@ -177,8 +177,11 @@ def _find_layers(config: Any, class_names: set[str]) -> list[tuple[str, str]]:
     return found
 
 
-def load_keras_model(path: str | Path, *, unsafe: bool = False):
+def load_keras_model(path: str | Path, *, unsafe: bool = False, custom_objects: Any = None):
     """Load a saved Keras 3 model (``.keras`` or legacy ``.h5``) without compiling it.
+
+    ``custom_objects``: a dict (name -> class/function), or files/modules that define the model's custom
+    layers (:func:`seqdeploy.export.custom_objects.load_custom_objects` imports them).
 
     ``Lambda`` layers run arbitrary Python: they are refused (naming the layer)
     unless ``unsafe=True`` (Keras ``safe_mode=False``).
@@ -214,11 +217,20 @@ def load_keras_model(path: str | Path, *, unsafe: bool = False):
             )
     import keras
 
+    from seqdeploy.export.custom_objects import custom_objects_hint, load_custom_objects
+
+    if custom_objects is not None and not isinstance(custom_objects, dict):
+        custom_objects = load_custom_objects([custom_objects] if isinstance(custom_objects, (str, Path))
+                                             else custom_objects)
     try:
         with contextlib.redirect_stdout(None):  # legacy h5 loading may print
-            model = keras.saving.load_model(path, compile=False, safe_mode=not unsafe)
+            model = keras.saving.load_model(path, compile=False, safe_mode=not unsafe,
+                                            custom_objects=custom_objects or None)
     except Exception as exc:  # noqa: BLE001 - Keras raises many types for a bad file
         msg = first_line(exc)
+        named = custom_objects_hint(str(exc), config, custom_objects)
+        if named:
+            raise ModelLoadError(f"{path}: could not load the Keras model: {named}") from None
         hint = (
             "if it uses custom layers, register them with @keras.saving.register_keras_serializable and import them first"
             if "class" in msg.lower() or "custom" in msg.lower() or "unknown" in msg.lower()
@@ -443,8 +455,11 @@ def export_onnx(
     out: str | Path | None = None,
     opset: int | None = None,
     unsafe: bool = False,
+    custom_objects: Any = None,
 ) -> ExportResult:
     """Export a run directory or a saved Keras model to ONNX, plus an ``export.json`` report.
+
+    ``custom_objects``: as in :func:`load_keras_model` (the files defining the model's custom layers).
 
     A run directory gets ``model.onnx`` and ``export.json`` inside it; a model
     file ``m.keras`` gets ``m.onnx`` and ``m.export.json`` beside it (or beside
@@ -472,7 +487,7 @@ def export_onnx(
         raise ExportError(f"output path {onnx_path}: expected a path ending in .onnx (or an existing directory)")
     report_path = export_record_for(onnx_path)
 
-    model = load_keras_model(model_file, unsafe=unsafe)
+    model = load_keras_model(model_file, unsafe=unsafe, custom_objects=custom_objects)
     start = time.perf_counter()
     conv = convert_model(model, opset=opset)
     proto = conv.model

@@ -434,10 +434,17 @@ def _jsonl_chunks(predictor: "Predictor", src: Path, counter: _ByteCounter, bs: 
                 raise InputValidationError(f"{src} line {counter.line_no} is missing feature(s) {short_list(missing)} "
                                            f"(expected keys {short_list(pre.feature_names)})")
         else:
+            names = predictor.raw_input_names
+            if isinstance(obj, dict) and "input" not in obj and all(n in obj for n in names):
+                buf.append({n: obj[n] for n in names})  # one key per model input (models without preprocessing)
+                if len(buf) >= bs:
+                    yield _jsonl_batch(predictor, buf), counter.done, total
+                    buf = []
+                continue
             if isinstance(obj, dict):
                 if "input" not in obj:
-                    raise DataError(f"{src} line {counter.line_no}: keys {list(obj)[:10]} (expected an 'input' key "
-                                    f"or a bare JSON list)")
+                    raise DataError(f"{src} line {counter.line_no}: keys {list(obj)[:10]} (expected an 'input' key, "
+                                    f"one key per model input {list(names)}, or a bare JSON list)")
                 obj = obj["input"]
             if not isinstance(obj, list):
                 raise DataError(f"{src} line {counter.line_no}: {type(obj).__name__} (expected a list of numbers)")
@@ -453,4 +460,17 @@ def _jsonl_batch(predictor: "Predictor", buf: list[Any]) -> Any:
     pre = predictor.manifest.preprocessing
     if isinstance(pre, (Tokenize, Standardize)):
         return buf
+    if buf and isinstance(buf[0], dict):
+        return {n: _stack_cells([row[n] for row in buf]) for n in buf[0]}
     return numeric_array(buf, "rows of numbers of equal length")
+
+
+def _stack_cells(cells: list[Any]) -> np.ndarray:
+    """One input's cells as an array: strings as text, sequences of different lengths right-padded with 0."""
+    if all(isinstance(c, str) for c in cells):
+        return np.asarray(cells, dtype=object)
+    if all(isinstance(c, list) and (not c or not isinstance(c[0], list)) for c in cells):
+        longest = max(len(c) for c in cells)
+        if any(len(c) != longest for c in cells):
+            cells = [c + [0] * (longest - len(c)) for c in cells]
+    return np.asarray(cells)

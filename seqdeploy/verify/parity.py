@@ -43,6 +43,7 @@ from seqdeploy.layout import GOLDEN_JSON, GOLDEN_NPZ, MODEL_KERAS, MODEL_ONNX, V
 from seqdeploy.bench.runners.keras import KerasRunner
 from seqdeploy.bench.runners.onnxruntime import OrtRunner
 from seqdeploy.errors import CheckFailed, InputFileNotFound, VerifyInputError, first_line
+from seqdeploy.verify.feeds import check_data, input_specs, load_data_file, make_feeds
 
 FLOAT32_TOL = (1e-4, 1e-3)
 QUANTIZED_TOL = (5e-2, 5e-2)
@@ -142,6 +143,7 @@ def verify_run(run_dir: str | Path, *, onnx_path: str | Path | None = None, atol
     directory. Raises :class:`CheckFailed` (exit 1) when parity fails. A check only: the bundle's
     manifest is the caller's to refresh (:func:`seqdeploy.bundle.write.refresh_bundle_manifest`).
     """
+    from seqdeploy.bundle.user_model import load_user_run
     from seqdeploy.data import load_run_splits
 
     run_dir = Path(run_dir)
@@ -150,6 +152,10 @@ def verify_run(run_dir: str | Path, *, onnx_path: str | Path | None = None, atol
     for p, hint in ((keras_path, "run `seqdeploy train` first"), (onnx_file, "run `seqdeploy export` first")):
         if not p.exists():
             raise InputFileNotFound(f"{p} does not exist; {hint}")
+    record = load_user_run(run_dir)
+    if record is not None:  # a bundle made from a model trained elsewhere: its golden rows are the real samples
+        return _verify_user_bundle(run_dir, keras_path, onnx_file, record, atol=atol, rtol=rtol,
+                                   per_output=per_output, samples=samples, unsafe=unsafe, write=write)
     splits = load_run_splits(run_dir)
     golden_raw = splits.raw_test[:GOLDEN_SAMPLES]
     result = verify_models(keras_path, onnx_file, real_inputs=splits.x_test, train_inputs=splits.x_train,
@@ -182,16 +188,50 @@ def _verify_portable(run_dir: Path, onnx_file: Path, splits: Any, result: Verify
     return result
 
 
-def verify_models(keras_path: str | Path, onnx_path: str | Path, *, real_inputs: np.ndarray | None,
-                  train_inputs: np.ndarray | None = None, task: str | None = None, atol: float | None = None,
+def _verify_user_bundle(run_dir: Path, keras_path: Path, onnx_file: Path, record: Mapping[str, Any], *,
+                        write: bool, **kw: Any) -> VerifyResult:
+    """verify RUN_DIR on a bundle from ``pipeline MODEL.keras``: golden rows + generated feeds, then the
+    portable graph on the golden rows (:func:`seqdeploy.bundle.user_model.check_portable_parity`)."""
+    from seqdeploy.bundle.user_model import check_portable_parity
+    from seqdeploy.export.convert import load_keras_model
+
+    inputs = None
+    if (run_dir / "golden.npz").is_file():
+        with np.load(run_dir / "golden.npz", allow_pickle=False) as g:
+            inputs = {k[len("input__"):]: g[k] for k in g.files if k.startswith("input__")} or None
+    task = str(record.get("task"))
+    labels = record.get("labels")
+    result = verify_models(keras_path, onnx_file, real_inputs=inputs, task=task,
+                           out_dir=run_dir if write else None, **kw)
+    if inputs is None:
+        return result
+    check = check_portable_parity(run_dir, load_keras_model(keras_path, unsafe=kw.get("unsafe", False)), inputs,
+                                  task, labels if isinstance(labels, list) else None)
+    failures = () if check.passed else (f"deployment graph: max abs error {check.max_abs_error:.3g} > "
+                                        f"{check.tolerance:g} on the golden rows",)
+    result = dataclasses.replace(result, portable=check, passed=check.passed, failures=result.failures + failures)
+    if write:
+        atomic_write_json(result.report_path, verify_summary(result) | {"details": result})
+        from seqdeploy.bundle.write import refresh_bundle_manifest
+
+        refresh_bundle_manifest(run_dir)
+    if failures:
+        raise CheckFailed(f"the deployment graph differs from Keras on raw inputs ({failures[0]})", result)
+    return result
+
+
+def verify_models(keras_path: str | Path, onnx_path: str | Path, *, real_inputs: Any,
+                  train_inputs: Any = None, task: str | None = None, atol: float | None = None,
                   rtol: float | None = None, per_output: Mapping[str, Tolerance] | None = None,
                   samples: int = 200, unsafe: bool = False, out_dir: str | Path | None = None,
                   golden_raw: np.ndarray | None = None, vocabulary_size: int | None = None,
-                  training_batch: int = 32) -> VerifyResult:
+                  training_batch: int = 32, custom_objects: Any = None, make_out_dir: bool = False,
+                  file_prefix: str = "") -> VerifyResult:
     """Compare a Keras model file with an ONNX file on real, random and edge-case feeds.
 
-    ``real_inputs`` are model-ready samples (already preprocessed). When
-    ``out_dir`` is given, ``verify.json`` and the golden files are written there.
+    ``real_inputs`` are model-ready samples (already preprocessed): one array, or a mapping keyed by input
+    name for several inputs; None generates every feed (numeric inputs only). When ``out_dir`` is given,
+    ``verify.json`` and the golden files are written there (names prefixed with ``file_prefix``).
     """
     from seqdeploy.export.convert import load_keras_model
 
@@ -203,23 +243,19 @@ def verify_models(keras_path: str | Path, onnx_path: str | Path, *, real_inputs:
     if samples < 1:
         raise VerifyInputError(f"samples = {samples}: expected at least 1 real sample to compare")
     onnx_rt = onnx_runner(onnx_path)
-    model = load_keras_model(keras_path, unsafe=unsafe)
-    if len(model.inputs) != 1:
-        raise VerifyInputError(f"{keras_path}: verify supports single-input models; this one has "
-                               f"{len(model.inputs)} inputs")
-    if len(onnx_rt.input_names) != 1:
-        raise VerifyInputError(f"{onnx_path}: has {len(onnx_rt.input_names)} inputs, the Keras model has 1; "
-                               "the files do not belong together")
-    keras_shape = tuple(model.inputs[0].shape[1:])
-    keras_dtype = str(np.dtype(model.inputs[0].dtype))
-    onnx_in = onnx_rt.inputs[0]
-    onnx_shape = tuple(onnx_in.shape[1:])
-    if len(onnx_shape) != len(keras_shape) or any(
-            isinstance(o, int) and k is not None and o != k for o, k in zip(onnx_shape, keras_shape)):
-        raise VerifyInputError(f"mismatched pair: {keras_path.name} takes inputs of shape {list(keras_shape)} but "
-                               f"{onnx_path.name} takes {list(onnx_shape)}; export the ONNX file from this "
-                               "Keras model (`seqdeploy export`)")
-    feed_name = onnx_rt.input_names[0]
+    model = load_keras_model(keras_path, unsafe=unsafe, custom_objects=custom_objects)
+    specs = input_specs(model)
+    names = [sp.name for sp in specs]
+    if sorted(onnx_rt.input_names) != sorted(names):
+        raise VerifyInputError(f"mismatched pair: {keras_path.name} has inputs {names} but {onnx_path.name} has "
+                               f"{onnx_rt.input_names}; export the ONNX file from this Keras model (`seqdeploy export`)")
+    for sp, onnx_in in ((sp, next(i for i in onnx_rt.inputs if i.name == sp.name)) for sp in specs):
+        onnx_shape = tuple(onnx_in.shape[1:])
+        if len(onnx_shape) != len(sp.shape) or any(
+                isinstance(o, int) and k is not None and o != k for o, k in zip(onnx_shape, sp.shape)):
+            raise VerifyInputError(f"mismatched pair: {keras_path.name} takes {sp.name!r} of shape {list(sp.shape)} "
+                                   f"but {onnx_path.name} takes {list(onnx_shape)}; export the ONNX file from this "
+                                   "Keras model (`seqdeploy export`)")
     precision = artifact_precision(onnx_path)
     default = FLOAT32_TOL if precision == "float32" else QUANTIZED_TOL
     tol_default = Tolerance(atol if atol is not None else default[0], rtol if rtol is not None else default[1])
@@ -229,25 +265,21 @@ def verify_models(keras_path: str | Path, onnx_path: str | Path, *, real_inputs:
         raise VerifyInputError(f"tolerance given for unknown outputs {sorted(unknown)}; the outputs are "
                                f"{onnx_rt.output_names}")
 
-    if real_inputs is not None:
-        real_inputs = np.asarray(real_inputs)
-        if real_inputs.ndim == len(keras_shape):  # a single sample without batch axis
-            real_inputs = real_inputs[None]
-        if tuple(real_inputs.shape[1:]) != tuple(d for d in keras_shape):
-            raise VerifyInputError(f"data samples have shape {list(real_inputs.shape[1:])}; the model expects "
-                                   f"{list(keras_shape)}; pass model-ready inputs")
-        if real_inputs.dtype.kind == "f" and not np.isfinite(real_inputs).all():
-            raise VerifyInputError("the data contains NaN or inf values; verify needs finite inputs "
-                                   "(clean the data or drop those rows)")
-        if len(real_inputs) == 0:
-            raise VerifyInputError("the data has no samples; expected at least one")
-        real_inputs = real_inputs[:samples].astype(keras_dtype)
+    real = check_data(real_inputs, specs) if real_inputs is not None else None
+    if real is not None:
+        real = {k: v[:samples] for k, v in real.items()}
+    train = None
+    if train_inputs is not None:
+        try:
+            train = check_data(train_inputs, specs, "the training data")
+        except VerifyInputError:
+            train = None  # statistics only: fall back to the real samples'
 
     from seqdeploy.export.convert import keras_output_names
 
     # The names export gives the ONNX outputs; a mismatch means the files do not belong together.
     keras_names = keras_output_names(model)
-    keras_rt = keras_runner(model, [feed_name], keras_names)
+    keras_rt = keras_runner(model, names, keras_names)
 
     failures: list[str] = []
     if len(keras_names) != len(onnx_rt.output_names):
@@ -255,12 +287,11 @@ def verify_models(keras_path: str | Path, onnx_path: str | Path, *, real_inputs:
     elif keras_names != onnx_rt.output_names:
         failures.append(f"output names: Keras {keras_names} vs ONNX {onnx_rt.output_names}")
 
-    feeds = _make_feeds(real_inputs, train_inputs, keras_shape, keras_dtype, samples, training_batch,
-                        vocabulary_size)
+    feeds = make_feeds(real, train, specs, samples, training_batch, vocabulary_size)
     acc = {name: _Accumulator(name, per_output.get(name, tol_default)) for name in onnx_rt.output_names}
     feed_runs: list[FeedRun] = []
-    for kind, x in feeds:
-        feed = {feed_name: x}
+    for kind, feed in feeds:
+        x = next(iter(feed.values()))
         try:
             got = onnx_rt.infer_named(feed)
         except Exception as exc:  # onnxruntime's InvalidArgument & co: a failure of the artifact
@@ -287,7 +318,8 @@ def verify_models(keras_path: str | Path, onnx_path: str | Path, *, real_inputs:
     if not passed and precision == "float32":  # say which layer goes wrong first
         from seqdeploy.verify.locate import locate_for_verify
 
-        warnings += locate_for_verify(model, onnx_path, feed_name, feeds, reports)
+        if len(names) == 1:
+            warnings += locate_for_verify(model, onnx_path, names[0], [(k, f[names[0]]) for k, f in feeds], reports)
     max_err = max((r.max_abs_error for r in reports), default=float("nan"))
     agreements = [r.label_agreement for r in reports if r.label_agreement is not None]
     result = VerifyResult(
@@ -295,16 +327,22 @@ def verify_models(keras_path: str | Path, onnx_path: str | Path, *, real_inputs:
         outputs=reports, feeds=tuple(feed_runs), batch_sizes=tuple(sorted({f.batch_size for f in feed_runs})),
         failures=tuple(dict.fromkeys(failures)), warnings=warnings, max_abs_error=float(max_err),
         label_agreement=min(agreements) if agreements else None,
-        samples=int(len(real_inputs)) if real_inputs is not None else 0,
+        samples=int(len(next(iter(real.values())))) if real is not None else 0,
         seconds=time.perf_counter() - start)
 
     if out_dir is not None:
         out_dir = Path(out_dir)
-        report_path = out_dir / VERIFY_FILE
+        if make_out_dir:
+            out_dir.mkdir(parents=True, exist_ok=True)  # only once the comparison ran: nothing half-made before
+        report_path = out_dir / f"{file_prefix}{VERIFY_FILE}"
         golden_path = None
-        if passed and real_inputs is not None:
-            golden_path = write_golden(out_dir, feed_name, real_inputs[:GOLDEN_SAMPLES], keras_rt,
-                                       golden_raw if golden_raw is not None else real_inputs[:GOLDEN_SAMPLES])
+        golden_in = real if real is not None else (feeds[0][1] if feeds else None)
+        if passed and golden_in is not None:
+            golden_in = {k: v[:GOLDEN_SAMPLES] for k, v in golden_in.items()}
+            golden_path = write_golden(out_dir, golden_in, keras_rt,
+                                       golden_raw if golden_raw is not None else
+                                       (next(iter(golden_in.values())) if len(golden_in) == 1 else None),
+                                       file_prefix)
         result = dataclasses.replace(result, report_path=report_path, golden_path=golden_path)
         atomic_write_json(report_path, verify_summary(result) | {"details": result})
     if not passed:
@@ -325,18 +363,20 @@ def verify_summary(result: VerifyResult) -> dict[str, Any]:
             "portable": result.portable}
 
 
-def write_golden(out_dir: Path, feed_name: str, inputs: np.ndarray, runner: KerasRunner, raw: np.ndarray) -> Path:
-    """Write golden.npz and golden.json: raw samples, model feeds and Keras's outputs."""
-    outputs = runner.infer_named({feed_name: inputs})
-    arrays = {"raw": np.asarray(raw), f"input__{feed_name}": inputs}
+def write_golden(out_dir: Path, inputs: Mapping[str, np.ndarray], runner: KerasRunner,
+                 raw: np.ndarray | None, file_prefix: str = "") -> Path:
+    """Write golden.npz and golden.json: raw samples (single-input models), model feeds and Keras's outputs."""
+    outputs = runner.infer_named(dict(inputs))
+    arrays = {"raw": np.asarray(raw)} if raw is not None else {}
+    arrays.update({f"input__{k}": np.asarray(v) for k, v in inputs.items()})
     arrays.update({f"output__{k}": np.asarray(v) for k, v in outputs.items()})
-    path = out_dir / GOLDEN_NPZ
+    path = out_dir / f"{file_prefix}{GOLDEN_NPZ}"
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
             np.savez(fh, **arrays)
-    as_json = {k: {"dtype": str(v.dtype) if v.dtype.kind != "U" else "string", "shape": list(v.shape),
+    as_json = {k: {"dtype": str(v.dtype) if v.dtype.kind not in "UO" else "string", "shape": list(v.shape),
                    "data": v.tolist()} for k, v in arrays.items()}
-    atomic_write_json(out_dir / GOLDEN_JSON, as_json)
+    atomic_write_json(out_dir / f"{file_prefix}{GOLDEN_JSON}", as_json)
     return path
 
 
@@ -365,75 +405,12 @@ def parse_tolerances(values: Sequence[str], what: str) -> tuple[float | None, di
     return default, per
 
 
-def load_inputs_file(path: str | Path) -> np.ndarray:
-    """Model-ready inputs for verify outside a run directory: .npy, .npz (array 'x') or numeric .csv."""
-    path = Path(path)
-    if not path.exists():
-        raise InputFileNotFound(f"data file {str(path)!r} does not exist; expected .npy, .npz or .csv model inputs")
-    try:
-        if path.suffix == ".npy":
-            return np.load(path, allow_pickle=False)
-        if path.suffix == ".npz":
-            with np.load(path, allow_pickle=False) as npz:
-                key = "x" if "x" in npz else next(iter(npz.keys()))
-                return npz[key]
-        if path.suffix == ".csv":
-            return np.loadtxt(path, delimiter=",", skiprows=1, dtype=np.float32, ndmin=2)
-    except ValueError as exc:
-        raise VerifyInputError(f"data file {path}: unreadable ({first_line(exc, limit=300)}); expected numeric model inputs") from None
-    raise VerifyInputError(f"data file {path}: unsupported type {path.suffix!r}; expected .npy, .npz or .csv")
+def load_inputs_file(path: str | Path) -> np.ndarray | dict[str, np.ndarray]:
+    """Model-ready inputs for verify outside a run directory (:func:`seqdeploy.verify.feeds.load_data_file`)."""
+    return load_data_file(path)
 
 
 # --- internals ----------------------------------------------------------------------------
-
-def _make_feeds(real, train, shape, dtype, samples, training_batch, vocab) -> list[tuple[str, np.ndarray]]:
-    rng = np.random.default_rng(0)
-    odd_large = training_batch * 2 + 1
-    feeds: list[tuple[str, np.ndarray]] = []
-    ref = train if train is not None else real
-    if real is not None:
-        feeds.append(("real", real))
-        feeds.append(("real[b=1]", real[:1]))
-        feeds.append(("real[b=7]", np.resize(real, (7, *real.shape[1:]))))
-        feeds.append((f"real[b={odd_large}]", np.resize(real, (odd_large, *real.shape[1:]))))
-    n = min(samples, 64)
-    concrete = tuple(int(d) for d in shape)
-    if np.dtype(dtype).kind in "iu":
-        hi = vocab or (int(ref.max()) + 1 if ref is not None else 10)
-        lengths = rng.integers(1, concrete[-1] + 1, size=n)
-        ids = rng.integers(1, hi, size=(n, *concrete)).astype(dtype)
-        ids[np.arange(concrete[-1])[None, :] >= lengths[:, None]] = 0  # right-padded, like real text
-        feeds.append(("random", ids))
-        feeds.extend(_padding_probes(ids, rng))
-        feeds.append(("edge:vocab-max", np.full((3, *concrete), hi - 1, dtype)))
-        feeds.append(("edge:vocab-min", np.full((3, *concrete), 1, dtype)))
-    else:
-        lo = ref.min(axis=0) if ref is not None else -np.ones(concrete)
-        hi = ref.max(axis=0) if ref is not None else np.ones(concrete)
-        feeds.append(("random", rng.uniform(lo, hi, size=(n, *concrete)).astype(dtype)))
-        if len(concrete) == 2:  # [time, features]: zero steps are what Masking(mask_value=0) masks
-            feeds.extend(_padding_probes(feeds[-1][1], rng))
-        feeds.append(("edge:zeros", np.zeros((3, *concrete), dtype)))
-        feeds.append(("edge:train-min", np.broadcast_to(lo, (3, *concrete)).astype(dtype)))
-        feeds.append(("edge:train-max", np.broadcast_to(hi, (3, *concrete)).astype(dtype)))
-    return feeds
-
-
-def _padding_probes(x: np.ndarray, rng) -> list[tuple[str, np.ndarray]]:
-    """Sequences padded on the LEFT (``pad_sequences`` default) and with holes (padding inside a
-    sequence, one all-padding row): masks of every pattern must match Keras, not only right padding."""
-    steps = x.shape[1]
-    pad = np.zeros_like(x[0, 0])
-    lengths = rng.integers(1, steps + 1, size=len(x))
-    left = np.empty_like(x)
-    for i, n in enumerate(lengths):
-        left[i, : steps - n] = pad
-        left[i, steps - n:] = x[i, :n]
-    holes = x.copy()
-    holes[rng.random(x.shape[:2]) < 0.3] = pad
-    holes[0] = pad
-    return [("edge:left-padded", left), ("edge:holes", holes)]
-
 
 class _Accumulator:
     def __init__(self, name: str, tol: Tolerance):

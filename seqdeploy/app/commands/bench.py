@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, List, Optional
 
 import typer
 
-from seqdeploy.app.cli import JSON_OPTION, app, console, emit_json, handle_errors
+from seqdeploy.app.cli import CUSTOM_OBJECTS_OPTION, JSON_OPTION, app, console, emit_json, handle_errors
 
 
 def render_table(result: Any) -> None:
@@ -55,16 +57,20 @@ def bench_cmd(
     spinning: bool = typer.Option(False, "--spinning/--no-spinning", help="onnxruntime intra-op thread spinning (plain ONNX runners)."),
     per_call: str = typer.Option("run", "--per-call", help="Plain ONNX runners' call path: run | iobinding."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Cache the optimised graph on disk here (optimized_model_filepath)."),
+    custom_objects: List[str] = CUSTOM_OBJECTS_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Time onnxruntime (every artifact), Keras (predict and direct call) and TFLite side by side.
 
     Example: seqdeploy bench runs/breast_cancer_mlp --batch 1,64 --threads 1,2 --vs keras,tflite
     """
-    with handle_errors(as_json=as_json):
+    with handle_errors(as_json=as_json), contextlib.ExitStack() as scope:
         from seqdeploy.bench import MAX_THREADS, OrtSettings, StopRule, parse_int_list, parse_vs, run_bench, write_outputs
         from seqdeploy.errors import UsageError
 
+        from seqdeploy.export.custom_objects import custom_objects_scope
+
+        scope.enter_context(custom_objects_scope(custom_objects))  # the Keras loads below find them
         batches = parse_int_list(batch, "--batch")
         thr = parse_int_list(threads, "--threads", hi=MAX_THREADS)
         peers = parse_vs(vs)

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, List, Optional
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from seqdeploy.app.cli import JSON_OPTION, app, console, emit_json, handle_errors
+from seqdeploy.app.cli import CUSTOM_OBJECTS_OPTION, JSON_OPTION, app, console, emit_json, handle_errors
 from seqdeploy.layout import MANIFEST_FILE
 
 
@@ -40,16 +41,30 @@ def render_export(result) -> None:
 
 
 def export(
-    source: Path = typer.Argument(..., help="Run directory (model.keras + train.json), or a .keras / .h5 model file."),
+    source: Optional[Path] = typer.Argument(None, help="Run directory (model.keras + train.json), or a .keras / .h5 model file."),
     onnx: bool = typer.Option(True, "--onnx", help="Export to ONNX (the only model format today, and the default)."),
     opset: Optional[int] = typer.Option(None, "--opset", help="ONNX opset (default 17; supported 13-18)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output .onnx path (default RUN_DIR/model.onnx or MODEL.onnx)."),
     unsafe: bool = typer.Option(False, "--unsafe", help="Allow Lambda/custom layers (Keras safe_mode=False: runs their code)."),
+    custom_objects: List[str] = CUSTOM_OBJECTS_OPTION,
+    keras: Optional[Path] = typer.Option(None, "--keras", help="The Keras model (same as the SOURCE argument)."),
     as_json: bool = JSON_OPTION,
     **destinations: Optional[Path],  # one `--<target> DIR` per output target (seqdeploy.targets), added below
 ) -> None:
     """Convert a Keras model to ONNX (dynamic batch axis `batch`, native recurrent ops)."""
-    with handle_errors(as_json=as_json):
+    with handle_errors(as_json=as_json), contextlib.ExitStack() as scope:
+        from seqdeploy.errors import UsageError
+
+        if keras is not None and source is not None and keras != source:
+            raise UsageError(f"received both SOURCE {source} and --keras {keras}; give the model once: "
+                             f"`seqdeploy export {keras} --out MODEL.onnx`")
+        source = source if source is not None else keras
+        if source is None:
+            raise UsageError("export needs a model: `seqdeploy export MODEL.keras --out MODEL.onnx` "
+                             "(or a run directory)")
+        from seqdeploy.export.custom_objects import custom_objects_scope
+
+        scope.enter_context(custom_objects_scope(custom_objects))  # the Keras loads below find them
         wanted = {name: d for name, d in destinations.items() if d is not None}
         if wanted and (source / MANIFEST_FILE).is_file():
             return _write_targets(source, wanted, as_json)

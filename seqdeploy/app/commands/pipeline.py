@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional, Sequence
 
 import typer
 from rich.table import Table
 
-from seqdeploy.app.cli import JSON_OPTION, app, console, emit_json, handle_errors
+from seqdeploy.app.cli import CUSTOM_OBJECTS_OPTION, JSON_OPTION, app, console, emit_json, handle_errors
 
 
 def _fmt_us(v) -> str:
@@ -61,20 +61,32 @@ def render_summary(result) -> None:
 
 @app.command()
 def pipeline(
-    spec: Path = typer.Argument(..., help="A .toml (or .py) spec, e.g. models/breast_cancer_mlp.toml."),
+    spec: Path = typer.Argument(..., help="A .toml (or .py) spec, e.g. models/breast_cancer_mlp.toml; or a trained "
+                                          "MODEL.keras with --data SAMPLE."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run directory (default runs/<spec name>)."),
     stages: Optional[str] = typer.Option(None, "--stages", help="Comma-separated subset of train,export,verify,quantize,tune,bench."),
     force: bool = typer.Option(False, "--force", help="Rerun stages even when their inputs did not change."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Override [fit] epochs."),
     max_metric_drop: float = typer.Option(0.01, "--max-metric-drop", help="Quantization accuracy budget."),
     bench_duration: float = typer.Option(1.0, "--bench-duration", help="Seconds per runner and batch size in bench."),
+    data: Optional[Path] = typer.Option(None, "--data", help="MODEL.keras only: SAMPLE rows, .csv/.jsonl/.parquet (one "
+                                                         "column per model input) or .npy/.npz (keyed by input name)."),
+    custom_objects: List[str] = CUSTOM_OBJECTS_OPTION,
+    target: Optional[str] = typer.Option(None, "--target", help="MODEL.keras only: SAMPLE's label column (the "
+                                                               "quantize gate then also checks accuracy)."),
+    labels: Optional[str] = typer.Option(None, "--labels", help="MODEL.keras only: class names in output order, "
+                                                               "comma-separated (adds label/class_id outputs)."),
+    unsafe: bool = typer.Option(False, "--unsafe", help="MODEL.keras only: allow Lambda layers (runs their code)."),
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Train, export, verify, quantize and bench SPEC into one deployment bundle."""
+    """Train, export, verify, quantize and bench SPEC into one deployment bundle (or a trained MODEL.keras)."""
     from seqdeploy.app.commands.verify import render_verify
     from seqdeploy.app.pipeline import PipelineOptions, run_pipeline
 
     options = PipelineOptions(epochs=epochs, max_metric_drop=max_metric_drop, bench_duration=bench_duration)
+    if spec.suffix.lower() in (".keras", ".h5", ".hdf5") or data is not None:
+        return _run_keras_pipeline(spec, data, out=out, custom_objects=custom_objects, target=target,
+                                      labels=labels, unsafe=unsafe, options=options, as_json=as_json)
     with handle_errors(as_json=as_json, on_check_failed=render_verify):
         if as_json:
             result = run_pipeline(spec, out=out, stages=stages, force=force, options=options)
@@ -107,3 +119,41 @@ def pipeline(
         with progress:
             result = run_pipeline(spec, out=out, stages=stages, force=force, options=options, on_event=on_event)
         render_summary(result)
+
+
+def _run_keras_pipeline(model_path: Path, data: Path | None, *, out: Path | None, custom_objects: Sequence[str],
+                           target: str | None, labels: str | None, unsafe: bool, options,
+                           as_json: bool) -> None:
+    """The command line's ``pipeline MODEL.keras --data SAMPLE`` (errors: one line, exit 2)."""
+    from seqdeploy.app.commands.verify import render_verify
+    from seqdeploy.app.pipeline import PipelineEvent
+    from seqdeploy.app.pipeline_keras import run_keras_pipeline
+    from seqdeploy.errors import UsageError
+
+    with handle_errors(as_json=as_json, on_check_failed=render_verify):
+        if model_path.suffix.lower() not in (".keras", ".h5", ".hdf5"):
+            raise UsageError(f"--data goes with a trained model file; received {model_path} (expected MODEL.keras, "
+                             "or a spec without --data)")
+        if data is None:
+            raise UsageError(f"pipeline {model_path} needs SAMPLE rows: `seqdeploy pipeline {model_path} --data "
+                             "SAMPLE.csv|.jsonl|.parquet|.npz` (one column or array per model input)")
+        names = [x.strip() for x in labels.split(",")] if labels is not None else None
+        if names is not None and (len(names) < 2 or not all(names)):
+            raise UsageError(f"--labels {labels!r}: expected two or more comma-separated class names")
+
+        def on_event(ev: PipelineEvent) -> None:
+            if ev.kind == "start" and not as_json:
+                console.print(f"[bold]{ev.stage:<9}[/] running")
+
+        result = run_keras_pipeline(model_path, data, out=out, custom_objects=list(custom_objects), target=target,
+                                    labels=names, unsafe=unsafe, options=options, on_event=on_event)
+        if as_json:
+            emit_json(result)
+        else:
+            render_summary(result)
+            p = result.summary.get("portable") or {}
+            if p:
+                console.print(f"portable graph on {p.get('rows')} raw sample rows: max abs error "
+                              f"{p.get('max_abs_error', float('nan')):.2g} vs Keras"
+                              + ("" if p.get("label_agreement") is None else
+                                 f", labels {p['label_agreement']:.1%}"))

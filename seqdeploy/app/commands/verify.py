@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 from rich.table import Table
 
-from seqdeploy.app.cli import JSON_OPTION, app, console, emit_json, handle_errors
+from seqdeploy.app.cli import CUSTOM_OBJECTS_OPTION, JSON_OPTION, app, console, emit_json, handle_errors
 from seqdeploy.errors import UsageError
 
 
@@ -49,14 +51,17 @@ def verify(
     run_dir: Optional[Path] = typer.Argument(None, help="Run directory from `seqdeploy train` + `export`."),
     onnx: Optional[Path] = typer.Option(None, "--onnx", help="ONNX file to check (default RUN_DIR/model.onnx)."),
     keras: Optional[Path] = typer.Option(None, "--keras", help="Keras model (outside a run directory)."),
-    data: Optional[Path] = typer.Option(None, "--data", help="Model-ready inputs .npy/.npz/.csv (outside a run directory)."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Model-ready inputs .npy/.npz/.csv (outside a run directory; "
+                                                         ".npz keyed by input name for several inputs). Without it, "
+                                                         "numeric inputs are generated."),
     atol: List[str] = typer.Option([], "--atol", help="Absolute tolerance, or OUTPUT=value per output (repeatable)."),
     rtol: List[str] = typer.Option([], "--rtol", help="Relative tolerance, or OUTPUT=value per output (repeatable)."),
     samples: int = typer.Option(200, "--samples", help="Real samples to compare."),
     unsafe: bool = typer.Option(False, "--unsafe", help="Allow Keras files with Lambda/custom layers (runs their code)."),
-    out: Path = typer.Option(Path("."), "--out", help="With --keras/--onnx/--data: where verify.json and the golden "
-                                                      "files go (default the current directory; a bundle "
-                                                      "directory is refreshed so it still loads)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="With --keras/--onnx: where verify.json and the golden "
+                                                           "files go (default the ONNX file's directory; a bundle "
+                                                           "directory is refreshed so it still loads)."),
+    custom_objects: List[str] = CUSTOM_OBJECTS_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Check the ONNX artifact computes what the Keras model computes (exit 1 when it does not)."""
@@ -64,7 +69,7 @@ def verify(
     from seqdeploy.errors import CheckFailed
     from seqdeploy.verify.parity import Tolerance, load_inputs_file, parse_tolerances, verify_models, verify_run
 
-    with handle_errors(as_json=as_json, on_check_failed=render_verify):
+    with handle_errors(as_json=as_json, on_check_failed=render_verify), contextlib.ExitStack() as scope:
         a_def, a_per = parse_tolerances(atol, "atol")
         r_def, r_per = parse_tolerances(rtol, "rtol")
         per = None
@@ -74,6 +79,11 @@ def verify(
             per = {n: Tolerance(a_per.get(n, a_def if a_def is not None else FLOAT32_TOL[0]),
                                 r_per.get(n, r_def if r_def is not None else FLOAT32_TOL[1]))
                    for n in set(a_per) | set(r_per)}
+        from seqdeploy.export.custom_objects import custom_objects_scope
+
+        scope.enter_context(custom_objects_scope(custom_objects))  # the Keras loads below find them
+        if run_dir is not None and keras is None and run_dir.suffix.lower() in (".keras", ".h5", ".hdf5"):
+            keras, run_dir = run_dir, None  # `verify MODEL.keras --onnx X.onnx` reads like `export MODEL.keras`
         if run_dir is not None:
             if keras is not None or data is not None:
                 raise UsageError("give either RUN_DIR or --keras/--onnx/--data, not both")
@@ -82,18 +92,22 @@ def verify(
             refresh_bundle_manifest(run_dir)  # a bundle carries its verification and golden files
         else:
             if keras is None or onnx is None:
-                raise UsageError("verify needs RUN_DIR, or --keras MODEL.keras --onnx MODEL.onnx --data FILE")
-            if data is None:
-                raise UsageError("verify outside a run directory needs --data FILE.npy|.npz|.csv with "
-                                 "model-ready inputs (no data source otherwise)")
-            out.mkdir(parents=True, exist_ok=True)
+                raise UsageError("verify needs RUN_DIR, or --keras MODEL.keras --onnx MODEL.onnx [--data FILE]")
+            inputs = load_inputs_file(data) if data is not None else None
+            out_dir = out if out is not None else onnx.parent
+            # beside the ONNX file: X.onnx -> X.verify.json (model.onnx in a bundle: verify.json)
+            prefix = "" if out is not None or onnx.name == "model.onnx" else f"{onnx.stem}."
+            if out is not None:
+                if out.exists() and not out.is_dir():
+                    raise UsageError(f"--out {out} is a file; expected a directory for verify.json and the golden files")
             try:
-                result = verify_models(keras, onnx, real_inputs=load_inputs_file(data), atol=a_def, rtol=r_def,
-                                       per_output=per, samples=samples, unsafe=unsafe, out_dir=out)
+                result = verify_models(keras, onnx, real_inputs=inputs, atol=a_def, rtol=r_def, per_output=per,
+                                       samples=samples, unsafe=unsafe, out_dir=out_dir, make_out_dir=True,
+                                       file_prefix=prefix)
             except CheckFailed:
-                refresh_bundle_manifest(out)  # the report was written: a bundle must still list every file
+                refresh_bundle_manifest(out_dir)  # the report was written: a bundle must still list every file
                 raise
-            refresh_bundle_manifest(out)  # a report written into a bundle must leave it loadable
+            refresh_bundle_manifest(out_dir)  # a report written into a bundle must leave it loadable
         if as_json:
             emit_json(result)
         else:

@@ -15,7 +15,7 @@ from seqdeploy.preprocess import TOKEN_PATTERN, Categorical, Tokenize
 from seqdeploy.spec import DataSpec
 
 from seqdeploy.data.common import (
-    Splits, _check_enough, _check_finite, _encode_target, _fingerprint, _split_indices, _tabular,
+    Splits, _check_enough, _check_finite, _encode_target, _fingerprint, _mostly_text, _split_indices, _tabular,
 )
 
 
@@ -122,6 +122,10 @@ def _read_jsonl(path: Path) -> tuple[list[str], list[list[Any]], list[str]]:
 def _table_source(data: DataSpec, seed: int) -> Splits:
     """A CSV / JSONL / Parquet table: numeric (+ categorical) feature columns, or one text column."""
     assert data.path is not None and data.target is not None and data.task is not None
+    from seqdeploy.data import stream
+
+    if stream.wants_stream(data):  # a directory, a glob or a large file: fit in one pass, keep a sample
+        return stream.sample_splits(stream.fitted(data, seed=seed))
     header, rows, where = read_table(data.path, data.source)
     if data.target not in header:
         raise DataError(f"{data.path}: target column {data.target!r} not found; columns are {header}")
@@ -229,26 +233,6 @@ def _cell_text(v: Any) -> str:
     if isinstance(v, float) and v.is_integer():
         return str(int(v))
     return "" if v is None else str(v).strip()
-
-
-def _is_number(v: Any) -> bool:
-    if isinstance(v, bool):
-        return False
-    if isinstance(v, (int, float)):
-        return True
-    try:
-        float(str(v))
-        return True
-    except ValueError:
-        return False
-
-
-def _mostly_text(values: list[Any]) -> bool:
-    """A column is categorical when at least half of its non-empty cells are not numbers."""
-    filled = [v for v in values if v is not None and str(v).strip() != ""]
-    if not filled:
-        return False
-    return sum(not _is_number(v) for v in filled) * 2 >= len(filled)
 
 
 def _number(v: Any, path: Any, where: str, name: str) -> float:

@@ -48,6 +48,9 @@ def train(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run directory (default runs/<spec name>)."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Override [fit] epochs."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Override [fit] seed."),
+    skip_bad_files: bool = typer.Option(False, "--skip-bad-files",
+                                        help="Leave out unreadable files of a multi-file table (or image folder) "
+                                             "and name them in the notes, instead of stopping."),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Train the spec's Keras model and write spec, model.keras and train.json to the run directory."""
@@ -55,10 +58,11 @@ def train(
 
     with handle_errors(as_json=as_json):
         if as_json:
-            result = run_train(spec, out=out, epochs=epochs, seed=seed)
+            result = run_train(spec, out=out, epochs=epochs, seed=seed, skip_bad_files=skip_bad_files or None)
             emit_json(result)
             return
         progress, on_epoch = epoch_progress()
         with progress:
-            result = run_train(spec, out=out, epochs=epochs, seed=seed, on_epoch=on_epoch)
+            result = run_train(spec, out=out, epochs=epochs, seed=seed, on_epoch=on_epoch,
+                               skip_bad_files=skip_bad_files or None)
         render_train(result)

@@ -195,9 +195,10 @@ def _mix(h: np.ndarray) -> np.ndarray:
     return h ^ (h >> np.uint64(31))
 
 
-def _text_hashes(values: Sequence[str]) -> np.ndarray:
-    cache: dict[str, int] = {}
-    return np.asarray([cache.setdefault(v, zlib.crc32(v.encode())) for v in values], dtype=np.uint64)
+def _text_hashes(values: Sequence[str] | np.ndarray) -> np.ndarray:
+    """CRC-32 of each text (hashed once per distinct value)."""
+    uniq, inverse = np.unique(np.asarray(values, dtype=object).astype(str), return_inverse=True)
+    return np.asarray([zlib.crc32(v.encode()) for v in uniq.tolist()], dtype=np.uint64)[inverse.reshape(-1)]
 
 
 def row_hash(x: np.ndarray, cats: Sequence[Sequence[str]], target: Sequence[str] | np.ndarray, seed: int) -> np.ndarray:
@@ -211,7 +212,7 @@ def row_hash(x: np.ndarray, cats: Sequence[Sequence[str]], target: Sequence[str]
         for col in cats:
             h = _mix(h ^ _text_hashes(col))
         t = np.asarray(target)
-        h = _mix(h ^ (_text_hashes(t.tolist()) if t.dtype.kind in "OU" else
+        h = _mix(h ^ (_text_hashes(t) if t.dtype.kind in "OU" else
                       np.ascontiguousarray(t + 0.0, dtype=np.float64).view(np.uint64)))
     return h
 
@@ -443,8 +444,9 @@ def _model_rows(plan: StreamPlan, kind: Any, r: _Rows, mask: np.ndarray) -> tupl
     if plan.task == "regression":
         y = ((r.target[mask] - kind.target_mean) / kind.target_std).astype(np.float32)
     else:
-        index = {c: i for i, c in enumerate(plan.labels or ())}
-        y = np.asarray([index[v] for v in r.target[mask].tolist()], dtype=np.int64)
+        labels = np.asarray(plan.labels or (), dtype=str)
+        order = np.argsort(labels)
+        y = order[np.searchsorted(labels[order], r.target[mask].astype(str))].astype(np.int64)
     return kind.apply(raw), y, raw
 
 

@@ -28,8 +28,6 @@ from __future__ import annotations
 import dataclasses
 import glob
 import hashlib
-import math
-import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -38,13 +36,12 @@ import numpy as np
 
 from seqdeploy.data.common import Splits, _mostly_text, _num_key
 from seqdeploy.errors import BadDataFile, DataError, InputFileNotFound
+from seqdeploy.data.stream_read import Rows, decode, file_batches, require_pyarrow, row_hash, split_of  # noqa: F401
 from seqdeploy.io.inputs import InputFile, resolve_inputs
 from seqdeploy.spec import DataSpec
 
 #: a single table file at least this large streams (measured: benchmarks/STREAM_TRAIN.md)
 STREAM_MIN_BYTES = 256 << 20
-#: rows read per record batch
-READ_ROWS = 65_536
 #: rows of each part kept by :func:`sample_splits` (export, verify, quantize and bench read these)
 SAMPLE_ROWS = 2048
 PARTS = ("train", "val", "test")
@@ -99,158 +96,6 @@ def table_files(data: DataSpec) -> tuple[InputFile, ...]:
         return resolve_inputs(data.path)  # type: ignore[arg-type]
     except InputFileNotFound as exc:
         raise InputFileNotFound(f"[data] path: {exc}") from None
-
-
-# --------------------------------------------------------------------------- reading one file
-
-
-def _require_pyarrow() -> None:
-    try:
-        import pyarrow  # noqa: F401
-    except ModuleNotFoundError:
-        raise DataError("streaming a table from several or large files needs pyarrow; install it with: pip install "
-                        "'seqdeploy[distributed]'") from None
-
-
-def _file_batches(f: InputFile, columns: Sequence[str]) -> Iterator[tuple[Any, int]]:
-    """``(Arrow table, first row)`` batches of ``columns``; a file without them is a :class:`BadDataFile`."""
-    from seqdeploy.io.arrow import file_columns, iter_batches
-
-    have = file_columns(f)
-    missing = [c for c in columns if c not in have]
-    if missing:
-        raise BadDataFile(f"{f.path}: column(s) {missing} missing (it has {have[:10]}); every file needs the "
-                          f"columns of the first", f.path)
-    yield from iter_batches(f, columns, READ_ROWS)
-
-
-def _floats(f: InputFile, col: Any, name: str, row0: int) -> np.ndarray:
-    """A column as float64; an empty cell, text or NaN/inf is a :class:`BadDataFile` naming the row."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
-        col = pc.utf8_trim_whitespace(col)
-        try:
-            x = pc.cast(col, pa.float64()).to_numpy(zero_copy_only=False)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            x = None
-    elif pa.types.is_integer(col.type) or pa.types.is_floating(col.type):
-        x = None if col.null_count else col.to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
-    else:
-        x = None
-    if x is not None and np.isfinite(x).all():
-        return x
-    for i, v in enumerate(col.to_pylist()):
-        what = None
-        if v is None or (isinstance(v, str) and not v.strip()):
-            what = "is empty (a missing value); impute or drop such rows before training"
-        elif isinstance(v, bool) or not isinstance(v, (int, float, str)):
-            what = f"{str(v)[:40]!r} is not a number; feature columns must be numeric"
-        else:
-            try:
-                number = float(v)
-            except ValueError:
-                number = None
-                what = (f"{str(v)[:40]!r} is not a number; feature columns must be numeric (or list the column "
-                        f"in [data] categorical)")
-            if number is not None and not math.isfinite(number):
-                what = f"non-finite value {number}; remove or impute NaN/inf before training"
-        if what:
-            raise BadDataFile(f"{f.path}: row {row0 + i}, column {name!r}: {what}", f.path, row0 + i)
-    raise BadDataFile(f"{f.path}: column {name!r} has type {col.type} (expected numbers)", f.path)
-
-
-def _texts(col: Any) -> list[str]:
-    """Category / class cells as text: None -> "", 3.0 -> "3" (as the in-memory loader does)."""
-    out = []
-    for v in col.to_pylist():
-        if v is None:
-            out.append("")
-        elif isinstance(v, float) and v.is_integer():
-            out.append(str(int(v)))
-        else:
-            out.append(str(v).strip())
-    return out
-
-
-def _target_texts(col: Any) -> np.ndarray:
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    if pa.types.is_integer(col.type) and not col.null_count:
-        return np.asarray(pc.cast(col, pa.string()).to_numpy(zero_copy_only=False), dtype=object)
-    if pa.types.is_string(col.type) and not col.null_count:
-        return np.asarray(pc.utf8_trim_whitespace(col).to_numpy(zero_copy_only=False), dtype=object)
-    return np.asarray(_texts(col), dtype=object)
-
-
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-
-
-def _mix(h: np.ndarray) -> np.ndarray:
-    """splitmix64's finaliser on uint64 arrays (wrapping arithmetic)."""
-    h = (h ^ (h >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    h = (h ^ (h >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return h ^ (h >> np.uint64(31))
-
-
-def _text_hashes(values: Sequence[str] | np.ndarray) -> np.ndarray:
-    """CRC-32 of each text (hashed once per distinct value)."""
-    uniq, inverse = np.unique(np.asarray(values, dtype=object).astype(str), return_inverse=True)
-    return np.asarray([zlib.crc32(v.encode()) for v in uniq.tolist()], dtype=np.uint64)[inverse.reshape(-1)]
-
-
-def row_hash(x: np.ndarray, cats: Sequence[Sequence[str]], target: Sequence[str] | np.ndarray, seed: int) -> np.ndarray:
-    """A 64-bit hash of each row's content (numeric values, categories, target) and the seed."""
-    n = len(x)
-    h = np.full(n, np.uint64(seed & 0xFFFFFFFFFFFFFFFF) ^ _GOLDEN, dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        bits = np.ascontiguousarray(x + 0.0, dtype=np.float64).view(np.uint64).reshape(n, -1)  # -0.0 == 0.0
-        for c in range(bits.shape[1]):
-            h = _mix(h ^ bits[:, c])
-        for col in cats:
-            h = _mix(h ^ _text_hashes(col))
-        t = np.asarray(target)
-        h = _mix(h ^ (_text_hashes(t) if t.dtype.kind in "OU" else
-                      np.ascontiguousarray(t + 0.0, dtype=np.float64).view(np.uint64)))
-    return h
-
-
-def split_of(h: np.ndarray, test_fraction: float, val_fraction: float) -> np.ndarray:
-    """Part of each row from its hash: 2 = test, 1 = validation, 0 = train."""
-    u = (h >> np.uint64(11)).astype(np.float64) / float(1 << 53)
-    return np.where(u < test_fraction, 2, np.where(u < test_fraction + val_fraction * (1 - test_fraction), 1, 0))
-
-
-@dataclasses.dataclass
-class _Rows:
-    """One record batch decoded: raw numeric values, categories, targets and parts."""
-
-    x: np.ndarray
-    cats: list[list[str]]
-    target: Any
-    part: np.ndarray
-
-
-def _decode(f: InputFile, table: Any, row0: int, numeric: Sequence[str], categorical: Sequence[str],
-            target: str, task: str, seed: int, test_fraction: float, val_fraction: float) -> _Rows:
-    from seqdeploy.io.arrow import ERROR_COLUMN
-
-    if ERROR_COLUMN in table.column_names:
-        for i, reason in enumerate(table.column(ERROR_COLUMN).to_pylist()):
-            if reason:
-                raise BadDataFile(f"{f.path}: row {row0 + i}: {reason}", f.path, row0 + i)
-    x = np.empty((table.num_rows, len(numeric)), dtype=np.float64)
-    for j, name in enumerate(numeric):
-        x[:, j] = _floats(f, table.column(name), name, row0)
-    cats = [_texts(table.column(name)) for name in categorical]
-    if task == "regression":
-        y: Any = _floats(f, table.column(target), target, row0)
-    else:
-        y = _target_texts(table.column(target))
-    part = split_of(row_hash(x, cats, y, seed), test_fraction, val_fraction)
-    return _Rows(x, cats, y, part)
 
 
 # --------------------------------------------------------------------------- pass 1: fit
@@ -321,7 +166,7 @@ def _columns(data: DataSpec, f: InputFile) -> tuple[list[str], list[str], list[s
                             "name columns of the table (not the target)")
         categorical = list(data.categorical)
     else:
-        table, _ = next(iter(_file_batches(f, features)))
+        table, _ = next(iter(file_batches(f, features)))
         categorical = [c for c in features if _mostly_text(table.column(c).to_pylist())]
         if categorical:
             notes.append(f"column(s) {categorical} hold text: treated as categorical (one-hot over the training "
@@ -339,7 +184,7 @@ def fit_stream(data: DataSpec, *, seed: int = 42, validation_split: float = 0.0,
     """
     from seqdeploy.preprocess import Categorical, Standardize
 
-    _require_pyarrow()
+    require_pyarrow()
     if data.target is None or data.task is None:
         raise DataError(f"{data.path}: [data] target and task are needed to train on a table")
     if data.text is not None:
@@ -352,8 +197,8 @@ def fit_stream(data: DataSpec, *, seed: int = 42, validation_split: float = 0.0,
     for f in files:
         stats = _FileStats(len(numeric), len(categorical))
         try:
-            for table, row0 in _file_batches(f, [*numeric, *categorical, data.target]):
-                r = _decode(f, table, row0, numeric, categorical, data.target, data.task, seed,
+            for table, row0 in file_batches(f, [*numeric, *categorical, data.target]):
+                r = decode(f, table, row0, numeric, categorical, data.target, data.task, seed,
                             data.test_fraction, validation_split)
                 fit = r.part != 2
                 stats.x.add(r.x[fit])
@@ -432,7 +277,7 @@ def files_fingerprint(files: Sequence[InputFile]) -> str:
 # --------------------------------------------------------------------------- pass 2: batches
 
 
-def _model_rows(plan: StreamPlan, kind: Any, r: _Rows, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, Any]:
+def _model_rows(plan: StreamPlan, kind: Any, r: Rows, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, Any]:
     """(model inputs, model targets, raw inputs) of the rows in ``mask``."""
     x = r.x[mask].astype(np.float32)
     if plan.categorical:
@@ -472,8 +317,8 @@ def batches(plan: StreamPlan, part: str, batch_size: int, *, files: Sequence[Inp
     buf_y: list[np.ndarray] = []
     held = 0
     for f in files:
-        for table, row0 in _file_batches(f, plan.columns):
-            r = _decode(f, table, row0, plan.numeric, plan.categorical, plan.target, plan.task, plan.seed,
+        for table, row0 in file_batches(f, plan.columns):
+            r = decode(f, table, row0, plan.numeric, plan.categorical, plan.target, plan.task, plan.seed,
                         plan.test_fraction, plan.val_fraction)
             mask = r.part == want
             if not mask.any():
@@ -531,8 +376,8 @@ def sample_splits(plan: StreamPlan, rows: int = SAMPLE_ROWS) -> Splits:
     got: dict[int, list[tuple[np.ndarray, np.ndarray, Any]]] = {0: [], 2: []}
     have = {0: 0, 2: 0}
     for f in plan.files:
-        for table, row0 in _file_batches(f, plan.columns):
-            r = _decode(f, table, row0, plan.numeric, plan.categorical, plan.target, plan.task, plan.seed,
+        for table, row0 in file_batches(f, plan.columns):
+            r = decode(f, table, row0, plan.numeric, plan.categorical, plan.target, plan.task, plan.seed,
                         plan.test_fraction, plan.val_fraction)
             for k in (0, 2):
                 need = rows - have[k]
@@ -572,7 +417,7 @@ def plan_from_record(data: DataSpec, record: dict, *, task: str, preprocessing: 
                      fingerprint: str | None) -> StreamPlan:
     """The plan of a finished run from its ``train.json`` (files re-resolved; a changed set of files is a
     :class:`DataError`)."""
-    _require_pyarrow()
+    require_pyarrow()
     kept = set(record.get("files", ()))
     files = tuple(f for f in table_files(data) if str(Path(f.path).resolve()) in kept) if kept else table_files(data)
     now = files_fingerprint(files)

@@ -13,7 +13,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -21,7 +21,7 @@ import numpy as np
 from seqdeploy.errors import InputValidationError
 from seqdeploy.io.text import NOT_JSON, NOT_UTF8, BadInput, CsvRows, JsonlRows
 from seqdeploy.runtime.manifest import Manifest, NoPreprocessing, Scale, Standardize, Tokenize, Window
-from seqdeploy.runtime.predictor import DEFAULT_BATCH_SIZE, Predictor, _numeric_array, _short
+from seqdeploy.runtime.predictor import Predictor, _numeric_array, _short
 
 BAD_ROW_MODES = ("fail", "skip")
 

@@ -3,8 +3,11 @@
 Generates ROWS x 24 float32 features in FILES Parquet files (numpy, seeded; binary target from a linear rule
 plus noise, so accuracy means something), then trains one epoch of a small MLP in a fresh process per mode:
 
-* ``stream``: ``seqdeploy.data.stream`` (a directory always streams);
-* ``memory``: the in-memory loader forced on the same directory (today's path before streaming).
+* ``stream``: ``seqdeploy.data.stream`` (what a directory gets);
+* ``memory``: the in-memory loader forced on the same data (the path before streaming existed).
+
+``--files 1`` writes one file and names it (not the directory) in the spec: the comparison that sets
+``STREAM_MIN_BYTES``, the size from which a single file streams.
 
 Each mode's peak RSS is the child's ``ru_maxrss``; rows/s = training rows / fit seconds (``train.json``).
 
@@ -53,8 +56,7 @@ activation = "sigmoid"
 CHILD = """
 import json, sys, time
 from seqdeploy.data import stream
-if sys.argv[1] == "memory":
-    stream.wants_stream = lambda data: False
+stream.wants_stream = lambda data: sys.argv[1] == "stream"  # force the mode (the rule is by size)
 from seqdeploy.train.local import train
 t = time.perf_counter()
 r = train(sys.argv[2], out=sys.argv[3])
@@ -114,7 +116,8 @@ def main() -> None:
     print(f"data: {args.rows} rows x {FEATURES} float32 in {args.files} files, {size / 2**20:.0f} MB on disk "
           f"({time.perf_counter() - t:.0f}s)", flush=True)
     spec = root / "spec.toml"
-    spec.write_text(SPEC.format(path=root / "data", epochs=args.epochs, batch=args.batch_size))
+    path = root / "data" / "part-000.parquet" if args.files == 1 else root / "data"
+    spec.write_text(SPEC.format(path=path, epochs=args.epochs, batch=args.batch_size))
     # one mode per process: ru_maxrss of children is a running maximum, so each mode runs in its own process
     for mode in args.modes.split(","):
         if len(args.modes.split(",")) > 1:

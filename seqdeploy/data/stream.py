@@ -15,8 +15,9 @@ Two passes over Arrow record batches, memory independent of the table's size:
 Rows go to test / validation / train by a hash of their content and the seed (:func:`row_hash`), so the
 split is the same in every run and whatever the order of the files; equal rows share a part.
 
-When: :func:`wants_stream` — a directory or glob always streams; a single file streams when it is larger than
-:data:`STREAM_MIN_BYTES` (smaller files load in memory as before, which is faster for them). Text-column
+When: :func:`wants_stream` — a directory or glob always streams; a single file streams from
+:data:`STREAM_MIN_BYTES` on when pyarrow is installed (smaller files load in memory as before: measured faster
+below about 150k rows of 24 floats, ~21 MB of Parquet; see benchmarks/STREAM_TRAIN.md). Text-column
 tables always load in memory. Needs pyarrow (``pip install 'seqdeploy[distributed]'``).
 
     >>> plan = fit_stream(spec.data, seed=42, validation_split=0.2)  # doctest: +SKIP
@@ -41,7 +42,7 @@ from seqdeploy.io.inputs import InputFile, resolve_inputs
 from seqdeploy.spec import DataSpec
 
 #: a single table file at least this large streams (measured: benchmarks/STREAM_TRAIN.md)
-STREAM_MIN_BYTES = 256 << 20
+STREAM_MIN_BYTES = 32 << 20
 #: rows of each part kept by :func:`sample_splits` (export, verify, quantize and bench read these)
 SAMPLE_ROWS = 2048
 PARTS = ("train", "val", "test")
@@ -87,7 +88,11 @@ def wants_stream(data: DataSpec) -> bool:
     p = Path(data.path)
     if p.is_dir() or (not p.exists() and glob.has_magic(str(p))):
         return True
-    return p.is_file() and p.stat().st_size >= STREAM_MIN_BYTES
+    if not (p.is_file() and p.stat().st_size >= STREAM_MIN_BYTES):
+        return False
+    import importlib.util
+
+    return importlib.util.find_spec("pyarrow") is not None  # without it a single file still loads in memory
 
 
 def table_files(data: DataSpec) -> tuple[InputFile, ...]:

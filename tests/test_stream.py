@@ -156,3 +156,48 @@ def test_small_single_files_stay_in_memory(tmp_path):
     assert not stream.wants_stream(dataclasses.replace(_data(d), text="f0"))
     with pytest.raises(DataError):
         stream.fit_stream(dataclasses.replace(_data(d), task="regression", target=None), seed=0)
+
+
+def test_regression_target_statistics_and_standardised_batches(tmp_path):
+    x, _ = _rows(1500, seed=5)
+    t = x @ np.array([2.0, -1.0, 0.5]) + 10
+    d = tmp_path / "r"
+    d.mkdir()
+    for i, idx in enumerate(np.array_split(np.arange(len(x)), 3)):
+        pq.write_table(pa.table({"f0": x[idx, 0], "f1": x[idx, 1], "f2": x[idx, 2], "y": t[idx]}), d / f"{i}.parquet")
+    plan = stream.fit_stream(DataSpec(source="parquet", path=d, target="y", task="regression"), seed=1)
+    part = stream.split_of(stream.row_hash(x, [], t, 1), 0.2, 0.0)
+    pre = plan.preprocessing
+    assert pre["target_mean"] == pytest.approx(t[part != 2].mean(), rel=1e-12)
+    assert pre["target_std"] == pytest.approx(t[part != 2].std(), rel=1e-10)
+    ys = np.concatenate([b[1] for b in stream.batches(plan, "train", 256)])
+    assert ys.dtype == np.float32 and abs(float(ys.mean())) < 1e-3 and abs(float(ys.std()) - 1) < 1e-3
+
+
+def test_a_bad_jsonl_line_names_its_row(tmp_path):
+    d = tmp_path / "j"
+    d.mkdir()
+    (d / "a.jsonl").write_text("".join(json.dumps({"a": i, "y": i % 2}) + "\n" for i in range(20)))
+    (d / "b.jsonl").write_text('{"a": 1, "y": 0}\n{"a": 2, "y": 1}\nnot json\n')
+    with pytest.raises(BadDataFile) as err:
+        stream.fit_stream(DataSpec(source="jsonl", path=d, target="y", task="binary"), seed=0)
+    assert str(err.value).startswith(f"{d / 'b.jsonl'}: row 2: line 3 is not valid JSON") and err.value.row == 2
+
+
+@pytest.mark.slow
+def test_pipeline_exports_and_verifies_a_streamed_run_from_a_sample(tmp_path):
+    from seqdeploy.app.pipeline import run_pipeline
+
+    x, y = _rows(12000, seed=3)
+    _write_parquet(tmp_path / "t", x, y, parts=3)
+    spec = tmp_path / "s.toml"
+    spec.write_text('name = "s"\n[data]\nsource = "parquet"\npath = "t"\ntarget = "y"\ntask = "binary"\n'
+                    '[fit]\nepochs = 1\nbatch_size = 512\n[compile]\noptimizer = "adam"\nloss = "binary_crossentropy"\n'
+                    'metrics = ["accuracy"]\n[[layers]]\ntype = "Dense"\nunits = 8\nactivation = "relu"\n'
+                    '[[layers]]\ntype = "Dense"\nunits = 1\nactivation = "sigmoid"\n')
+    res = run_pipeline(spec, out=tmp_path / "run", stages="train,export,verify")
+    assert [s.status for s in res.stages][:3] == ["ran", "ran", "ran"]
+    verify = json.loads((tmp_path / "run" / "verify.json").read_text())
+    info = json.loads((tmp_path / "run" / "train.json").read_text())
+    assert info["data"]["n_test"] > stream.SAMPLE_ROWS  # verify read a sample, not every test row
+    assert verify["samples"] <= stream.SAMPLE_ROWS and verify["passed"] is True

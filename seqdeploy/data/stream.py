@@ -352,7 +352,8 @@ def batches(plan: StreamPlan, part: str, batch_size: int, *, files: Sequence[Inp
 
 def dataset(plan: StreamPlan, part: str, batch_size: int, *, files: Sequence[InputFile] | None = None,
             shuffle_rows: int = 0, seed: int = 0):
-    """:func:`batches` as a ``tf.data.Dataset`` (a new shuffle order each time it is iterated: each epoch)."""
+    """:func:`batches` as a ``tf.data.Dataset`` (a new shuffle order each time it is iterated: each epoch); of
+    known length when it reads all the plan's files."""
     import tensorflow as tf
 
     epoch = [0]
@@ -364,7 +365,10 @@ def dataset(plan: StreamPlan, part: str, batch_size: int, *, files: Sequence[Inp
 
     y_spec = tf.TensorSpec((None,), tf.float32 if plan.task == "regression" else tf.int64)
     sig = (tf.TensorSpec((None, plan.width), tf.float32), y_spec)
-    return tf.data.Dataset.from_generator(gen, output_signature=sig).prefetch(2)
+    ds = tf.data.Dataset.from_generator(gen, output_signature=sig)
+    if files is None:  # every batch has batch_size rows but the last: Keras then knows the steps per epoch
+        ds = ds.apply(tf.data.experimental.assert_cardinality(-(-plan.counts[part] // batch_size)))
+    return ds.prefetch(2)
 
 
 # --------------------------------------------------------------------------- a sample for later stages

@@ -137,7 +137,6 @@ class _FileStats:
         self.classes: set[str] = set()
         self.cat_counts: list[dict[str, int]] = [{} for _ in range(n_cat)]
         self.counts = dict.fromkeys(PARTS, 0)
-        self.digest = hashlib.sha256()
 
     def merge(self, other: "_FileStats") -> None:
         self.x.merge(other.x.n, other.x.mean, other.x.m2) if other.x.n else None

@@ -201,3 +201,26 @@ def test_pipeline_exports_and_verifies_a_streamed_run_from_a_sample(tmp_path):
     info = json.loads((tmp_path / "run" / "train.json").read_text())
     assert info["data"]["n_test"] > stream.SAMPLE_ROWS  # verify read a sample, not every test row
     assert verify["samples"] <= stream.SAMPLE_ROWS and verify["passed"] is True
+
+
+def test_a_spec_is_fitted_once_per_process_until_its_files_change(tmp_path, monkeypatch):
+    from seqdeploy.data import load_spec_data, load_spec_splits
+    from seqdeploy.spec import load_spec
+
+    x, y = _rows(500)
+    d = _write_parquet(tmp_path / "t", x, y, parts=2)
+    spec_path = tmp_path / "s.toml"
+    spec_path.write_text('name = "s"\n[data]\nsource = "parquet"\npath = "t"\ntarget = "y"\ntask = "binary"\n'
+                         '[compile]\noptimizer = "adam"\nloss = "binary_crossentropy"\n'
+                         '[[layers]]\ntype = "Dense"\nunits = 1\n')
+    spec = load_spec(spec_path)
+    calls = []
+    real = stream.fit_stream
+    monkeypatch.setattr(stream, "fit_stream", lambda *a, **k: calls.append(1) or real(*a, **k))
+    first = load_spec_splits(spec)  # what a pipeline's stage key reads
+    splits, plan = load_spec_data(spec)  # what training reads
+    assert len(calls) == 1 and plan is not None and splits.fingerprint == first.fingerprint
+    assert len(splits.x_test) == plan.counts["test"]  # fewer test rows than the sample size: all of them
+    pq.write_table(pa.table({"f0": x[:9, 0], "f1": x[:9, 1], "f2": x[:9, 2], "y": y[:9]}), d / "part-05.parquet")
+    again, _ = load_spec_data(spec)
+    assert len(calls) == 2 and again.fingerprint != first.fingerprint

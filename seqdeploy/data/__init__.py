@@ -74,8 +74,8 @@ def _named(splits: Splits, labels: Sequence[str] | None) -> Splits:
 
 
 def load_spec_splits(spec: Spec) -> Splits:
-    """The splits a spec trains on (its data source, its seed, its label names)."""
-    return load_dataset(spec.data, seed=spec.fit.seed, labels=spec.labels)
+    """The splits a spec trains on (its data source, its seed, its label names); a sample of a streamed table."""
+    return load_spec_data(spec)[0]
 
 
 def load_spec_data(spec: Spec) -> tuple[Splits, Any]:
@@ -84,7 +84,7 @@ def load_spec_data(spec: Spec) -> tuple[Splits, Any]:
     from seqdeploy.data import stream
 
     if not stream.wants_stream(spec.data):
-        return load_spec_splits(spec), None
+        return load_dataset(spec.data, seed=spec.fit.seed, labels=spec.labels), None
     plan = stream.fitted(spec.data, seed=spec.fit.seed, validation_split=spec.fit.validation_split)
     return _named(stream.sample_splits(plan), spec.labels), plan
 

@@ -32,6 +32,15 @@ class DataError(SeqdeployError, ValueError):
     """A data source that is missing, empty, malformed or non-finite."""
 
 
+class BadDataFile(DataError):
+    """One file of a (multi-file) training table that cannot be used: unreadable, a column missing, a value
+    that is not what the column holds. ``file`` names it, ``row`` the row within it (None: the whole file)."""
+
+    def __init__(self, message: str, file: str, row: int | None = None):
+        super().__init__(message)
+        self.file, self.row = file, row
+
+
 class InputFileNotFound(SeqdeployError, FileNotFoundError):
     """A path given by the user does not exist."""
 

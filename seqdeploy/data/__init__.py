@@ -60,7 +60,11 @@ SOURCES = {
 
 def load_dataset(data: DataSpec, *, seed: int = 42, labels: Sequence[str] | None = None) -> Splits:
     """Load a data source and split it into train/test with a fixed seed."""
-    splits = SOURCES[data.source](data, seed)
+    return _named(SOURCES[data.source](data, seed), labels)
+
+
+def _named(splits: Splits, labels: Sequence[str] | None) -> Splits:
+    """The splits with the spec's class names (checked against the number of classes)."""
     if labels is not None:
         n_classes = _n_classes(splits)
         if n_classes is not None and len(labels) != n_classes:
@@ -71,8 +75,19 @@ def load_dataset(data: DataSpec, *, seed: int = 42, labels: Sequence[str] | None
 
 
 def load_spec_splits(spec: Spec) -> Splits:
-    """The splits a spec trains on (its data source, its seed, its label names)."""
-    return load_dataset(spec.data, seed=spec.fit.seed, labels=spec.labels)
+    """The splits a spec trains on (its data source, its seed, its label names); a sample of a streamed table."""
+    return load_spec_data(spec)[0]
+
+
+def load_spec_data(spec: Spec) -> tuple[Splits, Any]:
+    """The splits a spec trains on and, for a streamed table (:mod:`seqdeploy.data.stream`), its ``StreamPlan``:
+    the splits then hold a sample of the rows and training reads the plan's batches. ``None`` otherwise."""
+    from seqdeploy.data import stream
+
+    if not stream.wants_stream(spec.data):
+        return load_dataset(spec.data, seed=spec.fit.seed, labels=spec.labels), None
+    plan = stream.fitted(spec.data, seed=spec.fit.seed, validation_split=spec.fit.validation_split)
+    return _named(stream.sample_splits(plan), spec.labels), plan
 
 
 def load_run_splits(run_dir: str | Path) -> Splits:
@@ -94,6 +109,12 @@ def load_run_splits(run_dir: str | Path) -> Splits:
     info = json.loads(info_path.read_text())
     spec_file = run_dir / info.get("spec_file", "spec.toml")
     spec = load_spec(spec_file, base_dir=info.get("spec_dir") or run_dir)
+    if info.get("data", {}).get("stream"):  # trained from a stream: a sample, no second fit pass
+        from seqdeploy.data import stream
+
+        plan = stream.plan_from_record(spec.data, info["data"]["stream"], task=info["task"],
+                                       preprocessing=info["preprocessing"], fingerprint=info["data"].get("fingerprint"))
+        return _named(stream.sample_splits(plan), spec.labels)
     splits = load_spec_splits(spec)
     expected = info.get("data", {}).get("fingerprint")
     if expected and expected != splits.fingerprint:

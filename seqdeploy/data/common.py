@@ -128,3 +128,23 @@ def _fingerprint(source: str, *arrays: np.ndarray) -> str:
         h.update(str(a.shape).encode() + str(a.dtype).encode())
         h.update(a.tobytes() if a.dtype.kind != "U" else "\x00".join(a.reshape(-1).tolist()).encode())
     return h.hexdigest()
+
+
+def _is_number(v: Any) -> bool:
+    if isinstance(v, bool):
+        return False
+    if isinstance(v, (int, float)):
+        return True
+    try:
+        float(str(v))
+        return True
+    except ValueError:
+        return False
+
+
+def _mostly_text(values: list[Any]) -> bool:
+    """A column is categorical when at least half of its non-empty cells are not numbers."""
+    filled = [v for v in values if v is not None and str(v).strip() != ""]
+    if not filled:
+        return False
+    return sum(not _is_number(v) for v in filled) * 2 >= len(filled)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import json
 import re
 from pathlib import Path
 from typing import Any
@@ -12,11 +10,12 @@ from typing import Any
 import numpy as np
 
 from seqdeploy.errors import DataError, InputFileNotFound
+from seqdeploy.io.text import NOT_JSON, NOT_OBJECT, NOT_UTF8, BadInput, CsvRows, JsonlRows
 from seqdeploy.preprocess import TOKEN_PATTERN, Categorical, Tokenize
 from seqdeploy.spec import DataSpec
 
 from seqdeploy.data.common import (
-    Splits, _check_enough, _check_finite, _encode_target, _fingerprint, _split_indices, _tabular,
+    Splits, _check_enough, _check_finite, _encode_target, _fingerprint, _mostly_text, _split_indices, _tabular,
 )
 
 
@@ -31,40 +30,44 @@ def read_csv_table(path: str | Path) -> tuple[list[str], list[list[str]]]:
 
 def _read_csv(path: Path) -> tuple[list[str], list[list[str]], list[int]]:
     """(header, rows, line number of each row) of a UTF-8 CSV file."""
-    import io
-
-    csv.field_size_limit(1 << 24)
-    data = path.read_bytes()
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data[:exc.start].count(b"\n") + 1
-        raise DataError(f"{path}: not UTF-8 text ({exc.reason} at line {line}); save the CSV as UTF-8") from None
+    reader = CsvRows(path)
     lines: list[int] = []
+    rows = []
     try:
-        with io.StringIO(text, newline="") as fh:
-            reader = csv.reader(fh)
-            header = next(reader, None)
-            if header is None or not any(h.strip() for h in header):
-                raise DataError(f"{path}: empty file; expected a header row of column names and data rows")
-            header = [h.strip() for h in header]
-            rows = []
-            for lineno, row in enumerate(reader, start=2):
-                if not row or not any(c.strip() for c in row):
-                    continue
-                if len(row) != len(header):
-                    raise DataError(f"{path}: line {reader.line_num} has {len(row)} fields, the header has "
-                                    f"{len(header)}; fix the row or the header")
-                rows.append(row)
-                lines.append(reader.line_num)
-    except csv.Error as exc:
-        raise DataError(f"{path}: malformed CSV ({exc})") from None
+        it = iter(reader)
+        header = next(it, None)
+        if header is None or not any(h.strip() for h in header):
+            raise DataError(f"{path}: empty file; expected a header row of column names and data rows")
+        header = [h.strip() for h in header]
+        for row in it:
+            if not row or not any(c.strip() for c in row):
+                continue
+            if len(row) != len(header):
+                raise DataError(f"{path}: line {reader.line} has {len(row)} fields, the header has "
+                                f"{len(header)}; fix the row or the header")
+            rows.append(row)
+            lines.append(reader.line)
+    except BadInput as exc:
+        raise _bad_input(exc, "the CSV") from None
     if len(set(header)) != len(header):
         dupes = sorted({h for h in header if header.count(h) > 1})
         raise DataError(f"{path}: duplicate column names {dupes}; column names must be unique")
     if not rows:
         raise DataError(f"{path}: header only, no data rows; expected at least a few rows")
     return header, rows, lines
+
+
+def _bad_input(exc: BadInput, what: str) -> DataError:
+    """A reader's complaint worded for training data."""
+    if exc.kind == NOT_UTF8:
+        return DataError(f"{exc.path}: not UTF-8 text ({exc.detail} at line {exc.line}); save {what} as UTF-8")
+    if exc.kind == NOT_JSON:
+        return DataError(f"{exc.path}: line {exc.line} is not valid JSON ({exc.detail}); expected one JSON object "
+                         "per line")
+    if exc.kind == NOT_OBJECT:
+        return DataError(f"{exc.path}: line {exc.line} holds {exc.detail} (expected a JSON object keyed by column "
+                         "name)")
+    return exc
 
 
 def read_table(path: str | Path, fmt: str) -> tuple[list[str], list[list[Any]], list[str]]:
@@ -82,14 +85,11 @@ def read_table(path: str | Path, fmt: str) -> tuple[list[str], list[list[Any]], 
         return _read_jsonl(path)
     if fmt == "parquet":
         try:
-            import pyarrow.parquet as pq
+            from seqdeploy.io.arrow import parquet_table
         except ModuleNotFoundError:
             raise DataError(f"{path}: reading Parquet needs pyarrow; install it with: pip install "
                             "'seqdeploy[distributed]'") from None
-        try:
-            table = pq.read_table(path)
-        except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for unreadable files
-            raise DataError(f"{path}: not a readable Parquet file ({str(exc).strip()[:200]})") from None
+        table = parquet_table(path)
         header = list(table.column_names)
         cols = [table.column(c).to_pylist() for c in header]
         rows = [list(r) for r in zip(*cols)]
@@ -100,33 +100,20 @@ def read_table(path: str | Path, fmt: str) -> tuple[list[str], list[list[Any]], 
 
 
 def _read_jsonl(path: Path) -> tuple[list[str], list[list[Any]], list[str]]:
-    data = path.read_bytes()
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data[:exc.start].count(b"\n") + 1
-        raise DataError(f"{path}: not UTF-8 text ({exc.reason} at line {line}); save the file as UTF-8") from None
     header: list[str] | None = None
     rows, where = [], []
-    for n, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path}: line {n} is not valid JSON ({exc.msg}); expected one JSON object per "
-                            "line") from None
-        if not isinstance(obj, dict):
-            raise DataError(f"{path}: line {n} holds {type(obj).__name__} (expected a JSON object keyed by column "
-                            "name)")
-        if header is None:
-            header = list(obj)
-        missing = [h for h in header if h not in obj]
-        if missing:
-            raise DataError(f"{path}: line {n} lacks key(s) {missing} that the first line has; give every line the "
-                            "same keys")
-        rows.append([obj[h] for h in header])
-        where.append(f"line {n}")
+    try:
+        for n, obj in JsonlRows(path):
+            if header is None:
+                header = list(obj)
+            missing = [h for h in header if h not in obj]
+            if missing:
+                raise DataError(f"{path}: line {n} lacks key(s) {missing} that the first line has; give every line "
+                                "the same keys")
+            rows.append([obj[h] for h in header])
+            where.append(f"line {n}")
+    except BadInput as exc:
+        raise _bad_input(exc, "the file") from None
     if header is None:
         raise DataError(f"{path}: empty file; expected one JSON object per line")
     return header, rows, where
@@ -135,6 +122,10 @@ def _read_jsonl(path: Path) -> tuple[list[str], list[list[Any]], list[str]]:
 def _table_source(data: DataSpec, seed: int) -> Splits:
     """A CSV / JSONL / Parquet table: numeric (+ categorical) feature columns, or one text column."""
     assert data.path is not None and data.target is not None and data.task is not None
+    from seqdeploy.data import stream
+
+    if stream.wants_stream(data):  # a directory, a glob or a large file: fit in one pass, keep a sample
+        return stream.sample_splits(stream.fitted(data, seed=seed))
     header, rows, where = read_table(data.path, data.source)
     if data.target not in header:
         raise DataError(f"{data.path}: target column {data.target!r} not found; columns are {header}")
@@ -242,26 +233,6 @@ def _cell_text(v: Any) -> str:
     if isinstance(v, float) and v.is_integer():
         return str(int(v))
     return "" if v is None else str(v).strip()
-
-
-def _is_number(v: Any) -> bool:
-    if isinstance(v, bool):
-        return False
-    if isinstance(v, (int, float)):
-        return True
-    try:
-        float(str(v))
-        return True
-    except ValueError:
-        return False
-
-
-def _mostly_text(values: list[Any]) -> bool:
-    """A column is categorical when at least half of its non-empty cells are not numbers."""
-    filled = [v for v in values if v is not None and str(v).strip() != ""]
-    if not filled:
-        return False
-    return sum(not _is_number(v) for v in filled) * 2 >= len(filled)
 
 
 def _number(v: Any, path: Any, where: str, name: str) -> float:

@@ -21,7 +21,7 @@ from seqdeploy.scoring.files import (
     class_names,
     labels_from_proba,
     predict_chunk,
-    predict_file,
 )
+from seqdeploy.scoring.predict import predict_file
 
 __all__ = ["BAD_ROW_MODES", "PredictFileResult", "class_names", "labels_from_proba", "predict_chunk", "predict_file"]

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from seqdeploy.errors import DataError, InputFileNotFound, InputValidationError, UsageError
+from seqdeploy.io.text import NOT_JSON, NOT_OBJECT, NOT_PARQUET, NOT_UTF8, BadInput, CsvRows, JsonlRows
 from seqdeploy.preprocess import Categorical, Scale, Tokenize
 from seqdeploy.runtime.predictor import DEFAULT_BATCH_SIZE
 from seqdeploy.scoring.files import PredictFileResult, class_names, locate_bad_row, predict_chunk
@@ -223,53 +224,48 @@ def _table_files(src: Path) -> list[Path]:
 
 def _rows(src: Path, suffix: str) -> tuple[list[str], list[tuple[str, dict[str, Any]]]]:
     """``(header, [(where, row dict)])`` of a CSV / JSONL / Parquet file, with one-line errors."""
-    data = src.read_bytes() if suffix not in (".parquet", ".pq") else b""
-    if suffix in (".parquet", ".pq"):
-        try:
-            import pyarrow.parquet as pq
-        except ModuleNotFoundError:
-            raise UsageError("Parquet input needs pyarrow; install it with: pip install 'seqdeploy[distributed]'") \
-                from None
-        try:
-            table = pq.read_table(src)
-        except Exception as exc:  # noqa: BLE001 - pyarrow raises several types
-            raise DataError(f"{src} is not a readable Parquet file ({str(exc).strip()[:200]})") from None
-        return list(table.column_names), [(f"row {i}", r) for i, r in enumerate(table.to_pylist())]
     try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data[:exc.start].count(b"\n") + 1
-        raise DataError(f"{src}: line {line} is not UTF-8 text ({exc.reason}); save the file as UTF-8") from None
-    import io
-
-    if suffix == ".csv":
-        reader = csv.reader(io.StringIO(text, newline=""))
-        header = [h.strip() for h in next(reader, [])]
-        if not header:
-            raise DataError(f"{src} is empty (expected a header row and data rows)")
-        out = []
-        for row in reader:
-            if not row or not any(c.strip() for c in row):
-                continue
-            if len(row) != len(header):
-                raise DataError(f"{src} line {reader.line_num}: {len(row)} fields (expected {len(header)} as in the "
-                                f"header)")
-            out.append((f"line {reader.line_num}", dict(zip(header, row))))
-        return header, out
-    out, header = [], None
-    for n, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{src} line {n} is not valid JSON ({exc.msg}); expected one JSON object per line") \
+        if suffix in (".parquet", ".pq"):
+            try:
+                from seqdeploy.io.arrow import parquet_table
+            except ModuleNotFoundError:
+                raise UsageError("Parquet input needs pyarrow; install it with: pip install "
+                                 "'seqdeploy[distributed]'") from None
+            table = parquet_table(src)
+            return list(table.column_names), [(f"row {i}", r) for i, r in enumerate(table.to_pylist())]
+        if suffix == ".csv":
+            reader = CsvRows(src)
+            it = iter(reader)
+            header = [h.strip() for h in next(it, [])]
+            if not header:
+                raise DataError(f"{src} is empty (expected a header row and data rows)")
+            out = []
+            for row in it:
+                if not row or not any(c.strip() for c in row):
+                    continue
+                if len(row) != len(header):
+                    raise DataError(f"{src} line {reader.line}: {len(row)} fields (expected {len(header)} as in the "
+                                    f"header)")
+                out.append((f"line {reader.line}", dict(zip(header, row))))
+            return header, out
+        out, first = [], None
+        for n, obj in JsonlRows(src):
+            first = first or list(obj)
+            out.append((f"line {n}", obj))
+        return first or [], out
+    except BadInput as exc:
+        if exc.kind == NOT_UTF8:
+            raise DataError(f"{src}: line {exc.line} is not UTF-8 text ({exc.detail}); save the file as UTF-8") \
                 from None
-        if not isinstance(obj, dict):
-            raise DataError(f"{src} line {n}: {type(obj).__name__} (expected a JSON object keyed by column name)")
-        header = header or list(obj)
-        out.append((f"line {n}", obj))
-    return header or [], out
+        if exc.kind == NOT_JSON:
+            raise DataError(f"{src} line {exc.line} is not valid JSON ({exc.detail}); expected one JSON object per "
+                            "line") from None
+        if exc.kind == NOT_OBJECT:
+            raise DataError(f"{src} line {exc.line}: {exc.detail} (expected a JSON object keyed by column name)") \
+                from None
+        if exc.kind == NOT_PARQUET:
+            raise DataError(f"{src} is not a readable Parquet file ({exc.detail})") from None
+        raise DataError(f"{src}: {exc.reason()}") from None
 
 
 def _keep(keep: str | Sequence[str] | None, header: list[str], src: Path) -> list[str]:

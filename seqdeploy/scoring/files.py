@@ -3,7 +3,7 @@
 The original streaming path of ``seqdeploy predict``: it needs only the runtime
 (numpy + onnxruntime), no pyarrow. :func:`predict_file` sends everything else
 (Parquet, directories, globs, kept columns, skipped rows) to
-:mod:`seqdeploy.scoring.tables`.
+:mod:`seqdeploy.scoring.tables`. Lines are read by :mod:`seqdeploy.io.text`.
 """
 
 from __future__ import annotations
@@ -13,12 +13,13 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 
 from seqdeploy.errors import InputValidationError
+from seqdeploy.io.text import NOT_JSON, NOT_UTF8, BadInput, CsvRows, JsonlRows
 from seqdeploy.runtime.manifest import Manifest, NoPreprocessing, Scale, Standardize, Tokenize, Window
 from seqdeploy.runtime.predictor import DEFAULT_BATCH_SIZE, Predictor, numeric_array, short_list
 
@@ -47,69 +48,8 @@ class PredictFileResult:
     engine: str = "local"
 
 
-def predict_file(
-    predictor: "Predictor",
-    input_path: str | os.PathLike,
-    output: str | os.PathLike | Any | None = None,
-    batch_size: int | None = None,
-    progress: Any = None,
-    *,
-    keep: str | Sequence[str] | None = None,
-    on_bad_row: str = "fail",
-    overwrite: bool = False,
-) -> PredictFileResult:
-    """Score files in chunks and write the predictions; memory stays flat.
-
-    ``input_path`` is a file (``.csv``, ``.jsonl``, ``.npy``, ``.parquet``), a
-    directory of such files or a glob. ``output`` is a path (``.csv``,
-    ``.jsonl``, ``.parquet`` or a directory of Parquet parts, written so that an
-    interrupted run leaves nothing that looks complete) or a text stream (CSV).
-    ``keep`` names input columns copied beside the predictions (``"all"`` for
-    every column). ``on_bad_row="skip"`` sets rows that cannot be scored aside
-    (file, row, reason) instead of stopping at the first. An existing output is
-    refused unless ``overwrite``. ``progress(done, total)`` is called after each
-    chunk (bytes for CSV/JSONL, rows otherwise; total may be None).
-
-    >>> predict_file(Predictor.from_bundle("runs/x"), "data.csv", "preds.jsonl")  # doctest: +SKIP
-    """
-    from seqdeploy.errors import UsageError
-
-    if on_bad_row not in BAD_ROW_MODES:
-        raise UsageError(f"on_bad_row = {on_bad_row!r} (expected one of {list(BAD_ROW_MODES)})")
-    bs = DEFAULT_BATCH_SIZE if batch_size is None else batch_size
-    if isinstance(bs, bool) or not isinstance(bs, int) or bs < 1:
-        raise UsageError(f"batch size {batch_size!r} (expected an integer >= 1)")
-    from seqdeploy.scoring.byo import handles, predict_byo  # image folders, text and categorical columns
-
-    if handles(predictor, input_path):
-        return predict_byo(predictor, input_path, output, bs, progress, keep=keep, on_bad_row=on_bad_row,
-                           overwrite=overwrite)
-    src = Path(input_path)
-    out_is_path = output is not None and isinstance(output, (str, os.PathLike))
-    simple_in = src.is_file() and src.suffix.lower() in (".csv", ".npy", ".jsonl", ".ndjson")
-    simple_out = output is None or (not out_is_path) or Path(output).suffix.lower() in (".csv", ".jsonl", ".ndjson")
-    if simple_in and simple_out and not keep and on_bad_row == "fail":
-        if out_is_path and not overwrite and Path(output).exists():  # type: ignore[arg-type]
-            raise UsageError(f"output {output} already exists (expected a new path); choose another output path "
-                             f"or allow overwriting it")
-        return _predict_simple_file(predictor, src, output, bs, progress)
-    if src.is_file() and src.suffix.lower() == ".npy":
-        raise UsageError(f"input {src} is a .npy array, scored with output {output} (expected .csv or .jsonl "
-                         f"output, no kept columns, no skipping for arrays); for Parquet output or kept columns "
-                         f"convert the array to a Parquet or CSV table first")
-    try:
-        from seqdeploy.scoring.tables import predict_tables
-    except ModuleNotFoundError as exc:
-        if exc.name != "pyarrow":
-            raise
-        raise UsageError("Parquet, directories, globs, kept columns and skipped rows need pyarrow, which is not "
-                         "installed; install it with: pip install 'seqdeploy[distributed]'") from None
-
-    return predict_tables(predictor, input_path, output, batch_size=bs, keep=keep, on_bad_row=on_bad_row,
-                          overwrite=overwrite, progress=progress)
-
-
-def _predict_simple_file(predictor: "Predictor", src: Path, output: Any, bs: int, progress: Any) -> PredictFileResult:
+def predict_simple_file(predictor: "Predictor", src: Path, output: Any, bs: int, progress: Any) -> PredictFileResult:
+    """One CSV / JSONL / NPY file to CSV or JSONL (a path or a text stream), read line by line."""
     import contextlib
     import time
 
@@ -271,36 +211,19 @@ def _read_chunks(predictor: "Predictor", src: Path, kind: str, bs: int, DataErro
                 chunk = chunk.astype(str).tolist()
             yield chunk, min(s + bs, arr.shape[0]), arr.shape[0]
         return
-    total = src.stat().st_size
-    counter = _ByteCounter(src)
     try:
         if kind == ".csv":
-            yield from _csv_chunks(predictor, src, counter, bs, total, DataError)
+            yield from _csv_chunks(predictor, src, CsvRows(src), bs, DataError)
         else:
-            yield from _jsonl_chunks(predictor, src, counter, bs, total, DataError)
-    finally:
-        counter.close()
-
-
-class _ByteCounter:
-    """Yield decoded lines of a file opened in binary mode, counting bytes read (for progress)."""
-
-    def __init__(self, path: Path):
-        self.fh = open(path, "rb")
-        self.done = 0
-        self.line_no = 0
-
-    def __iter__(self) -> Any:
-        first = True
-        for raw in self.fh:
-            self.done += len(raw)
-            self.line_no += 1
-            text = raw.decode("utf-8-sig" if first else "utf-8")
-            first = False
-            yield text
-
-    def close(self) -> None:
-        self.fh.close()
+            yield from _jsonl_chunks(predictor, src, JsonlRows(src, objects=False), bs, DataError)
+    except BadInput as exc:
+        if exc.kind == NOT_JSON:
+            raise DataError(f"{src} line {exc.line} is not valid JSON ({exc.detail}); expected one JSON object per "
+                            f"line") from None
+        if exc.kind == NOT_UTF8:
+            raise DataError(f"{src}: line {exc.line} is not UTF-8 text ({exc.detail}); save the file as UTF-8") \
+                from None
+        raise DataError(f"{src}: {exc.reason()}") from None
 
 
 def _flat_size(predictor: "Predictor") -> int | None:
@@ -327,12 +250,10 @@ def _reshape_flat(predictor: "Predictor", x: np.ndarray) -> np.ndarray:
     return x
 
 
-def _csv_chunks(predictor: "Predictor", src: Path, counter: _ByteCounter, bs: int, total: int,
-                DataError: type) -> Iterable[tuple[Any, int, int]]:
-    import csv
-
+def _csv_chunks(predictor: "Predictor", src: Path, counter: CsvRows, bs: int, DataError: type) -> Iterable[tuple[Any, int, int]]:
     pre = predictor.manifest.preprocessing
-    reader = csv.reader(iter(counter))
+    total = counter.total
+    reader = iter(counter)
     header = next(reader, None)
     if header is None:
         raise DataError(f"{src} is empty (expected a header row and data rows)")
@@ -347,7 +268,7 @@ def _csv_chunks(predictor: "Predictor", src: Path, counter: _ByteCounter, bs: in
             if not row:
                 continue
             if col >= len(row):
-                raise DataError(f"{src} line {counter.line_no}: {len(row)} fields (expected a 'text' value in "
+                raise DataError(f"{src} line {counter.line}: {len(row)} fields (expected a 'text' value in "
                                 f"column {col + 1})")
             buf.append(row[col])
             if len(buf) >= bs:
@@ -384,7 +305,7 @@ def _csv_chunks(predictor: "Predictor", src: Path, counter: _ByteCounter, bs: in
         if not row:
             continue
         if len(row) < need:
-            raise DataError(f"{src} line {counter.line_no}: {len(row)} fields (expected {len(header)} as in the header)")
+            raise DataError(f"{src} line {counter.line}: {len(row)} fields (expected {len(header)} as in the header)")
         vals = []
         for c in cols:
             cell = row[c].strip()
@@ -392,7 +313,7 @@ def _csv_chunks(predictor: "Predictor", src: Path, counter: _ByteCounter, bs: in
                 vals.append(float(cell))
             except ValueError:
                 what = "is empty (a missing value)" if not cell else f"= {cell!r} is not a number"
-                raise DataError(f"{src} line {counter.line_no} column {names[cols.index(c)]!r} {what}; "
+                raise DataError(f"{src} line {counter.line} column {names[cols.index(c)]!r} {what}; "
                                 f"impute or drop such rows before predicting") from None
         rows.append(vals)
         if len(rows) >= bs:
@@ -402,36 +323,27 @@ def _csv_chunks(predictor: "Predictor", src: Path, counter: _ByteCounter, bs: in
         yield _reshape_flat(predictor, np.asarray(rows, dtype=np.float64)), counter.done, total
 
 
-def _jsonl_chunks(predictor: "Predictor", src: Path, counter: _ByteCounter, bs: int, total: int,
-                  DataError: type) -> Iterable[tuple[Any, int, int]]:
-    import json
-
+def _jsonl_chunks(predictor: "Predictor", src: Path, counter: JsonlRows, bs: int, DataError: type) -> Iterable[tuple[Any, int, int]]:
     pre = predictor.manifest.preprocessing
+    total = counter.total
     buf: list[Any] = []
-    for line in counter:
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{src} line {counter.line_no} is not valid JSON ({exc.msg}); expected one JSON "
-                            f"object per line") from None
+    for _, obj in counter:
         if isinstance(pre, Tokenize):
             if isinstance(obj, dict):
                 if "text" not in obj:
-                    raise DataError(f"{src} line {counter.line_no}: keys {list(obj)[:10]} (expected a 'text' key)")
+                    raise DataError(f"{src} line {counter.line}: keys {list(obj)[:10]} (expected a 'text' key)")
                 obj = obj["text"]
             if not isinstance(obj, str):
-                raise DataError(f"{src} line {counter.line_no}: {type(obj).__name__} (expected {{\"text\": \"...\"}})")
+                raise DataError(f"{src} line {counter.line}: {type(obj).__name__} (expected {{\"text\": \"...\"}})")
         elif isinstance(pre, Standardize):
             if isinstance(obj, list):
                 obj = dict(zip(pre.feature_names, obj)) if len(obj) == len(pre.feature_names) else obj
             if not isinstance(obj, dict):
-                raise DataError(f"{src} line {counter.line_no}: {type(obj).__name__} (expected an object keyed by "
+                raise DataError(f"{src} line {counter.line}: {type(obj).__name__} (expected an object keyed by "
                                 f"feature name, e.g. {{{pre.feature_names[0]!r}: 1.0, ...}})")
             missing = [f for f in pre.feature_names if f not in obj]
             if missing:
-                raise InputValidationError(f"{src} line {counter.line_no} is missing feature(s) {short_list(missing)} "
+                raise InputValidationError(f"{src} line {counter.line} is missing feature(s) {short_list(missing)} "
                                            f"(expected keys {short_list(pre.feature_names)})")
         else:
             names = predictor.raw_input_names
@@ -443,11 +355,11 @@ def _jsonl_chunks(predictor: "Predictor", src: Path, counter: _ByteCounter, bs: 
                 continue
             if isinstance(obj, dict):
                 if "input" not in obj:
-                    raise DataError(f"{src} line {counter.line_no}: keys {list(obj)[:10]} (expected an 'input' key, "
+                    raise DataError(f"{src} line {counter.line}: keys {list(obj)[:10]} (expected an 'input' key, "
                                     f"one key per model input {list(names)}, or a bare JSON list)")
                 obj = obj["input"]
             if not isinstance(obj, list):
-                raise DataError(f"{src} line {counter.line_no}: {type(obj).__name__} (expected a list of numbers)")
+                raise DataError(f"{src} line {counter.line}: {type(obj).__name__} (expected a list of numbers)")
         buf.append(obj)
         if len(buf) >= bs:
             yield _jsonl_batch(predictor, buf), counter.done, total

@@ -227,7 +227,7 @@ def _datasource_class() -> type:
     from ray.data.block import BlockMetadata
     from ray.data.datasource import Datasource, ReadTask
 
-    from seqdeploy.scoring.tables import ERROR_COLUMN, FILE_COLUMN, ROW_COLUMN, _parquet_batches, iter_batches
+    from seqdeploy.io.arrow import ERROR_COLUMN, FILE_COLUMN, ROW_COLUMN, iter_batches, parquet_batches as _parquet_batches
 
     class ScoringInputs(Datasource):
         """Parquet / CSV / JSONL files read as Arrow blocks with each row's file index and row number.

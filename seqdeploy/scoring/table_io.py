@@ -1,18 +1,16 @@
-"""Reading and writing tables for batch scoring: input discovery (files, directories, globs), Arrow batches
-from Parquet / CSV / JSONL, output sinks (Parquet, CSV, JSONL, a directory of parts with ``_SUCCESS``),
+"""Writing tables for batch scoring (input discovery and Arrow batches from Parquet / CSV / JSONL are
+:mod:`seqdeploy.io`, re-exported here): output sinks (Parquet, CSV, JSONL, a directory of parts with ``_SUCCESS``),
 staged output directories and the side file of skipped rows. Scoring itself is :mod:`seqdeploy.scoring.tables`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import glob as _glob
 import json
 import math
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -20,99 +18,29 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from seqdeploy.errors import DataError, InputFileNotFound, UsageError
+from seqdeploy.errors import DataError, UsageError
+from seqdeploy.io.arrow import (  # noqa: F401  (the readers live in seqdeploy.io; re-exported for scoring)
+    ERROR_COLUMN,
+    FILE_COLUMN,
+    ROW_COLUMN,
+    csv_batches as _csv_batches,
+    file_columns,
+    first as _first,
+    iter_batches,
+    jsonl_batches as _jsonl_batches,
+    jsonl_table as _jsonl_table,
+    parquet_batches as _parquet_batches,
+    parquet_rows as _parquet_rows,
+    short as _short,
+)
+from seqdeploy.io.inputs import INPUT_FORMATS, InputFile, resolve_inputs  # noqa: F401
 from seqdeploy.runtime.manifest import Manifest
 from seqdeploy.scoring.files import class_names
 
-INPUT_FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
-#: Provenance columns a reader may add to a batch: the file's index in the input list and the row within it.
-FILE_COLUMN = "__seqdeploy_file"
-ROW_COLUMN = "__seqdeploy_row"
-#: Set by a reader on rows it could not parse (a JSONL line that is not a JSON object): the reason.
-ERROR_COLUMN = "__seqdeploy_error"
 SUCCESS_MARKER = "_SUCCESS"
 SKIPPED_NAME = "_skipped.jsonl"
 ROW_GROUP_ROWS = 65_536  # rows per Parquet row group the local engine writes
 _LIST_COLUMNS = ("input",)  # a list-of-numbers column holding one raw sample per row (besides the input's name)
-
-
-# --------------------------------------------------------------------------- inputs
-
-
-@dataclass(frozen=True)
-class InputFile:
-    """One input file: its path, format (``parquet`` | ``csv`` | ``jsonl``) and size in bytes."""
-
-    path: str
-    format: str
-    size: int
-
-
-def resolve_inputs(spec: str | os.PathLike) -> tuple[InputFile, ...]:
-    """The files an input names: a file, a directory (recursively, sorted) or a glob pattern.
-
-    Names starting with ``_`` or ``.`` (``_SUCCESS``, hidden temporaries) are skipped
-    inside directories.
-
-    >>> resolve_inputs("data/*.parquet")  # doctest: +SKIP
-    """
-    text = os.fspath(spec)
-    p = Path(text)
-    wanted = ", ".join(sorted(set(INPUT_FORMATS)))
-    if p.is_file():
-        fmt = INPUT_FORMATS.get(p.suffix.lower())
-        if fmt is None:
-            raise UsageError(f"input {p} has suffix {p.suffix or '(none)'!r} (expected one of {wanted}, a "
-                             f"directory of such files or a glob pattern)")
-        return (InputFile(str(p), fmt, p.stat().st_size),)
-    if p.is_dir():
-        found = [f for f in sorted(p.rglob("*")) if f.is_file() and f.suffix.lower() in INPUT_FORMATS
-                 and not any(part.startswith(("_", ".")) for part in f.relative_to(p).parts)]
-        if not found:
-            raise InputFileNotFound(f"input directory {p} holds no {wanted} files; put the input files there "
-                                    f"or name them with a glob pattern")
-    elif _glob.has_magic(text):
-        found = [Path(f) for f in sorted(_glob.glob(text, recursive=True))
-                 if Path(f).is_file() and Path(f).suffix.lower() in INPUT_FORMATS]
-        if not found:
-            raise InputFileNotFound(f"input pattern {text!r} matches no {wanted} files; check the pattern")
-    else:
-        raise InputFileNotFound(f"input {p} does not exist (expected a .csv, .jsonl, .npy or .parquet file, a "
-                                f"directory of such files or a glob pattern)")
-    return tuple(InputFile(str(f), INPUT_FORMATS[f.suffix.lower()], f.stat().st_size) for f in found)
-
-
-def file_columns(f: InputFile) -> list[str]:
-    """Column names of an input file (Parquet schema, CSV header, keys of the first JSONL object)."""
-    if f.format == "parquet":
-        import pyarrow.parquet as pq
-
-        try:
-            return list(pq.read_schema(f.path).names)
-        except (pa.ArrowException, OSError) as exc:
-            raise DataError(f"{f.path} is not a readable Parquet file ({_first(exc)}); rewrite it with "
-                            f"pyarrow or pandas to_parquet") from None
-    if f.format == "csv":
-        import csv
-
-        with open(f.path, newline="", encoding="utf-8-sig") as fh:
-            header = next(csv.reader(fh), None)
-        if not header:
-            raise DataError(f"{f.path} is empty (expected a header row and data rows)")
-        return [h.strip() for h in header]
-    with open(f.path, encoding="utf-8-sig") as fh:
-        for line in fh:
-            if line.strip():
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise DataError(f"{f.path} line 1 is not valid JSON ({exc.msg}); expected one JSON object "
-                                    f"per line") from None
-                if not isinstance(obj, dict):
-                    raise DataError(f"{f.path}: the first line holds {type(obj).__name__} (expected one JSON "
-                                    f"object per line, keyed by column name)")
-                return list(obj)
-    raise DataError(f"{f.path} has no data rows (expected one JSON object per line)")
 
 
 def _jsonable(v: Any) -> Any:
@@ -125,102 +53,6 @@ def _jsonable(v: Any) -> Any:
     if isinstance(v, (str, int, float, bool)) or v is None:
         return v
     return str(v)
-
-
-# --------------------------------------------------------------------------- reading
-
-
-def iter_batches(f: InputFile, columns: Sequence[str], batch_size: int) -> Iterator[tuple[pa.Table, int]]:
-    """Stream ``(table, first row number)`` of at most ``batch_size`` rows from one file, only ``columns``.
-
-    Parquet is read batch by batch; CSV as text columns (values are parsed by the
-    scoring, so a bad cell is a bad row, not a failed file); JSONL one line at a time.
-    """
-    if f.format == "parquet":
-        yield from _parquet_batches(f, columns, batch_size)
-    elif f.format == "csv":
-        yield from _csv_batches(f, columns, batch_size)
-    else:
-        yield from _jsonl_batches(f, columns, batch_size)
-
-
-def _parquet_batches(f: InputFile, columns: Sequence[str], bs: int,
-                     row_groups: Sequence[int] | None = None, row0: int = 0) -> Iterator[tuple[pa.Table, int]]:
-    import pyarrow.parquet as pq
-
-    try:
-        pf = pq.ParquetFile(f.path, pre_buffer=False)  # pre-buffering keeps the whole file in memory
-        missing = [c for c in columns if c not in pf.schema_arrow.names]
-        if missing:
-            raise DataError(f"{f.path} has no column(s) {_short(missing)} (columns: {_short(pf.schema_arrow.names)}); "
-                            f"every input file needs the columns of the first")
-        row = row0
-        for batch in pf.iter_batches(batch_size=bs, columns=list(columns), row_groups=row_groups):
-            yield pa.Table.from_batches([batch]), row
-            row += batch.num_rows
-    except (pa.ArrowException, OSError) as exc:
-        raise DataError(f"{f.path} is not a readable Parquet file ({_first(exc)}); rewrite it with pyarrow or "
-                        f"pandas to_parquet") from None
-
-
-def _csv_batches(f: InputFile, columns: Sequence[str], bs: int) -> Iterator[tuple[pa.Table, int]]:
-    import pyarrow.csv as pcsv
-
-    header = file_columns(f)
-    missing = [c for c in columns if c not in header]
-    if missing:
-        raise DataError(f"{f.path} has no column(s) {_short(missing)} (header: {_short(header)}); every input "
-                        f"file needs the columns of the first")
-    try:
-        reader = pcsv.open_csv(
-            f.path, read_options=pcsv.ReadOptions(block_size=1 << 20),
-            parse_options=pcsv.ParseOptions(newlines_in_values=True),
-            convert_options=pcsv.ConvertOptions(column_types={c: pa.string() for c in header},
-                                                include_columns=list(columns), strings_can_be_null=False))
-        row = 0
-        for batch in reader:
-            for s in range(0, batch.num_rows, bs):
-                part = batch.slice(s, bs)
-                yield pa.Table.from_batches([part]), row
-                row += part.num_rows
-    except pa.ArrowInvalid as exc:
-        raise DataError(f"{f.path} is not a readable CSV file ({_first(exc)}); expected a header row and the same "
-                        f"number of fields on every line") from None
-
-
-def _jsonl_batches(f: InputFile, columns: Sequence[str], bs: int) -> Iterator[tuple[pa.Table, int]]:
-    buf: list[dict] = []
-    row = 0
-    with open(f.path, encoding="utf-8-sig") as fh:
-        for line_no, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                obj = {ERROR_COLUMN: f"line {line_no} is not valid JSON ({exc.msg})"}
-            if not isinstance(obj, dict):
-                obj = {ERROR_COLUMN: f"line {line_no} holds {type(obj).__name__} (expected a JSON object)"}
-            buf.append(obj)
-            if len(buf) >= bs:
-                yield _jsonl_table(buf, columns), row
-                row += len(buf)
-                buf = []
-    if buf:
-        yield _jsonl_table(buf, columns), row
-
-
-def _jsonl_table(objs: list[dict], columns: Sequence[str]) -> pa.Table:
-    cols = {}
-    for c in columns:
-        vals = [o.get(c) for o in objs]
-        try:
-            cols[c] = pa.array(vals)
-        except (pa.ArrowInvalid, pa.ArrowTypeError):  # mixed types in one column: keep them as text
-            cols[c] = pa.array([None if v is None else (v if isinstance(v, str) else json.dumps(v)) for v in vals])
-    if any(ERROR_COLUMN in o for o in objs):
-        cols[ERROR_COLUMN] = pa.array([o.get(ERROR_COLUMN) for o in objs], type=pa.string())
-    return pa.table(cols)
 
 
 # --------------------------------------------------------------------------- writing
@@ -379,23 +211,3 @@ def write_skipped(path: Path, tables: Sequence[pa.Table]) -> int:
             lines.append(json.dumps(rec))
     atomic_write_text(path, "".join(line + "\n" for line in lines))
     return len(lines)
-
-
-def _parquet_rows(f: InputFile) -> int:
-    import pyarrow.parquet as pq
-
-    try:
-        return pq.ParquetFile(f.path).metadata.num_rows
-    except (pa.ArrowException, OSError):
-        return 0
-
-
-def _short(names: Sequence[str], k: int = 6) -> str:
-    names = list(names)
-    return str(names) if len(names) <= k else f"[{', '.join(map(repr, names[:k]))}, ... {len(names)} in all]"
-
-
-def _first(exc: BaseException) -> str:
-    from seqdeploy.errors import first_line
-
-    return first_line(exc, 300)

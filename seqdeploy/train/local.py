@@ -23,7 +23,7 @@ import numpy as np
 
 from seqdeploy import __version__
 from seqdeploy.atomic import atomic_path, atomic_write_bytes, atomic_write_json
-from seqdeploy.data import Splits, load_spec_splits
+from seqdeploy.data import Splits, load_spec_data
 from seqdeploy.errors import SpecError, TrainError, first_line
 from seqdeploy.layout import MODEL_KERAS, TRAIN_FILE
 from seqdeploy.spec import LayerSpec, Spec, load_spec
@@ -56,16 +56,23 @@ def default_run_dir(spec: Spec) -> Path:
 
 
 def train(spec_path: str | Path, *, out: str | Path | None = None, epochs: int | None = None,
-          seed: int | None = None, on_epoch: EpochCallback | None = None) -> TrainResult:
-    """Build, compile, fit and evaluate the spec's model; write the run directory."""
+          seed: int | None = None, on_epoch: EpochCallback | None = None,
+          skip_bad_files: bool | None = None) -> TrainResult:
+    """Build, compile, fit and evaluate the spec's model; write the run directory.
+
+    ``skip_bad_files`` overrides ``[data] skip_bad_files``: unreadable files of a multi-file table (or images)
+    are left out and named in the notes instead of stopping training.
+    """
     spec = load_spec(spec_path).with_overrides(epochs=epochs, seed=seed)
+    if skip_bad_files is not None:
+        spec = dataclasses.replace(spec, data=dataclasses.replace(spec.data, skip_bad_files=skip_bad_files))
     return train_spec(spec, out=out, on_epoch=on_epoch)
 
 
 def train_spec(spec: Spec, *, out: str | Path | None = None, on_epoch: EpochCallback | None = None) -> TrainResult:
     """Like :func:`train` for an already loaded :class:`Spec`."""
     run_dir = Path(out) if out is not None else default_run_dir(spec)
-    splits = load_spec_splits(spec)
+    splits, plan = load_spec_data(spec)  # plan: a streamed table (splits then hold a sample)
 
     import keras
 
@@ -82,9 +89,12 @@ def train_spec(spec: Spec, *, out: str | Path | None = None, on_epoch: EpochCall
 
     start = time.perf_counter()
     try:
-        hist = model.fit(splits.x_train, splits.y_train, epochs=spec.fit.epochs, batch_size=spec.fit.batch_size,
-                         validation_split=spec.fit.validation_split, shuffle=True, verbose=0, callbacks=callbacks)
-        metrics = model.evaluate(splits.x_test, splits.y_test, batch_size=256, verbose=0, return_dict=True)
+        if plan is None:
+            hist = model.fit(splits.x_train, splits.y_train, epochs=spec.fit.epochs, batch_size=spec.fit.batch_size,
+                             validation_split=spec.fit.validation_split, shuffle=True, verbose=0, callbacks=callbacks)
+            metrics = model.evaluate(splits.x_test, splits.y_test, batch_size=256, verbose=0, return_dict=True)
+        else:
+            hist, metrics = _fit_stream(model, spec, plan, callbacks)
     except (ValueError, TypeError) as exc:
         raise TrainError(f"{spec.path}: Keras could not fit the model: {first_line(exc)}; check the loss "
                          "matches the labels (e.g. sparse_categorical_crossentropy for integer classes)") from None
@@ -102,6 +112,12 @@ def train_spec(spec: Spec, *, out: str | Path | None = None, on_epoch: EpochCall
         test_metrics = target_unit_metrics(model, splits, test_metrics)
 
     n_val = int(len(splits.x_train) * spec.fit.validation_split)
+    counts = {"n_train": len(splits.x_train) - n_val, "n_val": n_val, "n_test": len(splits.x_test)}
+    if plan is not None:
+        from seqdeploy.data.stream import plan_record
+
+        counts = {"n_train": plan.counts["train"], "n_val": plan.counts["val"], "n_test": plan.counts["test"],
+                  "stream": plan_record(plan)}
     info = {
         "spec_name": spec.name,
         "spec_file": "spec" + spec.path.suffix,
@@ -112,8 +128,7 @@ def train_spec(spec: Spec, *, out: str | Path | None = None, on_epoch: EpochCall
         "input": {"name": splits.input_name, "shape": [None, *splits.input_shape], "dtype": splits.input_dtype},
         "preprocessing": splits.preprocessing,
         "data": {"source": splits.source, "fingerprint": splits.fingerprint, "synthetic": splits.synthetic,
-                 "n_train": len(splits.x_train) - n_val, "n_val": n_val, "n_test": len(splits.x_test),
-                 "notes": list(splits.notes)},
+                 **counts, "notes": list(splits.notes)},
         "seed": spec.fit.seed,
         "epochs_requested": spec.fit.epochs,
         "epochs_run": len(history.get("loss", [])),
@@ -133,7 +148,18 @@ def train_spec(spec: Spec, *, out: str | Path | None = None, on_epoch: EpochCall
                        test_metrics=test_metrics, history=history, epochs_run=info["epochs_run"],
                        epochs_requested=spec.fit.epochs, seconds=seconds, parameters=info["parameters"],
                        data_fingerprint=splits.fingerprint, n_train=info["data"]["n_train"],
-                       n_test=len(splits.x_test), synthetic_data=splits.synthetic, notes=splits.notes)
+                       n_test=info["data"]["n_test"], synthetic_data=splits.synthetic, notes=splits.notes)
+
+
+def _fit_stream(model, spec: Spec, plan: Any, callbacks: list[Any]) -> tuple[Any, dict]:
+    """Fit on a streamed table's batches (:mod:`seqdeploy.data.stream`); evaluate on its test rows."""
+    from seqdeploy.data.stream import SHUFFLE_ROWS, dataset
+
+    bs = spec.fit.batch_size
+    train = dataset(plan, "train", bs, shuffle_rows=SHUFFLE_ROWS, seed=spec.fit.seed)
+    val = dataset(plan, "val", max(bs, 1024)) if plan.counts["val"] else None
+    hist = model.fit(train, epochs=spec.fit.epochs, validation_data=val, shuffle=False, verbose=0, callbacks=callbacks)
+    return hist, model.evaluate(dataset(plan, "test", max(bs, 1024)), verbose=0, return_dict=True)
 
 
 def target_unit_metrics(model: Any, splits: Splits, keras_metrics: Mapping[str, float]) -> dict[str, float]:

@@ -61,6 +61,9 @@ def train(
                                                                   "(--engine ray; default a temporary directory)."),
     max_failures: int = typer.Option(2, "--max-failures", min=0, help="Worker-group restarts from the last "
                                                                       "checkpoint (--engine ray)."),
+    skip_bad_files: bool = typer.Option(False, "--skip-bad-files",
+                                        help="Leave out unreadable files of a multi-file table (or image folder) "
+                                             "and name them in the notes, instead of stopping."),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Train the spec's Keras model and write spec, model.keras and train.json to the run directory.
@@ -77,6 +80,8 @@ def train(
         if engine not in ENGINES:
             raise UsageError(f"--engine {engine!r} (expected {' or '.join(ENGINES)})")
         if engine == "ray":
+            if skip_bad_files:
+                raise UsageError("--skip-bad-files works with --engine local only (Ray Data reads the table itself)")
             result = _run_ray(spec, as_json=as_json, out=out, epochs=epochs, seed=seed, workers=workers or 2,
                               address=address, storage=storage, max_failures=max_failures)
         else:
@@ -85,11 +90,12 @@ def train(
             if given:
                 raise UsageError(f"{', '.join(given)} need --engine ray; add --engine ray")
             if as_json:
-                result = train_with(engine, spec, out=out, epochs=epochs, seed=seed)
+                result = train_with(engine, spec, out=out, epochs=epochs, seed=seed, skip_bad_files=skip_bad_files or None)
             else:
                 progress, on_epoch = epoch_progress()
                 with progress:
-                    result = train_with(engine, spec, out=out, epochs=epochs, seed=seed, on_epoch=on_epoch)
+                    result = train_with(engine, spec, out=out, epochs=epochs, seed=seed, on_epoch=on_epoch,
+                                        skip_bad_files=skip_bad_files or None)
         if as_json:
             emit_json(result)
             return

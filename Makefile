@@ -15,7 +15,7 @@ $(BIN)/python:
 
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[toolchain,dev,serve,distributed,images]'
+	$(BIN)/python -m pip install --quiet -e '.[toolchain,dev,serve,distributed,images,peers]'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -97,6 +97,10 @@ def _tflite_child(spec_path: str) -> int:
     spec = json.loads(Path(spec_path).read_text())
     out = Path(spec["out"])
     rep = np.load(spec["rep"]) if spec.get("rep") else None
+    for path in spec.get("preload", []):  # modules that register the model's custom layers
+        import runpy
+
+        runpy.run_path(path)
     model = load_keras(spec["keras"])
     skip = set(spec.get("skip", []))
     for precision in spec["precisions"]:
@@ -140,14 +144,16 @@ _CHILD = "import sys; from seqdeploy.bench.runners.tflite import _main; raise Sy
 
 def convert_tflite(keras_path: str | os.PathLike, precisions: Sequence[str] = ("fp32", "int8-dynamic", "int8"),
                    representative: np.ndarray | None = None, *, max_crashes: int = 4,
-                   timeout_s: float = 600.0) -> tuple[dict[str, TfliteModel], dict[str, str]]:
+                   timeout_s: float = 600.0, preload: Sequence[str | os.PathLike] = ()
+                   ) -> tuple[dict[str, TfliteModel], dict[str, str]]:
     """Convert a saved Keras model to TFLite in a child process; return (models, errors) by precision.
 
     Tries ``from_keras_model`` (dynamic batch axis) first, then a frozen fixed batch-1 signature;
     ``int8-dynamic`` quantizes the weights only (``Optimize.DEFAULT``); ``int8`` (calibrated on
     ``representative`` rows) tries integer-only kernels first, then int8 with float fallback. The child isolates the
     converter's segfaults (int8 calibration of recurrent layers): an attempt that crashes
-    is skipped and the child restarted.
+    is skipped and the child restarted. ``preload`` names Python files the child runs before loading
+    the model (those that register its custom layers with ``keras.saving.register_keras_serializable``).
 
     >>> models, errors = convert_tflite("runs/x/model.keras", ("fp32", "int8"), x_train[:200])  # doctest: +SKIP
     """
@@ -172,7 +178,8 @@ def convert_tflite(keras_path: str | os.PathLike, precisions: Sequence[str] = ("
         todo = list(precisions)
         for _ in range(max_crashes + 1):
             spec = {"keras": str(Path(keras_path).resolve()), "out": str(d), "precisions": todo,
-                    "rep": str(rep_path) if rep_path else None, "skip": skip, "errors": crash_errors}
+                    "rep": str(rep_path) if rep_path else None, "skip": skip, "errors": crash_errors,
+                    "preload": [str(Path(f).resolve()) for f in preload]}
             (d / "spec.json").write_text(json.dumps(spec))
             env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
             try:

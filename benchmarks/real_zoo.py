@@ -269,8 +269,9 @@ def prepare(z: ZooModel, run: Path, *, steps: int, quantize: bool, fresh: bool, 
                                test_inputs={z.input_name: x_test}, test_targets=y_test, task=z.task,
                                settings=QuantizeSettings(latency_batch_sizes=(1, 32), intra_op_num_threads=1))
             done["quantize"] = {"chosen": q.chosen, "candidates": [
-                {"recipe": c.recipe, "accepted": getattr(c, "accepted", None),
-                 "reason": getattr(c, "reason", None) or getattr(c, "rejected_because", None)} for c in q.candidates],
+                {"recipe": c.recipe, "accepted": c.chosen, "qualified": c.qualified, "reason": c.reason,
+                 "metric_drop": c.metric_drop, "speedup": {lat.batch_size: lat.speedup for lat in c.latency}}
+                for c in q.candidates],
                 "skipped": [str(s) for s in getattr(q, "skipped", ())]}
         except Exception as exc:  # report it; the float32 artifact stays deployed
             done["quantize"] = {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
@@ -399,9 +400,8 @@ def render(names: list[str], batches: tuple[int, ...], threads: tuple[int, ...],
         p = preps.get(n, {})
         ops = ", ".join(f"{k} {v}" for k, v in list(p.get("ops", {}).items())[:6])
         q = p.get("quantize", {})
-        cands = "; ".join(f"{c['recipe']}: {'accepted' if c.get('accepted') else 'rejected'}"
-                          + (f" ({str(c['reason'])[:80]})" if c.get("reason") and not c.get("accepted") else "")
-                          for c in q.get("candidates", [])) or q.get("error", "-")
+        cands = "; ".join(f"{c['recipe']}: {'chosen' if c.get('accepted') else 'qualified' if c.get('qualified') else 'rejected'}"
+                          + f" ({str(c.get('reason'))[:110]})" for c in q.get("candidates", [])) or q.get("error", "-")
         lines.append(f"| {n} | {whats.get(n, '')} | {p.get('onnx_nodes', '-')} | {ops} | {q.get('chosen') or 'float32 kept'} | {cands} |")
     lines += ["", f"![peer/deployed p50 ratio per model]({PLOT.name})", ""]
     return "\n".join(lines)

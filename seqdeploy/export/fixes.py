@@ -16,6 +16,7 @@ from collections import Counter
 from typing import Any, Iterator
 
 from seqdeploy.errors import OpsetError, UnsupportedLayerError
+from seqdeploy.export.optimize import optimize_graph
 
 BATCH = "batch"
 
@@ -198,7 +199,7 @@ def drop_value_info(model) -> None:
 
 
 #: the fixes every converted graph goes through, in this order (add a fix: a function of the ModelProto here)
-GRAPH_FIXES: tuple = (fix_erfc, fold_channel_affine, drop_value_info, name_batch_axis)
+GRAPH_FIXES: tuple = (fix_erfc, optimize_graph, fold_channel_affine, drop_value_info, name_batch_axis)
 
 
 def apply_graph_fixes(model) -> None:

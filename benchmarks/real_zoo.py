@@ -284,6 +284,28 @@ def prepare(z: ZooModel, run: Path, *, steps: int, quantize: bool, fresh: bool, 
 # ----------------------------------------------------------------------------- bench
 
 
+def litert_models(run: Path, rep: np.ndarray, say: Callable[[str], None]) -> tuple[dict[str, Any], dict[str, str]]:
+    """LiteRT conversions of run/model.keras, cached beside it (litert.json + litert.PRECISION.tflite)."""
+    from seqdeploy.atomic import sha256_file
+    from seqdeploy.bench.runners.tflite import TfliteModel, convert_tflite
+
+    key = sha256_file(run / "model.keras")
+    meta_path = run / "litert.json"
+    if meta_path.is_file():
+        meta = json.loads(meta_path.read_text())
+        if meta.get("keras_sha256") == key:
+            models = {p: TfliteModel((run / f"litert.{p}.tflite").read_bytes(), p, m["fixed_batch"], m["convert_s"],
+                                     tuple(m["notes"])) for p, m in meta["models"].items()}
+            return models, meta["errors"]
+    say(f"{run.name}: LiteRT conversion (fp32, int8-dynamic, int8)")
+    models, errors = convert_tflite(run / "model.keras", ("fp32", "int8-dynamic", "int8"), rep, preload=(LAYERS,))
+    for p, m in models.items():
+        (run / f"litert.{p}.tflite").write_bytes(m.content)
+    meta_path.write_text(json.dumps({"keras_sha256": key, "errors": errors, "models": {
+        p: {"fixed_batch": m.fixed_batch, "convert_s": m.convert_s, "notes": list(m.notes)} for p, m in models.items()}}))
+    return models, errors
+
+
 def bench_one(z: ZooModel, run: Path, *, batches: tuple[int, ...], threads: tuple[int, ...], duration: float,
               say: Callable[[str], None]) -> dict:
     from seqdeploy.bench import StopRule, run_bench
@@ -291,7 +313,7 @@ def bench_one(z: ZooModel, run: Path, *, batches: tuple[int, ...], threads: tupl
     from seqdeploy.bench.runners.keras import KerasRunner, KerasSource
     from seqdeploy.bench.runners.onnxruntime import DeployedRunner, OrtRunner
     from seqdeploy.bench.runners.openvino import OpenvinoRunner
-    from seqdeploy.bench.runners.tflite import TfliteRunner, convert_tflite
+    from seqdeploy.bench.runners.tflite import TfliteRunner
 
     d = np.load(run / "data.npz")
     data = BenchData("synthetic", z.input_name, d["x_test"], d["x_train"])
@@ -302,9 +324,7 @@ def bench_one(z: ZooModel, run: Path, *, batches: tuple[int, ...], threads: tupl
         runners.append(DeployedRunner(run / "model.onnx", "fp32", bundle=run))
     runners += [OrtRunner(run / "model.onnx", "fp32"), KerasRunner(KerasSource(run / "model.keras"), "direct"),
                 OpenvinoRunner(run / "model.onnx")]
-    say(f"{z.name}: LiteRT conversion (fp32, int8-dynamic, int8)")
-    models, errors = convert_tflite(run / "model.keras", ("fp32", "int8-dynamic", "int8"), d["x_train"][:200],
-                                    preload=(LAYERS,))
+    models, errors = litert_models(run, d["x_train"][:200], say)
     runners += [TfliteRunner(models[p]) for p in ("fp32", "int8-dynamic", "int8") if p in models]
     say(f"{z.name}: bench {len(runners)} runners")
     res = run_bench(run, batches=batches, threads=threads, runners=runners, data=data,

@@ -281,7 +281,8 @@ def fold_static_shapes(model) -> int:
 def native_conv1d(model) -> int:
     """``Unsqueeze(axis 2) -> Conv(kernel 1 x k) -> Squeeze(axis 2)`` (Keras Conv1D) as a 1-D Conv on the 3-D tensor.
 
-    The Conv's input may also come from a Reshape to ``[N, C, 1, W]`` with a constant target.
+    The Conv's input may also come from a Reshape to ``[N, C, 1, W]`` with a constant target, or from
+    ``Unsqueeze -> Transpose`` of the ``[N, W, C]`` input (tf2onnx's layout change of a first Conv1D).
     """
     from onnx import helper, numpy_helper
 
@@ -321,6 +322,17 @@ def native_conv1d(model) -> int:
                                         name=_fresh(g, f"{src.name}_3d"))
             g.node.insert(list(g.node).index(conv), reshape3)
             x3 = reshape3.output[0]
+        elif src.op_type == "Transpose" and prod.get(src.input[0]) is not None and prod[src.input[0]].op_type == "Unsqueeze":
+            unsq = prod[src.input[0]]  # [N, W, C] -> Unsqueeze(a) -> Transpose(perm) -> [N, C, 1, W]
+            axes, perm = _axes(g, unsq), list(_attr(src, "perm", []))
+            if axes is None or len(axes) != 1 or len(perm) != 4 or perm[2] != axes[0] % 4:
+                continue
+            a = axes[0] % 4
+            perm3 = [q - (q > a) for q in perm if q != a]
+            t3 = helper.make_node("Transpose", [unsq.input[0]], [_fresh(g, f"{src.output[0]}_3d")],
+                                  name=_fresh(g, f"{src.name}_3d"), perm=perm3)
+            g.node.insert(list(g.node).index(conv), t3)
+            x3 = t3.output[0]
         else:
             continue
         sq = users[0]

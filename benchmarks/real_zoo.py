@@ -44,6 +44,7 @@ WORK = HERE / "work" / "real_zoo"
 REPORT = HERE / "REAL_ZOO.md"
 PLOT = HERE / "real_zoo.png"
 LAYERS = HERE / "real_zoo_layers.py"
+BEFORE = HERE / "work" / "real_zoo_before"  # bench.json/prepare.json of a run without the graph cleanup (--save-before)
 PEER_FAMILIES = ("tflite", "openvino")
 
 
@@ -213,20 +214,59 @@ def _targets(model: Any, task: str, x: np.ndarray) -> np.ndarray:
     return p.reshape(len(p), -1)[:, 0]
 
 
-def prepare(z: ZooModel, run: Path, *, steps: int, quantize: bool, fresh: bool, say: Callable[[str], None]) -> dict:
-    """Train a few steps on synthetic data, export, quantize (gated), write the bundle; return what was done."""
-    import keras
-
+def prepare(z: ZooModel, run: Path, *, steps: int, quantize: bool, fresh: bool, reexport: bool,
+            say: Callable[[str], None]) -> dict:
+    """Train a few steps on synthetic data (unless model.keras is there), export, quantize (gated), write the
+    bundle; return what was done. ``reexport`` keeps the trained model and its data, redoing the rest."""
     from seqdeploy.bundle.write import write_bundle_manifest
     from seqdeploy.export.convert import export_onnx
 
     done: dict[str, Any] = {}
-    if not fresh and (run / "manifest.json").is_file() and (run / "data.npz").is_file():
+    trained = (run / "model.keras").is_file() and (run / "data.npz").is_file() and (run / "train.json").is_file()
+    if not fresh and not reexport and trained and (run / "manifest.json").is_file():
         return json.loads((run / "prepare.json").read_text()) if (run / "prepare.json").is_file() else {"cached": True}
     run.mkdir(parents=True, exist_ok=True)
+    keep = {"model.keras", "data.npz", "train.json", "litert.json"} if (trained and not fresh) else set()
     for old in run.glob("*"):
-        if old.is_file():
+        if old.is_file() and old.name not in keep and not (keep and old.name.startswith("litert.")):
             old.unlink()
+    if not keep:
+        train_model(z, run, steps, done)
+    say(f"{z.name}: export")
+    t0 = time.perf_counter()
+    exp = export_onnx(run)
+    done["export_s"] = round(time.perf_counter() - t0, 1)
+    done["onnx_nodes"] = sum(exp.op_counts.values())
+    done["ops"] = dict(sorted(exp.op_counts.items(), key=lambda kv: -kv[1]))
+    d = np.load(run / "data.npz")
+    x_train, x_test, y_test = d["x_train"], d["x_test"], d["y_test"]
+    if quantize:
+        from seqdeploy.quantize.core import quantize_model
+        from seqdeploy.quantize.settings import QuantizeSettings
+
+        say(f"{z.name}: quantize (gated)")
+        t0 = time.perf_counter()
+        try:
+            q = quantize_model(run / "model.onnx", out_dir=run, calibration_inputs={z.input_name: x_train},
+                               test_inputs={z.input_name: x_test}, test_targets=y_test, task=z.task,
+                               settings=QuantizeSettings(latency_batch_sizes=(1, 32), intra_op_num_threads=1))
+            done["quantize"] = {"chosen": q.chosen, "candidates": [
+                {"recipe": c.recipe, "accepted": c.chosen, "qualified": c.qualified, "reason": c.reason,
+                 "metric_drop": c.metric_drop, "speedup": {lat.batch_size: lat.speedup for lat in c.latency}}
+                for c in q.candidates],
+                "skipped": [str(s) for s in getattr(q, "skipped", ())]}
+        except Exception as exc:  # report it; the float32 artifact stays deployed
+            done["quantize"] = {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
+        done["quantize_s"] = round(time.perf_counter() - t0, 1)
+    write_bundle_manifest(run)
+    (run / "prepare.json").write_text(json.dumps(done, default=str))
+    return done
+
+
+def train_model(z: ZooModel, run: Path, steps: int, done: dict) -> None:
+    """Build, train ``steps`` batches on synthetic data, save model.keras, data.npz and train.json."""
+    import keras
+
     keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)
     model = z.build()
@@ -252,36 +292,55 @@ def prepare(z: ZooModel, run: Path, *, steps: int, quantize: bool, fresh: bool, 
         "spec_name": z.name, "task": z.task, "labels": labels, "target_name": None, "seed": 0,
         "input": {"name": z.input_name, "shape": shape, "dtype": str(x_test.dtype)},
         "preprocessing": {"kind": "none"}, "versions": {"keras": keras.__version__}}))
-    say(f"{z.name}: export")
-    t0 = time.perf_counter()
-    exp = export_onnx(run)
-    done["export_s"] = round(time.perf_counter() - t0, 1)
-    done["onnx_nodes"] = sum(exp.op_counts.values())
-    done["ops"] = dict(sorted(exp.op_counts.items(), key=lambda kv: -kv[1]))
-    if quantize:
-        from seqdeploy.quantize.core import quantize_model
-        from seqdeploy.quantize.settings import QuantizeSettings
-
-        say(f"{z.name}: quantize (gated)")
-        t0 = time.perf_counter()
-        try:
-            q = quantize_model(run / "model.onnx", out_dir=run, calibration_inputs={z.input_name: x_train},
-                               test_inputs={z.input_name: x_test}, test_targets=y_test, task=z.task,
-                               settings=QuantizeSettings(latency_batch_sizes=(1, 32), intra_op_num_threads=1))
-            done["quantize"] = {"chosen": q.chosen, "candidates": [
-                {"recipe": c.recipe, "accepted": c.chosen, "qualified": c.qualified, "reason": c.reason,
-                 "metric_drop": c.metric_drop, "speedup": {lat.batch_size: lat.speedup for lat in c.latency}}
-                for c in q.candidates],
-                "skipped": [str(s) for s in getattr(q, "skipped", ())]}
-        except Exception as exc:  # report it; the float32 artifact stays deployed
-            done["quantize"] = {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
-        done["quantize_s"] = round(time.perf_counter() - t0, 1)
-    write_bundle_manifest(run)
-    (run / "prepare.json").write_text(json.dumps(done, default=str))
-    return done
 
 
 # ----------------------------------------------------------------------------- bench
+
+
+class CapiFloor:
+    """The floor of an onnxruntime call: a C-level ``RunWithBinding`` of the same graph (seqdeploy.runtime.ort_capi,
+    buffers bound once; per call only the input copy in, the run and the output copy out)."""
+
+    family = "floor"
+    deployed = False
+    threads_apply = True
+
+    def __init__(self, path: Path, precision: str):
+        self.path, self.precision = path, precision
+        self.name = f"capi-floor:{precision}"
+        self.artifact, self.artifact_bytes = str(path), path.stat().st_size
+        self.notes = ["C API RunWithBinding on the deployed graph (seqdeploy.runtime.ort_capi): the per-call floor"]
+        self._cs: Any = None
+        self._bound: Any = None
+
+    def prepare(self, threads: int) -> None:
+        from seqdeploy.runtime.ort_capi import CapiSession
+
+        self._cs = CapiSession(self.path.read_bytes(), intra_op_num_threads=threads)
+        self._batch = None
+
+    def set_batch(self, batch: int) -> str | None:
+        self._bound, self._batch = None, batch
+        return None
+
+    def infer(self, feeds: Any) -> list[np.ndarray]:
+        xs = [np.ascontiguousarray(feeds[n]).astype(t, copy=False) for n, t in zip(self._cs.input_names, self._cs.input_types)]
+        if self._bound is None:
+            outs = self._cs.run(xs)
+            self._ins = [np.empty_like(x) for x in xs]
+            self._outs = [np.empty_like(o) for o in outs]
+            self._bound = self._cs.bind(self._ins, self._outs)
+            return outs
+        for buf, x in zip(self._ins, xs):
+            np.copyto(buf, x)
+        self._bound()
+        return [o.copy() for o in self._outs]
+
+    def close(self) -> None:
+        self._bound = None
+        if self._cs is not None:
+            self._cs.close()
+        self._cs = None
 
 
 def litert_models(run: Path, rep: np.ndarray, say: Callable[[str], None]) -> tuple[dict[str, Any], dict[str, str]]:
@@ -319,7 +378,7 @@ def bench_one(z: ZooModel, run: Path, *, batches: tuple[int, ...], threads: tupl
     data = BenchData("synthetic", z.input_name, d["x_test"], d["x_train"])
     tgt = resolve_target(run)
     dep_prec, dep_path = next((p, a) for p, a in tgt.artifacts if tgt.deployed and a.resolve() == tgt.deployed.resolve())
-    runners: list[Any] = [DeployedRunner(dep_path, dep_prec, bundle=run)]
+    runners: list[Any] = [DeployedRunner(dep_path, dep_prec, bundle=run), CapiFloor(dep_path, dep_prec)]
     if dep_prec != "fp32":
         runners.append(DeployedRunner(run / "model.onnx", "fp32", bundle=run))
     runners += [OrtRunner(run / "model.onnx", "fp32"), KerasRunner(KerasSource(run / "model.keras"), "direct"),
@@ -351,6 +410,7 @@ def summarize(bench: dict, batch: int, threads: int) -> dict:
     ok = {m["runner"]: m["latency"]["p50_us"] for m in rows if m["status"] == "ok"}
     bad = {m["runner"]: m["reason"] for m in rows if m["status"] != "ok"}
     deployed = next((r["name"] for r in bench["runners"] if r["deployed"]), None)
+    floor = next((v for n, v in ok.items() if fam.get(n) == "floor"), None)
     dep_fp32 = "deployed:fp32" if "deployed:fp32" in ok and deployed != "deployed:fp32" else None
     peers = {n: v for n, v in ok.items() if fam.get(n) in PEER_FAMILIES}
     best = min(peers, key=peers.get) if peers else None
@@ -361,9 +421,10 @@ def summarize(bench: dict, batch: int, threads: int) -> dict:
         return n, (mine[n] if n else None)
 
     return {"deployed": deployed, "deployed_us": ok.get(deployed), "deployed_fp32_us": ok.get(dep_fp32) if dep_fp32 else None,
-            "ort_us": ok.get("ort:fp32"), "keras_us": ok.get("keras:direct"), "litert": best_of("tflite"),
+            "ort_us": ok.get("ort:fp32"), "floor_us": floor, "keras_us": ok.get("keras:direct"), "litert": best_of("tflite"),
             "openvino": best_of("openvino"), "best_peer": best, "best_peer_us": peers.get(best) if best else None,
-            "ratio": (peers[best] / ok[deployed]) if best and ok.get(deployed) else None, "errors": bad}
+            "ratio": (peers[best] / ok[deployed]) if best and ok.get(deployed) else None, "errors": bad,
+            "floor_ratio": (peers[best] / floor) if best and floor else None}
 
 
 def render(names: list[str], batches: tuple[int, ...], threads: tuple[int, ...], cpu: dict, versions: dict,
@@ -385,18 +446,21 @@ def render(names: list[str], batches: tuple[int, ...], threads: tuple[int, ...],
              "`model(x, training=False)`.",
              "- every runner's answers are checked against Keras on the same inputs before timing (fp32: 1e-3 x output "
              "scale + 1e-4; int8: 0.25 x scale + 0.01); a runner that disagrees is listed under the table, not timed.",
+             "- `C API floor` = the deployed graph through onnxruntime's C API (`RunWithBinding`, buffers bound once): "
+             "what one onnxruntime call costs at least; `peer/floor` says whether the graph itself could win "
+             "where the Python per-call path does not.",
              "- p50 of interleaved rounds (seqdeploy.bench.timing.run_interleaved); `peer/deployed` = best agreeing "
              "peer's p50 / deployed p50 (>= 1.00 means the deployed artifact is at least as fast: the goal)."
              + (f" Wall time {wall_s / 60:.1f} min." if wall_s else ""), ""]
     for th in threads:
         for b in batches:
             lines += [f"## batch {b}, {th} thread{'s' if th > 1 else ''}", "",
-                      "| model | deployed | deployed fp32 | ORT fp32 | LiteRT best | OpenVINO | Keras | peer/deployed | goal |",
-                      "|---|---|---|---|---|---|---|---|---|"]
+                      "| model | deployed | deployed fp32 | ORT fp32 | C API floor | LiteRT best | OpenVINO | Keras | peer/deployed | peer/floor | goal |",
+                      "|---|---|---|---|---|---|---|---|---|---|---|"]
             notes = []
             for n in names:
                 if n not in benches:
-                    lines.append(f"| {n} | not measured | | | | | | | |")
+                    lines.append(f"| {n} | not measured | | | | | | | | | |")
                     continue
                 s = summarize(benches[n], b, th)
                 lit_n, lit_v = s["litert"]
@@ -405,15 +469,34 @@ def render(names: list[str], batches: tuple[int, ...], threads: tuple[int, ...],
                 goal = "-" if ratio is None else ("met" if ratio >= 1.0 else "missed")
                 dep = f"{_fmt(s['deployed_us'])} ({(s['deployed'] or '').split(':')[-1]})"
                 lit = _fmt(lit_v) + (" (" + lit_n.split(":")[-1] + ")" if lit_n else "")
-                lines.append(f"| {n} | {dep} | {_fmt(s['deployed_fp32_us'])} | {_fmt(s['ort_us'])} | "
+                fr = s["floor_ratio"]
+                lines.append(f"| {n} | {dep} | {_fmt(s['deployed_fp32_us'])} | {_fmt(s['ort_us'])} | {_fmt(s['floor_us'])} | "
                              f"{lit} | {_fmt(ov_v)} | "
-                             f"{_fmt(s['keras_us'])} | {f'{ratio:.2f}x' if ratio else '-'} | {goal} |")
+                             f"{_fmt(s['keras_us'])} | {f'{ratio:.2f}x' if ratio else '-'} | {f'{fr:.2f}x' if fr else '-'} | {goal} |")
                 for r, why in s["errors"].items():
                     notes.append(f"- {n} `{r}`: {why[:240]}")
                 if benches[n].get("litert_errors") and th == threads[0] and b == batches[0]:
                     for p, why in benches[n]["litert_errors"].items():
                         notes.append(f"- {n} LiteRT {p} not converted: {why[:240]}")
             lines += [""] + (["Not timed (error or disagreement with Keras):", ""] + notes + [""] if notes else [])
+    before = {n: (json.loads((BEFORE / n / "bench.json").read_text()), json.loads((BEFORE / n / "prepare.json").read_text()))
+              for n in names if (BEFORE / n / "bench.json").is_file() and (BEFORE / n / "prepare.json").is_file()}
+    if before:
+        th = threads[0]
+        lines += ["## The graph cleanup (seqdeploy/export/optimize.py): before and after", "",
+                  f"The same trained models exported without and with the cleanup, 1 thread, separate runs (p50; "
+                  f"machine load differs between runs: compare within a row with care).", "",
+                  "| model | nodes before | nodes after | ORT fp32 b1 before | after | ORT fp32 b32 before | after "
+                  "| deployed b1 before | after | deployed b32 before | after |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for n, (bb, bp) in before.items():
+            if n not in benches:
+                continue
+            row = [n, str(bp.get("onnx_nodes", "-")), str(preps.get(n, {}).get("onnx_nodes", "-"))]
+            for key in ("ort_us", "deployed_us"):
+                for b in batches:
+                    row += [_fmt(summarize(bb, b, th)[key]), _fmt(summarize(benches[n], b, th)[key])]
+            lines.append("| " + " | ".join(row) + " |")
+        lines.append("")
     lines += ["## Models, graphs and the int8 gate", "",
               "| model | what | ONNX nodes | top ops | int8 gate chose | candidates |", "|---|---|---|---|---|---|"]
     for n in names:
@@ -460,8 +543,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--duration", type=float, default=3.0, help="timing budget per (batch, threads), seconds")
     ap.add_argument("--steps", type=int, default=8, help="training steps on synthetic data")
     ap.add_argument("--no-quantize", action="store_true")
-    ap.add_argument("--fresh", action="store_true", help="rebuild the run directories")
+    ap.add_argument("--fresh", action="store_true", help="rebuild the run directories (train again)")
+    ap.add_argument("--reexport", action="store_true", help="keep the trained models, export and quantize again")
     ap.add_argument("--render-only", action="store_true")
+    ap.add_argument("--save-before", action="store_true",
+                    help="copy this run's bench.json/prepare.json to work/real_zoo_before (the 'before' columns)")
     args = ap.parse_args(argv)
     sys.path.insert(0, str(ROOT))
     from seqdeploy.bench.harness import cpu_info, versions
@@ -487,12 +573,20 @@ def main(argv: list[str] | None = None) -> int:
             run = WORK / z.name
             try:
                 say(f"{z.name}: prepare")
-                prepare(z, run, steps=args.steps, quantize=not args.no_quantize, fresh=args.fresh, say=say)
+                prepare(z, run, steps=args.steps, quantize=not args.no_quantize, fresh=args.fresh,
+                        reexport=args.reexport, say=say)
                 bench_one(z, run, batches=batches, threads=threads, duration=args.duration, say=say)
             except Exception:
                 traceback.print_exc()
                 say(f"{z.name}: FAILED (see the traceback)")
     all_names = [z.name for z in ZOO if (WORK / z.name / "bench.json").is_file()]
+    if args.save_before:
+        import shutil
+
+        for n in all_names:
+            (BEFORE / n).mkdir(parents=True, exist_ok=True)
+            for f in ("bench.json", "prepare.json"):
+                shutil.copy2(WORK / n / f, BEFORE / n / f)
     REPORT.write_text(render(all_names, batches, threads, cpu_info(), versions(),
                              None if args.render_only else time.perf_counter() - t0))
     plot(all_names, batches, threads)

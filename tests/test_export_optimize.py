@@ -74,6 +74,7 @@ def test_transformer_block_folds_shapes_and_fuses_layer_norm():
     inp = keras.Input((6, 8))
     att = keras.layers.MultiHeadAttention(num_heads=2, key_dim=8)(inp, inp)
     x = keras.layers.LayerNormalization(epsilon=1e-6)(inp + att)
+    x = keras.layers.Dense(8, activation="relu")(x)  # a Dense on 3-D: TF's Tensordot
     x = keras.layers.GlobalAveragePooling1D()(x)
     model = keras.Model(inp, keras.layers.Dense(2)(x))
     _randomize(model)
@@ -81,6 +82,9 @@ def test_transformer_block_folds_shapes_and_fuses_layer_norm():
     ops = Counter(n.op_type for n in proto.graph.node)
     assert ops["LayerNormalization"] == 1
     assert ops["Shape"] == 0 and ops["ReduceProd"] == 0  # the static shapes are constants now
+    inits = {i.name: list(i.dims) for i in proto.graph.initializer}
+    flat = [n for n in proto.graph.node if n.op_type == "Reshape" and inits.get(n.input[1]) == [2]]
+    assert not flat  # no Tensordot flattening left around the Dense's MatMul
     _exact(model, proto, np.random.default_rng(3).standard_normal((4, 6, 8)).astype(np.float32))
 
 

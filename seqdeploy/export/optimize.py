@@ -14,6 +14,8 @@ an answer, or fails, leaves the graph as it was.
   on the 3-D tensor is the same arithmetic without the copies, and lets onnxruntime fuse what follows.
 * :func:`fold_conv_affine` -- a per-output-channel ``Add``/``Mul`` after a Conv (bias, BatchNorm in
   inference form) folded into the Conv's weights and bias.
+* :func:`drop_tensordot_reshapes` -- TF's Dense on a 3-D tensor flattens to 2-D around its MatMul; the
+  MatMul broadcasts over the leading axes without the two Reshapes.
 * :func:`fuse_layer_norm` -- TF's LayerNormalization (mean, squared difference, variance, rsqrt, scale,
   shift: 12 nodes) as one ``LayerNormalization`` (opset >= 17).
 
@@ -350,6 +352,45 @@ def native_conv1d(model) -> int:
     return done
 
 
+def drop_tensordot_reshapes(model) -> int:
+    """TF's Dense on a 3-D tensor (``Tensordot``: ``Reshape [-1, K] -> MatMul W[K, M] -> Reshape [-1, T, M]``) as
+    one ``MatMul`` on the 3-D tensor (onnxruntime's MatMul broadcasts over the leading axes)."""
+    import onnx
+
+    g = model.graph
+    shapes = {}
+    for vi in list(onnx.shape_inference.infer_shapes(model).graph.value_info) + list(g.input):
+        dims = vi.type.tensor_type.shape.dim
+        shapes[vi.name] = [d.dim_value if d.HasField("dim_value") else None for d in dims]
+    prod = _producer(g)
+    cons = _consumers(g)
+    outputs = {o.name for o in g.output}
+    done = 0
+    for mm in [n for n in g.node if n.op_type == "MatMul"]:
+        r1 = prod.get(mm.input[0])
+        users = cons.get(mm.output[0], [])
+        w = _const(g, mm.input[1])
+        if r1 is None or r1.op_type != "Reshape" or w is None or w.ndim != 2 or len(users) != 1 or users[0].op_type != "Reshape":
+            continue
+        r2 = users[0]
+        t1, t2 = _const(g, r1.input[1]), _const(g, r2.input[1])
+        x_shape = shapes.get(r1.input[0])
+        if t1 is None or t2 is None or not x_shape or len(x_shape) < 3 or any(d is None for d in x_shape[1:]):
+            continue
+        k, m = int(w.shape[0]), int(w.shape[1])
+        if t1.tolist() != [-1, k] or x_shape[-1] != k or t2.tolist() != [-1, *x_shape[1:-1], m]:
+            continue
+        if mm.output[0] in outputs or len(cons.get(r1.output[0], [])) != 1:
+            continue
+        mm.input[0] = r1.input[0]
+        mm.output[0] = r2.output[0]
+        g.node.remove(r2)
+        done += 1
+    if done:
+        remove_dead_nodes(model)
+    return done
+
+
 def _per_channel(v: np.ndarray, c: int, rank: int) -> np.ndarray | None:
     """``v`` as a length-``c`` vector when it broadcasts over a ``rank``-d NC... tensor per channel only."""
     v = np.asarray(v)
@@ -520,6 +561,7 @@ PASSES: tuple[tuple[str, Callable[[Any], int]], ...] = (
     ("native_conv1d", native_conv1d),
     ("fold_conv_affine", fold_conv_affine),
     ("fuse_layer_norm", fuse_layer_norm),
+    ("drop_tensordot_reshapes", drop_tensordot_reshapes),
 )
 
 
@@ -587,5 +629,5 @@ def optimize_graph(model) -> None:
         model.CopyFrom(opt)
 
 
-__all__ = ["EXACT_RTOL", "OptimizeReport", "PASSES", "fold_conv_affine", "fold_static_shapes", "fuse_layer_norm",
+__all__ = ["EXACT_RTOL", "OptimizeReport", "PASSES", "drop_tensordot_reshapes", "fold_conv_affine", "fold_static_shapes", "fuse_layer_norm",
            "native_conv1d", "optimize_graph", "optimize_model", "probe_feeds", "remove_dead_nodes"]

@@ -8,13 +8,9 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from seqdeploy.export.optimize import (
-    EXACT_RTOL,
-    fold_static_shapes,
-    native_conv1d,
-    optimize_model,
-    remove_dead_nodes,
-)
+from seqdeploy.export.optimize import EXACT_RTOL, optimize_model
+from seqdeploy.export.rewrites import fold_static_shapes, native_conv1d, remove_dead_nodes
+from seqdeploy.export.rewrites_attention import collapse_transposes, hoist_scalar_mul
 
 
 def _ort(model, x: np.ndarray) -> np.ndarray:
@@ -156,3 +152,49 @@ def test_a_dynamic_axis_besides_the_batch_leaves_the_graph_alone(dims):
     m.graph.input[0].type.tensor_type.shape.dim[1].dim_param = dims[1]
     opt, report = optimize_model(m)
     assert opt is m and report.kept_original and "dynamic axis" in report.kept_original
+
+
+def _graph(nodes, inits, x_shape, y_shape):
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, y_shape)],
+                          [numpy_helper.from_array(v, k) for k, v in inits.items()])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    onnx.checker.check_model(m)
+    return m
+
+
+def test_collapse_transposes_keeps_rows_contiguous():
+    """x[N,4,2,3] -> Transpose(0,2,3,1) -> Reshape[-1,3,4] -> Transpose(0,2,1): the innermost axis moved, then
+    moved back; one Transpose(0,2,1,3) + Reshape[-1,4,3] gives the same tensor."""
+    from onnx import helper
+
+    nodes = [helper.make_node("Transpose", ["x"], ["t"], perm=[0, 2, 3, 1]),
+             helper.make_node("Reshape", ["t", "r"], ["u"]),
+             helper.make_node("Transpose", ["u"], ["y"], perm=[0, 2, 1])]
+    m = _graph(nodes, {"r": np.array([-1, 3, 4], np.int64)}, ["batch", 4, 2, 3], [None, 4, 3])
+    x = np.random.default_rng(0).standard_normal((5, 4, 2, 3)).astype(np.float32)
+    before = _ort(m, x)
+    assert collapse_transposes(m) == 1
+    assert [(n.op_type, list(n.attribute[0].ints) if n.attribute else None) for n in m.graph.node] == [
+        ("Transpose", [0, 2, 1, 3]), ("Reshape", None)]
+    assert np.array_equal(_ort(m, x), before)
+
+
+def test_hoist_scalar_mul_moves_the_scale_next_to_its_matmul():
+    from onnx import helper
+
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["m"]),
+             helper.make_node("Reshape", ["m", "r"], ["u"]),
+             helper.make_node("Mul", ["u", "s"], ["y"])]
+    inits = {"w": np.random.default_rng(1).standard_normal((3, 4)).astype(np.float32),
+             "r": np.array([-1, 2, 2], np.int64), "s": np.array(0.25, np.float32)}
+    m = _graph(nodes, inits, ["batch", 3], [None, 2, 2])
+    x = np.random.default_rng(2).standard_normal((5, 3)).astype(np.float32)
+    before = _ort(m, x)
+    assert hoist_scalar_mul(m) == 1
+    assert [n.op_type for n in m.graph.node] == ["MatMul", "Mul", "Reshape"]
+    assert np.array_equal(_ort(m, x), before)

@@ -390,7 +390,7 @@ def bench_one(z: ZooModel, run: Path, *, batches: tuple[int, ...], threads: tupl
                     rule=StopRule(duration_s=duration, warmup_s=0.2))
     out = res.to_json()
     out["litert_errors"] = errors
-    (run / "bench.json").write_text(json.dumps(out, default=str))
+    (run / "zoo_bench.json").write_text(json.dumps(out, default=str))
     return out
 
 
@@ -429,7 +429,7 @@ def summarize(bench: dict, batch: int, threads: int) -> dict:
 
 def render(names: list[str], batches: tuple[int, ...], threads: tuple[int, ...], cpu: dict, versions: dict,
            wall_s: float | None) -> str:
-    benches = {n: json.loads((WORK / n / "bench.json").read_text()) for n in names if (WORK / n / "bench.json").is_file()}
+    benches = {n: json.loads((WORK / n / "zoo_bench.json").read_text()) for n in names if (WORK / n / "zoo_bench.json").is_file()}
     preps = {n: json.loads((WORK / n / "prepare.json").read_text()) for n in names if (WORK / n / "prepare.json").is_file()}
     whats = {z.name: z.what for z in ZOO}
     flags = ", ".join(k for k, v in cpu.get("flags", {}).items() if v)
@@ -489,8 +489,8 @@ def render(names: list[str], batches: tuple[int, ...], threads: tuple[int, ...],
                     for p, why in benches[n]["litert_errors"].items():
                         notes.append(f"- {n} LiteRT {p} not converted: {why[:240]}")
             lines += [""] + (["Not timed (error or disagreement with Keras):", ""] + notes + [""] if notes else [])
-    before = {n: (json.loads((BEFORE / n / "bench.json").read_text()), json.loads((BEFORE / n / "prepare.json").read_text()))
-              for n in names if (BEFORE / n / "bench.json").is_file() and (BEFORE / n / "prepare.json").is_file()}
+    before = {n: (json.loads((BEFORE / n / "zoo_bench.json").read_text()), json.loads((BEFORE / n / "prepare.json").read_text()))
+              for n in names if (BEFORE / n / "zoo_bench.json").is_file() and (BEFORE / n / "prepare.json").is_file()}
     if before:
         th = threads[0]
         lines += ["## The graph cleanup (seqdeploy/export/optimize.py): before and after", "",
@@ -526,7 +526,7 @@ def plot(names: list[str], batches: tuple[int, ...], threads: tuple[int, ...]) -
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    benches = {n: json.loads((WORK / n / "bench.json").read_text()) for n in names if (WORK / n / "bench.json").is_file()}
+    benches = {n: json.loads((WORK / n / "zoo_bench.json").read_text()) for n in names if (WORK / n / "zoo_bench.json").is_file()}
     names = [n for n in names if n in benches]
     combos = [(b, th) for th in threads for b in batches]
     fig, ax = plt.subplots(figsize=(max(8, 1.3 * len(names)), 4.5))
@@ -590,13 +590,13 @@ def main(argv: list[str] | None = None) -> int:
             except Exception:
                 traceback.print_exc()
                 say(f"{z.name}: FAILED (see the traceback)")
-    all_names = [z.name for z in ZOO if (WORK / z.name / "bench.json").is_file()]
+    all_names = [z.name for z in ZOO if (WORK / z.name / "zoo_bench.json").is_file()]
     if args.save_before:
         import shutil
 
         for n in all_names:
             (BEFORE / n).mkdir(parents=True, exist_ok=True)
-            for f in ("bench.json", "prepare.json"):
+            for f in ("zoo_bench.json", "prepare.json"):
                 shutil.copy2(WORK / n / f, BEFORE / n / f)
     REPORT.write_text(render(all_names, batches, threads, cpu_info(), versions(),
                              None if args.render_only else time.perf_counter() - t0))

@@ -15,7 +15,7 @@ $(BIN)/python:
 
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[toolchain,dev,serve,distributed,images,strings]'
+	$(BIN)/python -m pip install --quiet -e '.[toolchain,dev,serve,distributed,images,strings,peers]'
 	touch $(STAMP)
 
 install: $(STAMP)

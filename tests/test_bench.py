@@ -210,8 +210,9 @@ def test_parse_vs():
     assert parse_vs("auto") is None and parse_vs(None) is None
     assert parse_vs("none") == ()
     assert parse_vs("tflite,keras") == ("keras", "tflite")
-    with pytest.raises(UsageError, match="'openvino'"):
-        parse_vs("keras,openvino")
+    assert parse_vs("openvino,keras") == ("keras", "openvino")
+    with pytest.raises(UsageError, match="'onednn'"):
+        parse_vs("keras,onednn")
 
 
 # ----------------------------------------------------------------------------- targets
@@ -309,7 +310,8 @@ def test_ort_settings_are_session_settings_plus_runner_fields(tmp_path):
 def test_runner_families_are_a_registry(tiny, monkeypatch):
     from seqdeploy.bench import runners as reg
 
-    assert list(reg.families()) == ["onnxruntime", "keras", "tflite"] and reg.peers() == ("keras", "tflite")
+    assert list(reg.families()) == ["onnxruntime", "keras", "tflite", "openvino"]
+    assert reg.peers() == ("keras", "tflite", "openvino")
     built = []
 
     class Echo(OrtRunner):
@@ -322,11 +324,11 @@ def test_runner_families_are_a_registry(tiny, monkeypatch):
     monkeypatch.setitem(reg._FAMILIES, "echo", reg.Family(
         "echo", "Echo", build, peer=True, order=40,
         references=(reg.Reference("echo_best", "vs Echo best", "vs Echo", "echo"),)))
-    assert reg.peers() == ("keras", "tflite", "echo") and parse_vs("echo") == ("echo",)
+    assert reg.peers() == ("keras", "tflite", "echo", "openvino") and parse_vs("echo") == ("echo",)
     r = run_bench(tiny, batches=(1,), vs="echo", rule=FAST)
     assert [ri.name for ri in r.runners] == ["ort:fp32", "deployed:fp32", "echo:fp32"] and built == [tiny.parent]
     m = r.get("ort:fp32", 1, 1)
-    assert set(m.speedup) == {"onnx_fp32", "keras_direct", "tflite_best", "echo_best"}
+    assert set(m.speedup) == {"onnx_fp32", "keras_direct", "tflite_best", "echo_best", "openvino_best"}
     assert m.speedup["echo_best"] == pytest.approx(r.get("echo:fp32", 1, 1).latency.p50_us / m.latency.p50_us)
     monkeypatch.setitem(reg._FAMILIES, "echo", reg.Family("echo", "Echo", build, peer=True,
                                                           available=lambda: "echo is not installed"))
@@ -415,7 +417,7 @@ def test_bench_json_schema(tiny_result, tmp_path):
     assert {"runner", "batch", "threads", "status", "creation_s", "first_inference_s", "latency", "throughput_sps",
             "speedup", "rss_delta_mb", "max_abs_diff"} <= set(m)
     assert {"p50_us", "p90_us", "p99_us", "p999_us", "mean_us", "std_us", "n"} <= set(m["latency"])
-    assert set(m["speedup"]) == {"onnx_fp32", "keras_direct", "tflite_best"}
+    assert set(m["speedup"]) == {"onnx_fp32", "keras_direct", "tflite_best", "openvino_best"}
     assert d["runners"][0]["artifact_bytes"] > 0
     assert res.files["json"].endswith("bench.json")
 
@@ -490,7 +492,7 @@ def test_cli_table_and_count(cli, tiny, tmp_path):
     (["--batch", "0"], "--batch received 0"),
     (["--batch", "a"], "--batch received 'a'"),
     (["--threads", "0"], "--threads received 0"),
-    (["--vs", "openvino"], "unknown comparison runner"),
+    (["--vs", "onednn"], "unknown comparison runner"),
     (["--vs", "keras"], "no model.keras"),
     (["--duration", "1", "--count", "5"], "together"),
 ])

@@ -17,7 +17,7 @@ import numpy as np
 
 from seqdeploy.atomic import to_jsonable
 from seqdeploy.bench.discover import BenchData, Target, load_data, resolve_target
-from seqdeploy.bench.runners import BuildContext, families, peers
+from seqdeploy.bench.runners import BuildContext, disagreement, families, peers
 from seqdeploy.bench.runners.keras import KerasRunner
 from seqdeploy.bench.runners.onnxruntime import OrtRunner, OrtSettings
 from seqdeploy.bench.schema import SCHEMA_VERSION, BenchResult, Measurement, RunnerInfo, compute_speedups
@@ -88,7 +88,7 @@ def cpu_info() -> dict[str, Any]:
 
 def versions() -> dict[str, str | None]:
     out: dict[str, str | None] = {"python": platform.python_version()}
-    for pkg in ("seqdeploy", "onnxruntime", "numpy", "onnx", "tensorflow-cpu", "tensorflow", "keras", "tf2onnx", "ai-edge-litert"):
+    for pkg in ("seqdeploy", "onnxruntime", "numpy", "onnx", "tensorflow-cpu", "tensorflow", "keras", "tf2onnx", "ai-edge-litert", "openvino"):
         try:
             out[pkg] = importlib.metadata.version(pkg)
         except importlib.metadata.PackageNotFoundError:
@@ -131,6 +131,20 @@ def _peak_rss_mb() -> float | None:
         return kb / 1024 if sys.platform != "darwin" else kb / 2**20
     except Exception:
         return None
+
+
+def keras_reference(runners: Sequence[Any], created: dict[str, Any], batch: int,
+                    feeds: dict[str, np.ndarray]) -> list[np.ndarray] | None:
+    """Keras's answers on ``feeds`` (the first ``keras:direct`` runner that was created), or None without one:
+    every runner is checked against them before it is timed."""
+    for r in runners:
+        if isinstance(r, KerasRunner) and r.mode == "direct" and created.get(r.name, (None, "absent"))[1] is None:
+            try:
+                r.set_batch(batch)
+                return [np.array(o, copy=True) for o in r.infer(feeds)]
+            except Exception:  # the Keras runner's own error is reported in its row
+                return None
+    return None
 
 
 def build_runners(target: Target, vs: tuple[str, ...] | None, data: BenchData | None, settings: OrtSettings,
@@ -233,6 +247,7 @@ def run_bench(
             live: list[tuple[Any, Callable[[], Any]]] = []
             pre: dict[str, dict[str, Any]] = {}
             ref_out: list[np.ndarray] | None = None
+            keras_out = keras_reference(runners, created, b, feeds)
             for r in runners:
                 cs, err, rss_pending = created[r.name]
                 if err is not None:
@@ -250,6 +265,11 @@ def run_bench(
                     if ref_out is None:
                         ref_out = [np.array(o, copy=True) for o in outs]
                     diff = output_diff(ref_out, outs)
+                    wrong = disagreement(keras_out, outs, r.precision) if keras_out is not None else None
+                    if wrong is not None:  # a wrong answer is never a win: listed with why, not timed
+                        results.append(Measurement(r.name, b, th, "error", reason=f"answers disagree with Keras: {wrong}",
+                                                   creation_s=cs, first_inference_s=first, max_abs_diff=diff))
+                        continue
                     fn = (lambda r=r: r.infer(feeds))
                     nwarm = warm_up(fn, rule.warmup_s)
                 except Exception as exc:
@@ -296,5 +316,5 @@ def run_bench(
     )
 
 
-__all__ = ["DEFAULT_BATCHES", "DEFAULT_THREADS", "MAX_BATCH", "MAX_THREADS", "build_runners", "cpu_info",
+__all__ = ["DEFAULT_BATCHES", "DEFAULT_THREADS", "MAX_BATCH", "MAX_THREADS", "build_runners", "cpu_info", "keras_reference",
            "output_diff", "parse_int_list", "parse_vs", "run_bench", "versions"]

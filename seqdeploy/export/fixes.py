@@ -17,6 +17,7 @@ from typing import Any
 from seqdeploy.errors import OpsetError, UnsupportedLayerError
 from seqdeploy.export.graph import graphs, layer_of, op_counts, rename_io, sanitize_name  # noqa: F401 - op_counts, rename_io: re-exported
 from seqdeploy.export.opsets import BATCH, DEFAULT_OPSET, MIN_OPSET, custom_ops_libraries
+from seqdeploy.export.optimize import optimize_graph
 
 
 def fix_erfc(model) -> int:
@@ -176,7 +177,7 @@ def drop_value_info(model) -> None:
 
 
 #: the fixes every converted graph goes through, in this order (add a fix: a function of the ModelProto here)
-GRAPH_FIXES: tuple = (fix_erfc, fold_channel_affine, drop_value_info, name_batch_axis)
+GRAPH_FIXES: tuple = (fix_erfc, optimize_graph, fold_channel_affine, drop_value_info, name_batch_axis)
 
 
 def apply_graph_fixes(model) -> None:

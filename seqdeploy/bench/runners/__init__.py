@@ -11,8 +11,12 @@ A runner has one interface: ``prepare(threads)`` (create, timed), ``set_batch(ba
 outputs in graph order) and ``infer_named(feeds) -> dict`` (outputs keyed by name, for
 comparisons such as verify), ``close()``.
 
+Every runner's answers are checked against Keras on the same inputs before it is timed
+(:func:`disagreement`): a runner whose answers differ beyond its precision's tolerance is listed
+with the difference as its error, never timed as a win.
+
     >>> sorted(families())                 # doctest: +SKIP
-    ['keras', 'onnxruntime', 'tflite']
+    ['keras', 'onnxruntime', 'openvino', 'tflite']
 """
 
 from __future__ import annotations
@@ -84,6 +88,58 @@ _REGISTRY: Registry[Family] = Registry(__name__, order=lambda f: f.order)
 _FAMILIES = _REGISTRY.entries
 
 
+#: (relative, absolute) tolerance of a runner's answers vs Keras, by precision: float32 graphs agree to
+#: rounding; reduced-precision ones (fp16/bf16, int8 recipes) only to a fraction of the output scale
+TOLERANCES: dict[str, tuple[float, float]] = {"fp32": (1e-3, 1e-4), "fp16": (3e-2, 1e-3), "bf16": (3e-2, 1e-3)}
+QUANTIZED_TOLERANCE: tuple[float, float] = (0.25, 1e-2)
+
+
+def tolerance(precision: str) -> tuple[float, float]:
+    """``(relative, absolute)`` tolerance for a runner of ``precision`` (any int8 flavour: the quantized one).
+
+    >>> tolerance("fp32"), tolerance("int8-dynamic")
+    ((0.001, 0.0001), (0.25, 0.01))
+    """
+    return TOLERANCES.get(precision, QUANTIZED_TOLERANCE)
+
+
+def disagreement(reference: Sequence[np.ndarray], got: Sequence[np.ndarray], precision: str = "fp32") -> str | None:
+    """Why ``got`` does not answer like ``reference`` (Keras's outputs on the same inputs), or None when it does.
+
+    Each output must have the reference's size, be finite where the reference is, and stay within
+    ``rel * scale + abs`` of it, ``scale`` being the reference output's largest magnitude
+    (tolerances by precision: :func:`tolerance`).
+
+    >>> disagreement([np.array([0.2, 0.8])], [np.array([0.2, 0.8])]) is None
+    True
+    >>> disagreement([np.array([0.2, 0.8])], [np.array([np.nan, 0.8])])
+    'output 0: 1 non-finite value(s) where Keras has finite ones'
+    """
+    rel, atol = tolerance(precision)
+    if len(reference) != len(got):
+        return f"{len(got)} output(s) (Keras has {len(reference)})"
+    for k, (a, b) in enumerate(zip(reference, got)):
+        a = np.asarray(a, dtype=np.float64).reshape(-1)
+        b = np.asarray(b).reshape(-1)
+        if a.size != b.size:
+            return f"output {k}: {b.size} values (Keras has {a.size})"
+        if b.dtype.kind not in "fiub":
+            return f"output {k}: dtype {b.dtype} (expected numbers)"
+        b = b.astype(np.float64)
+        bad = np.isfinite(a) & ~np.isfinite(b)
+        if bad.any():
+            return f"output {k}: {int(bad.sum())} non-finite value(s) where Keras has finite ones"
+        if not a.size:
+            continue
+        fin = np.isfinite(a)
+        scale = float(np.max(np.abs(a[fin]))) if fin.any() else 0.0
+        diff = float(np.max(np.abs(a[fin] - b[fin]))) if fin.any() else 0.0
+        if diff > rel * scale + atol:
+            return (f"output {k}: max |diff| vs Keras {diff:.3g} > tolerance {rel * scale + atol:.3g} "
+                    f"({rel:g} x output scale {scale:.3g} + {atol:g}, {precision})")
+    return None
+
+
 def register(family: Family) -> Family:
     """Add a runner family (call it at import time of the family's module)."""
     return _REGISTRY.add(family.name, family)
@@ -98,7 +154,7 @@ def peers() -> tuple[str, ...]:
     """The families ``--vs`` selects, in order.
 
     >>> peers()
-    ('keras', 'tflite')
+    ('keras', 'tflite', 'openvino')
     """
     return tuple(name for name, f in families().items() if f.peer)
 
@@ -108,4 +164,5 @@ def references() -> tuple[tuple[str, Reference], ...]:
     return tuple((name, ref) for name, f in families().items() for ref in f.references)
 
 
-__all__ = ["BuildContext", "Family", "Reference", "Runner", "families", "peers", "references", "register"]
+__all__ = ["BuildContext", "Family", "QUANTIZED_TOLERANCE", "Reference", "Runner", "TOLERANCES", "disagreement", "families",
+           "peers", "references", "register", "tolerance"]

@@ -1,4 +1,10 @@
-"""TFLite runners (XNNPACK, ``num_threads``) on models converted from the run's Keras model, fp32 and int8.
+"""LiteRT runners (XNNPACK, ``num_threads``) on models converted from the run's Keras model: fp32,
+int8 with dynamic-range weights, and full-integer int8 calibrated on representative rows.
+
+The one LiteRT path is what users run: ``tf.lite.TFLiteConverter.from_keras_model`` on the loaded
+model and ``ai_edge_litert.interpreter.Interpreter`` (``tf.lite.Interpreter`` only when LiteRT is
+not installed), the input resized to the batch. A frozen concrete function with a fixed batch of 1
+is the fallback for models ``from_keras_model`` rejects (some LSTM/GRU graphs).
 
 The converter runs in a child process (``python -m seqdeploy.bench.runners.tflite --tflite-child``):
 int8 calibration of LSTM/GRU can segfault, and a crash must cost one attempt, not the benchmark.
@@ -26,7 +32,7 @@ from seqdeploy.errors import BenchError
 
 @dataclass(frozen=True)
 class TfliteModel:
-    """A converted TFLite flatbuffer and how it was made."""
+    """A converted LiteRT (TFLite) flatbuffer and how it was made."""
 
     content: bytes
     precision: str
@@ -35,32 +41,48 @@ class TfliteModel:
     notes: tuple[str, ...] = ()
 
 
+#: precision -> attempts (signature, kernels): "keras" = from_keras_model (dynamic batch), "batch1" = a frozen
+#: concrete function with a fixed batch of 1; kernels None = float, "dynamic" = dynamic-range int8 weights,
+#: "int8-only" = full-integer kernels, "mixed" = int8 with float fallback kernels
 _TFLITE_ATTEMPTS = {
-    "fp32": (("dynamic", None), ("batch1", None)),
-    "int8": (("dynamic", "int8-only"), ("dynamic", "mixed"), ("batch1", "int8-only"), ("batch1", "mixed")),
+    "fp32": (("keras", None), ("batch1", None)),
+    "int8-dynamic": (("keras", "dynamic"), ("batch1", "dynamic")),
+    "int8": (("keras", "int8-only"), ("keras", "mixed"), ("batch1", "int8-only"), ("batch1", "mixed")),
 }
+PRECISIONS = tuple(_TFLITE_ATTEMPTS)
 
 
-def _convert_attempt(model: Any, precision: str, batch: str, kernels: str | None, representative: np.ndarray | None) -> bytes:
+def _converter(model: Any, batch: str) -> Any:
     import tensorflow as tf
+
+    if batch == "keras":
+        return tf.lite.TFLiteConverter.from_keras_model(model)
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
     inp = model.inputs[0]
     dtype = tf.as_dtype(getattr(inp, "dtype", "float32") or "float32")
-    sig = [tf.TensorSpec(((None if batch == "dynamic" else 1),) + tuple(inp.shape[1:]), dtype, name="x")]
+    sig = [tf.TensorSpec((1,) + tuple(inp.shape[1:]), dtype, name="x")]
     fn = tf.function(lambda t: model(t, training=False), input_signature=sig)
     # freeze: with live variables the converter emits READ_VARIABLE ops that calibration cannot run
     frozen = convert_variables_to_constants_v2(fn.get_concrete_function())
-    conv = tf.lite.TFLiteConverter.from_concrete_functions([frozen])
-    if precision == "int8":
+    return tf.lite.TFLiteConverter.from_concrete_functions([frozen])
+
+
+def _convert_attempt(model: Any, precision: str, batch: str, kernels: str | None, representative: np.ndarray | None) -> bytes:
+    import tensorflow as tf
+
+    conv = _converter(model, batch)
+    if kernels is not None:
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    if kernels in ("int8-only", "mixed"):
         assert representative is not None
+        dtype = tf.as_dtype(getattr(model.inputs[0], "dtype", "float32") or "float32")
         rows = np.asarray(representative)[:200].astype(dtype.as_numpy_dtype)
 
         def rep() -> Any:
             for r in rows:
                 yield [r[None, ...]]
 
-        conv.optimizations = [tf.lite.Optimize.DEFAULT]
         conv.representative_dataset = rep
         ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         if kernels == "mixed":
@@ -75,6 +97,10 @@ def _tflite_child(spec_path: str) -> int:
     spec = json.loads(Path(spec_path).read_text())
     out = Path(spec["out"])
     rep = np.load(spec["rep"]) if spec.get("rep") else None
+    for path in spec.get("preload", []):  # modules that register the model's custom layers
+        import runpy
+
+        runpy.run_path(path)
     model = load_keras(spec["keras"])
     skip = set(spec.get("skip", []))
     for precision in spec["precisions"]:
@@ -92,10 +118,12 @@ def _tflite_child(spec_path: str) -> int:
                 msg = [ln for ln in msg if "error" in ln.lower()] or msg or [type(exc).__name__]
                 errors.append(f"{aid}: {re.sub(r'^.*?error: ', '', msg[0].strip())[:300]}")
                 continue
-            notes = []
+            notes = ["TFLiteConverter.from_keras_model" if batch == "keras" else "frozen concrete function"]
             if batch == "batch1":
-                notes.append("fixed batch-1 signature: the converter rejects a dynamic batch axis for this model")
-            if kernels == "mixed":
+                notes.append("fixed batch-1 signature: from_keras_model failed for this model")
+            if kernels == "dynamic":
+                notes.append("dynamic-range int8 weights (Optimize.DEFAULT), float activations")
+            elif kernels == "mixed":
                 notes.append("int8 with float fallback kernels (integer-only conversion failed)")
             elif kernels == "int8-only":
                 notes.append("full-integer int8 kernels, float32 input/output")
@@ -114,16 +142,18 @@ def _tflite_child(spec_path: str) -> int:
 _CHILD = "import sys; from seqdeploy.bench.runners.tflite import _main; raise SystemExit(_main(sys.argv[1:]))"
 
 
-def convert_tflite(keras_path: str | os.PathLike, precisions: Sequence[str] = ("fp32", "int8"),
+def convert_tflite(keras_path: str | os.PathLike, precisions: Sequence[str] = ("fp32", "int8-dynamic", "int8"),
                    representative: np.ndarray | None = None, *, max_crashes: int = 4,
-                   timeout_s: float = 600.0) -> tuple[dict[str, TfliteModel], dict[str, str]]:
+                   timeout_s: float = 600.0, preload: Sequence[str | os.PathLike] = ()
+                   ) -> tuple[dict[str, TfliteModel], dict[str, str]]:
     """Convert a saved Keras model to TFLite in a child process; return (models, errors) by precision.
 
-    Tries a dynamic batch axis first, then a fixed batch-1 signature (the only one the
-    converter accepts for LSTM/GRU); int8 (calibrated on ``representative`` rows) tries
-    integer-only kernels first, then int8 with float fallback. The child isolates the
+    Tries ``from_keras_model`` (dynamic batch axis) first, then a frozen fixed batch-1 signature;
+    ``int8-dynamic`` quantizes the weights only (``Optimize.DEFAULT``); ``int8`` (calibrated on
+    ``representative`` rows) tries integer-only kernels first, then int8 with float fallback. The child isolates the
     converter's segfaults (int8 calibration of recurrent layers): an attempt that crashes
-    is skipped and the child restarted.
+    is skipped and the child restarted. ``preload`` names Python files the child runs before loading
+    the model (those that register its custom layers with ``keras.saving.register_keras_serializable``).
 
     >>> models, errors = convert_tflite("runs/x/model.keras", ("fp32", "int8"), x_train[:200])  # doctest: +SKIP
     """
@@ -132,7 +162,7 @@ def convert_tflite(keras_path: str | os.PathLike, precisions: Sequence[str] = ("
 
     for p in precisions:
         if p not in _TFLITE_ATTEMPTS:
-            raise BenchError(f"TFLite precision {p!r} (expected one of {', '.join(_TFLITE_ATTEMPTS)})")
+            raise BenchError(f"LiteRT precision {p!r} (expected one of {', '.join(_TFLITE_ATTEMPTS)})")
     if "int8" in precisions and representative is None:
         raise BenchError("int8 TFLite conversion needs representative rows (received none); pass representative=x_train[:200]")
     models: dict[str, TfliteModel] = {}
@@ -148,7 +178,8 @@ def convert_tflite(keras_path: str | os.PathLike, precisions: Sequence[str] = ("
         todo = list(precisions)
         for _ in range(max_crashes + 1):
             spec = {"keras": str(Path(keras_path).resolve()), "out": str(d), "precisions": todo,
-                    "rep": str(rep_path) if rep_path else None, "skip": skip, "errors": crash_errors}
+                    "rep": str(rep_path) if rep_path else None, "skip": skip, "errors": crash_errors,
+                    "preload": [str(Path(f).resolve()) for f in preload]}
             (d / "spec.json").write_text(json.dumps(spec))
             env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
             try:
@@ -185,7 +216,7 @@ def _tflite_interpreter(content: bytes, threads: int) -> Any:
     quiet_tf()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        try:  # the LiteRT package replaces tf.lite.Interpreter when installed
+        try:  # the LiteRT interpreter users run; tf.lite.Interpreter (deprecated) only without it
             from ai_edge_litert.interpreter import Interpreter  # type: ignore
         except ImportError:
             import tensorflow as tf
@@ -194,8 +225,13 @@ def _tflite_interpreter(content: bytes, threads: int) -> Any:
         return Interpreter(model_content=content, num_threads=int(threads))
 
 
+def interpreter_kind() -> str:
+    """Which interpreter the runners use: ``"ai_edge_litert"`` or ``"tf.lite"``."""
+    return "ai_edge_litert" if importlib.util.find_spec("ai_edge_litert") is not None else "tf.lite"
+
+
 class TfliteRunner:
-    """TFLite (XNNPACK, ``num_threads``) on a model converted from the same Keras model."""
+    """LiteRT (XNNPACK, ``num_threads``) on a model converted from the same Keras model."""
 
     family = "tflite"
 
@@ -207,7 +243,7 @@ class TfliteRunner:
         self.artifact_bytes = len(model.content)
         self.deployed = False
         self.threads_apply = True
-        self.notes = list(model.notes)
+        self.notes = [f"{interpreter_kind()} Interpreter, input resized to the batch", *model.notes]
         self.build_s = build_s if build_s is not None else model.convert_s
         self._it: Any = None
         self._in_idx = 0
@@ -259,17 +295,18 @@ def _available() -> str | None:
 
 
 def build(ctx: BuildContext) -> list[Any]:
-    """Convert the Keras model (fp32, and int8 calibrated on training rows when there are any) and time each."""
-    ctx.progress("converting the Keras model to TFLite (fp32, int8) in a child process")
+    """Convert the Keras model (fp32, dynamic-range int8, and full-integer int8 calibrated on training rows
+    when there are any) and time each."""
+    ctx.progress("converting the Keras model to LiteRT (fp32, int8-dynamic, int8) in a child process")
     data = ctx.data
     rep = data.train if data is not None else None
     if data is not None and data.source == "random":
         ctx.warnings.append("TFLite int8 calibrated on random inputs (no run splits available)")
     t0 = time.perf_counter()
-    models, errors = convert_tflite(ctx.target.keras_path, ("fp32", "int8") if rep is not None else ("fp32",), rep)
+    models, errors = convert_tflite(ctx.target.keras_path, PRECISIONS if rep is not None else ("fp32", "int8-dynamic"), rep)
     build_s = time.perf_counter() - t0
     runners: list[Any] = []
-    for prec in ("fp32", "int8"):
+    for prec in PRECISIONS:
         if prec in models:
             runners.append(TfliteRunner(models[prec], build_s=build_s))
         elif prec in errors:
@@ -278,7 +315,7 @@ def build(ctx: BuildContext) -> list[Any]:
 
 
 register(Family(
-    name="tflite", label="TFLite", build=build, available=_available, peer=True, needs_keras=True, order=30,
+    name="tflite", label="LiteRT", build=build, available=_available, peer=True, needs_keras=True, order=30,
     references=(Reference("tflite_best", "vs TFLite best", "vs TFLite", "tflite"),),
 ))
 
@@ -290,7 +327,7 @@ def _main(argv: Sequence[str]) -> int:
     return 2
 
 
-__all__ = ["TfliteModel", "TfliteRunner", "convert_tflite"]
+__all__ = ["PRECISIONS", "TfliteModel", "TfliteRunner", "convert_tflite", "interpreter_kind"]
 
 if __name__ == "__main__":
     raise SystemExit(_main(sys.argv[1:]))

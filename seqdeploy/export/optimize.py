@@ -1,0 +1,137 @@
+"""Graph cleanup after export: exact rewrites that leave onnxruntime less to do per call.
+
+Each pass (in :mod:`seqdeploy.export.rewrites`) is a function of the ``ModelProto`` (changed in place)
+returning how many rewrites it made;
+:data:`PASSES` lists them in order. :func:`optimize_graph` (an entry of
+``seqdeploy.export.fixes.GRAPH_FIXES``) runs them and keeps the result only when it answers like the
+exported graph on probe inputs (max |diff| <= ``EXACT_RTOL`` x output scale): a pass that would change
+an answer, or fails, leaves the graph as it was.
+
+* :func:`fold_static_shapes` -- tf2onnx rebuilds static shapes at run time (``Shape -> Gather -> Concat
+  -> Reshape``) wherever Keras used ``tf.shape``. When only the batch axis is dynamic, every such value
+  is found by running the graph at two batch sizes: values that do not change become constants, and a
+  Reshape target that changes in exactly one position becomes a constant with ``-1`` there.
+* :func:`native_conv1d` -- Keras Conv1D arrives as ``Unsqueeze -> Conv(1 x k) -> Squeeze``; a 1-D Conv
+  on the 3-D tensor is the same arithmetic without the copies, and lets onnxruntime fuse what follows.
+* :func:`fold_conv_affine` -- a per-output-channel ``Add``/``Mul`` after a Conv (bias, BatchNorm in
+  inference form) folded into the Conv's weights and bias.
+* :func:`drop_tensordot_reshapes` -- TF's Dense on a 3-D tensor flattens to 2-D around its MatMul; the
+  MatMul broadcasts over the leading axes without the two Reshapes.
+* :func:`collapse_transposes` -- tf2onnx lowers Keras MultiHeadAttention's einsums to ``Transpose ->
+  Reshape -> Transpose`` chains; where one Transpose + Reshape does the same and keeps rows contiguous
+  (the attention's value path), the chain becomes that.
+* :func:`hoist_scalar_mul` -- the attention scale (a scalar Mul behind Reshape/Squeeze) moved next to its
+  MatMul, where onnxruntime folds it into the MatMul.
+* :func:`fuse_layer_norm` -- TF's LayerNormalization (mean, squared difference, variance, rsqrt, scale,
+  shift: 12 nodes) as one ``LayerNormalization`` (opset >= 17).
+
+Measured on benchmarks/real_zoo.py's models (see benchmarks/REAL_ZOO.md). Tried and not kept:
+onnxruntime's transformer optimizer (``onnxruntime.transformers.optimizer``, model types ``bert`` and
+``bert_tf``) fused nothing in tf2onnx's Keras MultiHeadAttention/LayerNormalization graphs; onnxslim
+and onnxscript's optimizer removed nothing more once these passes had run (onnxslim alone folded part
+of the Transformer's shape arithmetic, 127 -> 105 nodes; onnxscript 0), and onnxruntime itself already
+folds a BatchNorm that directly follows a 2-D Conv.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+EXACT_RTOL = 1e-5  # an optimized graph must answer within this fraction of the output scale
+
+
+@dataclass(frozen=True)
+class OptimizeReport:
+    """What :func:`optimize_model` did: rewrites per pass, nodes before/after, the check, or why it kept the input."""
+
+    applied: dict[str, int]
+    nodes_before: int
+    nodes_after: int
+    max_abs_diff: float | None
+    kept_original: str | None = None
+
+
+from seqdeploy.export.rewrites import PROBE_BATCHES, fold_conv_affine, fold_static_shapes, native_conv1d, probe_feeds, probe_session
+from seqdeploy.export.rewrites_attention import collapse_transposes, drop_tensordot_reshapes, fuse_layer_norm, hoist_scalar_mul
+
+
+#: the passes :func:`optimize_graph` runs, in this order (name, function of the ModelProto -> rewrites made)
+PASSES: tuple[tuple[str, Callable[[Any], int]], ...] = (
+    ("fold_static_shapes", fold_static_shapes),
+    ("native_conv1d", native_conv1d),
+    ("fold_conv_affine", fold_conv_affine),
+    ("fuse_layer_norm", fuse_layer_norm),
+    ("drop_tensordot_reshapes", drop_tensordot_reshapes),
+    ("collapse_transposes", collapse_transposes),
+    ("hoist_scalar_mul", hoist_scalar_mul),
+)
+
+
+def _max_diff(a: list[np.ndarray], b: list[np.ndarray]) -> tuple[float, float]:
+    diff, scale = 0.0, 0.0
+    for x, y in zip(a, b):
+        x = np.asarray(x, np.float64)
+        y = np.asarray(y, np.float64)
+        if x.shape != y.shape:
+            return float("inf"), 0.0
+        if x.size:
+            diff = max(diff, float(np.nanmax(np.abs(x - y))) if np.isfinite(y).all() == np.isfinite(x).all() else float("inf"))
+            scale = max(scale, float(np.nanmax(np.abs(x))))
+    return diff, scale
+
+
+def optimize_model(model, passes: tuple[tuple[str, Callable[[Any], int]], ...] = PASSES) -> tuple[Any, OptimizeReport]:
+    """Run ``passes`` on a copy of ``model``; return (the optimized copy, or ``model`` itself when the result
+    does not answer like it, and the report).
+
+    >>> opt, report = optimize_model(proto)   # doctest: +SKIP
+    >>> report.applied                        # doctest: +SKIP
+    {'fold_static_shapes': 0, 'native_conv1d': 3, 'fold_conv_affine': 9, 'fuse_layer_norm': 0}
+    """
+    import onnx
+
+    before = len(model.graph.node)
+    feeds = probe_feeds(model, PROBE_BATCHES[-1], seed=1)
+    if feeds is None:
+        return model, OptimizeReport({}, before, before, None, "an input has a dynamic axis besides the batch")
+    try:
+        ref = probe_session(model).run(None, feeds)
+    except Exception as exc:  # nothing to compare against: leave the graph alone
+        return model, OptimizeReport({}, before, before, None, f"onnxruntime cannot run the graph ({type(exc).__name__})")
+    opt = onnx.ModelProto()
+    opt.CopyFrom(model)
+    applied: dict[str, int] = {}
+    for name, fn in passes:
+        trial = onnx.ModelProto()
+        trial.CopyFrom(opt)
+        try:
+            n = fn(trial)
+            if n:
+                got = probe_session(trial).run(None, feeds)
+                diff, scale = _max_diff(ref, got)
+                if not diff <= EXACT_RTOL * max(scale, 1e-6):
+                    applied[name] = 0
+                    continue
+                opt = trial
+        except Exception:  # a pass that cannot handle this graph: skip it, keep the rest
+            applied[name] = 0
+            continue
+        applied[name] = n
+    got = probe_session(opt).run(None, feeds)
+    diff, scale = _max_diff(ref, got)
+    if not diff <= EXACT_RTOL * max(scale, 1e-6):
+        return model, OptimizeReport(applied, before, before, diff, "the optimized graph answered differently")
+    return opt, OptimizeReport(applied, before, len(opt.graph.node), diff)
+
+
+def optimize_graph(model) -> None:
+    """``GRAPH_FIXES`` entry: replace ``model``'s graph by :func:`optimize_model`'s result (in place)."""
+    opt, report = optimize_model(model)
+    if opt is not model and report.kept_original is None:
+        model.CopyFrom(opt)
+
+
+__all__ = ["EXACT_RTOL", "OptimizeReport", "PASSES", "optimize_graph", "optimize_model"]

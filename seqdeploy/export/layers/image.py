@@ -12,6 +12,9 @@ input size, dynamic ones included. Keras's crop / pad to the aspect ratio is Ker
 ``Rescaling`` needs nothing (Mul + Add, exact). Interpolations with no exact ONNX form here (``bicubic``,
 ``area``, ``lanczos3/5``, ``gaussian``, ``mitchellcubic``, and ``antialias=True`` for them or ``bilinear``)
 are refused: tf2onnx would emit an operator onnxruntime rejects or a Resize that disagrees with Keras.
+
+Keras's own limit: a ``CenterCrop`` on an input of dynamic height/width is traced by Keras as a plain slice,
+so an image smaller than the target comes out smaller (eager Keras resizes it); give the Input a static size.
 """
 
 from __future__ import annotations

@@ -55,17 +55,23 @@ def unroll_conv_lstm(layer: Any, sequences: Any, initial_state: Any = None) -> A
     if cell.use_bias:
         z_in = z_in + cell.bias  # [i | f | c | o] blocks on the channel axis, like the kernel's
     z_in = tf.reshape(z_in, tf.concat([shape[:2], tf.shape(z_in)[1:]], axis=0))
+    # the recurrence runs channels-first, ONNX Conv's own layout: no Transpose pair around each step's Conv
+    rank = len(z_in.shape) - 3  # spatial dims
+    z_in = tf.transpose(z_in, [0, 1, rank + 2, *range(2, rank + 2)])  # [B, T, 4F, *spatial]
+    first = [0, rank + 1, *range(1, rank + 1)]  # [B, *spatial, F] -> [B, F, *spatial]
+    last = [0, *range(2, rank + 2), 1]  # and back
+    layout = {1: "NCW", 2: "NCHW", 3: "NCDHW"}[rank]
     if initial_state is None:
         h = c = None  # zero state: the first recurrent convolution is exactly zero
     else:
-        h, c = (tf.convert_to_tensor(s, dtype=z_in.dtype) for s in initial_state)
+        h, c = (tf.transpose(tf.convert_to_tensor(s, dtype=z_in.dtype), first) for s in initial_state)
     order = range(steps - 1, -1, -1) if layer.go_backwards else range(steps)
     outputs = []
     for t in order:
         z = z_in[:, t]
         if h is not None:
-            z = z + cell.recurrent_conv(h, cell.recurrent_kernel)
-        z_i, z_f, z_c, z_o = tf.split(z, 4, axis=-1)
+            z = z + tf.nn.convolution(h, cell.recurrent_kernel, padding="SAME", data_format=layout)
+        z_i, z_f, z_c, z_o = tf.split(z, 4, axis=1)
         i = cell.recurrent_activation(z_i)
         f = cell.recurrent_activation(z_f)
         candidate = i * cell.activation(z_c)
@@ -73,9 +79,12 @@ def unroll_conv_lstm(layer: Any, sequences: Any, initial_state: Any = None) -> A
         o = cell.recurrent_activation(z_o)
         h = o * cell.activation(c)
         outputs.append(h)
-    output = tf.stack(outputs, axis=1) if layer.return_sequences else h
+    if layer.return_sequences:
+        output = tf.transpose(tf.stack(outputs, axis=1), [0, 1, *range(3, rank + 3), 2])
+    else:
+        output = tf.transpose(h, last)
     if layer.return_state:
-        return output, h, c
+        return output, tf.transpose(h, last), tf.transpose(c, last)
     return output
 
 

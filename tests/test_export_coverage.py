@@ -339,6 +339,9 @@ LAYER_CASES: list[LayerCase] = [
               data=_pixels),
     LayerCase("center_crop_up", "CenterCrop larger than the image", lambda: [_L().CenterCrop(20, 9)], (15, 21, 3),
               "converted", "Keras resizes: as Resizing bilinear", data=_pixels),
+    LayerCase("center_crop_dynamic", "CenterCrop (dynamic image size)", lambda: [_L().CenterCrop(16, 14)],
+              (None, None, 3), "converted", "If: Slice when the image is large enough, else Keras's smart_resize "
+              "(Keras's own trace would only slice)", data=_pixels),
     # augmentation / noise / dropout: identity at inference
     _aug("RandomFlip"), _aug("RandomRotation", 0.2), _aug("RandomZoom", 0.2), _aug("RandomContrast", 0.3),
     _aug("RandomTranslation", 0.1, 0.1), _aug("RandomCrop", 12, 12), _aug("RandomBrightness", 0.2),

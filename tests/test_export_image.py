@@ -46,6 +46,7 @@ def test_resizing_and_center_crop_export_equal_keras():
             L.Resizing(10, 10, pad_to_aspect_ratio=True, name="pad")(x_in),
             L.Resizing(7, 11, interpolation="nearest", name="nearest")(x_in),
             L.Rescaling(1 / 127.5, offset=-1, name="rescale")(x_in),
+            L.CenterCrop(16, 14, name="center_dynamic")(x_in),  # resized at 15x21, sliced at 17x14
             L.Resizing(9, 30, name="static")(s_in),
             L.CenterCrop(20, 9, name="center_up")(s_in),  # smaller than the target: Keras resizes
             L.CenterCrop(6, 9, name="center_down")(s_in)]
@@ -53,7 +54,7 @@ def test_resizing_and_center_crop_export_equal_keras():
     conv = convert_model(model)
     sess = ort.InferenceSession(conv.model.SerializeToString(), providers=["CPUExecutionProvider"])
     assert [n.op_type for n in conv.model.graph.node].count("Resize") == 1  # nearest only
-    for batch, (h, w) in [(1, (15, 21)), (3, (17, 12))]:
+    for batch, (h, w) in [(1, (15, 21)), (3, (17, 14)), (2, (17, 12))]:
         x, s = _pixels(batch, h, w), _pixels(batch + 1)[:batch]
         got = sess.run(None, {"x": x, "s": s})
         want = [np.asarray(v) for v in model([x, s], training=False)]

@@ -13,8 +13,9 @@ input size, dynamic ones included. Keras's crop / pad to the aspect ratio is Ker
 ``area``, ``lanczos3/5``, ``gaussian``, ``mitchellcubic``, and ``antialias=True`` for them or ``bilinear``)
 are refused: tf2onnx would emit an operator onnxruntime rejects or a Resize that disagrees with Keras.
 
-Keras's own limit: a ``CenterCrop`` on an input of dynamic height/width is traced by Keras as a plain slice,
-so an image smaller than the target comes out smaller (eager Keras resizes it); give the Input a static size.
+``CenterCrop`` on an input of dynamic height/width: Keras's traced call is a plain slice, so an image smaller
+than the target would come out smaller (eager Keras resizes it); here it is traced as what eager Keras does,
+slice when the image is at least the target size, ``smart_resize`` otherwise (an ONNX ``If``).
 """
 
 from __future__ import annotations
@@ -116,9 +117,33 @@ class ImageResizeConverter(LayerConverter):
     def trace(self, layer: Any, state: Any, original: Callable) -> Callable:
         def call(*args, **kwargs):
             with exact_tf_resize():
+                images = args[0] if args else None
+                if type(layer).__name__ == "CenterCrop" and _dynamic_image(layer, images):
+                    return center_crop_dynamic(layer, images, lambda: original(*args, **kwargs))
                 return original(*args, **kwargs)
 
         return call
+
+
+def _dynamic_image(layer: Any, images: Any) -> bool:
+    shape = getattr(images, "shape", None)
+    return (layer.data_format == "channels_last" and shape is not None and len(shape) == 4
+            and (shape[1] is None or shape[2] is None))
+
+
+def center_crop_dynamic(layer: Any, images: Any, sliced: Callable) -> Any:
+    """What eager Keras's ``CenterCrop`` does for an image of any size: its slice when the image is at least
+    the target size, else ``smart_resize`` to it (bilinear)."""
+    import keras
+    import tensorflow as tf
+
+    shape = tf.shape(images)
+    large = tf.logical_and(shape[1] >= layer.height, shape[2] >= layer.width)
+    size = [layer.height, layer.width]
+    out = tf.cond(large, sliced, lambda: tf.cast(keras.preprocessing.image.smart_resize(
+        tf.cast(images, layer.compute_dtype), size, data_format="channels_last"), layer.compute_dtype))
+    out.set_shape([images.shape[0], layer.height, layer.width, images.shape[3]])
+    return out
 
 
 REGISTRY.add(ImageResizeConverter.name, ImageResizeConverter())

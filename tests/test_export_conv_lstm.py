@@ -77,14 +77,14 @@ def test_strides_dilation_valid_backwards_activations_equal_keras():
                    L.ConvLSTM2D(2, 3, dilation_rate=2, padding="valid", use_bias=False)], (3, 9, 9, 2))
 
 
-def test_return_state_and_last_output_conv_lstm1d():
+def test_return_state_initial_state_and_last_output_conv_lstm1d():
     import keras
 
     L = keras.layers
     keras.utils.set_random_seed(0)
     x_in = keras.Input((4, 7, 3), name="x")
     seq, h, c = L.ConvLSTM1D(5, 3, padding="same", return_state=True, return_sequences=True)(x_in)
-    last = L.ConvLSTM1D(2, 2, go_backwards=True)(seq, initial_state=None)
+    last = L.ConvLSTM1D(5, 2, padding="same", go_backwards=True)(seq, initial_state=[h, c])  # even kernel
     model = _randomize(keras.Model(x_in, [last, L.Add(name="state")([h, c])]))
     _, ops, err = _run(model, _frames((4, 7, 3)))
     assert err <= ATOL

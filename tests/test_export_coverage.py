@@ -302,8 +302,7 @@ LAYER_CASES: list[LayerCase] = [
     LayerCase("convlstm2d_static", "ConvLSTM2D return_sequences (static frames)", lambda: [
         _L().ConvLSTM2D(4, 3, padding="same", return_sequences=True), _L().BatchNormalization(),
         _L().Conv3D(1, 3, padding="same", activation="sigmoid")], (3, 6, 6, 2), "converted",
-        "unrolled over the frames: one input Conv for all frames, one recurrent Conv + gate math per step, no Loop",
-        slow=False),
+        "unrolled over the frames: one input Conv for all frames, one recurrent Conv + gate math per step, no Loop"),
     LayerCase("convlstm2d_strides_backwards", "ConvLSTM2D strides, go_backwards, relu/hard_sigmoid (static frames)",
               lambda: [_L().ConvLSTM2D(3, (3, 2), strides=(2, 1), padding="same", go_backwards=True,
                                        activation="relu", recurrent_activation="hard_sigmoid")], (3, 9, 9, 2),

@@ -27,8 +27,8 @@ CONV_LSTM_CLASSES = ("ConvLSTM1D", "ConvLSTM2D", "ConvLSTM3D")
 def unrollable(layer: Any, sequences: Any, initial_state: Any = None, mask: Any = None) -> str | None:
     """Why this call of a ConvLSTM layer cannot be unrolled, or ``None`` when it can."""
     if sequences.shape[1] is None:
-        return ("its time length is not static (input shape "
-                f"{tuple(sequences.shape)}); give the model's Input a fixed number of frames to unroll it")
+        return (f"its time length is not static (input shape {tuple(sequences.shape)}); to unroll it, build the "
+                "model with a fixed number of frames in its Input and copy the weights over (set_weights)")
     if mask is not None:
         return "it is called with a mask"
     if getattr(layer, "stateful", False):

@@ -107,13 +107,13 @@ def _nbits4(src: Path, dst: Path) -> str | None:
 
 def build(work: Path, fresh: bool, floor: bool) -> dict[str, Any]:
     """Train/export/quantize into ``work`` (reused unless ``fresh``); returns data and candidate files."""
-    from quantize_larger import _digits
+    from quantize_larger import digits
 
     from seqdeploy.quantize import QuantizeSettings
     from seqdeploy.quantize.recipes import get_recipe
 
     work.mkdir(parents=True, exist_ok=True)
-    xtr, xte, ytr, yte = _digits(28, None, 0)
+    xtr, xte, ytr, yte = digits(28, None, 0)
     specs = [("mlp", (1024, 1024, 10), 4)] + ([("tiny", (16, 16, 10), 0), ("fc1", (1024,), 0)] if floor else [])
     notes: list[str] = []
     for name, dims, epochs in specs:

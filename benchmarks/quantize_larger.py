@@ -28,7 +28,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np
 
 
-def _digits(size: int, channels: int | None, seed: int = 0):
+def digits(size: int, channels: int | None, seed: int = 0):
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
@@ -44,7 +44,7 @@ def _digits(size: int, channels: int | None, seed: int = 0):
                             stratify=d.target)
 
 
-def _breast_cancer(seed: int = 0):
+def breast_cancer(seed: int = 0):
     from sklearn.datasets import load_breast_cancer
     from sklearn.model_selection import train_test_split
 
@@ -70,7 +70,7 @@ def build_models(work: Path, seed: int = 0):
     keras.utils.set_random_seed(seed)
     out = []
 
-    xtr, xte, ytr, yte = _digits(28, None, seed)
+    xtr, xte, ytr, yte = digits(28, None, seed)
     mlp = keras.Sequential([keras.Input((784,)), layers.Dense(1024, activation="relu"),
                             layers.Dense(1024, activation="relu"), layers.Dense(10, activation="softmax")])
     mlp.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
@@ -78,7 +78,7 @@ def build_models(work: Path, seed: int = 0):
     _export(mlp, (784,), work / "mlp_784.onnx")
     out.append(("mlp_784", "784-1024-1024-10 MLP, digits 28x28", "multiclass", xtr, xte, yte))
 
-    xtr, xte, ytr, yte = _digits(32, 3, seed)
+    xtr, xte, ytr, yte = digits(32, 3, seed)
     cnn = keras.Sequential([keras.Input((32, 32, 3)),
                             layers.Conv2D(32, 3, padding="same", activation="relu"), layers.MaxPooling2D(),
                             layers.Conv2D(64, 3, padding="same", activation="relu"), layers.MaxPooling2D(),
@@ -89,7 +89,7 @@ def build_models(work: Path, seed: int = 0):
     _export(cnn, (32, 32, 3), work / "cnn_32.onnx")
     out.append(("cnn_32", "Conv 32/64/128 on 32x32x3, digits", "multiclass", xtr, xte, yte))
 
-    xtr, xte, ytr, yte = _breast_cancer(seed)
+    xtr, xte, ytr, yte = breast_cancer(seed)
     tiny = keras.Sequential([keras.Input((30,)), layers.Dense(16, activation="relu"), layers.Dense(8, activation="relu"),
                              layers.Dense(1, activation="sigmoid")])
     tiny.compile("adam", "binary_crossentropy", metrics=["accuracy"])

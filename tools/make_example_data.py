@@ -34,7 +34,7 @@ OUT = ROOT / "models" / "data"
 
 
 def reviews(path: Path, n: int = 1500, seed: int = 3) -> None:
-    from seqdeploy.data import _synth_review
+    from seqdeploy.data import synth_review
 
     rng = np.random.default_rng(seed)
     with open(path, "w", newline="", encoding="utf-8") as fh:
@@ -42,7 +42,7 @@ def reviews(path: Path, n: int = 1500, seed: int = 3) -> None:
         w.writerow(["id", "review", "label"])
         for i in range(n):
             label = int(rng.integers(0, 2))
-            text = _synth_review(rng, label)
+            text = synth_review(rng, label)
             if rng.random() < 0.3:  # people's punctuation and capitals
                 text = text.capitalize() + rng.choice([".", "!", "!!", "..."])
             w.writerow([f"r{i:04d}", text, "positive" if label else "negative"])

@@ -39,22 +39,22 @@ from seqdeploy.layout import TRAIN_FILE
 from seqdeploy.preprocess import from_record
 from seqdeploy.spec import DataSpec, Spec
 
-from seqdeploy.data.builtin import _breast_cancer, _digits, _sentiment, _sunspots, _synth_review  # noqa: F401
-from seqdeploy.data.common import Splits, _n_classes
-from seqdeploy.data.images import _images_source
-from seqdeploy.data.tables import _npz_source, _table_source, read_csv_table, read_table  # noqa: F401
+from seqdeploy.data.builtin import breast_cancer, digits, sentiment, sunspots, synth_review  # noqa: F401
+from seqdeploy.data.common import Splits, n_classes
+from seqdeploy.data.images import images_source
+from seqdeploy.data.tables import npz_source, table_source, read_csv_table, read_table  # noqa: F401
 
 #: data source name (``[data] source``) -> loader(DataSpec, seed) -> Splits; add a source here
 SOURCES = {
-    "breast_cancer": _breast_cancer,
-    "digits": _digits,
-    "sentiment": _sentiment,
-    "sunspots": _sunspots,
-    "csv": _table_source,
-    "jsonl": _table_source,
-    "parquet": _table_source,
-    "npz": _npz_source,
-    "images": _images_source,
+    "breast_cancer": breast_cancer,
+    "digits": digits,
+    "sentiment": sentiment,
+    "sunspots": sunspots,
+    "csv": table_source,
+    "jsonl": table_source,
+    "parquet": table_source,
+    "npz": npz_source,
+    "images": images_source,
 }
 
 
@@ -66,10 +66,10 @@ def load_dataset(data: DataSpec, *, seed: int = 42, labels: Sequence[str] | None
 def _named(splits: Splits, labels: Sequence[str] | None) -> Splits:
     """The splits with the spec's class names (checked against the number of classes)."""
     if labels is not None:
-        n_classes = _n_classes(splits)
-        if n_classes is not None and len(labels) != n_classes:
+        classes = n_classes(splits)
+        if classes is not None and len(labels) != classes:
             raise DataError(f"labels has {len(labels)} names {list(labels)!r} but the data has "
-                            f"{n_classes} classes; give one name per class")
+                            f"{classes} classes; give one name per class")
         splits = dataclasses.replace(splits, labels=tuple(labels))
     return splits
 

@@ -17,7 +17,7 @@ from seqdeploy.data.common import (
 )
 
 
-def _breast_cancer(data: DataSpec, seed: int) -> Splits:
+def breast_cancer(data: DataSpec, seed: int) -> Splits:
     from sklearn.datasets import load_breast_cancer
 
     ds = load_breast_cancer()
@@ -26,7 +26,7 @@ def _breast_cancer(data: DataSpec, seed: int) -> Splits:
                     data, seed, source="breast_cancer")
 
 
-def _digits(data: DataSpec, seed: int) -> Splits:
+def digits(data: DataSpec, seed: int) -> Splits:
     from sklearn.datasets import load_digits
 
     ds = load_digits()
@@ -61,13 +61,13 @@ _FILLER = ["honestly", "overall", "really", "i", "think", "the", "this", "that",
 _INTENS = ["very", "really", "extremely", "rather", "so", "pretty"]
 
 
-def _sentiment(data: DataSpec, seed: int) -> Splits:
+def sentiment(data: DataSpec, seed: int) -> Splits:
     """SYNTHETIC reviews: sentiment words, negation ("not good") and contrast ("x but y")."""
     rng = np.random.default_rng(seed + 7919)
     texts, labels = [], []
     for _ in range(data.samples):
         label = int(rng.integers(0, 2))
-        texts.append(_synth_review(rng, label))
+        texts.append(synth_review(rng, label))
         labels.append(label)
     y = np.asarray(labels, dtype=np.int64)
     raw = np.asarray(texts, dtype=object)
@@ -82,7 +82,7 @@ def _sentiment(data: DataSpec, seed: int) -> Splits:
                   source="sentiment", synthetic=True)
 
 
-def _synth_review(rng: np.random.Generator, label: int) -> str:
+def synth_review(rng: np.random.Generator, label: int) -> str:
     def pick(words: list[str]) -> str:
         return words[int(rng.integers(0, len(words)))]
 
@@ -106,7 +106,7 @@ def _synth_review(rng: np.random.Generator, label: int) -> str:
     return " ".join(words)
 
 
-def _sunspots(data: DataSpec, seed: int) -> Splits:
+def sunspots(data: DataSpec, seed: int) -> Splits:
     path = _DATASETS / "sunspots.csv"
     if not path.exists():
         raise DataError(f"built-in sunspots series not found at {path}; reinstall seqdeploy from the repository")

@@ -113,7 +113,7 @@ def _check_enough(n: int, where: str) -> None:
         raise DataError(f"{where}: only {n} rows; expected at least 10 to split into train and test")
 
 
-def _n_classes(s: Splits) -> int | None:
+def n_classes(s: Splits) -> int | None:
     if s.task == "regression":
         return None
     if s.labels is not None:

@@ -13,7 +13,7 @@ from seqdeploy.spec import DataSpec
 from seqdeploy.data.common import Splits, _check_enough, _fingerprint, _split_indices
 
 
-def _images_source(data: DataSpec, seed: int) -> Splits:
+def images_source(data: DataSpec, seed: int) -> Splits:
     """An image folder, one subfolder per class (Keras ``image_dataset_from_directory``'s layout)."""
     from seqdeploy.preprocess.image_files import BadImage, ImageLoader, class_folders
 

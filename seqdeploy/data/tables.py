@@ -119,7 +119,7 @@ def _read_jsonl(path: Path) -> tuple[list[str], list[list[Any]], list[str]]:
     return header, rows, where
 
 
-def _table_source(data: DataSpec, seed: int) -> Splits:
+def table_source(data: DataSpec, seed: int) -> Splits:
     """A CSV / JSONL / Parquet table: numeric (+ categorical) feature columns, or one text column."""
     assert data.path is not None and data.target is not None and data.task is not None
     from seqdeploy.data import stream
@@ -257,7 +257,7 @@ def _category_cell(v: Any, path: Any, where: str, name: str) -> str:
     return str(v)
 
 
-def _npz_source(data: DataSpec, seed: int) -> Splits:
+def npz_source(data: DataSpec, seed: int) -> Splits:
     assert data.path is not None and data.task is not None
     if not Path(data.path).exists():
         raise InputFileNotFound(f"data file {str(data.path)!r} does not exist; check [data] path in the spec")

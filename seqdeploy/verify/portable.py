@@ -63,12 +63,14 @@ def check_portable(run_dir: str | Path, onnx_file: str | Path, keras_model: Any,
 
     from seqdeploy.atomic import atomic_write_json
     from seqdeploy.bundle.portable import build_portable, build_preprocessing
+    from seqdeploy.export.opsets import custom_ops_libraries
     from seqdeploy.runtime.session import make_session
 
     run_dir = Path(run_dir)
     model = onnx.load(str(onnx_file))
     portable = build_portable(model, pre, task, labels)
-    sess = make_session(portable.SerializeToString(), wrap_errors=False)
+    sess = make_session(portable.SerializeToString(), wrap_errors=False,
+                        custom_ops_libraries=custom_ops_libraries(portable))  # e.g. onnxruntime-extensions
     raw_rows = list(raw_test[:rows]) if isinstance(pre, Tokenize) else np.asarray(raw_test)[:rows]
     raw = pre.coerce(raw_rows)
     in_name = sess.get_inputs()[0].name
@@ -136,12 +138,13 @@ def check_portable(run_dir: str | Path, onnx_file: str | Path, keras_model: Any,
 
 def tokenizer_ids(pre: Tokenize, texts: Sequence[str], build_preprocessing: Any = None) -> np.ndarray:
     """Token ids of ``texts`` computed by the in-graph tokenizer (onnxruntime), int64 (n, sequence_length)."""
+    from seqdeploy.export.opsets import custom_ops_libraries
     from seqdeploy.runtime.session import make_session
 
     if build_preprocessing is None:
         from seqdeploy.bundle.portable import build_preprocessing
     model = build_preprocessing(pre, np.int64, (pre.sequence_length,))
-    sess = make_session(model.SerializeToString(), wrap_errors=False)
+    sess = make_session(model.SerializeToString(), wrap_errors=False, custom_ops_libraries=custom_ops_libraries(model))
     arr = np.empty(len(texts), dtype=object)
     arr[:] = list(texts)
     return sess.run(None, {pre.raw_name: arr})[0]

@@ -38,3 +38,12 @@ def customers_bundle(tmp_path_factory) -> Path:
     from portable_bundles import customers
 
     return customers(tmp_path_factory.mktemp("customers"))
+
+
+@pytest.fixture(scope="session")
+def string_bundles(tmp_path_factory) -> dict[str, Path]:
+    """``{"lookup", "text"}``: Keras models taking raw strings, bundled (string_bundles.py)."""
+    from string_bundles import build
+
+    root = tmp_path_factory.mktemp("strings")
+    return {kind: build(root, kind) for kind in ("lookup", "text")}

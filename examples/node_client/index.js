@@ -89,6 +89,19 @@ function portableOf(manifest, artifact) {
   return { artifact: art.file, ...art.portable };
 }
 
+// Ops outside core ONNX and ai.onnx.ml (e.g. onnxruntime-extensions' ai.onnx.contrib string ops) need a
+// custom-op library that onnxruntime-node cannot register: say so, and what to use instead (the manifest's
+// `bindings` record, written by seqdeploy).
+function refuseCustomOps(manifest, portable, binding) {
+  const custom = (portable.contrib_ops || []).filter((op) => !/^(ai\.onnx\.ml|ai\.onnx)?:/.test(op));
+  if (!custom.length) return;
+  const rec = (manifest.bindings || []).find((b) => b.binding === binding);
+  throw new UsageError(`${portable.file} cannot run here: `
+    + (rec && rec.note ? rec.note : `it needs custom ops (${custom.join(', ')}) that onnxruntime-node cannot `
+      + 'register; run the bundle with the Python runtime, or call `seqdeploy serve` over the Open Inference '
+      + 'Protocol (HTTP/JSON)'));
+}
+
 // ---------------------------------------------------------------- raw rows -> tensors
 
 function sizeOf(dims) {
@@ -268,6 +281,7 @@ async function main() {
   const bundle = path.resolve(args.bundle);
   const manifest = readJson(path.join(bundle, 'manifest.json'), 'the bundle manifest');
   const portable = portableOf(manifest, args.artifact);
+  refuseCustomOps(manifest, portable, 'node');
   const bytes = fs.readFileSync(insideBundle(bundle, portable.file));
   const sha = crypto.createHash('sha256').update(bytes).digest('hex');
   if (sha !== portable.sha256) {

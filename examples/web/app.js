@@ -85,6 +85,15 @@
       throw new InputError(`${art.file} has no portable graph (the bundle predates it): `
         + 'rebuild it with a current seqdeploy');
     }
+    // Ops outside core ONNX and ai.onnx.ml (e.g. onnxruntime-extensions' ai.onnx.contrib string ops) need a
+    // custom-op library onnxruntime-web does not have: say so, and what to use instead (the manifest's `bindings`).
+    const custom = (art.portable.contrib_ops || []).filter((op) => !/^(ai\.onnx\.ml|ai\.onnx)?:/.test(op));
+    if (custom.length) {
+      const rec = (manifest.bindings || []).find((b) => b.binding === 'web');
+      throw new InputError(`${art.portable.file} cannot run here: ` + (rec && rec.note ? rec.note
+        : `it needs custom ops (${custom.join(', ')}) that onnxruntime-web does not have; run the bundle with the `
+          + 'Python runtime, or call `seqdeploy serve` over the Open Inference Protocol (HTTP/JSON)'));
+    }
     const bytes = new Uint8Array(await (await fetchOk(fileUrl(art.portable.file), 'the portable model')).arrayBuffer());
     const sha = await sha256Hex(bytes);
     if (sha !== null && sha !== art.portable.sha256) {

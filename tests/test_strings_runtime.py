@@ -112,3 +112,25 @@ def test_inspect_says_where_it_runs(string_bundles):
     assert "custom-op libraries: onnxruntime-extensions" in out.output
     assert "runs on node: no" in out.output and "runs on web: no" in out.output and "runs on python: yes" in out.output
     assert "seqdeploy serve" in out.output
+
+
+def test_ray_scorer_registers_the_library_and_refuses_early_without_it(string_bundles, monkeypatch):
+    pa = pytest.importorskip("pyarrow")
+    pytest.importorskip("ray")
+    from seqdeploy.scoring.ray import BundleScorer, pack_bundle
+    from seqdeploy.scoring.tables import plan_layout
+
+    bundle = string_bundles["text"]
+    manifest = load_manifest(bundle)
+    layout = plan_layout(manifest, ["id", "text"], ["id"], where="the dataset")
+    scorer = BundleScorer(pack_bundle(bundle), layout)  # the actor's own Predictor, from the shipped bundle
+    out = scorer(pa.table({"id": list(range(len(TEXTS))), "text": TEXTS})).to_pydict()
+    want = Predictor.from_bundle(bundle).answers(TEXTS)
+    assert out["prediction"] == want["label"].tolist() and out["id"] == list(range(len(TEXTS)))
+    np.testing.assert_allclose(out["p_yes"], want["probabilities"][:, 1], atol=1e-6)
+
+    lib = extensions.LIBRARIES["ai.onnx.contrib"]
+    monkeypatch.setitem(extensions.LIBRARIES, "ai.onnx.contrib",
+                        extensions.CustomOpLibrary(lib.domain, "seqdeploy_no_such_module", lib.package, lib.extra))
+    with pytest.raises(BundleError, match=r"bundle 'strings_text' uses ai.onnx.contrib ops.*seqdeploy\[strings\]"):
+        pack_bundle(bundle)  # on the driver, before any worker starts

@@ -64,7 +64,7 @@ def test_missing_library_names_the_install(string_bundles, monkeypatch):
     assert Predictor.from_bundle(string_bundles["lookup"]).answers(["red"])["label"].shape == (1,)  # not needed
 
 
-def test_library_import_is_deep_bound():
+def test_library_path_and_domains():
     path = extensions.extensions_library_path()
     import onnxruntime_extensions
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from seqdeploy.errors import ExportError, OpsetError
-from seqdeploy.runtime.extensions import LIBRARIES, STANDARD_DOMAINS
+from seqdeploy.runtime.extensions import LIBRARIES, STANDARD_DOMAINS, import_library
 
 DEFAULT_OPSET = 17
 MIN_OPSET = 13
@@ -48,9 +48,7 @@ def extension_domains(model) -> tuple[str, ...]:
 def custom_ops_libraries(model) -> list[str]:
     """Paths of the custom-op libraries an onnxruntime session needs to load ``model``
     (``SessionOptions.register_custom_ops_library``); empty for standard graphs."""
-    from seqdeploy.runtime.extensions import import_library  # imports with RTLD_DEEPBIND (next to TensorFlow)
-
-    paths = []
+    paths = []  # import_library imports with RTLD_DEEPBIND (safe next to TensorFlow's RE2)
     for domain in extension_domains(model):
         module = EXTENSION_DOMAINS[domain]
         try:

@@ -72,6 +72,8 @@ def test_library_path_and_domains():
     assert extensions.domains_of(["ai.onnx.contrib:StringLower", "ai.onnx.ml:LabelEncoder", "com.microsoft:X"]) == \
         ("ai.onnx.contrib",)
     assert extensions.packages_for(["ai.onnx.ml:LabelEncoder"]) == ()
+    # com.microsoft ops (quantized graphs) are built into every onnxruntime binding
+    assert all(b.runs for b in extensions.binding_support(["com.microsoft:QGemm", "ai.onnx.ml:LabelEncoder"]))
 
 
 def test_served_model_registers_the_library(string_bundles):

@@ -93,9 +93,10 @@ function portableOf(manifest, artifact) {
 // custom-op library that onnxruntime-node cannot register: say so, and what to use instead (the manifest's
 // `bindings` record, written by seqdeploy).
 function refuseCustomOps(manifest, portable, binding) {
-  const custom = (portable.contrib_ops || []).filter((op) => !/^(ai\.onnx\.ml|ai\.onnx)?:/.test(op));
-  if (!custom.length) return;
+  // com.microsoft ops (quantized graphs) are built into every onnxruntime; ai.onnx.contrib ones are not
+  const custom = (portable.contrib_ops || []).filter((op) => op.startsWith('ai.onnx.contrib:'));
   const rec = (manifest.bindings || []).find((b) => b.binding === binding);
+  if (!custom.length) return; // decided per artifact; the note is the manifest's (deployed artifact) when it has one
   throw new UsageError(`${portable.file} cannot run here: `
     + (rec && rec.note ? rec.note : `it needs custom ops (${custom.join(', ')}) that onnxruntime-node cannot `
       + 'register; run the bundle with the Python runtime, or call `seqdeploy serve` over the Open Inference '

@@ -87,9 +87,10 @@
     }
     // Ops outside core ONNX and ai.onnx.ml (e.g. onnxruntime-extensions' ai.onnx.contrib string ops) need a
     // custom-op library onnxruntime-web does not have: say so, and what to use instead (the manifest's `bindings`).
-    const custom = (art.portable.contrib_ops || []).filter((op) => !/^(ai\.onnx\.ml|ai\.onnx)?:/.test(op));
-    if (custom.length) {
-      const rec = (manifest.bindings || []).find((b) => b.binding === 'web');
+    // (com.microsoft ops of quantized graphs are built into onnxruntime-web; ai.onnx.contrib ones are not)
+    const custom = (art.portable.contrib_ops || []).filter((op) => op.startsWith('ai.onnx.contrib:'));
+    const rec = (manifest.bindings || []).find((b) => b.binding === 'web');
+    if (custom.length) { // decided per artifact; the note is the manifest's when it has one
       throw new InputError(`${art.portable.file} cannot run here: ` + (rec && rec.note ? rec.note
         : `it needs custom ops (${custom.join(', ')}) that onnxruntime-web does not have; run the bundle with the `
           + 'Python runtime, or call `seqdeploy serve` over the Open Inference Protocol (HTTP/JSON)'));

@@ -15,7 +15,7 @@ ROWS = {"sex": np.array([1, 0, 1, 0, 1, 1, 2]),
         "cp": np.array([1, 2, 3, 4, 1, 2, 9])}
 
 
-def feature_space_model(crosses: bool):
+def feature_space_model(crosses: bool, mode: str = "concat"):
     """keras-io's structured-data recipe, small: FeatureSpace adapted on a tf.data dataset, its encoded
     features into Dense layers, the model taking the dict of raw features."""
     import keras
@@ -29,16 +29,22 @@ def feature_space_model(crosses: bool):
                   "age": FeatureSpace.float_normalized(),
                   "cp": FeatureSpace.integer_categorical(num_oov_indices=1)},
         crosses=[FeatureSpace.cross(feature_names=("sex", "cp"), crossing_dim=8)] if crosses else [],
-        output_mode="concat")
+        output_mode=mode)
     fs.adapt(tf.data.Dataset.from_tensor_slices({k: v[:6] for k, v in ROWS.items()}).batch(2))
-    x = keras.layers.Dense(4, activation="relu")(fs.get_encoded_features())
+    encoded = fs.get_encoded_features()
+    if mode == "dict":  # one encoded tensor per feature: concatenated here, one of them also an output
+        x = keras.layers.Dense(4, activation="relu")(keras.layers.Concatenate()([encoded[k] for k in sorted(encoded)]))
+        return keras.Model(inputs=fs.get_inputs(), outputs={"p": keras.layers.Dense(1, activation="sigmoid")(x),
+                                                            "age_scaled": encoded["age"]})
+    x = keras.layers.Dense(4, activation="relu")(encoded)
     return keras.Model(inputs=fs.get_inputs(), outputs=keras.layers.Dense(1, activation="sigmoid")(x))
 
 
-def run_onnx(proto, rows: dict) -> np.ndarray:
+def run_onnx(proto, rows: dict, every: bool = False):
     sess = make_session(proto.SerializeToString())
     feeds = {i.name: np.asarray(rows[i.name]).astype(ORT_TYPES[i.type]) for i in sess.get_inputs()}
-    return sess.run(None, feeds)[0]
+    out = sess.run(None, feeds)
+    return dict(zip([o.name for o in sess.get_outputs()], out)) if every else out[0]
 
 
 def test_dict_inputs_become_one_onnx_input_per_key():
@@ -73,3 +79,18 @@ def test_feature_space_cross_is_refused_with_the_reason():
 
     with pytest.raises(UnsupportedLayerError, match=r"layer 'sex_X_cp' \(HashedCrossing\).*FarmHash Fingerprint64"):
         convert_model(feature_space_model(crosses=True))
+
+
+def test_feature_space_dict_mode_and_dict_outputs():
+    """FeatureSpace(output_mode="dict") concatenated in the model, and a model with outputs={key: tensor}:
+    one ONNX output per key, named by the key."""
+    from seqdeploy.export.convert import convert_model
+
+    model = feature_space_model(crosses=False, mode="dict")
+    conv = convert_model(model)
+    assert [o.name for o in conv.model.graph.output] == ["age_scaled", "p"]
+    rows = {k: v.reshape(-1, 1) for k, v in ROWS.items()}
+    want = {k: v.numpy() for k, v in model(rows).items()}
+    got = run_onnx(conv.model, rows, every=True)
+    for key in ("p", "age_scaled"):
+        np.testing.assert_allclose(got[key], want[key], atol=1e-6)

@@ -296,7 +296,9 @@ def keras_output_names(model) -> list[str]:
     >>> keras_output_names(keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)]))  # doctest: +SKIP
     ['output_0']
     """
-    names = list(getattr(model, "output_names", None) or [])
+    from seqdeploy.export.native import dict_output_names
+
+    names = dict_output_names(model) or list(getattr(model, "output_names", None) or [])  # dict outputs: the keys
     if len(names) != len(model.outputs):
         names = [f"output_{i}" for i in range(len(model.outputs))]
     return unique_names([sanitize_name(n, "output") for n in names])

@@ -189,6 +189,10 @@ def convert_native(model, opset: int, *, input_specs: list, output_names: list[s
             out = model(keras.tree.pack_sequence_as(structure, list(xs)), training=False)
         else:
             out = model(xs[0] if single else list(xs), training=False)
+        if isinstance(out, dict):  # outputs={key: tensor}: flattened like model.outputs (keys sorted)
+            import keras
+
+            return keras.tree.flatten(out)
         return list(out) if isinstance(out, (list, tuple)) else [out]
 
     calls = _discover(claims, run_model, input_specs, notes)
@@ -233,6 +237,18 @@ def dict_input_names(model) -> list[str] | None:
         raise ExportError(f"model {model.name!r} takes a nested input structure ({type(structure).__name__} of "
                           f"containers); expected a flat dict of keras.Input, one per named input")
     return keys
+
+
+def dict_output_names(model) -> list[str] | None:
+    """The keys of a dict-output model (``keras.Model(outputs={key: tensor})``), in the order of
+    ``model.outputs`` (else None): its ONNX outputs are named by the keys."""
+    structure = getattr(model, "output", None) if getattr(model, "outputs", None) else None
+    if not isinstance(structure, dict):
+        return None
+    import keras
+
+    keys = keras.tree.flatten({k: str(k) for k in structure})
+    return keys if len(keys) == len(model.outputs) else None
 
 
 def _discover(claims: list[_Claim], run_model, input_specs: list, notes: list[str]) -> list[_Call]:

@@ -42,8 +42,8 @@ def customers_bundle(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def string_bundles(tmp_path_factory) -> dict[str, Path]:
-    """``{"lookup", "text"}``: Keras models taking raw strings, bundled (string_bundles.py)."""
+    """``{"lookup", "text", "features"}``: Keras models taking raw strings, bundled (string_bundles.py)."""
     from string_bundles import build
 
     root = tmp_path_factory.mktemp("strings")
-    return {kind: build(root, kind) for kind in ("lookup", "text")}
+    return {kind: build(root, kind) for kind in ("lookup", "text", "features")}

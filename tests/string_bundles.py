@@ -3,6 +3,8 @@
 ``lookup``: Input(string) -> StringLookup -> Embedding -> pooling -> Dense (core ONNX + ai.onnx.ml only).
 ``text``: Input(string) -> TextVectorization (lowercase + punctuation strip + whitespace split: onnxruntime-extensions
 ``ai.onnx.contrib`` ops) -> Embedding -> pooling -> Dense.
+``features``: keras-io's structured-data recipe: a FeatureSpace (integer + string categories, a normalised float)
+adapted on a tf.data dataset, the model taking the dict of raw features (one ONNX input per key).
 """
 
 from __future__ import annotations
@@ -36,6 +38,12 @@ def keras_model(kind: str):
     return keras.Model(inp, keras.layers.Dense(2, activation="softmax")(x))
 
 
+def feature_rows() -> dict[str, np.ndarray]:
+    from test_export_dict_inputs import ROWS
+
+    return {k: v.reshape(-1, 1) for k, v in ROWS.items()}
+
+
 def build(root: Path, kind: str) -> Path:
     """A bundle directory: model.keras, model.onnx, train.json (preprocessing none), manifest.json, golden answers."""
     from seqdeploy.bundle.write import write_bundle_manifest
@@ -44,14 +52,24 @@ def build(root: Path, kind: str) -> Path:
 
     run = Path(root) / f"strings_{kind}"
     run.mkdir(parents=True, exist_ok=True)
-    keras_model(kind).save(run / "model.keras")
+    if kind == "features":
+        from test_export_dict_inputs import feature_space_model
+
+        feature_space_model(crosses=False).save(run / "model.keras")
+    else:
+        keras_model(kind).save(run / "model.keras")
     export_onnx(run / "model.keras", out=run / "model.onnx")
     (run / "train.json").write_text(json.dumps({
-        "spec_name": f"strings_{kind}", "task": "multiclass", "labels": LABELS, "target_name": None,
-        "input": {"name": "text", "shape": [None], "dtype": "string"}, "preprocessing": {"kind": "none"}}))
+        "spec_name": f"strings_{kind}", "task": "binary" if kind == "features" else "multiclass", "labels": LABELS,
+        "target_name": None, "preprocessing": {"kind": "none"}}))
     write_bundle_manifest(run)
-    raw = np.asarray(TEXTS, dtype=object)
-    answers = Predictor.from_bundle(run).answers(raw)
-    (run / GOLDEN).write_text(json.dumps({"inputs": {"text": tensor(raw)},
+    p = Predictor.from_bundle(run)
+    if kind == "features":
+        raw = {t.name: p.pre.coerce(v, 0, np.dtype(object if t.dtype == "str" else t.dtype), v.shape[1:], t.name)
+               for t, v in ((t, feature_rows()[t.name]) for t in p.manifest.portable.inputs)}
+    else:
+        raw = {"text": np.asarray(TEXTS, dtype=object)}
+    answers = p.answers(raw if kind == "features" else raw["text"])
+    (run / GOLDEN).write_text(json.dumps({"inputs": {k: tensor(v) for k, v in raw.items()},
                                           "outputs": {k: tensor(v) for k, v in answers.items()}}))
     return run

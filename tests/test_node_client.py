@@ -186,3 +186,15 @@ def test_contrib_ops_model_is_refused_with_what_to_do(node, string_bundles):
     assert out.returncode == 2, out.stdout + out.stderr
     assert "model.portable.onnx cannot run here" in out.stderr and "StringRegexReplace" in out.stderr
     assert "seqdeploy serve" in out.stderr and "Python runtime" in out.stderr
+
+
+def test_feature_space_bundle_with_four_raw_inputs(node, string_bundles):
+    """FeatureSpace inside the model (int, string and float raw inputs, one per feature): the golden rows."""
+    bundle = string_bundles["features"]
+    out = run_client(node, bundle, "--check", "--json")
+    assert out.returncode == 0, out.stdout + out.stderr
+    got = json.loads(out.stdout)
+    golden = json.loads((bundle / GOLDEN).read_text())
+    assert got["ok"] and got["outputs"]["label"]["data"] == golden["outputs"]["label"]["data"]
+    np.testing.assert_allclose(got["outputs"]["probabilities"]["data"], golden["outputs"]["probabilities"]["data"],
+                               atol=1e-5)

@@ -136,3 +136,18 @@ def test_ray_scorer_registers_the_library_and_refuses_early_without_it(string_bu
                         extensions.CustomOpLibrary(lib.domain, "seqdeploy_no_such_module", lib.package, lib.extra))
     with pytest.raises(BundleError, match=r"bundle 'strings_text' uses ai.onnx.contrib ops.*seqdeploy\[strings\]"):
         pack_bundle(bundle)  # on the driver, before any worker starts
+
+
+def test_feature_space_bundle_takes_the_dict_of_raw_features(string_bundles):
+    """keras-io's structured-data recipe: FeatureSpace inside the model, one raw input per feature."""
+    import keras
+
+    from string_bundles import feature_rows
+
+    bundle = string_bundles["features"]
+    m = load_manifest(bundle)
+    assert sorted(t.name for t in m.portable.inputs) == ["age", "cp", "sex", "thal"] and m.custom_op_libraries == ()
+    rows = feature_rows()
+    want = keras.saving.load_model(bundle / "model.keras")(rows).numpy()[:, 0]
+    got = Predictor.from_bundle(bundle).answers({k: v.tolist() for k, v in rows.items()})  # plain lists, per key
+    np.testing.assert_allclose(got["probabilities"][:, 1], want, atol=1e-6)

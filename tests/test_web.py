@@ -245,3 +245,12 @@ def test_contrib_ops_model_is_refused_in_the_browser(string_site):
     assert not result["ok"], result
     assert "cannot run here" in result["error"] and "StringRegexReplace" in result["error"], result
     assert "seqdeploy serve" in result["error"]
+
+
+def test_feature_space_bundle_in_the_browser(string_site):
+    """FeatureSpace inside the model (int, string and float raw inputs, one per feature): the golden rows."""
+    result, text = page(string_site, bundle="bundles/features", check="1")
+    assert result["ok"] is True, result
+    golden = json.loads((string_site.bundles["features"] / GOLDEN).read_text())["outputs"]
+    assert result["outputs"]["label"]["data"] == golden["label"]["data"]
+    np.testing.assert_allclose(result["outputs"]["probabilities"]["data"], golden["probabilities"]["data"], atol=1e-5)

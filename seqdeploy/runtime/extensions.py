@@ -138,7 +138,7 @@ def binding_support(contrib_ops: Iterable[str]) -> tuple[BindingSupport, ...]:
     instead = (f"the graph needs {needs} custom ops ({ops}), which this binding cannot register; "
                f"run the bundle with the Python runtime, or call `seqdeploy serve` over the Open Inference "
                f"Protocol (HTTP/JSON) from this side")
-    return (BindingSupport("python", True, f"onnxruntime + {needs} ({LIBRARIES[domains[0]].install})"),
+    return (BindingSupport("python", True, f"onnxruntime + {needs}: {LIBRARIES[domains[0]].install}"),
             BindingSupport("node", False, f"onnxruntime-node: {instead}"),
             BindingSupport("web", False, f"onnxruntime-web: {instead}"))
 

@@ -9,10 +9,10 @@ import pytest
 from seqdeploy.errors import UnsupportedLayerError
 from seqdeploy.runtime.session import ORT_TYPES, make_session
 
-ROWS = {"sex": np.array([1, 0, 1, 0, 1, 1, 2]),
-        "thal": np.array(["fixed", "normal", "reversible", "normal", "fixed", "normal", "unseen"]),
-        "age": np.array([50, 60, 40, 70, 55, 45, 80], np.float32),
-        "cp": np.array([1, 2, 3, 4, 1, 2, 9])}
+ROWS = {"age": np.array([50, 60, 40, 70, 55, 45, 80], np.float32),  # keys sorted, like the model's inputs
+        "cp": np.array([1, 2, 3, 4, 1, 2, 9]),
+        "sex": np.array([1, 0, 1, 0, 1, 1, 2]),
+        "thal": np.array(["fixed", "normal", "reversible", "normal", "fixed", "normal", "unseen"])}
 
 
 def feature_space_model(crosses: bool, mode: str = "concat"):

@@ -49,3 +49,12 @@ def keras_zoo(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("zoo")
     paths = build_zoo(root)
     return paths | {"layers": root / "zoo_layers.py"}
+
+
+@pytest.fixture(scope="session")
+def string_bundles(tmp_path_factory) -> dict[str, Path]:
+    """``{"lookup", "text", "features"}``: Keras models taking raw strings, bundled (string_bundles.py)."""
+    from string_bundles import build
+
+    root = tmp_path_factory.mktemp("strings")
+    return {kind: build(root, kind) for kind in ("lookup", "text", "features")}

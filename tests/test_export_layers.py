@@ -166,7 +166,7 @@ def test_registry_holds_the_families_and_resolves_by_order():
     assert converter_for(L.Bidirectional(L.LSTM(2))).name == "recurrent"
     assert converter_for(L.TimeDistributed(L.Dense(2))).name == "time_distributed"
     assert converter_for(L.IntegerLookup(vocabulary=[3, 4])).name == "integer_lookup"
-    assert converter_for(L.HashedCrossing(num_bins=4)).name == "lookup_refusal"
+    assert converter_for(L.HashedCrossing(num_bins=4)).name == "hashed_crossing"  # refused with its reason
     assert converter_for(L.Dense(2)) is None
 
 

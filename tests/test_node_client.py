@@ -165,3 +165,36 @@ def test_numeric_and_categorical_rows_from_a_csv(node, customers_bundle):
     assert_same(got, Predictor.from_bundle(run).answers(typed_customers(rows)))
     bad = run_client(node, run, stdin="customer,plan\nc1,basic\n")
     assert bad.returncode == 2 and "lacks column(s)" in bad.stderr and "Error:" not in bad.stderr
+
+
+def test_string_lookup_model_answers_like_python(node, string_bundles):
+    """A Keras model taking raw strings (StringLookup: ai.onnx.ml LabelEncoder) runs in onnxruntime-node."""
+    from string_bundles import TEXTS
+
+    bundle = string_bundles["lookup"]
+    out = run_client(node, bundle, "--check")
+    assert out.returncode == 0 and f"{len(TEXTS)} rows match {GOLDEN}" in out.stdout, out.stdout + out.stderr
+    rows = ["red", "blue", "purple", "GREEN"]
+    want = Predictor.from_bundle(bundle).answers(rows)
+    assert len(set(want["probabilities"][:, 0].tolist())) >= 3, "the rows should hit different vocabulary entries"
+    assert_same(answers(node, bundle, "--", *rows), want)
+
+
+def test_contrib_ops_model_is_refused_with_what_to_do(node, string_bundles):
+    """TextVectorization's regex ops (onnxruntime-extensions) cannot be registered in onnxruntime-node."""
+    out = run_client(node, string_bundles["text"], "--check")
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "model.portable.onnx cannot run here" in out.stderr and "StringRegexReplace" in out.stderr
+    assert "seqdeploy serve" in out.stderr and "Python runtime" in out.stderr
+
+
+def test_feature_space_bundle_with_four_raw_inputs(node, string_bundles):
+    """FeatureSpace inside the model (int, string and float raw inputs, one per feature): the golden rows."""
+    bundle = string_bundles["features"]
+    out = run_client(node, bundle, "--check", "--json")
+    assert out.returncode == 0, out.stdout + out.stderr
+    got = json.loads(out.stdout)
+    golden = json.loads((bundle / GOLDEN).read_text())
+    assert got["ok"] and got["outputs"]["label"]["data"] == golden["outputs"]["label"]["data"]
+    np.testing.assert_allclose(got["outputs"]["probabilities"]["data"], golden["outputs"]["probabilities"]["data"],
+                               atol=1e-5)

@@ -204,3 +204,53 @@ def test_numeric_and_categorical_bundle_in_the_browser(browser, customers_bundle
     np.testing.assert_allclose(np.reshape(result["outputs"]["probabilities"]["data"], want["probabilities"].shape),
                                want["probabilities"], atol=1e-5)
 
+
+
+@pytest.fixture(scope="module")
+def string_site(browser, string_bundles, tmp_path_factory):
+    """The page and the string-model bundles (string_bundles.py) on 127.0.0.1."""
+    root = tmp_path_factory.mktemp("strings_site")
+    for name in ("index.html", "app.js", "node_modules"):
+        (root / name).symlink_to(WEB / name)
+    (root / "bundles").mkdir()
+    for kind, path in string_bundles.items():
+        (root / "bundles" / kind).symlink_to(path)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(root)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield Site(browser, f"http://127.0.0.1:{server.server_address[1]}/index.html",
+                   tmp_path_factory.mktemp("chrome_strings"), dict(string_bundles))
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_string_lookup_model_in_the_browser(string_site):
+    """A Keras model taking raw strings (StringLookup: ai.onnx.ml LabelEncoder) answers like Python in onnxruntime-web."""
+    bundle = string_site.bundles["lookup"]
+    result, text = page(string_site, bundle="bundles/lookup", check="1")
+    assert result["ok"] is True and result["mode"] == "check", result
+    golden = json.loads((bundle / GOLDEN).read_text())["outputs"]
+    assert result["outputs"]["label"]["data"] == golden["label"]["data"]
+    np.testing.assert_allclose(result["outputs"]["probabilities"]["data"], golden["probabilities"]["data"], atol=1e-5)
+    result, _ = page(string_site, bundle="bundles/lookup", input="blue")
+    want = Predictor.from_bundle(bundle).answers(["blue"])
+    assert result["ok"] and result["outputs"]["label"]["data"] == [want["label"][0]]
+    np.testing.assert_allclose(result["outputs"]["probabilities"]["data"], want["probabilities"][0], atol=1e-5)
+
+
+def test_contrib_ops_model_is_refused_in_the_browser(string_site):
+    """TextVectorization's regex ops (onnxruntime-extensions) do not exist in onnxruntime-web: the page says what to do."""
+    result, text = page(string_site, bundle="bundles/text", check="1")
+    assert not result["ok"], result
+    assert "cannot run here" in result["error"] and "StringRegexReplace" in result["error"], result
+    assert "seqdeploy serve" in result["error"]
+
+
+def test_feature_space_bundle_in_the_browser(string_site):
+    """FeatureSpace inside the model (int, string and float raw inputs, one per feature): the golden rows."""
+    result, text = page(string_site, bundle="bundles/features", check="1")
+    assert result["ok"] is True, result
+    golden = json.loads((string_site.bundles["features"] / GOLDEN).read_text())["outputs"]
+    assert result["outputs"]["label"]["data"] == golden["label"]["data"]
+    np.testing.assert_allclose(result["outputs"]["probabilities"]["data"], golden["probabilities"]["data"], atol=1e-5)

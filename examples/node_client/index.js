@@ -89,6 +89,20 @@ function portableOf(manifest, artifact) {
   return { artifact: art.file, ...art.portable };
 }
 
+// Ops outside core ONNX and ai.onnx.ml (e.g. onnxruntime-extensions' ai.onnx.contrib string ops) need a
+// custom-op library that onnxruntime-node cannot register: say so, and what to use instead (the manifest's
+// `bindings` record, written by seqdeploy).
+function refuseCustomOps(manifest, portable, binding) {
+  // com.microsoft ops (quantized graphs) are built into every onnxruntime; ai.onnx.contrib ones are not
+  const custom = (portable.contrib_ops || []).filter((op) => op.startsWith('ai.onnx.contrib:'));
+  const rec = (manifest.bindings || []).find((b) => b.binding === binding);
+  if (!custom.length) return; // decided per artifact; the note is the manifest's (deployed artifact) when it has one
+  throw new UsageError(`${portable.file} cannot run here: `
+    + (rec && rec.note ? rec.note : `it needs custom ops (${custom.join(', ')}) that onnxruntime-node cannot `
+      + 'register; run the bundle with the Python runtime, or call `seqdeploy serve` over the Open Inference '
+      + 'Protocol (HTTP/JSON)'));
+}
+
 // ---------------------------------------------------------------- raw rows -> tensors
 
 function sizeOf(dims) {
@@ -268,6 +282,7 @@ async function main() {
   const bundle = path.resolve(args.bundle);
   const manifest = readJson(path.join(bundle, 'manifest.json'), 'the bundle manifest');
   const portable = portableOf(manifest, args.artifact);
+  refuseCustomOps(manifest, portable, 'node');
   const bytes = fs.readFileSync(insideBundle(bundle, portable.file));
   const sha = crypto.createHash('sha256').update(bytes).digest('hex');
   if (sha !== portable.sha256) {

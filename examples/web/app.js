@@ -85,6 +85,16 @@
       throw new InputError(`${art.file} has no portable graph (the bundle predates it): `
         + 'rebuild it with a current seqdeploy');
     }
+    // Ops outside core ONNX and ai.onnx.ml (e.g. onnxruntime-extensions' ai.onnx.contrib string ops) need a
+    // custom-op library onnxruntime-web does not have: say so, and what to use instead (the manifest's `bindings`).
+    // (com.microsoft ops of quantized graphs are built into onnxruntime-web; ai.onnx.contrib ones are not)
+    const custom = (art.portable.contrib_ops || []).filter((op) => op.startsWith('ai.onnx.contrib:'));
+    const rec = (manifest.bindings || []).find((b) => b.binding === 'web');
+    if (custom.length) { // decided per artifact; the note is the manifest's when it has one
+      throw new InputError(`${art.portable.file} cannot run here: ` + (rec && rec.note ? rec.note
+        : `it needs custom ops (${custom.join(', ')}) that onnxruntime-web does not have; run the bundle with the `
+          + 'Python runtime, or call `seqdeploy serve` over the Open Inference Protocol (HTTP/JSON)'));
+    }
     const bytes = new Uint8Array(await (await fetchOk(fileUrl(art.portable.file), 'the portable model')).arrayBuffer());
     const sha = await sha256Hex(bytes);
     if (sha !== null && sha !== art.portable.sha256) {

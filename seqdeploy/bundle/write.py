@@ -33,6 +33,7 @@ from seqdeploy.layout import (
     read_tune_choices,
     read_verify_record,
 )
+from seqdeploy.runtime.extensions import binding_support, packages_for
 from seqdeploy.runtime.manifest import (
     DEFAULT_DOMAINS,
     ORT_FLOOR,
@@ -255,6 +256,8 @@ def write_bundle_manifest(run_dir: str | os.PathLike) -> Manifest:
     deploy_art = next(a for a in artifacts if a.file == deploy)
     runtime_settings = measured_settings(run_dir, deploy_art.file)
     labels = train.get("labels")
+    contrib_ops = tuple(sorted(set(deploy_art.contrib_ops) | set(deploy_art.portable.contrib_ops
+                                                                if deploy_art.portable else ())))
     manifest = Manifest(
         schema_version=SCHEMA_VERSION,
         name=str(train.get("spec_name") or run_dir.name),
@@ -266,8 +269,8 @@ def write_bundle_manifest(run_dir: str | os.PathLike) -> Manifest:
         artifacts=tuple(artifacts), deployment_artifact=deploy,
         min_onnxruntime=max((deploy_art.min_onnxruntime, deploy_art.portable.min_onnxruntime if deploy_art.portable
                              else ORT_FLOOR), key=version_tuple),
-        contrib_ops=tuple(sorted(set(deploy_art.contrib_ops) | set(deploy_art.portable.contrib_ops
-                                                                   if deploy_art.portable else ()))),
+        contrib_ops=contrib_ops,
+        custom_op_libraries=packages_for(contrib_ops), bindings=binding_support(contrib_ops),
         verification=verification, files=tuple(files), runtime_settings=runtime_settings,
     )
     # Round-trip through the validator so that a manifest we write is one we can load.

@@ -308,7 +308,9 @@ def keras_output_names(model) -> list[str]:
     >>> keras_output_names(keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)]))  # doctest: +SKIP
     ['output_0']
     """
-    names = list(getattr(model, "output_names", None) or [])
+    from seqdeploy.export.native import dict_output_names
+
+    names = dict_output_names(model) or list(getattr(model, "output_names", None) or [])  # dict outputs: the keys
     if len(names) != len(model.outputs):
         names = [f"output_{i}" for i in range(len(model.outputs))]
     return unique_names([sanitize_name(n, "output") for n in names])
@@ -321,6 +323,11 @@ def keras_input_names(model) -> list[str]:
     >>> keras_input_names(keras.Sequential([keras.Input((3,), name="features"), keras.layers.Dense(1)]))  # doctest: +SKIP
     ['features']
     """
+    from seqdeploy.export.native import dict_input_names
+
+    names = dict_input_names(model)  # keras.Model(inputs={key: Input}): one input per key, named by the key
+    if names is not None:
+        return unique_names([sanitize_name(n, "input") for n in names])
     names = []
     for i, t in enumerate(model.inputs):
         names.append(compat.keras_tensor_layer_name(t) or getattr(t, "name", "") or f"input_{i}")

@@ -180,8 +180,19 @@ def convert_native(model, opset: int, *, input_specs: list, output_names: list[s
     input_names = [s.name for s in input_specs]
     out_keys = [f"{OUT}{k}" for k in range(len(output_names))]
 
+    structure = model_input_structure(model)
+
     def run_model(xs) -> list:
-        out = model(xs[0] if single else list(xs), training=False)
+        if structure is not None:  # keras.Model(inputs={name: Input, ...}): called with the same dict
+            import keras
+
+            out = model(keras.tree.pack_sequence_as(structure, list(xs)), training=False)
+        else:
+            out = model(xs[0] if single else list(xs), training=False)
+        if isinstance(out, dict):  # outputs={key: tensor}: flattened like model.outputs (keys sorted)
+            import keras
+
+            return keras.tree.flatten(out)
         return list(out) if isinstance(out, (list, tuple)) else [out]
 
     calls = _discover(claims, run_model, input_specs, notes)
@@ -202,6 +213,42 @@ def convert_native(model, opset: int, *, input_specs: list, output_names: list[s
     keep_io(proto, input_names, out_keys)
     rename_io(proto, input_names, output_names)
     return Traced(model=proto, native=done, notes=tuple(dict.fromkeys(notes)), domains=domains)
+
+
+def model_input_structure(model) -> Any:
+    """The model's input structure when it is a dict (``keras.Model(inputs={name: Input})``), else None.
+
+    Its flattened order (``keras.tree.flatten``, keys sorted) is the order of ``model.inputs``; the
+    ONNX graph has one input per key, named by the key (:func:`dict_input_names`).
+    """
+    structure = getattr(model, "input", None) if getattr(model, "inputs", None) else None
+    return structure if isinstance(structure, dict) else None
+
+
+def dict_input_names(model) -> list[str] | None:
+    """The keys of a dict-input model, in the order of ``model.inputs`` (else None)."""
+    structure = model_input_structure(model)
+    if structure is None:
+        return None
+    import keras
+
+    keys = keras.tree.flatten({k: str(k) for k in structure})
+    if len(keys) != len(model.inputs) or any(isinstance(v, (dict, list, tuple)) for v in structure.values()):
+        raise ExportError(f"model {model.name!r} takes a nested input structure ({type(structure).__name__} of "
+                          f"containers); expected a flat dict of keras.Input, one per named input")
+    return keys
+
+
+def dict_output_names(model) -> list[str] | None:
+    """The keys of a dict-output model (``keras.Model(outputs={key: tensor})``), in the order of
+    ``model.outputs`` (else None): its ONNX outputs are named by the keys."""
+    structure = getattr(model, "output", None) if getattr(model, "outputs", None) else None
+    if not isinstance(structure, dict):
+        return None
+    import keras
+
+    keys = keras.tree.flatten({k: str(k) for k in structure})
+    return keys if len(keys) == len(model.outputs) else None
 
 
 def _discover(claims: list[_Claim], run_model, input_specs: list, notes: list[str]) -> list[_Call]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from seqdeploy.errors import ExportError, OpsetError
+from seqdeploy.runtime.extensions import LIBRARIES, STANDARD_DOMAINS, import_library
 
 DEFAULT_OPSET = 17
 MIN_OPSET = 13
@@ -26,9 +27,7 @@ MAX_OPSET = 18
 BATCH = "batch"
 
 #: opset domains onnxruntime runs only with a custom-op library: domain -> Python module providing it
-EXTENSION_DOMAINS = {"ai.onnx.contrib": "onnxruntime_extensions"}
-#: domains every onnxruntime build runs natively
-STANDARD_DOMAINS = ("", "ai.onnx", "ai.onnx.ml")
+EXTENSION_DOMAINS = {d: lib.module for d, lib in LIBRARIES.items()}
 
 
 def check_opset(opset: Any) -> None:
@@ -49,18 +48,16 @@ def extension_domains(model) -> tuple[str, ...]:
 def custom_ops_libraries(model) -> list[str]:
     """Paths of the custom-op libraries an onnxruntime session needs to load ``model``
     (``SessionOptions.register_custom_ops_library``); empty for standard graphs."""
-    import importlib
-
-    paths = []
+    paths = []  # import_library imports with RTLD_DEEPBIND (safe next to TensorFlow's RE2)
     for domain in extension_domains(model):
         module = EXTENSION_DOMAINS[domain]
         try:
-            lib = importlib.import_module(module)
+            paths.append(import_library(module))
         except ImportError:
             raise ExportError(
                 f"the graph uses opset domain {domain!r}, whose ops need the {module} package, which is not "
-                f"installed; install it (pip install {module.replace('_', '-')})") from None
-        paths.append(lib.get_library_path())
+                f"installed; install it: pip install 'seqdeploy[strings]' (or pip install {module.replace('_', '-')})"
+            ) from None
     return paths
 
 

@@ -31,6 +31,8 @@ class NoPreprocessing(Kind):
 
     def coerce(self, raw: Any, offset: int = 0, dtype: Any = np.float32,
                shape: Sequence[Any] | None = None, name: str = "inputs") -> np.ndarray:
+        if np.dtype(dtype).kind == "O":  # a string input (a model with its own StringLookup/TextVectorization)
+            return _strings(raw, shape, name)
         x = numeric_array(raw, f"{name}: {fmt_shape(shape or ())}")
         if shape is not None and not shape_ok(x.shape[1:], shape):
             raise InputValidationError(f"input {name!r} has shape {x.shape} (expected {fmt_shape(('n', *shape))})")
@@ -49,10 +51,30 @@ class NoPreprocessing(Kind):
         return x.astype(dtype, copy=False)
 
     def apply(self, raw, model_dtype=np.float32, model_shape=None):
+        if np.dtype(model_dtype).kind == "O":
+            return _strings(raw, model_shape[1:] if model_shape else None, "inputs")
         return np.asarray(raw).astype(model_dtype, copy=False)
 
     def to_onnx(self, g, raw, out, model_dtype, model_shape):
         g.node("Identity", [raw], [out])
+
+
+def _strings(raw: Any, shape: Sequence[Any] | None, name: str) -> np.ndarray:
+    """Rows of text for a string input: an object array of ``str`` (bytes decoded as UTF-8)."""
+    x = np.asarray(raw, dtype=object)
+    if x.ndim == 0:
+        raise InputValidationError(f"input {name!r} received one value {raw!r} (expected a list of strings, one a row)")
+    if shape is not None and not shape_ok(x.shape[1:], shape):
+        raise InputValidationError(f"input {name!r} has shape {x.shape} (expected {fmt_shape(('n', *shape))})")
+    check_nonempty(x)
+    out = np.empty(x.shape, dtype=object)
+    for i, v in enumerate(x.flat):
+        if isinstance(v, bytes):
+            v = v.decode("utf-8")
+        elif not isinstance(v, str):
+            raise InputValidationError(f"input {name!r} value {i} is {type(v).__name__} {v!r} (expected a string)")
+        out.flat[i] = v
+    return out
 
 
 Preprocessing = Kind

@@ -19,7 +19,11 @@ Schema history (``schema_version``):
    answers; file, sha256, size, inputs, outputs). Version 1 manifests still load.
    Optional additions within version 2 (older readers ignore them): ``runtime_settings``
    (measured thread counts per batch size), then its ``sessions`` (the full chosen
-   :class:`~seqdeploy.runtime.session.SessionSettings` per batch size) and ``plain_best_p50_us``.
+   :class:`~seqdeploy.runtime.session.SessionSettings` per batch size) and ``plain_best_p50_us``;
+   ``custom_op_libraries`` (pip packages the deployed graphs' ``contrib_ops`` need, e.g.
+   onnxruntime-extensions) and ``bindings`` (whether onnxruntime for Python, Node and the web runs the
+   deployed portable graph, and what to do instead): manifests without them get both derived from
+   ``contrib_ops`` (:mod:`seqdeploy.runtime.extensions`).
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from seqdeploy import __version__
 from seqdeploy.atomic import sha256_file
 from seqdeploy.errors import BundleError, InputFileNotFound, InputValidationError, IntegrityError
 from seqdeploy.layout import BENCH_FILE, MANIFEST_FILE, TUNE_FILE
+from seqdeploy.runtime.extensions import BindingSupport, binding_support, packages_for
 from seqdeploy.runtime.session import SessionSettings
 from seqdeploy.preprocess import (  # noqa: F401  (re-exported: the kinds are part of the manifest's schema)
     NoPreprocessing,
@@ -177,6 +182,15 @@ class Manifest:
     files: tuple[BundleFile, ...] = ()
     producer: str = f"seqdeploy {__version__}"
     runtime_settings: RuntimeSettings | None = None
+    custom_op_libraries: tuple[str, ...] = ()  # pip packages the deployed graphs' contrib_ops need
+    bindings: tuple[BindingSupport, ...] = ()  # which onnxruntime bindings run the deployed portable graph
+
+    def binding(self, name: str) -> BindingSupport:
+        """Whether the onnxruntime binding ``name`` (python, node, web) runs the deployed portable graph."""
+        for b in self.bindings or binding_support(self.contrib_ops):
+            if b.binding == name:
+                return b
+        raise BundleError(f"binding {name!r} is not one of python, node, web")
 
     @property
     def deployment(self) -> Artifact:
@@ -369,6 +383,8 @@ def manifest_from_dict(d: Any) -> Manifest:
         verification = Verification(bool(ver.get("passed")), opt_float(ver.get("max_abs_error")),
                                     opt_float(ver.get("label_agreement")))
     contrib = d.get("contrib_ops") or ()
+    if not isinstance(contrib, (list, tuple)) or not all(isinstance(c, str) for c in contrib):
+        raise _err("contrib_ops", f"{contrib!r} (expected a list of op names)")
     return Manifest(
         schema_version=version, name=str(d.get("name", "")), task=task, labels=labels,
         target_name=d.get("target_name") if isinstance(d.get("target_name"), str) else None,
@@ -379,7 +395,33 @@ def manifest_from_dict(d: Any) -> Manifest:
         min_onnxruntime=str(d.get("min_onnxruntime") or ORT_FLOOR), contrib_ops=tuple(contrib),
         verification=verification, files=tuple(files), producer=str(d.get("producer", "")),
         runtime_settings=_parse_runtime_settings(d.get("runtime_settings")),
+        custom_op_libraries=_parse_names(d, "custom_op_libraries", packages_for(contrib)),
+        bindings=_parse_bindings(d.get("bindings"), tuple(contrib)),
     )
+
+
+def _parse_names(d: Mapping[str, Any], key: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    v = d.get(key)
+    if v is None:
+        return default
+    if not isinstance(v, (list, tuple)) or not all(isinstance(x, str) for x in v):
+        raise _err(key, f"{v!r} (expected a list of package names)")
+    return tuple(v)
+
+
+def _parse_bindings(v: Any, contrib: tuple[str, ...]) -> tuple[BindingSupport, ...]:
+    if v is None:  # written before bindings were recorded: derived from the ops
+        return binding_support(contrib)
+    if not isinstance(v, (list, tuple)):
+        raise _err("bindings", f"{v!r} (expected a list of {{binding, runs, note}} objects)")
+    out = []
+    for i, b in enumerate(v):
+        where = f"bindings[{i}]"
+        if not isinstance(b, Mapping):
+            raise _err(where, f"{b!r} (expected an object with binding, runs, note)")
+        out.append(BindingSupport(_get(b, "binding", where, str), _get(b, "runs", where, bool),
+                                  str(b.get("note", ""))))
+    return tuple(out)
 
 
 def _parse_runtime_settings(d: Any) -> RuntimeSettings | None:

@@ -51,6 +51,7 @@ from seqdeploy import compat
 from seqdeploy.atomic import sha256_bytes
 from seqdeploy.errors import BundleError, InputValidationError, IntegrityError
 from seqdeploy.runtime.session import ORT_TYPES, SessionSettings, make_session, session_options  # noqa: F401
+from seqdeploy.runtime.extensions import libraries_for
 from seqdeploy.runtime.fastpath import FAST_MAX_SHAPES, FastSession  # noqa: F401
 from seqdeploy.preprocess import Kind, NoPreprocessing, class_names, task_outputs
 from seqdeploy.preprocess import fmt_shape, numeric_array, shape_ok, short_list  # noqa: F401  (shared input checks)
@@ -192,16 +193,17 @@ class Predictor:
                 raise BundleError(f"{art.file} needs onnxruntime >= {need} (opset {art.opset}); "
                                   f"installed {ort.__version__}: pip install -U onnxruntime")
 
-        def load(file: str, sha256: str) -> ort.InferenceSession:
+        def load(file: str, sha256: str, contrib_ops: tuple[str, ...]) -> ort.InferenceSession:
             full = bundle_path(path, file)
+            libraries = libraries_for(contrib_ops, file)  # e.g. onnxruntime-extensions for string ops
             data = full.read_bytes()
             if sha256_bytes(data) != sha256:  # the bytes we load are the bytes we checked
                 raise IntegrityError(f"{full} changed while loading (sha256 differs from the manifest); "
                                      f"copy the bundle again or rebuild it")
-            return make_session(data, settings=chosen)
+            return make_session(data, settings=chosen, custom_ops_libraries=libraries)
 
         def model_ready() -> ort.InferenceSession:
-            session = load(art.file, art.sha256)
+            session = load(art.file, art.sha256, art.contrib_ops)
             got = tuple(i.name for i in session.get_inputs())
             want = tuple(t.name for t in manifest.inputs)
             if set(got) != set(want):
@@ -210,7 +212,7 @@ class Predictor:
             return session
 
         if art.portable is not None and graph == "portable":
-            session = load(art.portable.file, art.portable.sha256)
+            session = load(art.portable.file, art.portable.sha256, art.portable.contrib_ops)
             info = RuntimeInfo(str(root), art.file, art.precision, chosen.threads, ort.__version__,
                                art.portable.file, "portable", chosen)
             return cls(manifest, session, info, model_ready, fastpath=fastpath)

@@ -58,11 +58,15 @@ class BundlePayload:
 
 def pack_bundle(bundle: str | os.PathLike) -> BundlePayload:
     """Read a bundle (checked against its manifest) into memory, ready for the object store."""
+    from seqdeploy.runtime.extensions import libraries_for
     from seqdeploy.runtime.manifest import MANIFEST_NAME, bundle_path, load_manifest
 
     root = Path(bundle)
     root = root.parent if root.is_file() else root
     manifest = load_manifest(root)  # checks every named file's size and sha256
+    # custom-op libraries (e.g. onnxruntime-extensions for string ops): refused here, before any worker starts,
+    # when missing; each worker's Predictor registers them from the manifest
+    libraries_for(manifest.contrib_ops, f"bundle {manifest.name!r}")
     names = [a.file for a in manifest.artifacts] + [f.file for f in manifest.files]
     for a in manifest.artifacts:  # portable deployment graphs, where the manifest has them
         portable = getattr(a, "portable", None)

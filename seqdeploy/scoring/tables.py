@@ -141,6 +141,12 @@ def plan_layout(manifest: Manifest, columns: Sequence[str], keep: str | Sequence
             raise DataError(f"{where} has columns {_short(columns)} but no 'text' column (expected a 'text' column "
                             f"holding the raw strings)")
         return Layout("text", ("text",), kept, None, outputs, ptype)
+    raw = manifest.portable.inputs[0] if manifest.portable is not None else manifest.inputs[0]
+    if raw.dtype in ("str", "object") and len(raw.shape) == 1:  # a model taking raw strings (its own lookups)
+        if raw.name not in columns:
+            raise DataError(f"{where} has columns {_short(columns)} but no {raw.name!r} column (expected a "
+                            f"{raw.name!r} column holding the raw strings)")
+        return Layout("text", (raw.name,), kept, None, outputs, ptype)
     width = _flat_width(manifest)
     for name in (*_LIST_COLUMNS, manifest.inputs[0].name):
         if name in columns:

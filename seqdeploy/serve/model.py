@@ -87,6 +87,7 @@ class ServedModel:
         from seqdeploy.atomic import sha256_bytes
         from seqdeploy.runtime.manifest import bundle_path
         from seqdeploy.runtime.predictor import Predictor
+        from seqdeploy.runtime.extensions import libraries_for
         from seqdeploy.runtime.session import make_session
 
         bundle = Path(bundle)
@@ -99,7 +100,8 @@ class ServedModel:
         if sha256_bytes(data) != art.sha256:
             raise IntegrityError(f"{path} has sha256 {sha256_bytes(data)[:16]}... but the manifest expects "
                                  f"{art.sha256[:16]}... (the file was modified); copy the bundle again or rebuild it")
-        session = make_session(data, settings=predictor.info.settings)  # the bundle's chosen settings (+ threads)
+        session = make_session(data, settings=predictor.info.settings,  # the bundle's chosen settings (+ threads)
+                               custom_ops_libraries=libraries_for(art.contrib_ops, art.file))  # e.g. string ops
         return cls(name or manifest.name, bundle, art.file, portable is not None, session, predictor)
 
     # ------------------------------------------------------------------ metadata

@@ -122,8 +122,14 @@ def onnx_runner(path: Path) -> OrtRunner:
     """onnxruntime on the CPU with the runtime's session settings (one intra-op thread)."""
     from seqdeploy.export.convert import load_checked_onnx
 
-    load_checked_onnx(path)  # untrusted file: onnx.checker before any session
-    runner = OrtRunner(path)
+    from seqdeploy.export.opsets import custom_ops_libraries
+    from seqdeploy.runtime.session import make_session
+
+    model = load_checked_onnx(path)  # untrusted file: onnx.checker before any session
+    libraries = custom_ops_libraries(model)  # e.g. onnxruntime-extensions for exact string preprocessing
+    runner = OrtRunner(path, session_factory=(lambda p, threads: make_session(p, threads=threads,
+                                                                              custom_ops_libraries=libraries))
+                       if libraries else None)
     try:
         runner.prepare(None)
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types

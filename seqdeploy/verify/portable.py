@@ -63,21 +63,25 @@ def check_portable(run_dir: str | Path, onnx_file: str | Path, keras_model: Any,
 
     from seqdeploy.atomic import atomic_write_json
     from seqdeploy.bundle.portable import build_portable, build_preprocessing
+    from seqdeploy.export.opsets import custom_ops_libraries
     from seqdeploy.runtime.session import make_session
 
     run_dir = Path(run_dir)
     model = onnx.load(str(onnx_file))
     portable = build_portable(model, pre, task, labels)
-    sess = make_session(portable.SerializeToString(), wrap_errors=False)
+    sess = make_session(portable.SerializeToString(), wrap_errors=False,
+                        custom_ops_libraries=custom_ops_libraries(portable))  # e.g. onnxruntime-extensions
     raw_rows = list(raw_test[:rows]) if isinstance(pre, Tokenize) else np.asarray(raw_test)[:rows]
-    raw = pre.coerce(raw_rows)
     in_name = sess.get_inputs()[0].name
+    # a string input (a model with its own StringLookup/TextVectorization) is coerced as strings
+    raw = pre.coerce(raw_rows, 0, object) if sess.get_inputs()[0].type == "tensor(string)" else pre.coerce(raw_rows)
     got = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, pre.feeds(raw, in_name))))
 
     k_in = keras_model.inputs[0]
     model_shape = tuple(k_in.shape[1:])
-    x = pre.apply(raw, np.dtype(str(np.dtype(k_in.dtype))), model_shape)
-    y = keras_model(x, training=False)
+    strings = str(k_in.dtype) == "string"
+    x = np.asarray(raw) if strings else pre.apply(raw, np.dtype(str(np.dtype(k_in.dtype))), model_shape)
+    y = keras_model(x.astype(str) if strings else x, training=False)
     y = np.asarray(y[0] if isinstance(y, (list, tuple)) else y)
     want = task_outputs(y, task, labels, pre)
 
@@ -136,12 +140,13 @@ def check_portable(run_dir: str | Path, onnx_file: str | Path, keras_model: Any,
 
 def tokenizer_ids(pre: Tokenize, texts: Sequence[str], build_preprocessing: Any = None) -> np.ndarray:
     """Token ids of ``texts`` computed by the in-graph tokenizer (onnxruntime), int64 (n, sequence_length)."""
+    from seqdeploy.export.opsets import custom_ops_libraries
     from seqdeploy.runtime.session import make_session
 
     if build_preprocessing is None:
         from seqdeploy.bundle.portable import build_preprocessing
     model = build_preprocessing(pre, np.int64, (pre.sequence_length,))
-    sess = make_session(model.SerializeToString(), wrap_errors=False)
+    sess = make_session(model.SerializeToString(), wrap_errors=False, custom_ops_libraries=custom_ops_libraries(model))
     arr = np.empty(len(texts), dtype=object)
     arr[:] = list(texts)
     return sess.run(None, {pre.raw_name: arr})[0]

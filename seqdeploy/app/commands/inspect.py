@@ -48,6 +48,12 @@ def _render(result) -> None:
         console.print(f"preprocessing: {m.preprocessing.kind}")
         console.print(f"needs onnxruntime >= {m.min_onnxruntime}"
                       + (f"; contrib ops: {', '.join(m.contrib_ops)}" if m.contrib_ops else ""))
+        if m.custom_op_libraries:
+            console.print(f"custom-op libraries: {', '.join(m.custom_op_libraries)} (registered automatically by "
+                          f"the Python runtime, serve and the Ray engine)", soft_wrap=True)
+        for b in m.bindings:
+            console.print(f"runs on {b.binding}: " + ("[green]yes[/]" if b.runs else "[red]no[/]")
+                          + (f" ({escape(b.note)})" if b.note else ""), soft_wrap=True)
         if m.verification is not None:
             v = m.verification
             console.print(f"verification: {'[green]passed[/]' if v.passed else '[red]FAILED[/]'}  "

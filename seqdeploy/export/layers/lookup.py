@@ -388,31 +388,17 @@ def fragment_model(fragment: Fragment, inputs: dict, output_name: str):
 
 
 def extensions_library_path() -> str:
-    """Path of the onnxruntime-extensions custom-op library, for ``SessionOptions.register_custom_ops_library``.
+    """Path of the onnxruntime-extensions custom-op library (imported with ``RTLD_DEEPBIND``:
+    :func:`seqdeploy.runtime.extensions.import_library`); :class:`UnsupportedLayerError` when it is missing."""
+    from seqdeploy.errors import BundleError
+    from seqdeploy.runtime.extensions import extensions_library_path as runtime_path
 
-    The library carries its own RE2; when TensorFlow is already loaded in the
-    process, the dynamic linker binds the library's RE2 calls to TensorFlow's
-    and the regex ops silently return their input unchanged. Importing it with
-    ``RTLD_DEEPBIND`` (Linux) keeps its own symbols first; this function does
-    that on the first import.
-    """
-    import os
-    import sys
-
-    if "onnxruntime_extensions" not in sys.modules:
-        flags = sys.getdlopenflags()
-        sys.setdlopenflags(os.RTLD_NOW | os.RTLD_LOCAL | getattr(os, "RTLD_DEEPBIND", 0))
-        try:
-            import onnxruntime_extensions  # noqa: F401
-        except ImportError:
-            raise UnsupportedLayerError(
-                "this model's string preprocessing runs as onnxruntime-extensions custom ops, which are not "
-                "installed; pip install onnxruntime-extensions (the seqdeploy 'strings' extra)") from None
-        finally:
-            sys.setdlopenflags(flags)
-    import onnxruntime_extensions
-
-    return onnxruntime_extensions.get_library_path()
+    try:
+        return runtime_path()
+    except BundleError:
+        raise UnsupportedLayerError(
+            "this model's string preprocessing runs as onnxruntime-extensions custom ops, which are not "
+            "installed; pip install 'seqdeploy[strings]' (or pip install onnxruntime-extensions)") from None
 
 
 # -- converters (registry) -------------------------------------------------------------------------------------
@@ -481,6 +467,19 @@ class HashingConverter(LayerConverter):
         build_hashing(layer, "", "")
 
 
+class HashedCrossingConverter(LayerConverter):
+    """Keras ``HashedCrossing`` (FeatureSpace crosses): always refused, naming the layer and why."""
+
+    name, classes = "hashed_crossing", ("HashedCrossing",)
+
+    def prepare(self, layer: Any) -> None:
+        raise UnsupportedLayerError(
+            f"{layer_kind(layer)} crosses its inputs with TensorFlow's sparse_cross_hashed (FarmHash Fingerprint64 "
+            f"of each value, combined with FingerprintCat64, modulo num_bins={layer.num_bins}), which no ONNX op "
+            f"computes, so the exported buckets could not match; drop the cross (e.g. FeatureSpace crosses=[]) or "
+            f"replace it with a StringLookup over the joined values, adapted on the training data")
+
+
 class DiscretizationConverter(LayerConverter):
     name, classes = "discretization", ("Discretization",)
 
@@ -505,5 +504,6 @@ class DiscretizationConverter(LayerConverter):
                                  f"boundaries")
 
 
-for _conv in (StringLookupConverter(), IntegerLookupConverter(), HashingConverter(), DiscretizationConverter()):
+for _conv in (StringLookupConverter(), IntegerLookupConverter(), HashingConverter(), HashedCrossingConverter(),
+              DiscretizationConverter()):
     REGISTRY.add(_conv.name, _conv)

@@ -78,7 +78,7 @@ def train_spec(spec: Spec, *, out: str | Path | None = None, on_epoch: EpochCall
 
     keras.utils.set_random_seed(spec.fit.seed)
     model = build_model(spec, splits)
-    _compile(model, spec)
+    compile_model(model, spec)
 
     callbacks: list[Any] = []
     if spec.fit.early_stopping_patience > 0:
@@ -102,14 +102,7 @@ def train_spec(spec: Spec, *, out: str | Path | None = None, on_epoch: EpochCall
     history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
     if not all(np.isfinite(v) for vals in history.values() for v in vals):
         raise TrainError(f"{spec.path}: training diverged (NaN/inf loss); lower the learning rate")
-    test_metrics = {k: float(v) for k, v in metrics.items()}
-    if splits.preprocessing.get("kind") == "window":
-        pred = model(splits.x_test, training=False)
-        pred = np.asarray(pred).reshape(-1)
-        std = splits.preprocessing["std"]
-        test_metrics["mae_original_units"] = float(np.mean(np.abs(pred - splits.y_test)) * std)
-    elif splits.task == "regression" and splits.preprocessing.get("target_std") is not None:
-        test_metrics = target_unit_metrics(model, splits, test_metrics)
+    test_metrics = test_metrics_of(model, splits, metrics)
 
     n_val = int(len(splits.x_train) * spec.fit.validation_split)
     counts = {"n_train": len(splits.x_train) - n_val, "n_val": n_val, "n_test": len(splits.x_test)}
@@ -118,26 +111,8 @@ def train_spec(spec: Spec, *, out: str | Path | None = None, on_epoch: EpochCall
 
         counts = {"n_train": plan.counts["train"], "n_val": plan.counts["val"], "n_test": plan.counts["test"],
                   "stream": plan_record(plan)}
-    info = {
-        "spec_name": spec.name,
-        "spec_file": "spec" + spec.path.suffix,
-        "spec_dir": str(spec.path.resolve().parent),
-        "task": splits.task,
-        "labels": list(splits.labels) if splits.labels else None,
-        "target_name": splits.target_name,
-        "input": {"name": splits.input_name, "shape": [None, *splits.input_shape], "dtype": splits.input_dtype},
-        "preprocessing": splits.preprocessing,
-        "data": {"source": splits.source, "fingerprint": splits.fingerprint, "synthetic": splits.synthetic,
-                 **counts, "notes": list(splits.notes)},
-        "seed": spec.fit.seed,
-        "epochs_requested": spec.fit.epochs,
-        "epochs_run": len(history.get("loss", [])),
-        "seconds": round(seconds, 3),
-        "parameters": int(model.count_params()),
-        "history": history,
-        "test_metrics": test_metrics,
-        "versions": _versions(),
-    }
+    info = train_record(spec, splits, model, counts=counts, history=history, epochs_run=len(history.get("loss", [])),
+                        seconds=seconds, test_metrics=test_metrics)
     # Everything is known to work: only now touch the run directory.
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(run_dir / info["spec_file"], spec.path.read_bytes())
@@ -161,6 +136,43 @@ def _fit_stream(model, spec: Spec, plan: Any, callbacks: list[Any]) -> tuple[Any
     hist = model.fit(train, epochs=spec.fit.epochs, validation_data=val, shuffle=False, verbose=0, callbacks=callbacks)
     return hist, model.evaluate(dataset(plan, "test", max(bs, 1024)), verbose=0, return_dict=True)
 
+
+
+def test_metrics_of(model: Any, splits: Splits, metrics: Mapping[str, float]) -> dict[str, float]:
+    """Keras's test metrics, plus the errors in the target's own units where preprocessing scaled it."""
+    test_metrics = {k: float(v) for k, v in metrics.items()}
+    if splits.preprocessing.get("kind") == "window":
+        pred = np.asarray(model(splits.x_test, training=False)).reshape(-1)
+        test_metrics["mae_original_units"] = float(np.mean(np.abs(pred - splits.y_test)) * splits.preprocessing["std"])
+    elif splits.task == "regression" and splits.preprocessing.get("target_std") is not None:
+        test_metrics = target_unit_metrics(model, splits, test_metrics)
+    return test_metrics
+
+
+def train_record(spec: Spec, splits: Splits, model: Any, *, counts: Mapping[str, Any], history: Mapping[str, list],
+                 epochs_run: int, seconds: float, test_metrics: Mapping[str, float],
+                 extra_versions: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The ``train.json`` record every training engine writes (an engine adds its own keys after these)."""
+    return {
+        "spec_name": spec.name,
+        "spec_file": "spec" + spec.path.suffix,
+        "spec_dir": str(spec.path.resolve().parent),
+        "task": splits.task,
+        "labels": list(splits.labels) if splits.labels else None,
+        "target_name": splits.target_name,
+        "input": {"name": splits.input_name, "shape": [None, *splits.input_shape], "dtype": splits.input_dtype},
+        "preprocessing": splits.preprocessing,
+        "data": {"source": splits.source, "fingerprint": splits.fingerprint, "synthetic": splits.synthetic,
+                 **counts, "notes": list(splits.notes)},
+        "seed": spec.fit.seed,
+        "epochs_requested": spec.fit.epochs,
+        "epochs_run": epochs_run,
+        "seconds": round(seconds, 3),
+        "parameters": int(model.count_params()),
+        "history": dict(history),
+        "test_metrics": dict(test_metrics),
+        "versions": {**_versions(), **(extra_versions or {})},
+    }
 
 def target_unit_metrics(model: Any, splits: Splits, keras_metrics: Mapping[str, float]) -> dict[str, float]:
     """Test metrics of a model trained on a standardised target, in the target's units.
@@ -230,7 +242,7 @@ def make_layer(ls: LayerSpec, path: Path):
                         f"{_short(ls.kwargs)}: Keras says: {first_line(exc)}") from None
 
 
-def _compile(model, spec: Spec) -> None:
+def compile_model(model, spec: Spec) -> None:
     import keras
 
     try:

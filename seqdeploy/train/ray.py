@@ -39,9 +39,11 @@ import numpy as np
 
 from seqdeploy.atomic import atomic_path, atomic_write_bytes, atomic_write_json
 from seqdeploy.errors import TrainError, UsageError, first_line
-from seqdeploy.layout import TRAIN_FILE
+from seqdeploy.layout import MODEL_KERAS, TRAIN_FILE
 from seqdeploy.spec import Spec, load_spec
-from seqdeploy.train.local import TrainResult, _compile, _versions, build_model, default_run_dir, target_unit_metrics
+from seqdeploy.train.local import (
+    TrainResult, build_model, compile_model, default_run_dir, test_metrics_of, train_record,
+)
 
 #: the loop state saved beside ``model.keras`` in each checkpoint
 STATE_FILE = "state.json"
@@ -100,7 +102,7 @@ def train_spec_ray(spec: Spec, *, workers: int = 2, address: str | None = None, 
         n_val = 0  # too few validation rows to give every worker one: train without validation
     # Build and compile once here: a spec that cannot make a model fails before Ray starts.
     meta = _shapes_only(splits)
-    _compile(build_model(spec, meta), spec)
+    compile_model(build_model(spec, meta), spec)
 
     from seqdeploy.scoring.ray import ray_started_here
 
@@ -188,7 +190,7 @@ def train_worker(config: dict) -> None:
     keras.utils.set_random_seed(spec.fit.seed)
     with strategy.scope():
         model = build_model(spec, config["meta"])
-        _compile(model, spec)
+        compile_model(model, spec)
         model.optimizer.build(model.trainable_variables)
 
     state = {"epoch": 0, "history": {}, "best_val": None, "best_epoch": 0, "wait": 0, "resumed_from_epochs": []}
@@ -338,41 +340,21 @@ def _write_run(spec: Spec, splits, run_dir: Path, result, *, seconds: float, wor
     import keras
 
     with result.checkpoint.as_directory() as d:
-        model_bytes = Path(d, "model.keras").read_bytes()
+        model_bytes = Path(d, MODEL_KERAS).read_bytes()
         state = json.loads(Path(d, STATE_FILE).read_text())
     with tempfile.TemporaryDirectory() as d:
-        path = Path(d, "model.keras")
+        path = Path(d, MODEL_KERAS)
         path.write_bytes(model_bytes)
         model = keras.models.load_model(path)
     metrics = model.evaluate(splits.x_test, splits.y_test, batch_size=256, verbose=0, return_dict=True)
-    test_metrics = {k: float(v) for k, v in metrics.items()}
-    if splits.preprocessing.get("kind") == "window":
-        pred = np.asarray(model(splits.x_test, training=False)).reshape(-1)
-        test_metrics["mae_original_units"] = float(np.mean(np.abs(pred - splits.y_test)) * splits.preprocessing["std"])
-    elif splits.task == "regression" and splits.preprocessing.get("target_std") is not None:
-        test_metrics = target_unit_metrics(model, splits, test_metrics)
+    test_metrics = test_metrics_of(model, splits, metrics)
     n_train = len(splits.x_train) - n_val
     rows_per_worker = n_train // workers
     history = {k: [float(v) for v in vals] for k, vals in state["history"].items()}
-    info = {
-        "spec_name": spec.name,
-        "spec_file": "spec" + spec.path.suffix,
-        "spec_dir": str(spec.path.resolve().parent),
-        "task": splits.task,
-        "labels": list(splits.labels) if splits.labels else None,
-        "target_name": splits.target_name,
-        "input": {"name": splits.input_name, "shape": [None, *splits.input_shape], "dtype": splits.input_dtype},
-        "preprocessing": splits.preprocessing,
-        "data": {"source": splits.source, "fingerprint": splits.fingerprint, "synthetic": splits.synthetic,
-                 "n_train": n_train, "n_val": n_val, "n_test": len(splits.x_test), "notes": list(splits.notes)},
-        "seed": spec.fit.seed,
-        "epochs_requested": spec.fit.epochs,
-        "epochs_run": int(state["epoch"]),
-        "seconds": round(seconds, 3),
-        "parameters": int(model.count_params()),
-        "history": history,
-        "test_metrics": test_metrics,
-        "versions": {**_versions(), "ray": _ray_version()},
+    counts = {"n_train": n_train, "n_val": n_val, "n_test": len(splits.x_test)}
+    info = train_record(spec, splits, model, counts=counts, history=history, epochs_run=int(state["epoch"]),
+                        seconds=seconds, test_metrics=test_metrics, extra_versions={"ray": _ray_version()})
+    info |= {
         "engine": "ray",
         "address": address,
         "workers": workers,
@@ -383,11 +365,11 @@ def _write_run(spec: Spec, splits, run_dir: Path, result, *, seconds: float, wor
     }
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(run_dir / info["spec_file"], spec.path.read_bytes())
-    with atomic_path(run_dir / "model.keras") as tmp:
+    with atomic_path(run_dir / MODEL_KERAS) as tmp:
         Path(tmp).write_bytes(model_bytes)
     atomic_write_json(run_dir / TRAIN_FILE, info)
     return RayTrainResult(
-        run_dir=run_dir, spec_name=spec.name, task=splits.task, model_path=run_dir / "model.keras",
+        run_dir=run_dir, spec_name=spec.name, task=splits.task, model_path=run_dir / MODEL_KERAS,
         test_metrics=test_metrics, history=history, epochs_run=info["epochs_run"], epochs_requested=spec.fit.epochs,
         seconds=seconds, parameters=info["parameters"], data_fingerprint=splits.fingerprint, n_train=n_train,
         n_test=len(splits.x_test), synthetic_data=splits.synthetic, notes=splits.notes, workers=workers,

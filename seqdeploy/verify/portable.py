@@ -74,7 +74,8 @@ def check_portable(run_dir: str | Path, onnx_file: str | Path, keras_model: Any,
     raw_rows = list(raw_test[:rows]) if isinstance(pre, Tokenize) else np.asarray(raw_test)[:rows]
     in_name = sess.get_inputs()[0].name
     # a string input (a model with its own StringLookup/TextVectorization) is coerced as strings
-    raw = pre.coerce(raw_rows, 0, object) if sess.get_inputs()[0].type == "tensor(string)" else pre.coerce(raw_rows)
+    string_input = pre.kind == "none" and sess.get_inputs()[0].type == "tensor(string)"
+    raw = pre.coerce(raw_rows, 0, object) if string_input else pre.coerce(raw_rows)
     got = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, pre.feeds(raw, in_name))))
 
     k_in = keras_model.inputs[0]

@@ -108,7 +108,11 @@ def _table_inputs(path: Path, fmt: str, specs: Sequence[InputSpec],
 
 def _column(values: list[Any], s: InputSpec, path: Path, where: list[str]) -> np.ndarray:
     if s.is_string:
-        return np.asarray(["" if v is None else str(v) for v in values], dtype=object)
+        x = np.empty(len(values), dtype=object)
+        x[:] = ["" if v is None else str(v) for v in values]  # text as it is: empty and blank strings stay
+        if s.shape and all(d == 1 for d in s.shape):  # Input(shape=(1,), dtype="string"): one string per row
+            x = x.reshape((len(values), *s.shape))
+        return x
     if not s.shape:
         return np.asarray([_number(v, path, where[i], s.name) for i, v in enumerate(values)])
     cells = [_sequence(v, path, where[i], s.name) for i, v in enumerate(values)]

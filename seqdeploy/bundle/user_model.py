@@ -253,10 +253,10 @@ class PortableParity:
 
 def keras_first_output(model: Any, inputs: dict[str, np.ndarray]) -> np.ndarray:
     """The model's first output on ``inputs`` (keyed by input name), ``training=False``."""
+    from seqdeploy.bench.runners.keras import keras_call_inputs
     from seqdeploy.verify.feeds import input_specs
 
-    xs = [inputs[s.name] for s in input_specs(model)]
-    y = model(xs if len(xs) > 1 else xs[0], training=False)
+    y = model(keras_call_inputs(model, inputs, [s.name for s in input_specs(model)]), training=False)
     if isinstance(y, dict):
         y = next(iter(y.values()))
     return np.asarray(y[0] if isinstance(y, (list, tuple)) else y)

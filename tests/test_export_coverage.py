@@ -410,10 +410,10 @@ STRING_CASES: list[LayerCase] = [
         "as above, then OneHot"),
     *[LayerCase(f"category_encoding_{m}", f"CategoryEncoding {m}", lambda m=m: [
         _L().CategoryEncoding(num_tokens=8, output_mode=m)], () if m == "one_hot" else (3,), "converted",
-        "OneHot / ScatterElements sum (tf2onnx's bincount is not used)", "int64",
+        "OneHot" if m == "one_hot" else "tf2onnx's Bincount conversion (Unique + ScatterND), equal to Keras", "int64",
         (lambda b: _ids(b)) if m == "one_hot" else (lambda b: _ids(b, (3,)))) for m in ("one_hot", "multi_hot", "count")],
     LayerCase("normalization", "Normalization (adapted)", lambda: [_normalization()], (6,), "converted",
-              "Sub + Div by the adapted mean and sqrt(variance)"),
+              "Sub the adapted mean, Mul by 1 / sqrt(variance) (folded into one constant)"),
     LayerCase("hashing", "Hashing", lambda: [_L().Hashing(num_bins=4)], (), "refused",
               "FarmHash Fingerprint64 / SipHash (integers hashed as their decimal strings): no ONNX op computes "
               "them, and the onnxruntime-extensions hash kernel uses another FarmHash variant; use a "

@@ -105,8 +105,6 @@ def assemble(cols: Sequence[InputColumn], values: Mapping[str, list[Any]]) -> di
         if c.text:
             x = np.empty(len(cells), dtype=object)
             x[:] = cells
-        elif c.scalar:
-            x = np.asarray(cells, dtype=np.float64)
         else:
             x = np.asarray(cells, dtype=np.float64)
         if c.scalar and c.shape:

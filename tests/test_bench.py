@@ -358,6 +358,13 @@ def test_random_data_shapes_and_dtypes():
     assert "symbolic" in bench.random_data("x", ["batch", "seq"], np.float32).note
 
 
+def test_random_data_for_a_string_input_is_text():
+    d = bench.random_data("review", ["batch", 1], np.object_)
+    assert d.test.dtype == object and d.test.shape == (256, 1)
+    cells = d.test.ravel().tolist()
+    assert all(isinstance(c, str) for c in cells) and "" in cells and len(set(cells)) > 100
+
+
 # ----------------------------------------------------------------------------- end to end on a tiny model
 
 

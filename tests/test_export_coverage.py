@@ -280,6 +280,7 @@ class LayerCase:
     data: Callable[[int], np.ndarray] | None = None  # input rows for a batch size (default: normal floats)
     loop: bool = False  # the graph keeps a tf2onnx Loop (with a note saying why)
     slow: bool = True
+    model: Callable[[], object] | None = None  # a Functional model instead (layers taking several inputs)
 
 
 def _pixels(batch: int, shape: tuple = (15, 21, 3)) -> np.ndarray:
@@ -297,6 +298,140 @@ def _resize(interpolation: str, **kwargs) -> Callable[[], list]:
 
 
 _REFUSED = "refused with a message naming bilinear / nearest; tf2onnx alone"
+
+# preprocessing layers on raw strings / category ids (hostile rows: empty, blank, <br />, accents, emoji, caps,
+# unseen words, a row 10x the sequence length)
+WORDS = ["good", "bad", "film", "acting", "good film", "bad acting"]
+TEXTS = ["Good FILM!", "", "   ", "<br />bad<br />", "café ÉLAN naïve", "🎬 good 🍿", "BAD ACTING", "unseen qqq",
+         " ".join(["film good bad"] * 10), "good\tfilm\nbad", "It's (sort of) \"bad\"..."]
+COLOURS = ["red", "green", "blue"]
+CATEGORIES = ["red", "green", "blue", "", " ", "RED", "🎨", "purple"]
+
+
+def _texts(batch: int, shape: tuple = ()) -> np.ndarray:
+    rng = np.random.RandomState(batch)
+    pool = TEXTS if not shape else CATEGORIES
+    x = np.empty((batch, *shape), dtype=object)
+    x.flat[:] = [pool[i] for i in rng.randint(0, len(pool), x.size)] if batch > 1 else pool[: x.size]
+    return x
+
+
+def _ids(batch: int, shape: tuple = (), high: int = 8) -> np.ndarray:
+    return np.random.RandomState(batch).randint(0, high, (batch, *shape)).astype("int64")
+
+
+def custom_standardization(x):
+    import re
+    import string
+
+    import tensorflow as tf
+
+    x = tf.strings.regex_replace(tf.strings.lower(x), "<br />", " ")
+    return tf.strings.regex_replace(x, f"[{re.escape(string.punctuation)}]", "")
+
+
+def _tv(**kw) -> Callable[[], list]:
+    return lambda: [_L().TextVectorization(**kw)]
+
+
+def _lookup(kind: str, **kw) -> Callable[[], list]:
+    vocab = COLOURS if kind == "StringLookup" else [1, 2, 3, 5]
+    return lambda: [getattr(_L(), kind)(vocabulary=vocab, **kw)]
+
+
+def _inverted(kind: str) -> Callable[[], list]:
+    if kind == "IntegerLookup":
+        return _lookup(kind, invert=True)
+    # the export's graph optimiser compares numeric outputs only: the strings go back through a forward lookup
+    return lambda: [_L().StringLookup(vocabulary=COLOURS, invert=True), _L().StringLookup(vocabulary=COLOURS[:2])]
+
+
+_IDF = [0.5, 1.0, 1.5, 2.0, 2.5, 3.0]
+_LOOKUP = "ai.onnx.ml LabelEncoder (the vocabulary read out of the TensorFlow hash table)"
+_HOT = "; the output mode as OneHot / a ScatterElements sum over the last axis"
+
+
+def _lookup_rows(kind: str) -> list[LayerCase]:
+    s = kind == "StringLookup"
+    dt = "string" if s else "int64"
+    one = (lambda b: _texts(b, ())) if s else (lambda b: _ids(b))
+    many = (lambda b: _texts(b, (3,))) if s else (lambda b: _ids(b, (3,)))
+    k = kind.lower()
+    return [
+        LayerCase(f"{k}_int", f"{kind} int", _lookup(kind), (), "converted", _LOOKUP + "; unseen keys -> OOV 1",
+                  dt, one, slow=False),
+        LayerCase(f"{k}_one_hot", f"{kind} one_hot", _lookup(kind, output_mode="one_hot"), (), "converted",
+                  _LOOKUP + _HOT, dt, one),
+        LayerCase(f"{k}_multi_hot", f"{kind} multi_hot", _lookup(kind, output_mode="multi_hot"), (3,),
+                  "converted", _LOOKUP + _HOT, dt, many),
+        LayerCase(f"{k}_count", f"{kind} count", _lookup(kind, output_mode="count"), (3,), "converted",
+                  _LOOKUP + _HOT, dt, many),
+        LayerCase(f"{k}_tf_idf", f"{kind} tf_idf", _lookup(kind, output_mode="tf_idf", idf_weights=_IDF[:3 if s else 4]),
+                  (3,), "converted", _LOOKUP + _HOT + ", times the IDF weights", dt, many),
+        LayerCase(f"{k}_invert", f"{kind} invert=True" + (" (then a StringLookup: ids -> strings -> ids)" if s else ""),
+                  _inverted(kind), (), "converted",
+                  "ai.onnx.ml LabelEncoder index -> key (unknown ids -> the OOV token)", "int64", _ids),
+        LayerCase(f"{k}_mask", f"{kind} mask_token", _lookup(kind, mask_token="" if s else 0), (), "converted",
+                  _LOOKUP + "; the mask token -> 0", dt, one),
+    ]
+
+
+STRING_CASES: list[LayerCase] = [
+    LayerCase("text_vectorization_default", "TextVectorization (lower_and_strip_punctuation, whitespace)",
+              _tv(vocabulary=WORDS[:4], output_sequence_length=6), (), "converted",
+              "onnxruntime-extensions ops: ASCII lowercase as 26 StringRegexReplace (StringLower and core "
+              "StringNormalizer also lowercase non-ASCII letters), punctuation by StringRegexReplace (RE2, as "
+              "TensorFlow), whitespace split by StringRegexSplitWithOffsets; then the vocabulary as a LabelEncoder "
+              "and padding / truncation; needs onnxruntime-extensions at run time", "string", _texts, slow=False),
+    LayerCase("text_vectorization_custom", "TextVectorization custom standardize (lower + regex_replace)",
+              _tv(vocabulary=WORDS[:4], output_sequence_length=6, standardize=custom_standardization), (),
+              "converted", "the standardize function is traced; its tf.strings.lower / regex_replace chain becomes "
+              "the same ops (other TensorFlow ops are refused, naming the op)", "string", _texts),
+    LayerCase("text_vectorization_character", "TextVectorization split=character",
+              _tv(vocabulary=list("abcdefg"), split="character", output_sequence_length=10), (), "converted",
+              "UTF-8 characters by StringRegexSplitWithOffsets on ((?s).)", "string", _texts),
+    LayerCase("text_vectorization_multi_hot", "TextVectorization multi_hot", _tv(vocabulary=WORDS[:4],
+              output_mode="multi_hot"), (), "converted", "as above" + _HOT, "string", _texts),
+    LayerCase("text_vectorization_count", "TextVectorization count", _tv(vocabulary=WORDS[:4], output_mode="count"),
+              (), "converted", "as above" + _HOT, "string", _texts),
+    LayerCase("text_vectorization_tf_idf", "TextVectorization tf_idf", _tv(
+        vocabulary=WORDS[:4], output_mode="tf_idf", idf_weights=_IDF[:4]), (), "converted",
+        "as above" + _HOT + ", times the IDF weights", "string", _texts),
+    LayerCase("text_vectorization_ngrams", "TextVectorization ngrams=2", _tv(vocabulary=WORDS, ngrams=2,
+              output_sequence_length=12), (), "converted", "as above; bigrams by the extensions' StringConcat, in Keras's order",
+              "string", _texts),
+    *_lookup_rows("StringLookup"),
+    *_lookup_rows("IntegerLookup"),
+    LayerCase("discretization_int", "Discretization", lambda: [_L().Discretization(bin_boundaries=[-1.0, 0.0, 0.5])],
+              (2,), "converted", "float32 comparisons with the boundaries summed (TensorFlow Bucketize; NaN -> last "
+              "bin)", slow=False),
+    LayerCase("discretization_one_hot", "Discretization one_hot", lambda: [
+        _L().Discretization(bin_boundaries=[-1.0, 0.0, 0.5], output_mode="one_hot")], (1,), "converted",
+        "as above, then OneHot"),
+    *[LayerCase(f"category_encoding_{m}", f"CategoryEncoding {m}", lambda m=m: [
+        _L().CategoryEncoding(num_tokens=8, output_mode=m)], () if m == "one_hot" else (3,), "converted",
+        "OneHot" if m == "one_hot" else "tf2onnx's Bincount conversion (Unique + ScatterND), equal to Keras", "int64",
+        (lambda b: _ids(b)) if m == "one_hot" else (lambda b: _ids(b, (3,)))) for m in ("one_hot", "multi_hot", "count")],
+    LayerCase("normalization", "Normalization (adapted)", lambda: [_normalization()], (6,), "converted",
+              "Sub the adapted mean, Mul by 1 / sqrt(variance) (folded into one constant)"),
+    LayerCase("hashing", "Hashing", lambda: [_L().Hashing(num_bins=4)], (), "refused",
+              "FarmHash Fingerprint64 / SipHash (integers hashed as their decimal strings): no ONNX op computes "
+              "them, and the onnxruntime-extensions hash kernel uses another FarmHash variant; use a "
+              "StringLookup / IntegerLookup adapted on the training data", "string", _texts),
+    LayerCase("hashed_crossing", "HashedCrossing", lambda: [], (), "refused",
+              "TensorFlow's sparse_cross_hashed (FarmHash Fingerprint64 + FingerprintCat64): no ONNX op computes it; "
+              "drop the cross (FeatureSpace crosses=[]) or use a StringLookup over the joined values",
+              "string", _texts, model=lambda: _crossing_model()),
+]
+
+
+def _crossing_model():
+    import keras
+
+    a = keras.Input((), dtype="string", name="x")
+    b = keras.Input((), dtype="string", name="y")
+    return keras.Model([a, b], keras.layers.HashedCrossing(num_bins=5)((a, b)))
+
 
 LAYER_CASES: list[LayerCase] = [
     # recurrent convolution
@@ -351,6 +486,7 @@ LAYER_CASES: list[LayerCase] = [
     _aug("RandomColorDegeneration", 0.2), _aug("Solarization", 0.2), _aug("GaussianNoise", 0.1),
     _aug("GaussianDropout", 0.2), _aug("AlphaDropout", 0.2), _aug("Dropout", 0.3), _aug("SpatialDropout2D", 0.2),
     _aug("ActivityRegularization"),
+    *STRING_CASES,
 ]
 
 LAYER_RESULTS: dict[str, dict] = {}
@@ -386,6 +522,10 @@ def _build_layer_case(case: LayerCase):
     import keras
 
     keras.utils.set_random_seed(0)
+    if case.model is not None:
+        return case.model()
+    if case.model is not None:
+        return case.model()
     model = keras.Sequential([keras.Input(case.shape, dtype=case.dtype, name="x"), *case.layers()], name=case.id)
     rng = np.random.RandomState(1)
     for w in model.trainable_weights:
@@ -426,13 +566,21 @@ def test_layer_row(case: LayerCase):
     assert ("Loop" in ops) == case.loop, f"{case.id}: Loop expected {case.loop}: {ops}"
     notes = [n for n in conv.notes if "Loop" in n]
     assert bool(notes) == case.loop, conv.notes
-    sess = ort.InferenceSession(conv.model.SerializeToString(), providers=["CPUExecutionProvider"])
+    from seqdeploy.runtime.session import make_session
+    from seqdeploy.runtime.extensions import libraries_for
+
+    contrib = sorted({f"{n.domain}:{n.op_type}" for n in conv.model.graph.node if n.domain == "ai.onnx.contrib"})
+    sess = make_session(conv.model.SerializeToString(), custom_ops_libraries=libraries_for(contrib) if contrib else ())
     err = 0.0
     for batch in LAYER_BATCHES:
         x = _layer_inputs(case, batch)
         want = np.asarray(model(x, training=False))
         (got,) = sess.run(None, {"x": x})
         assert got.shape == want.shape, f"{case.id} batch {batch}: shape {got.shape} vs Keras {want.shape}"
+        if want.dtype.kind in "OSU":  # strings (an inverted StringLookup): equal or not
+            decoded = np.vectorize(lambda v: v.decode() if isinstance(v, bytes) else v, otypes=[object])(want)
+            assert (got == decoded).all(), f"{case.id} batch {batch}: {got} vs Keras {decoded}"
+            continue
         err = max(err, float(np.max(np.abs(got.astype("float64") - want.astype("float64")))))
     assert err <= LAYER_ATOL, f"{case.id}: max abs error {err:.3g} > {LAYER_ATOL}"
     why = case.how + ("" if not notes else f" ({notes[0].split(': ', 1)[1]})")

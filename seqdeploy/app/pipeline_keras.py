@@ -97,7 +97,7 @@ def _example_arg(specs: Sequence[Any]) -> str:
 def _stages(model: Any, model_path: Path, specs: Sequence[Any], sample: Any, task: str, labels: list[str] | None,
             target: str | None, work: Path, unsafe: bool, options: PipelineOptions,
             emit: Callable[[PipelineEvent], None]) -> list[StageOutcome]:
-    from seqdeploy.bundle.user_model import check_portable_parity, reference_targets, target_ids, train_record
+    from seqdeploy.bundle.user_model import check_portable_parity, train_record
 
     outcomes: list[StageOutcome] = []
 
@@ -147,23 +147,12 @@ def _stages(model: Any, model_path: Path, specs: Sequence[Any], sample: Any, tas
                               f"{parity.max_abs_error:.3g} > {parity.tolerance:g})", v)
 
     summary = {}
-    with stage("quantize", [QUANTIZE_FILE], summary):
-        from seqdeploy.quantize import QuantizeSettings
-        from seqdeploy.quantize.core import quantize_model
-
-        if sample.targets is not None:
-            gate_targets = target_ids(sample.targets, task, labels, f"{sample.path}: column {target!r}")
-        else:
-            gate_targets = reference_targets(model, sample.inputs, task)
-        settings = QuantizeSettings(mode=options.quantize_mode, max_metric_drop=options.max_metric_drop,
-                                    latency_rounds=options.quantize_rounds)
-        q = quantize_model(work / MODEL_ONNX, out_dir=work, calibration_inputs=sample.inputs,
-                           test_inputs=sample.inputs, test_targets=gate_targets, task=task, settings=settings)
-        write_bundle_manifest(work)
-        summary.update(chosen=q.chosen, reason=q.summary,
-                       gate="accuracy on the target column" if sample.targets is not None else
-                       ("top-1 agreement with float32" if task != "regression" else "closeness to float32"))
-
+    skip = quantize_skip_reason(work)
+    if skip is not None:
+        emit(PipelineEvent("skip", "quantize", skip))
+        outcomes.append(StageOutcome("quantize", "skipped", 0.0, {"reason": skip}))
+    else:
+        _quantize(model, sample, task, labels, target, work, options, stage, summary)
     summary = {}
     with stage("tune", [TUNE_FILE], summary):
         from seqdeploy.bench.tune import tune_bundle
@@ -184,6 +173,44 @@ def _stages(model: Any, model_path: Path, specs: Sequence[Any], sample: Any, tas
     write_bundle_manifest(work)
     write_report(work)
     return outcomes
+
+
+def _quantize(model: Any, sample: Any, task: str, labels: list[str] | None, target: str | None, work: Path,
+              options: PipelineOptions, stage: Any, summary: dict) -> None:
+    from seqdeploy.bundle.user_model import reference_targets, target_ids
+    from seqdeploy.bundle.write import write_bundle_manifest
+
+    with stage("quantize", [QUANTIZE_FILE], summary):
+        from seqdeploy.quantize import QuantizeSettings
+        from seqdeploy.quantize.core import quantize_model
+
+        if sample.targets is not None:
+            gate_targets = target_ids(sample.targets, task, labels, f"{sample.path}: column {target!r}")
+        else:
+            gate_targets = reference_targets(model, sample.inputs, task)
+        settings = QuantizeSettings(mode=options.quantize_mode, max_metric_drop=options.max_metric_drop,
+                                    latency_rounds=options.quantize_rounds)
+        q = quantize_model(work / MODEL_ONNX, out_dir=work, calibration_inputs=sample.inputs,
+                           test_inputs=sample.inputs, test_targets=gate_targets, task=task, settings=settings)
+        write_bundle_manifest(work)
+        summary.update(chosen=q.chosen, reason=q.summary,
+                       gate="accuracy on the target column" if sample.targets is not None else
+                       ("top-1 agreement with float32" if task != "regression" else "closeness to float32"))
+
+
+def quantize_skip_reason(bundle: Path) -> str | None:
+    """Why the quantize stage cannot run on this bundle's graph, or None when it can.
+
+    onnxruntime's quantization tools load the graph without custom-op libraries, so a graph with
+    onnxruntime-extensions ops (TextVectorization's standardize/split) stays float32.
+    """
+    from seqdeploy.runtime.manifest import load_manifest
+
+    contrib = load_manifest(bundle, check_files=False).contrib_ops
+    if not contrib:
+        return None
+    return (f"the graph uses onnxruntime-extensions ops ({', '.join(contrib)}), which onnxruntime's quantization "
+            f"tools cannot load; the bundle serves the verified float32 model")
 
 
 def bench_data(inputs: dict[str, np.ndarray]) -> Any:

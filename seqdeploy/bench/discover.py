@@ -123,7 +123,12 @@ def random_data(name: str, shape: Sequence[Any], dtype: Any, n: int = 256, seed:
     note = "random inputs shaped from the ONNX signature"
     if any(not (isinstance(d, int) and d > 0) for d in list(shape)[1:]):
         note += f" (symbolic dims in {list(shape)} set to 1)"
-    if np.issubdtype(np.dtype(dtype), np.integer):
+    if np.dtype(dtype).kind in "OUS":  # a string input (a model with its own TextVectorization / StringLookup)
+        words = np.asarray(["the", "a", "good", "bad", "film", "red", "blue", "unseen", "Word", "!"], dtype=object)
+        lengths = rng.integers(0, 12, size=(n, *tail))
+        arr = np.empty((n, *tail), dtype=object)
+        arr.flat[:] = [" ".join(rng.choice(words, size=k)) for k in lengths.flat]
+    elif np.issubdtype(np.dtype(dtype), np.integer):
         arr = rng.integers(0, 2, size=(n, *tail)).astype(dtype)
     elif np.dtype(dtype) == np.bool_:
         arr = rng.integers(0, 2, size=(n, *tail)).astype(bool)

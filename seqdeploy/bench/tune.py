@@ -167,10 +167,13 @@ def tune_bundle(run_dir: str | os.PathLike, *, batches: Sequence[int] = (1, 64),
     say = progress or (lambda msg: None)
     t_start = time.perf_counter()
     path = run_dir / art.file
+    from seqdeploy.runtime.extensions import libraries_for
+
+    libraries = libraries_for(manifest.contrib_ops, str(run_dir)) if manifest.contrib_ops else []
     runners = []
     for s in cands:
         pred = Predictor.from_bundle(run_dir, artifact=art.file, settings=s, graph="model-ready")  # run()'s session
-        runners.append((s, pred, make_session(path, settings=s)))
+        runners.append((s, pred, make_session(path, settings=s, custom_ops_libraries=libraries)))
     points: list[TunePoint] = []
     for batch in sorted(set(batches)):
         say(f"tune: batch {batch}, {len(cands)} configurations")

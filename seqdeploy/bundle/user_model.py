@@ -108,7 +108,11 @@ def _table_inputs(path: Path, fmt: str, specs: Sequence[InputSpec],
 
 def _column(values: list[Any], s: InputSpec, path: Path, where: list[str]) -> np.ndarray:
     if s.is_string:
-        return np.asarray(["" if v is None else str(v) for v in values], dtype=object)
+        x = np.empty(len(values), dtype=object)
+        x[:] = ["" if v is None else str(v) for v in values]  # text as it is: empty and blank strings stay
+        if s.shape and all(d == 1 for d in s.shape):  # Input(shape=(1,), dtype="string"): one string per row
+            x = x.reshape((len(values), *s.shape))
+        return x
     if not s.shape:
         return np.asarray([_number(v, path, where[i], s.name) for i, v in enumerate(values)])
     cells = [_sequence(v, path, where[i], s.name) for i, v in enumerate(values)]
@@ -249,10 +253,10 @@ class PortableParity:
 
 def keras_first_output(model: Any, inputs: dict[str, np.ndarray]) -> np.ndarray:
     """The model's first output on ``inputs`` (keyed by input name), ``training=False``."""
+    from seqdeploy.bench.runners.keras import keras_call_inputs
     from seqdeploy.verify.feeds import input_specs
 
-    xs = [inputs[s.name] for s in input_specs(model)]
-    y = model(xs if len(xs) > 1 else xs[0], training=False)
+    y = model(keras_call_inputs(model, inputs, [s.name for s in input_specs(model)]), training=False)
     if isinstance(y, dict):
         y = next(iter(y.values()))
     return np.asarray(y[0] if isinstance(y, (list, tuple)) else y)

@@ -22,6 +22,7 @@ from seqdeploy.errors import InputValidationError
 from seqdeploy.io.text import NOT_JSON, NOT_UTF8, BadInput, CsvRows, JsonlRows
 from seqdeploy.runtime.manifest import Manifest, NoPreprocessing, Scale, Standardize, Tokenize, Window
 from seqdeploy.runtime.predictor import DEFAULT_BATCH_SIZE, Predictor, numeric_array, short_list
+from seqdeploy.scoring.named_inputs import assemble, describe, input_columns, missing_columns, parse_cell, rows_in
 
 BAD_ROW_MODES = ("fail", "skip")
 
@@ -141,10 +142,11 @@ def locate_bad_row(predictor: "Predictor", chunk: Any, offset: int, exc: Excepti
     m = _ROW_RE.search(msg)
     if m:
         return msg[:m.start()] + f"row {int(m.group(1)) + offset}" + msg[m.end():]
-    n = len(chunk)
+    n = rows_in(chunk) if isinstance(chunk, dict) else len(chunk)
     for i in range(n):
+        one = {k: v[i:i + 1] for k, v in chunk.items()} if isinstance(chunk, dict) else chunk[i:i + 1]
         try:
-            predict_chunk(predictor, chunk[i:i + 1])
+            predict_chunk(predictor, one)
         except InputValidationError as one:
             return f"row {offset + i}: {one}"
     return msg
@@ -258,6 +260,10 @@ def _csv_chunks(predictor: "Predictor", src: Path, counter: CsvRows, bs: int, Da
     if header is None:
         raise DataError(f"{src} is empty (expected a header row and data rows)")
     header = [h.strip() for h in header]
+    named = input_columns(predictor.manifest)
+    if named is not None:
+        yield from _named_csv_chunks(named, src, header, reader, counter, bs, DataError)
+        return
     if isinstance(pre, Tokenize):
         if "text" not in header:
             raise DataError(f"{src} has columns {header[:10]} but no 'text' column (expected a header with a "
@@ -323,8 +329,75 @@ def _csv_chunks(predictor: "Predictor", src: Path, counter: CsvRows, bs: int, Da
         yield _reshape_flat(predictor, np.asarray(rows, dtype=np.float64)), counter.done, total
 
 
+def _named_csv_chunks(named: Any, src: Path, header: list[str], reader: Any, counter: CsvRows, bs: int,
+                      DataError: type) -> Iterable[tuple[Any, int, int]]:
+    """One column per model input, by input name (models trained elsewhere taking strings or several inputs)."""
+    missing = missing_columns(named, header)
+    if missing:
+        raise DataError(f"{src} has columns {short_list(header)} but no column(s) {short_list(missing)} (expected one "
+                        f"column per model input: {describe(named)}; extra columns such as ids are ignored)")
+    cols = [(c, header.index(c.name)) for c in named]
+    for c, _ in cols:
+        if not c.scalar:
+            raise DataError(f"{src}: model input {c.name!r} takes {'x'.join(map(str, c.shape))} values per row, "
+                            f"which a CSV cell cannot hold (expected a JSONL or Parquet file with a list per row)")
+    buf: dict[str, list[Any]] = {c.name: [] for c, _ in cols}
+    n = 0
+    for row in reader:
+        if not row:
+            continue
+        if len(row) < len(header):
+            raise DataError(f"{src} line {counter.line}: {len(row)} fields (expected {len(header)} as in the header)")
+        for c, j in cols:
+            value, reason = parse_cell(c, row[j])
+            if reason is not None:
+                raise DataError(f"{src} line {counter.line} {reason}; fix or drop such rows before predicting")
+            buf[c.name].append(value)
+        n += 1
+        if n >= bs:
+            yield assemble(named, buf), counter.done, counter.total
+            buf = {c.name: [] for c, _ in cols}
+            n = 0
+    if n:
+        yield assemble(named, buf), counter.done, counter.total
+
+
+def _named_jsonl_chunks(named: Any, src: Path, counter: JsonlRows, bs: int,
+                        DataError: type) -> Iterable[tuple[Any, int, int]]:
+    """One key per model input, by input name."""
+    buf: dict[str, list[Any]] = {c.name: [] for c in named}
+    n = 0
+    for _, obj in counter:
+        if isinstance(obj, str) and len(named) == 1 and named[0].text:  # bare JSON strings for one text input
+            obj = {named[0].name: obj}
+        if not isinstance(obj, dict):
+            raise DataError(f"{src} line {counter.line}: {type(obj).__name__} (expected an object with one key per "
+                            f"model input: {describe(named)})")
+        missing = missing_columns(named, list(obj))
+        if missing:
+            raise DataError(f"{src} line {counter.line}: keys {short_list(list(obj))} but no {short_list(missing)} "
+                            f"(expected one key per model input: {describe(named)})")
+        for c in named:
+            value, reason = parse_cell(c, obj[c.name])
+            if reason is not None:
+                raise DataError(f"{src} line {counter.line} {reason.replace('column', 'key', 1)}; fix or drop such "
+                                f"rows before predicting")
+            buf[c.name].append(value)
+        n += 1
+        if n >= bs:
+            yield assemble(named, buf), counter.done, counter.total
+            buf = {c.name: [] for c in named}
+            n = 0
+    if n:
+        yield assemble(named, buf), counter.done, counter.total
+
+
 def _jsonl_chunks(predictor: "Predictor", src: Path, counter: JsonlRows, bs: int, DataError: type) -> Iterable[tuple[Any, int, int]]:
     pre = predictor.manifest.preprocessing
+    named = input_columns(predictor.manifest)
+    if named is not None:
+        yield from _named_jsonl_chunks(named, src, counter, bs, DataError)
+        return
     total = counter.total
     buf: list[Any] = []
     for _, obj in counter:

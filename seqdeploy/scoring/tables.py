@@ -32,6 +32,8 @@ from seqdeploy.errors import DataError, InputValidationError, UsageError
 from seqdeploy.runtime.manifest import Manifest, Standardize, Tokenize
 from seqdeploy.runtime.predictor import DEFAULT_BATCH_SIZE
 from seqdeploy.scoring.files import PredictFileResult, class_names, predict_chunk
+from seqdeploy.scoring.named_inputs import (InputColumn, assemble, describe, input_columns, missing_columns, parse_cell,
+                                           take_rows)
 from seqdeploy.scoring.table_io import (  # noqa: F401  (re-exported: the Ray engine and tests use them)
     INPUT_FORMATS,
     FILE_COLUMN,
@@ -71,7 +73,8 @@ class Layout:
 
     ``mode``: ``features`` (one numeric column per named feature), ``text`` (a
     string column), ``list`` (one list-of-numbers column, one sample per row) or
-    ``columns`` (the numeric columns in order, for window/image/raw models).
+    ``columns`` (the numeric columns in order, for window/image/raw models) or ``inputs`` (one column per
+    model input, by name, for models trained elsewhere taking strings or several inputs).
     """
 
     mode: str
@@ -80,6 +83,7 @@ class Layout:
     width: int | None
     outputs: tuple[str, ...]
     prediction_type: str = "float64"  # arrow type of the prediction column: string (labels), int64 or float64
+    inputs: tuple[InputColumn, ...] = ()  # mode ``inputs``: one column per model input, by name
 
     @property
     def read_columns(self) -> tuple[str, ...]:
@@ -126,6 +130,13 @@ def plan_layout(manifest: Manifest, columns: Sequence[str], keep: str | Sequence
                         f"rename those input columns first")
     ptype = "float64" if manifest.task == "regression" else ("string" if manifest.labels else "int64")
     pre = manifest.preprocessing
+    named = input_columns(manifest)
+    if named is not None:
+        missing = missing_columns(named, columns)
+        if missing:
+            raise DataError(f"{where} has columns {_short(columns)} but no column(s) {_short(missing)} (expected one "
+                            f"column per model input: {describe(named)}; extra columns such as ids are ignored)")
+        return Layout("inputs", tuple(c.name for c in named), kept, None, outputs, ptype, named)
     if len(manifest.inputs) != 1:
         raise UsageError(f"bundle {manifest.name!r} has {len(manifest.inputs)} inputs; table scoring feeds "
                          f"single-input models only (use Predictor.predict with a dict of arrays)")
@@ -261,6 +272,8 @@ def _prediction_table(layout: Layout, preds: np.ndarray | None, probs: np.ndarra
 
 
 def _take(raw: Any, idx: np.ndarray) -> Any:
+    if isinstance(raw, dict):
+        return take_rows(raw, idx)
     if isinstance(raw, np.ndarray):
         return raw[idx]
     return [raw[i] for i in idx.tolist()]
@@ -278,6 +291,22 @@ def extract_inputs(table: pa.Table, layout: Layout) -> tuple[Any, dict[int, str]
     """
     n = table.num_rows
     bad: dict[int, str] = {}
+    if layout.mode == "inputs":
+        values: dict[str, list[Any]] = {}
+        for c in layout.inputs:
+            cells = []
+            for i, cell in enumerate(table.column(c.name).to_pylist()):
+                value, reason = parse_cell(c, cell)
+                if reason is not None:
+                    bad.setdefault(i, reason)
+                cells.append(value)
+            values[c.name] = cells
+        if bad:  # placeholders of the right shape keep positions aligned
+            for c in layout.inputs:
+                if not c.scalar:
+                    good = next((v for i, v in enumerate(values[c.name]) if i not in bad), [])
+                    values[c.name] = [[0.0] * len(good) if i in bad else v for i, v in enumerate(values[c.name])]
+        return assemble(layout.inputs, values), bad
     if layout.mode == "text":
         col = table.column(layout.columns[0])
         if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):

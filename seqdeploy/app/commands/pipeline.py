@@ -27,6 +27,9 @@ def render_summary(result) -> None:
         colour = {"ran": "green", "skipped": "cyan", "not requested": "dim"}.get(st.status, "red")
         table.add_row(st.name, f"[{colour}]{st.status}[/]", f"{st.seconds:.1f}s" if st.status == "ran" else "")
     console.print(table)
+    for st in result.stages:
+        if st.status == "skipped" and set(st.summary) == {"reason"}:  # a stage that cannot run on this model
+            console.print(f"{st.name} skipped: {st.summary['reason']}")
     tm = (s.get("train") or {}).get("test_metrics") or {}
     if tm:
         console.print("test metrics: " + ", ".join(f"{k} {v:.4f}" for k, v in tm.items()))

@@ -103,8 +103,7 @@ class KerasRunner:
 
     def infer(self, feeds: Mapping[str, np.ndarray]) -> Sequence[np.ndarray]:
         model = self.source.model()
-        xs = [feeds[n] for n in self.input_names] if self.input_names is not None else list(feeds.values())
-        x = xs[0] if len(xs) == 1 else xs
+        x = keras_call_inputs(model, feeds, self.input_names)
         if self.mode == "predict":
             out = model.predict(x, batch_size=self._batch, verbose=0)
         else:
@@ -138,3 +137,17 @@ register(Family(
 ))
 
 __all__ = ["KerasRunner", "KerasSource", "load_keras", "quiet_tf"]
+
+
+
+def keras_call_inputs(model: Any, feeds: Mapping[str, np.ndarray], names: Sequence[str] | None = None) -> Any:
+    """What ``model(...)`` takes for ``feeds`` keyed by input name: a dict for dict-input Functional models (a
+    FeatureSpace), else one array or a list in ``names`` order (default: the feeds' order)."""
+    try:
+        struct = model.input
+    except (AttributeError, ValueError):
+        struct = None
+    if isinstance(struct, dict):
+        return {k: feeds[t.name] if getattr(t, "name", None) in feeds else feeds[k] for k, t in struct.items()}
+    xs = [feeds[n] for n in names] if names is not None else list(feeds.values())
+    return xs[0] if len(xs) == 1 else xs

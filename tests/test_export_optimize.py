@@ -222,23 +222,6 @@ def test_self_attention_becomes_one_attention_node_and_residual_adds_stay_out_of
     _exact(model, proto, np.random.default_rng(3).standard_normal((4, 6, 8)).astype(np.float32))
 
 
-def test_conv_flatten_dense_drops_the_transpose_into_the_dense_weights():
-    import keras
-
-    from seqdeploy.export.convert import convert_model
-
-    keras.utils.set_random_seed(0)
-    inp = keras.Input((8, 8, 2))
-    x = keras.layers.Conv2D(4, 3, activation="relu")(inp)
-    x = keras.layers.MaxPooling2D(2)(x)
-    model = keras.Model(inp, keras.layers.Dense(3)(keras.layers.Flatten()(x)))
-    _randomize(model)
-    proto = convert_model(model).model
-    transposes = [n for n in proto.graph.node if n.op_type == "Transpose"]
-    assert len(transposes) <= 1 and all(n.input[0] == proto.graph.input[0].name for n in transposes)  # only NHWC -> NCHW at the input
-    _exact(model, proto, np.random.default_rng(3).standard_normal((5, 8, 8, 2)).astype(np.float32))
-
-
 def test_embedding_ids_go_to_gather_directly_and_negative_ids_still_wrap():
     import keras
 
@@ -253,3 +236,25 @@ def test_embedding_ids_go_to_gather_directly_and_negative_ids_still_wrap():
     assert ops["Gather"] == 1 and ops["Less"] == 0 and ops["Not"] == 0
     ids = np.array([[0, 3, -1, -11, 10], [5, -4, 2, 1, 0]], np.int32)
     _exact(model, proto, ids)
+
+
+def test_rescaling_folds_into_the_first_conv_and_a_repeated_relu_is_dropped():
+    import keras
+
+    from seqdeploy.export.convert import convert_model
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((8, 8, 3))
+    x = keras.layers.Rescaling(1.0 / 255)(inp)
+    x = keras.layers.Conv2D(4, 3, padding="same")(x)  # zero padding: the scale still folds exactly
+    x = keras.layers.Activation("relu")(x)
+    x = keras.layers.Activation("relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inp, keras.layers.Dense(2)(x))
+    _randomize(model)
+    proto = convert_model(model).model
+    ops = Counter(n.op_type for n in proto.graph.node)
+    assert ops["Mul"] == 0 and ops["Relu"] == 1
+    assert ops["Add"] <= 1  # only the Dense bias: Rescaling's zero offset is gone
+    x = np.random.default_rng(3).uniform(0, 255, (4, 8, 8, 3)).astype(np.float32)
+    _exact(model, proto, x)

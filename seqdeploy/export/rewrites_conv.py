@@ -5,6 +5,12 @@
   the scale moves into the weights and the two full-tensor passes over the input go away.
 * :func:`drop_repeated_relu` -- ``Relu(Relu(x))`` is ``Relu(x)`` (Keras models that apply an Activation twice,
   as the keras-io Xception entry flow does).
+
+Measured on benchmarks/real_zoo.py's Xception-like CNN (one thread, interleaved p50): 1.01-1.015x at batch 1
+and 32 -- the float32 CNNs are Conv-bound (the MNIST convnet's second Conv runs at ~100 GFLOP/s, near one
+core's peak), so their gains come from static int8 (uint8 activations on VNNI), not from graph edits.
+onnxruntime's NCHWc layout (graph level ``all``, the runtime default) is what makes the float32 Convs fast:
+without it the CNNs ran 0.43-0.63x.
 """
 
 from __future__ import annotations

@@ -493,8 +493,11 @@ def render(names: list[str], batches: tuple[int, ...], threads: tuple[int, ...],
               for n in names if (BEFORE / n / "zoo_bench.json").is_file() and (BEFORE / n / "prepare.json").is_file()}
     if before:
         th = threads[0]
+        note = BEFORE / "NOTE.md"  # what the saved 'before' run was, when it was not the plain export
+        what = (note.read_text().strip() if note.is_file()
+                else "The same trained models exported without and with the cleanup")
         lines += ["## The graph cleanup (seqdeploy/export/optimize.py): before and after", "",
-                  f"The same trained models exported without and with the cleanup, 1 thread, separate runs (p50; "
+                  f"{what}, 1 thread, separate runs (p50; "
                   f"machine load differs between runs: compare within a row with care).", "",
                   "| model | nodes before | nodes after | ORT fp32 b1 before | after | ORT fp32 b32 before | after "
                   "| deployed b1 before | after | deployed b32 before | after |", "|---|---|---|---|---|---|---|---|---|---|---|"]

@@ -198,3 +198,63 @@ def test_hoist_scalar_mul_moves_the_scale_next_to_its_matmul():
     assert hoist_scalar_mul(m) == 1
     assert [n.op_type for n in m.graph.node] == ["MatMul", "Mul", "Reshape"]
     assert np.array_equal(_ort(m, x), before)
+
+
+def test_self_attention_becomes_one_attention_node_and_residual_adds_stay_out_of_skip_layer_norm():
+    import keras
+
+    from seqdeploy.export.convert import convert_model
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((6, 8))
+    att = keras.layers.MultiHeadAttention(num_heads=2, key_dim=8)(inp, inp)
+    x = keras.layers.LayerNormalization(epsilon=1e-6)(inp + att)
+    x = keras.layers.GlobalAveragePooling1D()(x)
+    model = keras.Model(inp, keras.layers.Dense(2)(x))
+    _randomize(model)
+    proto = convert_model(model).model
+    ops = Counter(n.op_type for n in proto.graph.node)
+    assert ops["Attention"] == 1 and ops["Softmax"] == 0 and ops["Transpose"] == 0  # the whole attention in one kernel
+    att_node = next(n for n in proto.graph.node if n.op_type == "Attention")
+    assert att_node.domain == "com.microsoft" and {a.name: a.i for a in att_node.attribute}["num_heads"] == 2
+    ln = next(n for n in proto.graph.node if n.op_type == "LayerNormalization")
+    assert next(n for n in proto.graph.node if ln.input[0] in n.output).op_type == "Sum"
+    _exact(model, proto, np.random.default_rng(3).standard_normal((4, 6, 8)).astype(np.float32))
+
+
+def test_embedding_ids_go_to_gather_directly_and_negative_ids_still_wrap():
+    import keras
+
+    from seqdeploy.export.convert import convert_model
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((5,), dtype="int32")
+    x = keras.layers.GlobalAveragePooling1D()(keras.layers.Embedding(11, 4)(inp))
+    model = keras.Model(inp, keras.layers.Dense(2)(x))
+    proto = convert_model(model).model
+    ops = Counter(n.op_type for n in proto.graph.node)
+    assert ops["Gather"] == 1 and ops["Less"] == 0 and ops["Not"] == 0
+    ids = np.array([[0, 3, -1, -11, 10], [5, -4, 2, 1, 0]], np.int32)
+    _exact(model, proto, ids)
+
+
+def test_rescaling_folds_into_the_first_conv_and_a_repeated_relu_is_dropped():
+    import keras
+
+    from seqdeploy.export.convert import convert_model
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((8, 8, 3))
+    x = keras.layers.Rescaling(1.0 / 255)(inp)
+    x = keras.layers.Conv2D(4, 3, padding="same")(x)  # zero padding: the scale still folds exactly
+    x = keras.layers.Activation("relu")(x)
+    x = keras.layers.Activation("relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inp, keras.layers.Dense(2)(x))
+    _randomize(model)
+    proto = convert_model(model).model
+    ops = Counter(n.op_type for n in proto.graph.node)
+    assert ops["Mul"] == 0 and ops["Relu"] == 1
+    assert ops["Add"] <= 1  # only the Dense bias: Rescaling's zero offset is gone
+    x = np.random.default_rng(3).uniform(0, 255, (4, 8, 8, 3)).astype(np.float32)
+    _exact(model, proto, x)

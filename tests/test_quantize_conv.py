@@ -120,6 +120,20 @@ def test_pad_input_channels_follows_the_cpu(flags, machine, want, monkeypatch):
     assert q.QuantizeSettings(static=given).static_settings().pad_input_channels is (not want)  # given wins
 
 
+@pytest.mark.parametrize("flags, want", [("fpu avx2 fma", "int8"), ("fpu avx2 avx512f avx512_vnni", "uint8")])
+def test_static_activation_type_follows_the_cpu(flags, want, monkeypatch):
+    import platform
+
+    import seqdeploy.cpu as doctor
+
+    cpuinfo = f"processor\t: 0\nflags\t\t: {flags}\n"
+    assert q.default_activation_type(cpuinfo) == want
+    monkeypatch.setattr(doctor, "read_cpuinfo", lambda: cpuinfo)
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
+    assert q.QuantizeSettings().static_settings().activation_type == want
+    assert q.StaticInt8Settings(activation_type="int8").activation_type == "int8"  # given wins
+
+
 def test_pad_input_channels_is_validated():
     with pytest.raises(QuantizeError, match="pad_input_channels = 'yes'"):
         q.StaticInt8Settings(pad_input_channels="yes")

@@ -24,6 +24,12 @@ an answer, or fails, leaves the graph as it was.
   MatMul, where onnxruntime folds it into the MatMul.
 * :func:`fuse_layer_norm` -- TF's LayerNormalization (mean, squared difference, variance, rsqrt, scale,
   shift: 12 nodes) as one ``LayerNormalization`` (opset >= 17).
+* :func:`fuse_attention`, :func:`native_gather_index`, :func:`residual_sum` (in
+  :mod:`seqdeploy.export.rewrites_fuse`) -- unmasked self-attention as ``com.microsoft.Attention``, Embedding's
+  negative-id wrap dropped (Gather wraps itself), and ``Add -> LayerNormalization`` kept out of onnxruntime's
+  slower ``SkipLayerNormalization``.
+* :func:`fold_input_scale`, :func:`drop_repeated_relu` (in :mod:`seqdeploy.export.rewrites_conv`) -- Keras
+  Rescaling folded into the first Conv's weights, ``Relu(Relu(x))`` as one Relu.
 
 Measured on benchmarks/real_zoo.py's models (see benchmarks/REAL_ZOO.md). Tried and not kept:
 onnxruntime's transformer optimizer (``onnxruntime.transformers.optimizer``, model types ``bert`` and
@@ -56,6 +62,8 @@ class OptimizeReport:
 
 from seqdeploy.export.rewrites import PROBE_BATCHES, fold_conv_affine, fold_static_shapes, native_conv1d, probe_feeds, probe_session
 from seqdeploy.export.rewrites_attention import collapse_transposes, drop_tensordot_reshapes, fuse_layer_norm, hoist_scalar_mul
+from seqdeploy.export.rewrites_conv import drop_repeated_relu, fold_input_scale
+from seqdeploy.export.rewrites_fuse import fuse_attention, native_gather_index, residual_sum
 
 
 #: the passes :func:`optimize_graph` runs, in this order (name, function of the ModelProto -> rewrites made)
@@ -67,6 +75,11 @@ PASSES: tuple[tuple[str, Callable[[Any], int]], ...] = (
     ("drop_tensordot_reshapes", drop_tensordot_reshapes),
     ("collapse_transposes", collapse_transposes),
     ("hoist_scalar_mul", hoist_scalar_mul),
+    ("fuse_attention", fuse_attention),
+    ("native_gather_index", native_gather_index),
+    ("residual_sum", residual_sum),
+    ("fold_input_scale", fold_input_scale),
+    ("drop_repeated_relu", drop_repeated_relu),
 )
 
 

@@ -63,7 +63,7 @@ from seqdeploy.quantize.results import (
     SkippedRecipe,
 )
 from seqdeploy.quantize.settings import (
-    CALIBRATION_METHODS, QUANT_TYPES, TASKS, QuantizeSettings, default_pad_input_channels, default_reduce_range, modes,
+    CALIBRATION_METHODS, QUANT_TYPES, TASKS, QuantizeSettings, default_activation_type, default_pad_input_channels, default_reduce_range, modes,
 )
 
 #: recipe name -> artifact file name (the naming rule of seqdeploy.precision)
@@ -74,7 +74,7 @@ __all__ = [
     "CALIBRATION_METHODS", "Candidate", "DynamicInt8Settings", "Float16Settings", "Float32Report", "LatencyComparison",
     "LayerDiagnosis", "MODES", "MetricReport", "QUANTIZED_OP_TYPES", "QUANT_TYPES", "QuantizeRecord", "QuantizeResult",
     "QGemmInt8Settings", "QuantizeSettings", "RECIPE_FILES", "Recipe", "RecipeDoesNotFit", "RecipeSettings", "SkippedRecipe", "StaticInt8Settings", "TASKS",
-    "build_candidate", "check_not_quantized", "choose_candidate", "compute_metric", "default_pad_input_channels", "default_reduce_range",
+    "build_candidate", "check_not_quantized", "choose_candidate", "compute_metric", "default_activation_type", "default_pad_input_channels", "default_reduce_range",
     "diagnose_layers", "gate", "get_recipe", "is_quantized_op", "measure_latency", "metric_drop",
     "metric_drop_definition", "metric_name_for", "modes", "op_counts", "plan_recipes", "preprocess",
     "quantize_model", "quantize_run", "read_record", "recipe_files",

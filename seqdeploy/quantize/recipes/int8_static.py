@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -19,6 +19,7 @@ from seqdeploy.quantize.settings import (
     check_calibration,
     check_choice,
     check_nodes,
+    default_activation_type,
     default_pad_input_channels,
 )
 
@@ -85,7 +86,8 @@ class StaticInt8Settings:
     activation histogram kept, in percent). ``pad_input_channels`` pads the input
     channels of a Conv fed by the model's NHWC input to a multiple of 4 (an exact rewrite,
     :func:`pad_input_channels`) so onnxruntime's VNNI int8 convolution kernel takes it; the
-    default follows the CPU (:func:`seqdeploy.quantize.settings.default_pad_input_channels`).
+    default follows the CPU (:func:`seqdeploy.quantize.settings.default_pad_input_channels`), as does
+    ``activation_type`` (uint8 with VNNI: :func:`seqdeploy.quantize.settings.default_activation_type`).
 
         >>> StaticInt8Settings(calibration_method="percentile", percentile=99.99).calibration_method
         'percentile'
@@ -97,7 +99,7 @@ class StaticInt8Settings:
     percentile: float = 99.999
     per_channel: bool = True
     reduce_range: bool = False
-    activation_type: QuantTypeName = "int8"
+    activation_type: QuantTypeName = field(default_factory=default_activation_type)  # uint8 where VNNI runs u8s8
     weight_type: QuantTypeName = "int8"
     op_types: tuple[str, ...] | None = None  # None = every op type ORT's QDQ quantizer handles
     nodes_to_exclude: tuple[str, ...] = ()

@@ -149,3 +149,19 @@ def test_feature_space_style_model_exports_and_matches_keras(tmp_path):
                                providers=["CPUExecutionProvider"]).run(None, feeds)[0]
     want = np.asarray(model([feeds[i.name] for i in model.inputs]))
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+
+
+def test_a_model_ending_in_an_inverted_lookup_exports_its_strings(tmp_path):
+    """A string graph output (StringLookup(invert=True) last) goes through the graph cleanup's exactness probe."""
+    import keras
+
+    from seqdeploy.export.convert import export_onnx
+    from seqdeploy.runtime.session import make_session
+
+    inp = keras.Input((3,), dtype="int64", name="ids")
+    model = keras.Model(inp, keras.layers.StringLookup(vocabulary=["a", "b", "c"], invert=True, name="inv")(inp))
+    model.save(tmp_path / "m.keras")
+    export_onnx(tmp_path / "m.keras", out=tmp_path / "m.onnx")
+    x = np.array([[0, 1, 3], [2, 2, 1]], np.int64)
+    got = make_session(str(tmp_path / "m.onnx")).run(None, {"ids": x})[0]
+    assert got.astype(str).tolist() == np.asarray(model(x)).astype(str).tolist() == [["[UNK]", "a", "c"], ["b", "b", "a"]]

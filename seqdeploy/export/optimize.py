@@ -86,10 +86,14 @@ PASSES: tuple[tuple[str, Callable[[Any], int]], ...] = (
 def _max_diff(a: list[np.ndarray], b: list[np.ndarray]) -> tuple[float, float]:
     diff, scale = 0.0, 0.0
     for x, y in zip(a, b):
-        x = np.asarray(x, np.float64)
-        y = np.asarray(y, np.float64)
+        x, y = np.asarray(x), np.asarray(y)
         if x.shape != y.shape:
             return float("inf"), 0.0
+        if x.dtype.kind not in "biuf" or y.dtype.kind not in "biuf":  # strings (an inverted lookup): equal or not
+            if not np.array_equal(x, y):
+                return float("inf"), 0.0
+            continue
+        x, y = x.astype(np.float64), y.astype(np.float64)
         if x.size:
             diff = max(diff, float(np.nanmax(np.abs(x - y))) if np.isfinite(y).all() == np.isfinite(x).all() else float("inf"))
             scale = max(scale, float(np.nanmax(np.abs(x))))

@@ -143,7 +143,7 @@ def run_pipeline(spec_path: str | Path, *, out: str | Path | None = None, stages
 
     manifest_path, report_path = _write_bundle(run_dir, emit)
     summary = pipeline_summary(run_dir)
-    snippet = (f"from seqdeploy.runtime.predictor import Predictor; "
+    snippet = (f"from seqdeploy.runtime import Predictor; "
                f"p = Predictor.from_bundle({str(run_dir)!r}); p.predict(rows)")
     return PipelineResult(run_dir=run_dir, spec_name=spec.name, stages=tuple(outcomes),
                           seconds=time.perf_counter() - start, summary=summary, manifest_path=manifest_path,

@@ -184,7 +184,7 @@ def _manifest_section(m: dict, run_dir: Path) -> list[str]:
             for a in m.get("artifacts", [])]
     if rows:
         out += [markdown_table(["artifact", "precision", "bytes", "sha256"], rows), ""]
-    out += ["Embed it (onnxruntime + numpy only):", "", "```python", "from seqdeploy.runtime.predictor import Predictor",
+    out += ["Embed it (onnxruntime + numpy only):", "", "```python", "from seqdeploy.runtime import Predictor",
             f"predictor = Predictor.from_bundle({str(run_dir)!r})", "predictor.predict(raw_rows)", "```", ""]
     return out
 

@@ -5,7 +5,7 @@ manifest/preprocess/fastpath/errors/atomic modules: never TensorFlow, never
 ``onnx``. This is what ``pip install seqdeploy`` (the base install) gives an
 application.
 
-    >>> from seqdeploy.runtime.predictor import Predictor
+    >>> from seqdeploy.runtime import Predictor
     >>> p = Predictor.from_bundle("runs/breast_cancer_mlp")      # doctest: +SKIP
     >>> p.predict([{"mean radius": 14.1, ...}])                     # doctest: +SKIP
     array(['benign'], dtype='<U9')

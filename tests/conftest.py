@@ -58,3 +58,16 @@ def string_bundles(tmp_path_factory) -> dict[str, Path]:
 
     root = tmp_path_factory.mktemp("strings")
     return {kind: build(root, kind) for kind in ("lookup", "text", "features")}
+
+
+@pytest.fixture(scope="session")
+def local_ray():
+    """One local Ray for every Ray test (scoring and training): 2 CPUs, a small object store, no dashboard."""
+    ray = pytest.importorskip("ray")
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, object_store_memory=256 << 20, include_dashboard=False, log_to_driver=False,
+                 logging_level="ERROR")
+    yield ray
+    if started:
+        ray.shutdown()

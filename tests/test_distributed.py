@@ -30,18 +30,6 @@ runner = CliRunner()
 FEATURES = ["a", "b", "c", "d"]
 
 
-@pytest.fixture(scope="session")
-def local_ray():
-    """One local Ray for every Ray test: 2 CPUs, a small object store, no dashboard."""
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, object_store_memory=256 << 20, include_dashboard=False, log_to_driver=False,
-                 logging_level="ERROR")
-    yield ray
-    if started:
-        ray.shutdown()
-
-
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     return build_bundle(tmp_path_factory.mktemp("ray_bundles"), "binary")

@@ -64,18 +64,6 @@ def test_cli_refuses_bad_engine_options(tmp_path, args, message):
 
 
 @pytest.fixture(scope="module")
-def local_ray():
-    """A local Ray sized for this machine: 2 CPUs, one per worker, no dashboard."""
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, object_store_memory=256 << 20, include_dashboard=False, log_to_driver=False,
-                 logging_level="ERROR")
-    yield ray
-    if started:
-        ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def local_run(tmp_path_factory):
     from seqdeploy.train.local import train
 

@@ -148,3 +148,25 @@ def _mostly_text(values: list[Any]) -> bool:
     if not filled:
         return False
     return sum(not _is_number(v) for v in filled) * 2 >= len(filled)
+
+
+TEXT_AS_CATEGORICAL = ("column(s) {} hold text: treated as categorical (one-hot over the training values, unseen "
+                       "values go to an out-of-vocabulary bucket); set [data] categorical = [...] to choose")
+
+
+def spec_features(data: DataSpec, where: Any, header: list[str]) -> tuple[list[str], list[str] | None]:
+    """The spec's feature columns checked against a table's ``header`` (named ``where`` in messages), and its
+    categorical columns (None: the caller detects them from the values)."""
+    features = list(data.features) if data.features else [h for h in header if h != data.target]
+    missing = [c for c in features if c not in header]
+    if missing:
+        raise DataError(f"{where}: feature columns {missing} not found; columns are {header}")
+    if not features:
+        raise DataError(f"{where}: no feature columns besides the target {data.target!r}")
+    if data.categorical is None:
+        return features, None
+    unknown = [c for c in data.categorical if c not in features]
+    if unknown:
+        raise DataError(f"{where}: categorical columns {unknown} are not feature columns {features}; "
+                        "name columns of the table (not the target)")
+    return features, list(data.categorical)

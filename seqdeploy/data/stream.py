@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from seqdeploy.data.common import Splits, _mostly_text, _num_key
+from seqdeploy.data.common import TEXT_AS_CATEGORICAL, Splits, _mostly_text, _num_key, spec_features
 from seqdeploy.errors import BadDataFile, DataError, InputFileNotFound
 from seqdeploy.data.stream_read import Rows, decode, file_batches, require_pyarrow, row_hash, split_of  # noqa: F401
 from seqdeploy.io.inputs import InputFile, resolve_inputs
@@ -156,26 +156,13 @@ def _columns(data: DataSpec, f: InputFile) -> tuple[list[str], list[str], list[s
     header = file_columns(f)
     if data.target not in header:
         raise DataError(f"{f.path}: target column {data.target!r} not found; columns are {header}")
-    features = list(data.features) if data.features else [h for h in header if h != data.target]
-    missing = [c for c in features if c not in header]
-    if missing:
-        raise DataError(f"{f.path}: feature columns {missing} not found; columns are {header}")
-    if not features:
-        raise DataError(f"{f.path}: no feature columns besides the target {data.target!r}")
+    features, categorical = spec_features(data, f.path, header)
     notes: list[str] = []
-    if data.categorical is not None:
-        unknown = [c for c in data.categorical if c not in features]
-        if unknown:
-            raise DataError(f"{f.path}: categorical columns {unknown} are not feature columns {features}; "
-                            "name columns of the table (not the target)")
-        categorical = list(data.categorical)
-    else:
+    if categorical is None:
         table, _ = next(iter(file_batches(f, features)))
         categorical = [c for c in features if _mostly_text(table.column(c).to_pylist())]
         if categorical:
-            notes.append(f"column(s) {categorical} hold text: treated as categorical (one-hot over the training "
-                         f"values, unseen values go to an out-of-vocabulary bucket); set [data] categorical = [...] "
-                         f"to choose")
+            notes.append(TEXT_AS_CATEGORICAL.format(categorical))
     return [c for c in features if c not in categorical], categorical, notes
 
 

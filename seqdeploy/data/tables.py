@@ -15,7 +15,8 @@ from seqdeploy.preprocess import TOKEN_PATTERN, Categorical, Tokenize
 from seqdeploy.spec import DataSpec
 
 from seqdeploy.data.common import (
-    Splits, _check_enough, _check_finite, _encode_target, _fingerprint, _mostly_text, _split_indices, _tabular,
+    TEXT_AS_CATEGORICAL, Splits, _check_enough, _check_finite, _encode_target, _fingerprint, _mostly_text,
+    _split_indices, _tabular, spec_features,
 )
 
 
@@ -133,26 +134,13 @@ def table_source(data: DataSpec, seed: int) -> Splits:
     target = [_cell_text(row[ti]) for row in rows]
     if data.text is not None:
         return _text_table(data, seed, header, rows, where, target)
-    features = list(data.features) if data.features else [h for h in header if h != data.target]
-    missing = [f for f in features if f not in header]
-    if missing:
-        raise DataError(f"{data.path}: feature columns {missing} not found; columns are {header}")
-    if not features:
-        raise DataError(f"{data.path}: no feature columns besides the target {data.target!r}")
+    features, categorical = spec_features(data, data.path, header)
     cols = [header.index(f) for f in features]
     notes: list[str] = []
-    if data.categorical is not None:
-        unknown = [c for c in data.categorical if c not in features]
-        if unknown:
-            raise DataError(f"{data.path}: categorical columns {unknown} are not feature columns {features}; "
-                            "name columns of the table (not the target)")
-        categorical = list(data.categorical)
-    else:
+    if categorical is None:
         categorical = [f for f, ci in zip(features, cols) if _mostly_text([row[ci] for row in rows])]
         if categorical:
-            notes.append(f"column(s) {categorical} hold text: treated as categorical (one-hot over the training "
-                         f"values, unseen values go to an out-of-vocabulary bucket); set [data] categorical = [...] "
-                         f"to choose")
+            notes.append(TEXT_AS_CATEGORICAL.format(categorical))
     numeric = [f for f in features if f not in categorical]
     x = np.empty((len(rows), len(numeric)), dtype=np.float64)
     for c, name in enumerate(numeric):

@@ -532,3 +532,32 @@ def test_static_calibration_arguments_follow_the_settings():
     assert len({tuple(r) for b in batches for r in b}) == 10
     plain = static_calibration(q.StaticInt8Settings(), rows, seed=0)
     assert plain["calibrate_method"] == CalibrationMethod.MinMax and plain["extra_options"] is None
+
+
+def test_preprocess_leaves_nothing_in_the_working_directory(tmp_path, monkeypatch):
+    """onnxruntime's symbolic shape inference saves sym_shape_infer_temp.onnx into the current directory when it
+    gives up; preprocess runs it elsewhere, falls back, and says so."""
+    import onnx
+    from onnx import TensorProto, helper
+    from onnxruntime.tools import symbolic_shape_infer
+
+    from seqdeploy.quantize.graph import preprocess
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])])
+    src = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), src)
+
+    def gives_up(model, *args, **kwargs):
+        onnx.save_model(model, "sym_shape_infer_temp.onnx", save_as_external_data=True)
+        raise Exception("Incomplete symbolic shape inference")
+
+    monkeypatch.setattr(symbolic_shape_infer.SymbolicShapeInference, "infer_shapes", staticmethod(gives_up))
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    out, warnings = preprocess(src, tmp_path / "pre.onnx")
+    assert list(work.iterdir()) == []
+    assert out == (tmp_path / "pre.onnx").resolve() and out.is_file()
+    assert len(warnings) == 1 and "retrying without symbolic shape inference" in warnings[0]

@@ -48,19 +48,32 @@ def preprocess(src: Path, dst: Path) -> tuple[Path, list[str]]:
 
     Returns the model to quantize and the warnings collected.
     """
+    import tempfile
+
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    src, dst = Path(src).resolve(), Path(dst).resolve()
     warnings: list[str] = []
-    try:
-        quant_pre_process(str(src), str(dst))
-        return dst, warnings
-    except Exception as exc:  # noqa: BLE001 - pre-processing is an optimisation, never a blocker
-        warnings.append(f"quant_pre_process failed ({type(exc).__name__}: {str(exc)[:200]}); retrying without symbolic shape inference")
-    try:
-        quant_pre_process(str(src), str(dst), skip_symbolic_shape=True)
-        return dst, warnings
-    except Exception as exc:  # noqa: BLE001
-        warnings.append(f"quant_pre_process failed again ({type(exc).__name__}: {str(exc)[:200]}); quantizing the model as exported")
+    # onnxruntime's symbolic shape inference saves "sym_shape_infer_temp.onnx" (+ external data) into the current
+    # directory when it gives up: run it from a scratch directory so nothing lands where the user works.
+    here = os.getcwd()
+    with tempfile.TemporaryDirectory(prefix="seqdeploy-preprocess-") as scratch:
+        os.chdir(scratch)
+        try:
+            try:
+                quant_pre_process(str(src), str(dst))
+                return dst, warnings
+            except Exception as exc:  # noqa: BLE001 - pre-processing is an optimisation, never a blocker
+                warnings.append(f"quant_pre_process failed ({type(exc).__name__}: {str(exc)[:200]}); "
+                                "retrying without symbolic shape inference")
+            try:
+                quant_pre_process(str(src), str(dst), skip_symbolic_shape=True)
+                return dst, warnings
+            except Exception as exc:  # noqa: BLE001
+                warnings.append(f"quant_pre_process failed again ({type(exc).__name__}: {str(exc)[:200]}); "
+                                "quantizing the model as exported")
+        finally:
+            os.chdir(here)
     return src, warnings
 
 

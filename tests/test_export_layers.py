@@ -159,13 +159,16 @@ def test_registry_holds_the_families_and_resolves_by_order():
     from seqdeploy.export.layers import REGISTRY, converter_for
 
     names = list(REGISTRY.all())
-    assert {"recurrent", "time_distributed", "lookup_refusal"} <= set(names)
-    assert names[-1] == "lookup_refusal"  # order 100: any converter of the same class comes first
+    assert {"recurrent", "time_distributed", "text_vectorization", "string_lookup", "integer_lookup", "hashing",
+            "hashed_crossing"} <= set(names)
     L = keras.layers
     assert converter_for(L.GRU(2)).name == "recurrent"
     assert converter_for(L.Bidirectional(L.LSTM(2))).name == "recurrent"
     assert converter_for(L.TimeDistributed(L.Dense(2))).name == "time_distributed"
     assert converter_for(L.IntegerLookup(vocabulary=[3, 4])).name == "integer_lookup"
+    assert converter_for(L.StringLookup(vocabulary=["a"])).name == "string_lookup"
+    assert converter_for(L.TextVectorization(vocabulary=["a"])).name == "text_vectorization"
+    assert converter_for(L.Hashing(num_bins=4)).name == "hashing"  # refused with its reason
     assert converter_for(L.HashedCrossing(num_bins=4)).name == "hashed_crossing"  # refused with its reason
     assert converter_for(L.Dense(2)) is None
 

@@ -11,7 +11,8 @@ from seqdeploy.errors import BundleError, InputValidationError, UsageError
 from seqdeploy.runtime.manifest import RuntimeSettings, load_manifest, manifest_from_dict
 from seqdeploy.runtime.session import SessionSettings, build_session_options
 from seqdeploy.runtime.predictor import Predictor
-from seqdeploy.bench.tune import TunePoint, candidates, choose, read_choices, tune_bundle
+from seqdeploy.bench.tune import TunePoint, candidates, choose, tune_bundle
+from seqdeploy.layout import read_tune_choices
 from test_manifest import build_bundle
 
 ONE = SessionSettings()
@@ -134,7 +135,7 @@ def test_forced_choice_reaches_predictor_and_a_changed_artifact_drops_it(tmp_pat
     m = onnx.load(str(run / "model.onnx"))
     m.doc_string = "retrained"
     onnx.save(m, str(run / "model.onnx"))
-    assert read_choices(run, "model.onnx") is None
+    assert read_tune_choices(run, "model.onnx") is None
     assert write_bundle_manifest(run).runtime_settings is None
     assert Predictor.from_bundle(run).info.settings == SessionSettings()
 

@@ -38,7 +38,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from seqdeploy.errors import BundleError, UsageError
-from seqdeploy.layout import MANIFEST_FILE, TUNE_FILE, TUNE_SCHEMA, TuneChoice, read_tune_choices
+from seqdeploy.layout import MANIFEST_FILE, TUNE_FILE, TUNE_SCHEMA, TuneChoice
 from seqdeploy.runtime.session import DEFAULT_GRAPH_LEVEL, GRAPH_LEVELS, ORT_TYPES, SessionSettings, make_session
 
 #: a costlier candidate (more threads, spinning) must be at least this much faster (p50 ratio)
@@ -202,11 +202,5 @@ def tune_bundle(run_dir: str | os.PathLike, *, batches: Sequence[int] = (1, 64),
     return result
 
 
-def read_choices(run_dir: str | os.PathLike, artifact: str) -> tuple[tuple[TuneChoice, ...], str] | None:
-    """The recorded choices in ``tune.json`` for ``artifact`` while its sha256 still matches (else None),
-    with the record's artifact sha256 (:func:`seqdeploy.layout.read_tune_choices`)."""
-    return read_tune_choices(run_dir, artifact)
-
-
 __all__ = ["COSTLIER_MARGIN", "DEFAULT_LEVELS", "SAME_COST_MARGIN", "TUNE_FILE", "TuneChoice", "TunePoint",
-           "TuneResult", "candidates", "choose", "read_choices", "tune_bundle"]
+           "TuneResult", "candidates", "choose", "tune_bundle"]

@@ -52,7 +52,8 @@ from seqdeploy.quantize.gating import (
     choose_candidate, compute_metric, gate, measure_latency, metric_drop, metric_drop_definition, metric_name_for,
 )
 from seqdeploy.quantize.graph import QUANTIZED_OP_TYPES, check_not_quantized, is_quantized_op, op_counts, preprocess
-from seqdeploy.quantize.record import QuantizeRecord, read_record
+from seqdeploy.layout import QuantizeRecord
+from seqdeploy.layout import read_quantize_record as read_record  # the quantize-side name of the record reader
 from seqdeploy.quantize.recipes import Recipe, RecipeDoesNotFit, get_recipe, recipe_files  # seqdeploy.quantize.recipes: the registry
 from seqdeploy.quantize.recipes.fp16 import Float16Settings
 from seqdeploy.quantize.recipes.int8_dynamic import DynamicInt8Settings

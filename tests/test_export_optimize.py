@@ -52,7 +52,11 @@ def test_conv1d_batchnorm_exports_as_native_1d_conv_with_batchnorm_folded():
     x = keras.layers.GlobalAveragePooling1D()(x)
     model = keras.Model(inp, keras.layers.Dense(3, activation="softmax")(x))
     _randomize(model)
-    proto = convert_model(model).model
+    conv = convert_model(model)
+    proto = conv.model
+    gc = conv.graph_cleanup  # what export.json records
+    assert gc["rewrites"]["native_conv1d"] == 2 and gc["nodes_after"] < gc["nodes_before"] and gc["kept_exported_graph"] is None
+    assert gc["batch1_us_exported"] > 0 and gc["batch1_us_cleaned"] > 0
     ops = Counter(n.op_type for n in proto.graph.node)
     convs = [n for n in proto.graph.node if n.op_type == "Conv"]
     inits = {i.name: list(i.dims) for i in proto.graph.initializer}
@@ -258,3 +262,26 @@ def test_rescaling_folds_into_the_first_conv_and_a_repeated_relu_is_dropped():
     assert ops["Add"] <= 1  # only the Dense bias: Rescaling's zero offset is gone
     x = np.random.default_rng(3).uniform(0, 255, (4, 8, 8, 3)).astype(np.float32)
     _exact(model, proto, x)
+
+
+def test_a_cleanup_that_measures_slower_is_dropped_and_a_faster_one_records_both_times(monkeypatch):
+    import seqdeploy.export.optimize as optimize
+
+    m = _shape_graph()
+    monkeypatch.setattr(optimize, "time_batch1", lambda a, b, feeds, budget: (10.0, 10.0 * (1 + optimize.SLOWER_MARGIN) + 0.5))
+    opt, report = optimize_model(m, passes=(("fold", fold_static_shapes),))
+    assert opt is m and report.nodes_after == report.nodes_before
+    assert "measured slower at batch 1 (11.5 us vs 10.0 us)" in report.kept_original
+    monkeypatch.setattr(optimize, "time_batch1", lambda a, b, feeds, budget: (10.0, 10.9))  # within the margin: kept
+    opt, report = optimize_model(m, passes=(("fold", fold_static_shapes),))
+    assert opt is not m and report.kept_original is None and (report.us_before, report.us_after) == (10.0, 10.9)
+
+
+def test_the_batch1_timing_runs_both_graphs_as_the_runtime_loads_them():
+    from seqdeploy.export.optimize import time_batch1
+    from seqdeploy.export.rewrites import probe_feeds
+
+    m = _shape_graph()
+    opt, _ = optimize_model(m, passes=(("fold", fold_static_shapes),), speed_check_s=0)
+    before, after = time_batch1(m, opt, probe_feeds(m, 1), 0.05)
+    assert 0 < before < 1e4 and 0 < after < 1e4

@@ -55,6 +55,7 @@ from seqdeploy.export.fixes import (  # noqa: F401 - re-exported: the public gra
 from seqdeploy.export.graph import layer_of, op_counts, rename_io, sanitize_name, unique_names
 from seqdeploy.export.layers.time_distributed import fold_time_distributed
 from seqdeploy.export.opsets import BATCH, DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, check_opset, extension_domains
+from seqdeploy.export.optimize import OptimizeReport
 from seqdeploy import compat
 from seqdeploy.errors import (
     ExportError,
@@ -124,6 +125,7 @@ class ExportResult:
     native_layers: tuple[str, ...] = ()  # every layer call a converter emitted ("name: what"), recurrent ones too
     opset_domains: dict[str, int] = dataclasses.field(default_factory=dict)  # imported besides the default domain
     needs_extensions: bool = False  # the graph has ai.onnx.contrib ops: onnxruntime-extensions must be installed
+    graph_cleanup: dict = dataclasses.field(default_factory=dict)  # what the graph cleanup did: see cleanup_summary
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,6 +139,7 @@ class Conversion:
     native_layers: tuple[str, ...] = ()
     opset_domains: dict[str, int] = dataclasses.field(default_factory=dict)
     needs_extensions: bool = False
+    graph_cleanup: dict = dataclasses.field(default_factory=dict)  # see :func:`cleanup_summary`
 
 
 # --------------------------------------------------------------------------- loading
@@ -346,6 +349,23 @@ def _all_layer_names(model) -> list[str]:
     return names
 
 
+def cleanup_summary(report: OptimizeReport | None) -> dict:
+    """The graph cleanup's report as ``export.json`` records it: nodes before/after, the rewrites each pass made,
+    the largest answer difference, the batch-1 times of the exported and the cleaned graph, and why the exported
+    graph was kept (None when the cleaned one was)."""
+    if report is None:
+        return {}
+    return {
+        "nodes_before": report.nodes_before,
+        "nodes_after": report.nodes_after,
+        "rewrites": {name: n for name, n in report.applied.items() if n},
+        "max_abs_diff": report.max_abs_diff,
+        "batch1_us_exported": None if report.us_before is None else round(report.us_before, 2),
+        "batch1_us_cleaned": None if report.us_after is None else round(report.us_after, 2),
+        "kept_exported_graph": report.kept_original,
+    }
+
+
 def convert_model(model, *, opset: int = DEFAULT_OPSET) -> Conversion:
     """Convert a loaded Keras model to an ONNX ``ModelProto`` (no files written).
 
@@ -376,7 +396,9 @@ def convert_model(model, *, opset: int = DEFAULT_OPSET) -> Conversion:
                       native_layers=tuple(n.description for n in traced.native),
                       opset_domains=dict(sorted(traced.domains.items())),
                       needs_extensions=bool(extension_domains(proto)))
-    apply_graph_fixes(proto)
+    reports = apply_graph_fixes(proto)
+    conv = dataclasses.replace(conv, graph_cleanup=cleanup_summary(
+        next((r for r in reports if isinstance(r, OptimizeReport)), None)))
     check_opset_support(proto, opset, layer_names)
     try:
         onnx.checker.check_model(proto, full_check=False)
@@ -525,6 +547,7 @@ def export_onnx(
         native_layers=conv.native_layers,
         opset_domains=conv.opset_domains,
         needs_extensions=conv.needs_extensions,
+        graph_cleanup=conv.graph_cleanup,
     )
     atomic_write_json(report_path, result)
     if run_dir is not None and onnx_path == run_dir / MODEL_ONNX:

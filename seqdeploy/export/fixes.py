@@ -180,10 +180,14 @@ def drop_value_info(model) -> None:
 GRAPH_FIXES: tuple = (fix_erfc, optimize_graph, fold_channel_affine, drop_value_info, name_batch_axis)
 
 
-def apply_graph_fixes(model) -> None:
-    """Run :data:`GRAPH_FIXES` on ``model`` in order."""
+def apply_graph_fixes(model) -> list[Any]:
+    """Run :data:`GRAPH_FIXES` on ``model`` in order; return what the fixes reported (their non-None results)."""
+    reports = []
     for fix in GRAPH_FIXES:
-        fix(model)
+        out = fix(model)
+        if out is not None and not isinstance(out, int):
+            reports.append(out)
+    return reports
 
 
 def loop_and_contrib_warnings(model, layer_names: list[str] = ()) -> tuple[str, ...]:

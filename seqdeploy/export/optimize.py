@@ -5,7 +5,9 @@ returning how many rewrites it made;
 :data:`PASSES` lists them in order. :func:`optimize_graph` (an entry of
 ``seqdeploy.export.fixes.GRAPH_FIXES``) runs them and keeps the result only when it answers like the
 exported graph on probe inputs (max |diff| <= ``EXACT_RTOL`` x output scale): a pass that would change
-an answer, or fails, leaves the graph as it was.
+an answer, or fails, leaves the graph as it was. The cleaned graph is then timed against the exported one
+at batch 1 (interleaved, as the runtime loads them) and dropped if it is more than ``SLOWER_MARGIN``
+slower; the report (``export.json`` ``graph_cleanup``) carries both times.
 
 * :func:`fold_static_shapes` -- tf2onnx rebuilds static shapes at run time (``Shape -> Gather -> Concat
   -> Reshape``) wherever Keras used ``tf.shape``. When only the batch axis is dynamic, every such value
@@ -47,6 +49,8 @@ from typing import Any, Callable
 import numpy as np
 
 EXACT_RTOL = 1e-5  # an optimized graph must answer within this fraction of the output scale
+SPEED_CHECK_S = 0.15  # the batch-1 timing of exported vs cleaned graph (both sides together, interleaved)
+SLOWER_MARGIN = 0.10  # the cleaned graph is dropped when its batch-1 p50 is more than this fraction slower
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,8 @@ class OptimizeReport:
     nodes_after: int
     max_abs_diff: float | None
     kept_original: str | None = None
+    us_before: float | None = None  # batch-1 p50 of the exported graph (onnxruntime defaults, 1 thread)
+    us_after: float | None = None  # batch-1 p50 of the cleaned graph, timed interleaved with it
 
 
 from seqdeploy.export.rewrites import PROBE_BATCHES, fold_conv_affine, fold_static_shapes, native_conv1d, probe_feeds, probe_session
@@ -100,9 +106,11 @@ def _max_diff(a: list[np.ndarray], b: list[np.ndarray]) -> tuple[float, float]:
     return diff, scale
 
 
-def optimize_model(model, passes: tuple[tuple[str, Callable[[Any], int]], ...] = PASSES) -> tuple[Any, OptimizeReport]:
+def optimize_model(model, passes: tuple[tuple[str, Callable[[Any], int]], ...] = PASSES, *,
+                   speed_check_s: float = SPEED_CHECK_S) -> tuple[Any, OptimizeReport]:
     """Run ``passes`` on a copy of ``model``; return (the optimized copy, or ``model`` itself when the result
-    does not answer like it, and the report).
+    does not answer like it or measures more than ``SLOWER_MARGIN`` slower at batch 1, and the report).
+    ``speed_check_s`` is the timing budget of that comparison (0: no timing).
 
     >>> opt, report = optimize_model(proto)   # doctest: +SKIP
     >>> report.applied                        # doctest: +SKIP
@@ -141,14 +149,45 @@ def optimize_model(model, passes: tuple[tuple[str, Callable[[Any], int]], ...] =
     diff, scale = _max_diff(ref, got)
     if not diff <= EXACT_RTOL * max(scale, 1e-6):
         return model, OptimizeReport(applied, before, before, diff, "the optimized graph answered differently")
-    return opt, OptimizeReport(applied, before, len(opt.graph.node), diff)
+    if not any(applied.values()) or speed_check_s <= 0:
+        return opt, OptimizeReport(applied, before, len(opt.graph.node), diff)
+    try:
+        us_before, us_after = time_batch1(model, opt, probe_feeds(model, 1, seed=2), speed_check_s)
+    except Exception:  # the timing itself failed (e.g. a session option): the exact graph is kept, untimed
+        return opt, OptimizeReport(applied, before, len(opt.graph.node), diff)
+    if us_after > us_before * (1.0 + SLOWER_MARGIN):
+        return model, OptimizeReport(applied, before, before, diff,
+                                     f"the cleaned graph measured slower at batch 1 ({us_after:.1f} us vs {us_before:.1f} us)",
+                                     us_before, us_after)
+    return opt, OptimizeReport(applied, before, len(opt.graph.node), diff, None, us_before, us_after)
 
 
-def optimize_graph(model) -> None:
-    """``GRAPH_FIXES`` entry: replace ``model``'s graph by :func:`optimize_model`'s result (in place)."""
+def time_batch1(original, optimized, feeds: dict[str, np.ndarray], budget_s: float) -> tuple[float, float]:
+    """Batch-1 p50 (microseconds) of ``original`` and ``optimized`` as the runtime loads them (onnxruntime's
+    default graph optimizations, 1 thread), timed in interleaved slices (A B, B A, ...) for ``budget_s``."""
+    import statistics
+
+    from seqdeploy.bench.timing import StopRule, run_interleaved
+    from seqdeploy.runtime.session import SessionSettings, make_session
+
+    calls = []
+    for m in (original, optimized):
+        sess = make_session(m.SerializeToString(), SessionSettings(threads=1), wrap_errors=False)
+        sess.run(None, feeds)
+        calls.append(lambda s=sess: s.run(None, feeds))
+    rule = StopRule(duration_s=budget_s, warmup_s=0.0, slice_s=min(0.005, budget_s / 20), min_samples=5,
+                    alternate=True)
+    a, b = run_interleaved(calls, rule)
+    return statistics.median(a) * 1e6, statistics.median(b) * 1e6
+
+
+def optimize_graph(model) -> OptimizeReport:
+    """``GRAPH_FIXES`` entry: replace ``model``'s graph by :func:`optimize_model`'s result (in place); return the report."""
     opt, report = optimize_model(model)
     if opt is not model and report.kept_original is None:
         model.CopyFrom(opt)
+    return report
 
 
-__all__ = ["EXACT_RTOL", "OptimizeReport", "PASSES", "optimize_graph", "optimize_model"]
+__all__ = ["EXACT_RTOL", "OptimizeReport", "PASSES", "SLOWER_MARGIN", "SPEED_CHECK_S", "optimize_graph", "optimize_model",
+           "time_batch1"]

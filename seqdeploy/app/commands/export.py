@@ -31,6 +31,18 @@ def render_export(result) -> None:
     ops = ", ".join(f"{op} x{n}" for op, n in sorted(result.op_counts.items(), key=lambda kv: (-kv[1], kv[0])))
     console.print(f"opset {result.opset} (IR {result.ir_version}), {result.size_bytes / 1024:.1f} KiB, "
                   f"{result.seconds:.1f}s; ops: {ops}", soft_wrap=True)
+    gc = result.graph_cleanup
+    if gc.get("rewrites"):
+        kept = gc.get("kept_exported_graph")
+        timing = ""
+        if gc.get("batch1_us_exported") is not None:
+            timing = f"; batch 1: {gc['batch1_us_exported']:.1f} -> {gc['batch1_us_cleaned']:.1f} us"
+        what = ", ".join(f"{k} {v}" for k, v in gc["rewrites"].items())
+        if kept:
+            console.print(f"graph cleanup not kept: {escape(kept)} (rewrites tried: {what})", soft_wrap=True)
+        else:
+            console.print(f"graph cleanup: {gc['nodes_before']} -> {gc['nodes_after']} nodes ({what}){timing}",
+                          soft_wrap=True)
     if result.native_recurrent:
         console.print("native recurrent ops: " + ", ".join(result.native_recurrent), soft_wrap=True)
     for note in result.notes:

@@ -172,3 +172,27 @@ def test_lambda_model_needs_unsafe(tmp_path):
     out = tmp_path / "b"
     _fails(["pipeline", str(tmp_path / "lam.keras"), "--data", str(tmp_path / "x.npy"), "--out", str(out)], out,
            "Lambda layer 'double'", "unsafe")
+
+
+def test_two_heads_dict_output_verifies_and_the_portable_graph_passes_the_second_head(tmp_path):
+    """keras.Model(outputs={"kind": softmax, "price": linear}): Keras flattens a dict output by key, and so do the
+    ONNX outputs; the task comes from the first ("kind"), "price" passes through the portable graph."""
+    import keras
+
+    from seqdeploy.app.pipeline_keras import run_keras_pipeline
+    from seqdeploy.runtime import Predictor
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((6,), name="features")
+    h = keras.layers.Dense(16, activation="relu")(inp)
+    model = keras.Model(inp, {"price": keras.layers.Dense(1, name="price")(h),
+                              "kind": keras.layers.Dense(3, activation="softmax", name="kind")(h)})
+    model.save(tmp_path / "m.keras")
+    x = np.random.default_rng(0).standard_normal((32, 6)).astype(np.float32)
+    np.savez(tmp_path / "sample.npz", features=x)
+    r = run_keras_pipeline(tmp_path / "m.keras", tmp_path / "sample.npz", out=tmp_path / "b", options=FAST)
+    assert r.summary["verify"]["passed"]
+    want = model(x[:5], training=False)
+    got = Predictor.from_bundle(tmp_path / "b").answers(x[:5])
+    assert got["probabilities"].shape == (5, 3) and np.abs(got["probabilities"] - np.asarray(want["kind"])).max() <= 1e-5
+    assert np.abs(got["price"] - np.asarray(want["price"])).max() <= 1e-5

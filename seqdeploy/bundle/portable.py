@@ -189,6 +189,7 @@ def build_portable(model: Any, pre: Kind, task: str, labels: Sequence[str] | Non
     for o in g.output:  # keep model output names from colliding with the portable ones
         if o.name in final:
             raise ValueError(f"model output {o.name!r} collides with a portable output name")
+    out_infos += list(g.output[1:])  # a model's further outputs pass through under their own names
     nodes = list(b.nodes) + list(g.node) + list(post.nodes)
     inits = list(g.initializer) + b.initializers + post.initializers
     graph = helper.make_graph(nodes, g.name or "seqdeploy", new_inputs, out_infos, initializer=inits,

@@ -251,15 +251,21 @@ class PortableParity:
     tokenizer_mismatches: int = 0
 
 
-def keras_first_output(model: Any, inputs: dict[str, np.ndarray]) -> np.ndarray:
-    """The model's first output on ``inputs`` (keyed by input name), ``training=False``."""
+def keras_outputs(model: Any, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """The model's outputs on ``inputs`` (keyed by input name), ``training=False``, in the ONNX graph's output
+    order (a dict output flattened as Keras flattens it: by key)."""
+    import keras
+
     from seqdeploy.bench.runners.keras import keras_call_inputs
     from seqdeploy.verify.feeds import input_specs
 
     y = model(keras_call_inputs(model, inputs, [s.name for s in input_specs(model)]), training=False)
-    if isinstance(y, dict):
-        y = next(iter(y.values()))
-    return np.asarray(y[0] if isinstance(y, (list, tuple)) else y)
+    return [np.asarray(o) for o in keras.tree.flatten(y)]
+
+
+def keras_first_output(model: Any, inputs: dict[str, np.ndarray]) -> np.ndarray:
+    """The model's first output on ``inputs`` (keyed by input name), ``training=False``."""
+    return keras_outputs(model, inputs)[0]
 
 
 def reference_targets(model: Any, inputs: dict[str, np.ndarray], task: str) -> np.ndarray:
@@ -278,13 +284,22 @@ def check_portable_parity(bundle: str | Path, model: Any, inputs: dict[str, np.n
     from seqdeploy.preprocess import NoPreprocessing, task_outputs
     from seqdeploy.runtime import Predictor
 
-    got = Predictor.from_bundle(bundle, artifact=MODEL_ONNX).answers(
-        inputs if len(inputs) > 1 else next(iter(inputs.values())))
-    want = task_outputs(keras_first_output(model, inputs), task, list(labels) if labels else None,
-                        NoPreprocessing())
+    predictor = Predictor.from_bundle(bundle, artifact=MODEL_ONNX)
+    got = predictor.answers(inputs if len(inputs) > 1 else next(iter(inputs.values())))
+    ys = keras_outputs(model, inputs)
+    want = task_outputs(ys[0], task, list(labels) if labels else None, NoPreprocessing())
     key = "prediction" if task == "regression" else "probabilities"
     diff = np.abs(np.asarray(got[key], np.float64) - np.asarray(want[key], np.float64))
     err = float(diff.max()) if diff.size else 0.0
+    for name, y in zip(predictor.output_names[1:], ys[1:]):  # the model's further outputs, passed through
+        if name not in got or np.shape(got[name]) != np.shape(y):
+            err = float("inf")
+            continue
+        g = np.asarray(got[name])
+        if g.dtype.kind not in "biuf" or y.dtype.kind not in "biuf":  # strings: equal or not
+            err = err if np.array_equal(g.astype(str), y.astype(str)) else float("inf")
+        elif y.size:
+            err = max(err, float(np.max(np.abs(g.astype(np.float64) - y.astype(np.float64)))))
     agreement = None if task == "regression" else float(np.mean(got["label"] == want["label"]))
     passed = err <= atol and (agreement is None or agreement == 1.0)
     return PortableParity(passed, len(diff), err, agreement, atol)

@@ -108,8 +108,10 @@ class KerasRunner:
             out = model.predict(x, batch_size=self._batch, verbose=0)
         else:
             out = model(x, training=False)
-        if isinstance(out, (list, tuple)):
-            return [np.asarray(o) for o in out]
+        if isinstance(out, (list, tuple, dict)):  # dict outputs: the keys' flattened order, as the ONNX outputs
+            import keras
+
+            return [np.asarray(o) for o in keras.tree.flatten(out)]
         return [np.asarray(out)]
 
     def infer_named(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -105,6 +105,9 @@ def test_mismatched_pair_and_missing_data_and_nan_inputs_exit_2(exported_run, tm
                               str(tmp_path / "m.onnx"), "--json"])
     assert res.exit_code == 0 and json.loads(res.stdout)["samples"] == 0
     assert (tmp_path / "m.verify.json").is_file()  # beside the ONNX file
+    (tmp_path / "m.verify.json").unlink()  # the ONNX file as the argument reads the same
+    res = runner.invoke(app, ["verify", str(tmp_path / "m.onnx"), "--keras", str(exported_run / "model.keras"), "--json"])
+    assert res.exit_code == 0 and (tmp_path / "m.verify.json").is_file()
 
     nan = np.ones((4, 30), np.float32)
     nan[2, 3] = np.nan

@@ -48,7 +48,8 @@ def render_verify(result) -> None:
 
 @app.command()
 def verify(
-    run_dir: Optional[Path] = typer.Argument(None, help="Run directory from `seqdeploy train` + `export`."),
+    run_dir: Optional[Path] = typer.Argument(None, help="Run directory from `seqdeploy train` + `export` (or a "
+                                                          "MODEL.keras / X.onnx, the other given as an option)."),
     onnx: Optional[Path] = typer.Option(None, "--onnx", help="ONNX file to check (default RUN_DIR/model.onnx)."),
     keras: Optional[Path] = typer.Option(None, "--keras", help="Keras model (outside a run directory)."),
     data: Optional[Path] = typer.Option(None, "--data", help="Model-ready inputs .npy/.npz/.csv (outside a run directory; "
@@ -84,6 +85,8 @@ def verify(
         scope.enter_context(custom_objects_scope(custom_objects))  # the Keras loads below find them
         if run_dir is not None and keras is None and run_dir.suffix.lower() in (".keras", ".h5", ".hdf5"):
             keras, run_dir = run_dir, None  # `verify MODEL.keras --onnx X.onnx` reads like `export MODEL.keras`
+        if run_dir is not None and onnx is None and run_dir.suffix.lower() == ".onnx":
+            onnx, run_dir = run_dir, None  # `verify X.onnx --keras MODEL.keras`: the file is the ONNX to check
         if run_dir is not None:
             if keras is not None or data is not None:
                 raise UsageError("give either RUN_DIR or --keras/--onnx/--data, not both")

@@ -225,3 +225,61 @@ def test_mask_nodes_at_lowest_and_highest_opset(opset):
     sess = ort.InferenceSession(conv.model.SerializeToString(), providers=["CPUExecutionProvider"])
     for name, x in _patterns().items():
         np.testing.assert_allclose(sess.run(None, {"tokens": x})[0], np.asarray(model(x)), atol=ATOL, err_msg=name)
+
+
+STATE_GRID = [(c, d) for c in CELLS for d in DIRECTIONS]
+
+
+@pytest.mark.parametrize("cell,direction", STATE_GRID, ids=[f"{c}-{d}" for c, d in STATE_GRID])
+def test_return_state_gives_keras_final_states_for_every_pattern(cell, direction):
+    """return_state=True (a seq2seq encoder): the output and every final state (h, and c for LSTM; forward then
+    backward) from the one native node, equal to Keras for every padding pattern (masked steps keep the state)."""
+    import keras
+    import onnxruntime as ort
+
+    from seqdeploy.export.convert import convert_model, op_counts
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((STEPS,), dtype="int32", name="tokens")
+    x = keras.layers.Embedding(VOCAB, 3, mask_zero=True)(inp)
+    outs = _recurrent(keras.layers, cell, direction, cell != "GRU", return_state=True)(x)
+    model = keras.Model(inp, list(outs), name=f"state_{cell}_{direction}")
+    rng = np.random.RandomState(1)
+    for w in model.trainable_weights:
+        w.assign(rng.normal(0.0, 0.5, tuple(w.shape)).astype("float32"))
+    n_states = (2 if cell == "LSTM" else 1) * (2 if direction == "bidirectional" else 1)
+    assert len(model.outputs) == 1 + n_states
+    conv = convert_model(model)
+    ops = op_counts(conv.model)
+    assert "Loop" not in ops and ops.get({"SimpleRNN": "RNN"}.get(cell, cell)) == 1, ops
+    sess = ort.InferenceSession(conv.model.SerializeToString(), providers=["CPUExecutionProvider"])
+    for name, ids in _patterns().items():
+        want = [np.asarray(o) for o in model(ids, training=False)]
+        got = sess.run(None, {"tokens": ids})
+        assert [g.shape for g in got] == [w.shape for w in want], name
+        err = max(float(np.max(np.abs(g - w))) for g, w in zip(got, want))
+        assert err <= ATOL, f"{name}: {err}"
+
+
+def test_return_state_without_a_mask_feeds_a_decoder():
+    """keras-io's seq2seq shape: an LSTM encoder's states start a decoder LSTM. The encoder is seqdeploy's native
+    node; the decoder (called with an initial state, which seqdeploy's converter leaves to tf2onnx, with a note)
+    becomes tf2onnx's own LSTM: no Loop anywhere."""
+    import keras
+    import onnxruntime as ort
+
+    from seqdeploy.export.convert import convert_model, op_counts
+
+    keras.utils.set_random_seed(0)
+    enc_in, dec_in = keras.Input((STEPS, 5), name="encoder"), keras.Input((3, 6), name="decoder")
+    _, h, c = keras.layers.LSTM(8, return_state=True)(enc_in)
+    y = keras.layers.LSTM(8, return_sequences=True)(dec_in, initial_state=[h, c])
+    model = keras.Model([enc_in, dec_in], keras.layers.Dense(6, activation="softmax")(y))
+    conv = convert_model(model)
+    ops = op_counts(conv.model)
+    assert ops.get("LSTM") == 2 and "Loop" not in ops and any("initial state" in n for n in conv.notes), ops
+    rng = np.random.default_rng(0)
+    xe, xd = rng.standard_normal((4, STEPS, 5)).astype("float32"), rng.standard_normal((4, 3, 6)).astype("float32")
+    got = ort.InferenceSession(conv.model.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+        None, {"encoder": xe, "decoder": xd})[0]
+    assert np.abs(got - np.asarray(model([xe, xd], training=False))).max() <= ATOL

@@ -4,7 +4,7 @@ masked with any padding pattern) cut out of the trace and emitted as one native 
 
 tf2onnx alone would emit a slow, opaque ``Loop`` for GRU, SimpleRNN and every masked recurrent layer. A
 layer without a native form (e.g. an unsupported activation) or a call with an initial state stays a Loop,
-with a note.
+with a note. ``return_state=True`` (a seq2seq encoder) returns ONNX's own final states (``Y_h``, ``Y_c``).
 """
 
 from __future__ import annotations
@@ -36,13 +36,18 @@ class RecurrentConverter(LayerConverter):
         sequences, mask = arguments["sequences"], arguments.get("mask")
         if arguments.get("initial_state") is not None or (mask is not None and len(mask.shape) != 2):
             raise NotNative("it is called with an initial state or a mask that is not [batch, time]")
-        shape = tuple(layer.compute_output_shape(tuple(sequences.shape)))
-        if any(d is None for d in shape[2:]):
+        shapes = layer.compute_output_shape(tuple(sequences.shape))
+        if not state.return_state:
+            shapes = [shapes]
+        shapes = [tuple(sh) for sh in shapes]  # return_state: the output, then each state
+        shape = shapes[0]
+        if any(d is None for d in shape[2:]) or any(d is None for sh in shapes[1:] for d in sh[1:]):
             raise NotNative(f"its output shape {shape} is not static")
         inputs = {"x": tf.cast(sequences, tf.float32)}
         if mask is not None:
             inputs["mask"] = tf.cast(mask, tf.bool)
-        return Cut(inputs=inputs, outputs=(OutputSpec(shape, "float32"),), info={"has_mask": mask is not None})
+        return Cut(inputs=inputs, outputs=tuple(OutputSpec(sh, "float32") for sh in shapes),
+                   info={"has_mask": mask is not None})
 
     def build(self, call: Call) -> Built:
         from seqdeploy.export.layers.recurrent_onnx import build_recurrent
@@ -52,7 +57,7 @@ class RecurrentConverter(LayerConverter):
         if call.info["has_mask"]:
             notes = (f"layer {call.layer.name!r}: its Keras mask is applied exactly for any padding pattern "
                      "(unmasked steps compacted, ONNX sequence_lens, outputs spread back as Keras does)",)
-        return Built(nodes=built.nodes, initializers=built.initializers, outputs=(built.output,),
+        return Built(nodes=built.nodes, initializers=built.initializers, outputs=(built.output, *built.states),
                      description=built.description, notes=notes)
 
 

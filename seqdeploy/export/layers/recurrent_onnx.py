@@ -73,6 +73,7 @@ class RecurrentSpec:
     merge_mode: str | None  # Bidirectional only
     linear_before_reset: int = 0  # GRU only
     zero_output_for_mask: tuple[bool, ...] = (False,)  # per direction (Bidirectional forces return_sequences)
+    return_state: bool = False  # the call also returns the final states (h, and c for LSTM; per direction)
 
     @property
     def onnx_op(self) -> str:
@@ -142,8 +143,6 @@ def _check_plain(layer: Any) -> None:
         raise NotNative(f"{kind} is not one of {', '.join(RECURRENT_CLASSES)}")
     if getattr(layer, "stateful", False):
         raise NotNative("stateful=True keeps state between calls, which an ONNX graph cannot")
-    if getattr(layer, "return_state", False):
-        raise NotNative("return_state=True is not supported")
     cell = layer.cell
     if kind == "LSTM" and not hasattr(cell, "recurrent_kernel"):
         raise NotNative("LSTM cell without recurrent kernel")
@@ -179,7 +178,7 @@ def recurrent_spec(layer: Any) -> RecurrentSpec:
             name=layer.name, kind=type(fw).__name__, units=int(fw.cell.units), directions=(wf, wb),
             activations=acts_f + acts_b, return_sequences=bool(fw.return_sequences), go_backwards=False,
             merge_mode=layer.merge_mode, linear_before_reset=lbr_f,
-            zero_output_for_mask=(_zero_output(fw), _zero_output(bw)),
+            zero_output_for_mask=(_zero_output(fw), _zero_output(bw)), return_state=bool(layer.return_state),
         )
     _check_plain(layer)
     w, lbr = _direction_weights(layer)
@@ -187,7 +186,7 @@ def recurrent_spec(layer: Any) -> RecurrentSpec:
         name=layer.name, kind=cls, units=int(layer.cell.units), directions=(w,),
         activations=_layer_activations(layer), return_sequences=bool(layer.return_sequences),
         go_backwards=bool(layer.go_backwards), merge_mode=None, linear_before_reset=lbr,
-        zero_output_for_mask=(_zero_output(layer),),
+        zero_output_for_mask=(_zero_output(layer),), return_state=bool(layer.return_state),
     )
 
 
@@ -203,6 +202,7 @@ class BuiltRecurrent:
     initializers: tuple
     output: str
     description: str
+    states: tuple[str, ...] = ()  # return_state: the final states as Keras returns them ([batch, units] each)
 
 
 def build_recurrent(spec: RecurrentSpec, x: str, *, prefix: str, mask: str | None = None) -> BuiltRecurrent:
@@ -254,7 +254,16 @@ def build_recurrent(spec: RecurrentSpec, x: str, *, prefix: str, mask: str | Non
     while op_inputs and op_inputs[-1] == "":
         op_inputs.pop()
     y, y_h = name("Y"), name("Y_h")
-    nodes.append(helper.make_node(spec.onnx_op, op_inputs, [y, y_h], name=name(spec.onnx_op), **attrs))
+    node_outs = [y, y_h] + ([name("Y_c")] if spec.return_state and spec.kind == "LSTM" else [])
+    nodes.append(helper.make_node(spec.onnx_op, op_inputs, node_outs, name=name(spec.onnx_op), **attrs))
+    states: list[str] = []
+    if spec.return_state:
+        # Keras: [h] (GRU, SimpleRNN) or [h, c] (LSTM) per direction, forward first; ONNX Y_h/Y_c: [dirs, B, H],
+        # the state after the last processed step (with a mask: the last unmasked one, where Keras stops updating)
+        for d in range(dirs):
+            for k, full in enumerate(node_outs[1:]):
+                states.append(node("Gather", [full, const(f"state_dir{d}", np.array(d, np.int64))],
+                                   f"state{k}_dir{d}", axis=0))
     reverse = [False, True] if dirs == 2 else [spec.go_backwards]
     zero = list(spec.zero_output_for_mask) + [spec.zero_output_for_mask[-1]] * (dirs - len(spec.zero_output_for_mask))
 
@@ -284,7 +293,8 @@ def build_recurrent(spec: RecurrentSpec, x: str, *, prefix: str, mask: str | Non
             f3 = node("Unsqueeze", [f, const("axes_2c", np.array([2], np.int64))], "last_factors_3d")
             out = node("Mul", [out, f3], "h_masked")
         out = _merge(node, const, out, spec, axis=1, flat_shape=np.array([0, -1], np.int64))
-    return BuiltRecurrent(nodes=tuple(nodes), initializers=tuple(b.initializers), output=out, description=spec.description)
+    return BuiltRecurrent(nodes=tuple(nodes), initializers=tuple(b.initializers), output=out, description=spec.description,
+                          states=tuple(states))
 
 
 def _merge(node, const, t: str, spec: RecurrentSpec, *, axis: int, flat_shape: np.ndarray) -> str:

@@ -196,3 +196,23 @@ def test_two_heads_dict_output_verifies_and_the_portable_graph_passes_the_second
     got = Predictor.from_bundle(tmp_path / "b").answers(x[:5])
     assert got["probabilities"].shape == (5, 3) and np.abs(got["probabilities"] - np.asarray(want["kind"])).max() <= 1e-5
     assert np.abs(got["price"] - np.asarray(want["price"])).max() <= 1e-5
+    # predict writes the further output beside the first one's columns: CSV, JSONL and Parquet alike
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    _write_jsonl(tmp_path / "rows.jsonl", {"features": x[:5]})
+    pq.write_table(pa.table({"features": [r.tolist() for r in x[:5]]}), tmp_path / "rows.parquet")
+    res = runner.invoke(app, ["predict", str(tmp_path / "b"), "-i", str(tmp_path / "rows.jsonl")])
+    assert res.exit_code == 0, res.output
+    lines = [ln for ln in res.stdout.splitlines() if ln and not ln.startswith("ok ")]
+    assert lines[0] == "prediction,p_0,p_1,p_2,price"
+    csv_price = np.array([float(ln.split(",")[-1]) for ln in lines[1:]])
+    assert np.abs(csv_price - np.asarray(want["price"]).reshape(-1)).max() <= 1e-5
+    for out in ("o.jsonl", "o.parquet"):
+        res = runner.invoke(app, ["predict", str(tmp_path / "b"), "-i", str(tmp_path / "rows.parquet"), "-o", str(tmp_path / out)])
+        assert res.exit_code == 0, res.output
+    rows = [json.loads(ln) for ln in (tmp_path / "o.jsonl").read_text().splitlines()]
+    table = pq.read_table(tmp_path / "o.parquet")
+    assert table.column_names == ["prediction", "p_0", "p_1", "p_2", "price"]
+    for got in ([r["price"] for r in rows], table.column("price").to_pylist()):
+        assert np.abs(np.array(got) - np.asarray(want["price"]).reshape(-1)).max() <= 1e-5

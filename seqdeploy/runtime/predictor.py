@@ -256,6 +256,15 @@ class Predictor:
         """Model-ready output names (the keys :meth:`run` returns)."""
         return tuple(t.name for t in self.manifest.outputs)
 
+    @functools.cached_property
+    def further_outputs(self) -> tuple[str, ...]:
+        """A several-output model's outputs after the first (the one ``predict`` answers), as :meth:`answers`
+        returns them by name beside the task outputs; empty for one output."""
+        if not self._portable:
+            return self.output_names[1:]
+        graph = {o.name for o in self._graph_session.get_outputs()}
+        return tuple(n for n in self.output_names[1:] if n in graph)
+
     @property
     def raw_input_names(self) -> tuple[str, ...]:
         """Inputs of the graph ``predict`` runs (the portable graph's raw inputs when there is one)."""
@@ -383,7 +392,8 @@ class Predictor:
 
     def answers(self, raw: Any) -> dict[str, np.ndarray]:
         """Every output of the portable graph for raw inputs: ``probabilities``, ``class_id``, ``label``
-        (classifiers) or ``prediction`` (regression), as an application in another language reads them."""
+        (classifiers) or ``prediction`` (regression), as an application in another language reads them, plus a
+        several-output model's further outputs under their own names (:attr:`further_outputs`)."""
         feeds = self._raw_feeds(raw, 0)
         if self._portable:
             sess = self._graph_session
@@ -434,8 +444,10 @@ class Predictor:
             model_feeds = feeds
         else:
             model_feeds = self.preprocess_coerced(feeds if len(feeds) > 1 else next(iter(feeds.values())))
-        y = next(iter(self.run(model_feeds).values()))
-        return task_outputs(y, self.manifest.task, self.manifest.labels, self.pre)
+        outs = self.run(model_feeds)
+        first = outs.get(self.output_names[0], next(iter(outs.values())))
+        answers = task_outputs(first, self.manifest.task, self.manifest.labels, self.pre)
+        return {**answers, **{n: outs[n] for n in self.output_names[1:] if n in outs}}
 
     def preprocess_coerced(self, x: np.ndarray) -> dict[str, np.ndarray]:
         """Model-ready feeds from raw inputs already checked by ``coerce`` (numpy preprocessing)."""

@@ -80,10 +80,10 @@ def predict_simple_file(predictor: "Predictor", src: Path, output: Any, bs: int,
             stream = output if output is not None else sys.stdout
         for chunk, done, total in _read_chunks(predictor, src, kind, bs, DataError):
             try:
-                preds, probs = predict_chunk(predictor, chunk)
+                preds, probs, extras = predict_chunk_outputs(predictor, chunk)
             except InputValidationError as exc:
                 raise InputValidationError(f"{src}: {locate_bad_row(predictor, chunk, rows, exc)}") from None
-            writer.write(stream, preds, probs)
+            writer.write(stream, preds, probs, extras)
             rows += len(preds)
             if progress is not None:
                 progress(done, total)
@@ -127,6 +127,36 @@ def predict_chunk(predictor: "Predictor", raw: Any) -> tuple[np.ndarray, np.ndar
     return labels_from_proba(predictor.manifest, probs), probs
 
 
+def further_columns(predictor: "Predictor") -> dict[str, tuple[str, ...]]:
+    """The columns a several-output model's further outputs are written to, per output: ``<name>`` for one value
+    per row, ``<name>_<j>`` for several (row-major); an output with a variable axis besides the batch is left out."""
+    shapes = {t.name: t.shape for t in predictor.manifest.outputs}
+    cols: dict[str, tuple[str, ...]] = {}
+    for name in predictor.further_outputs:
+        tail = list(shapes.get(name, ())[1:])
+        if not all(isinstance(d, int) for d in tail):
+            continue
+        k = int(np.prod(tail)) if tail else 1
+        cols[name] = (name,) if k == 1 else tuple(f"{name}_{j}" for j in range(k))
+    return cols
+
+
+def predict_chunk_outputs(predictor: "Predictor", raw: Any) -> tuple[np.ndarray, np.ndarray | None, dict[str, np.ndarray]]:
+    """:func:`predict_chunk` plus the further outputs of a several-output model (``{name: (rows, width)}``, the
+    outputs :func:`further_columns` lists), from the same single run."""
+    further = further_columns(predictor)
+    if not further:
+        preds, probs = predict_chunk(predictor, raw)
+        return preds, probs, {}
+    ans = predictor.answers(raw)
+    n = len(next(iter(ans.values())))
+    extras = {name: np.asarray(ans[name]).reshape(n, -1) for name in further}
+    if predictor.manifest.task == "regression":
+        return np.asarray(ans["prediction"], np.float64), None, extras
+    probs = np.asarray(ans["probabilities"], np.float64)
+    return labels_from_proba(predictor.manifest, probs), probs, extras
+
+
 _ROW_RE = re.compile(r"\brow (\d+)\b")
 
 
@@ -160,39 +190,60 @@ class _PredictionWriter:
         m = predictor.manifest
         self.header_done = False
         self.class_names: list[str] | None = class_names(m)
+        self.further = further_columns(predictor)
 
-    def write(self, stream: Any, preds: np.ndarray, probs: np.ndarray | None) -> None:
+    def write(self, stream: Any, preds: np.ndarray, probs: np.ndarray | None,
+              extras: dict[str, np.ndarray] | None = None) -> None:
         import csv
         import json
 
         if probs is not None and self.class_names is None:
             self.class_names = [str(i) for i in range(probs.shape[1])]
+        more = [_cell_values(extras[name]) for name in self.further] if extras else []
         if self.fmt == "csv":
             w = csv.writer(stream, lineterminator="\n")
             if not self.header_done:
                 if probs is not None:
-                    w.writerow(["prediction", *[f"p_{c}" for c in self.class_names or []]])
+                    head = ["prediction", *[f"p_{c}" for c in self.class_names or []]]
                 elif preds.ndim == 2:
-                    w.writerow([f"prediction_{j}" for j in range(preds.shape[1])])
+                    head = [f"prediction_{j}" for j in range(preds.shape[1])]
                 else:
-                    w.writerow(["prediction"])
+                    head = ["prediction"]
+                w.writerow(head + [c for cols in self.further.values() for c in cols])
                 self.header_done = True
             # .tolist() first: formatting numpy scalars one by one is ~10x slower than Python floats
             if probs is not None:
-                w.writerows([p, *pr] for p, pr in zip(preds.tolist(), np.round(probs, 7).tolist()))
+                rows = [[p, *pr] for p, pr in zip(preds.tolist(), np.round(probs, 7).tolist())]
             elif preds.ndim == 2:
-                w.writerows(preds.astype(np.float64).tolist())
+                rows = preds.astype(np.float64).tolist()
             else:
-                w.writerows([v] for v in preds.astype(np.float64).tolist())
+                rows = [[v] for v in preds.astype(np.float64).tolist()]
+            for values in more:
+                for row, v in zip(rows, values):
+                    row.extend(v)
+            w.writerows(rows)
         else:
             names = self.class_names or []
             values = preds.tolist() if preds.dtype.kind in "UOi" else preds.astype(np.float64).tolist()
             if probs is None:
-                lines = [json.dumps({"prediction": v}) for v in values]
+                objs = [{"prediction": v} for v in values]
             else:
-                lines = [json.dumps({"prediction": v, "probabilities": dict(zip(names, pr))})
-                         for v, pr in zip(values, np.round(probs, 7).tolist())]
-            stream.write("\n".join(lines) + "\n")
+                objs = [{"prediction": v, "probabilities": dict(zip(names, pr))}
+                        for v, pr in zip(values, np.round(probs, 7).tolist())]
+            for name, vals in zip(self.further, more):
+                one = len(self.further[name]) == 1
+                for obj, v in zip(objs, vals):
+                    obj[name] = v[0] if one else v
+            stream.write("\n".join(json.dumps(o) for o in objs) + "\n")
+
+
+def _cell_values(a: np.ndarray) -> list[list[Any]]:
+    """Rows of one further output as Python values (floats rounded like probabilities; strings as text)."""
+    if a.dtype.kind in "biu":
+        return a.tolist()
+    if a.dtype.kind == "f":
+        return np.round(a.astype(np.float64), 7).tolist()
+    return [[str(v) for v in row] for row in a.tolist()]
 
 
 def _read_chunks(predictor: "Predictor", src: Path, kind: str, bs: int, DataError: type) -> Iterable[tuple[Any, int, int]]:

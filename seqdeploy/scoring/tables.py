@@ -31,7 +31,7 @@ import pyarrow as pa
 from seqdeploy.errors import DataError, InputValidationError, UsageError
 from seqdeploy.runtime.manifest import Manifest, Standardize, Tokenize
 from seqdeploy.runtime.predictor import DEFAULT_BATCH_SIZE
-from seqdeploy.scoring.files import PredictFileResult, class_names, predict_chunk
+from seqdeploy.scoring.files import PredictFileResult, class_names, further_columns, predict_chunk_outputs
 from seqdeploy.scoring.named_inputs import (InputColumn, assemble, describe, input_columns, missing_columns, parse_cell,
                                            take_rows)
 from seqdeploy.scoring.table_io import (  # noqa: F401  (re-exported: the Ray engine and tests use them)
@@ -224,22 +224,22 @@ def score_table(predictor: Any, table: pa.Table, layout: Layout, *, on_bad_row: 
         raise DataError(f"{where[i]} row {int(rows[i])}: {bad[i]}; fix or drop the row, or score with bad rows "
                         f"skipped")
     good = np.array([i for i in range(n) if i not in bad], dtype=np.int64) if bad else np.arange(n)
-    preds, probs = None, None
+    preds, probs, extras = None, None, {}
     while len(good):
         sub = _take(raw, good)
         try:
-            preds, probs = predict_chunk(predictor, sub)
+            preds, probs, extras = predict_chunk_outputs(predictor, sub)
             break
         except InputValidationError:  # find the rows the runtime refuses, one by one
             for i in good.tolist():
                 try:
-                    predict_chunk(predictor, _take(raw, np.array([i])))
+                    predict_chunk_outputs(predictor, _take(raw, np.array([i])))
                 except InputValidationError as exc:
                     bad[i] = str(exc)
                     if on_bad_row == "fail":
                         raise DataError(f"{where[i]} row {int(rows[i])}: {_strip_row0(str(exc))}") from None
             good = np.array([i for i in good.tolist() if i not in bad], dtype=np.int64)
-    out = _prediction_table(layout, preds, probs, len(good))
+    out = _prediction_table(layout, preds, probs, len(good), extras, further_columns(predictor))
     for k in layout.keep:
         out = out.append_column(k, table.column(k).take(pa.array(good)))
     skipped = None
@@ -252,12 +252,15 @@ def score_table(predictor: Any, table: pa.Table, layout: Layout, *, on_bad_row: 
     return out, skipped
 
 
-def _prediction_table(layout: Layout, preds: np.ndarray | None, probs: np.ndarray | None, n: int) -> pa.Table:
+def _prediction_table(layout: Layout, preds: np.ndarray | None, probs: np.ndarray | None, n: int,
+                      extras: dict[str, np.ndarray] | None = None,
+                      further: dict[str, tuple[str, ...]] | None = None) -> pa.Table:
     cols: dict[str, pa.Array] = {}
     outs = layout.outputs
     if preds is None:  # every row set aside: typed empty columns
         ptype = getattr(pa, layout.prediction_type)()
-        return pa.table({o: pa.array([], type=ptype if o == "prediction" else pa.float64()) for o in outs})
+        empty = {o: pa.array([], type=ptype if o == "prediction" else pa.float64()) for o in outs}
+        return pa.table({**empty, **{c: pa.array([], type=pa.float64()) for cs in (further or {}).values() for c in cs}})
     if probs is not None:
         ptype = getattr(pa, layout.prediction_type)()
         cols["prediction"] = pa.array(preds.tolist() if preds.dtype.kind in "UO" else preds, type=ptype)
@@ -268,6 +271,11 @@ def _prediction_table(layout: Layout, preds: np.ndarray | None, probs: np.ndarra
             cols[o] = pa.array(np.ascontiguousarray(preds[:, j], dtype=np.float64))
     else:
         cols["prediction"] = pa.array(np.asarray(preds, dtype=np.float64))
+    for name, names in (further or {}).items():  # a several-output model's further outputs, one column per value
+        a = (extras or {})[name]
+        for j, c in enumerate(names):
+            v = a[:, j]
+            cols[c] = pa.array(v.astype(np.float64) if v.dtype.kind in "biuf" else v.astype(str))
     return pa.table(cols)
 
 
@@ -456,7 +464,7 @@ def predict_tables(predictor: Any, input_spec: str | os.PathLike, output: str | 
         if rows + n_skipped == 0:
             raise DataError(f"{input_spec} has no data rows (expected at least one row)")
         if rows == 0 and kind in ("parquet", "csv", "jsonl"):
-            sink.write(_prediction_table(layout, None, None, 0))
+            sink.write(_prediction_table(layout, None, None, 0, further=further_columns(predictor)))
         sink.close()
         if on_bad_row == "skip":
             side = (work / SKIPPED_NAME) if kind == "dir" else skipped_path(target)  # type: ignore[arg-type]

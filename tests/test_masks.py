@@ -261,25 +261,35 @@ def test_return_state_gives_keras_final_states_for_every_pattern(cell, direction
         assert err <= ATOL, f"{name}: {err}"
 
 
-def test_return_state_without_a_mask_feeds_a_decoder():
-    """keras-io's seq2seq shape: an LSTM encoder's states start a decoder LSTM. The encoder is seqdeploy's native
-    node; the decoder (called with an initial state, which seqdeploy's converter leaves to tf2onnx, with a note)
-    becomes tf2onnx's own LSTM: no Loop anywhere."""
+DECODER_FAST = {("LSTM", "forward"), ("GRU", "bidirectional"), ("SimpleRNN", "backwards")}
+
+
+@pytest.mark.parametrize("cell,direction", [pytest.param(c, d, id=f"{c}-{d}", marks=[] if (c, d) in DECODER_FAST
+                                                         else [pytest.mark.slow]) for c, d in STATE_GRID])
+def test_encoder_states_start_a_masked_decoder(cell, direction):
+    """keras-io's seq2seq shape: an encoder's final states (return_state) start a decoder (initial_state), the
+    decoder reading padded ids: both one native node each (ONNX initial_h / initial_c), equal to Keras."""
     import keras
     import onnxruntime as ort
 
     from seqdeploy.export.convert import convert_model, op_counts
 
     keras.utils.set_random_seed(0)
-    enc_in, dec_in = keras.Input((STEPS, 5), name="encoder"), keras.Input((3, 6), name="decoder")
-    _, h, c = keras.layers.LSTM(8, return_state=True)(enc_in)
-    y = keras.layers.LSTM(8, return_sequences=True)(dec_in, initial_state=[h, c])
-    model = keras.Model([enc_in, dec_in], keras.layers.Dense(6, activation="softmax")(y))
+    L = keras.layers
+    enc_in, dec_in = keras.Input((5, 3), name="encoder"), keras.Input((STEPS,), dtype="int32", name="tokens")
+    enc = _recurrent(L, cell, direction, False, return_state=True)(enc_in)
+    dec = L.Embedding(VOCAB, 3, mask_zero=True)(dec_in)
+    y = _recurrent(L, cell, direction, True)(dec, initial_state=list(enc[1:]))
+    model = keras.Model([enc_in, dec_in], L.Dense(3)(y))
+    rng = np.random.RandomState(1)
+    for w in model.trainable_weights:
+        w.assign(rng.normal(0.0, 0.5, tuple(w.shape)).astype("float32"))
     conv = convert_model(model)
     ops = op_counts(conv.model)
-    assert ops.get("LSTM") == 2 and "Loop" not in ops and any("initial state" in n for n in conv.notes), ops
-    rng = np.random.default_rng(0)
-    xe, xd = rng.standard_normal((4, STEPS, 5)).astype("float32"), rng.standard_normal((4, 3, 6)).astype("float32")
-    got = ort.InferenceSession(conv.model.SerializeToString(), providers=["CPUExecutionProvider"]).run(
-        None, {"encoder": xe, "decoder": xd})[0]
-    assert np.abs(got - np.asarray(model([xe, xd], training=False))).max() <= ATOL
+    assert "Loop" not in ops and ops.get({"SimpleRNN": "RNN"}.get(cell, cell)) == 2, ops
+    sess = ort.InferenceSession(conv.model.SerializeToString(), providers=["CPUExecutionProvider"])
+    xe = rng.normal(size=(5, 5, 3)).astype("float32")
+    for name, ids in _patterns().items():
+        want = np.asarray(model([xe, ids], training=False))
+        got = sess.run(None, {"encoder": xe, "tokens": ids})[0]
+        assert np.abs(got - want).max() <= ATOL, name

@@ -205,12 +205,14 @@ class BuiltRecurrent:
     states: tuple[str, ...] = ()  # return_state: the final states as Keras returns them ([batch, units] each)
 
 
-def build_recurrent(spec: RecurrentSpec, x: str, *, prefix: str, mask: str | None = None) -> BuiltRecurrent:
+def build_recurrent(spec: RecurrentSpec, x: str, *, prefix: str, mask: str | None = None,
+                    initial_state: tuple[str, ...] = ()) -> BuiltRecurrent:
     """Emit ``spec`` reading ``x`` ([batch, time, features] float32) as ONNX nodes.
 
     ``mask`` names a bool [batch, time] Keras mask of any pattern (see
     :mod:`seqdeploy.export.layers.masks`). Returns the nodes, the initializers and the output name
-    ([batch, time, units*] with return_sequences, else [batch, units*]).
+    ([batch, time, units*] with return_sequences, else [batch, units*]). ``initial_state`` names the states the
+    layer was called with, in Keras's order (``[h]`` or ``[h, c]`` per direction, forward first; [batch, units]).
 
     >>> b = build_recurrent(recurrent_spec(layer), "x", prefix="gru")  # doctest: +SKIP
     """
@@ -250,7 +252,16 @@ def build_recurrent(spec: RecurrentSpec, x: str, *, prefix: str, mask: str | Non
         attrs["activation_beta"] = betas
     if spec.kind == "GRU":
         attrs["linear_before_reset"] = spec.linear_before_reset
-    op_inputs = [xt, W, R, B, seq_lens]
+    init_h = init_c = ""
+    if initial_state:
+        per = 2 if spec.kind == "LSTM" else 1  # Keras: [h, c] per direction (LSTM), else [h]
+        axis0 = const("state_axis0", np.array([0], np.int64))
+        h_parts = [node("Unsqueeze", [initial_state[d * per], axis0], f"initial_h_dir{d}") for d in range(dirs)]
+        init_h = h_parts[0] if dirs == 1 else node("Concat", h_parts, "initial_h", axis=0)
+        if per == 2:
+            c_parts = [node("Unsqueeze", [initial_state[d * per + 1], axis0], f"initial_c_dir{d}") for d in range(dirs)]
+            init_c = c_parts[0] if dirs == 1 else node("Concat", c_parts, "initial_c", axis=0)
+    op_inputs = [xt, W, R, B, seq_lens, init_h, init_c] if spec.kind == "LSTM" else [xt, W, R, B, seq_lens, init_h]
     while op_inputs and op_inputs[-1] == "":
         op_inputs.pop()
     y, y_h = name("Y"), name("Y_h")

@@ -74,6 +74,36 @@ def test_padding_is_exact_and_only_touches_the_input_conv(cin, want, tmp_path):
     np.testing.assert_allclose(_run(tmp_path / "p.onnx", x), _run(src, x), rtol=0, atol=1e-6)
 
 
+def _series_net(path, cin):
+    """N x T x C series -> Transpose(0, 2, 1) -> Conv1D k3 (cin -> 8) + Relu -> GAP -> Flatten."""
+    rng = np.random.default_rng(0)
+    w = (rng.standard_normal((8, cin, 3)) * 0.3).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Transpose", ["x"], ["xt"], name="ncw", perm=[0, 2, 1]),
+         helper.make_node("Conv", ["xt", "w"], ["c"], name="conv1", pads=[1, 1]),
+         helper.make_node("Relu", ["c"], ["r"], name="relu"),
+         helper.make_node("GlobalAveragePool", ["r"], ["g"], name="gap"),
+         helper.make_node("Flatten", ["g"], ["y"], name="flat")],
+        "series", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 12, cin])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 8])], [numpy_helper.from_array(w, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.mark.parametrize("cin, want", [(1, 4), (3, 4)])
+def test_padding_a_1d_conv_is_exact(cin, want, tmp_path):
+    src = _series_net(tmp_path / "s.onnx", cin)
+    model, added = pad_input_channels(onnx.load(str(src)))
+    assert added == ["conv1/pad_channels"]
+    assert {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}["w"].shape == (8, want, 3)
+    onnx.save(model, str(tmp_path / "p.onnx"))
+    x = np.random.default_rng(2).standard_normal((16, 12, cin)).astype(np.float32)
+    np.testing.assert_allclose(_run(tmp_path / "p.onnx", x), _run(src, x), rtol=0, atol=1e-6)
+
+
 def test_padding_leaves_other_models_alone(tmp_path):
     src = _conv_net(tmp_path / "m.onnx", cin=4)
     model, added = pad_input_channels(onnx.load(str(src)))

@@ -28,9 +28,10 @@ CHANNEL_MULTIPLE = 4
 
 
 def pad_input_channels(model: Any, multiple: int = CHANNEL_MULTIPLE) -> tuple[Any, list[str]]:
-    """Pad the input channels of each Conv fed by a model input through ``Transpose(0, 3, 1, 2)`` to ``multiple``.
+    """Pad the input channels of each 2-D or 1-D Conv fed by a model input through ``Transpose(0, 3, 1, 2)``
+    (``Transpose(0, 2, 1)`` for a series) to ``multiple``.
 
-    The NHWC input ``x`` (C channels) becomes ``MatMul(x, E)`` with ``E = [I_C | 0]`` (C x C'), and
+    The channels-last input ``x`` (C channels) becomes ``MatMul(x, E)`` with ``E = [I_C | 0]`` (C x C'), and
     the Conv weight gets C' - C zero input channels: exact in float32 (products with 1 and 0) and
     after quantization (the zero weights add nothing). The MatMul keeps the input float: its
     names are returned so the quantizer leaves them out. Other Convs (group > 1, non-constant
@@ -54,10 +55,11 @@ def pad_input_channels(model: Any, multiple: int = CHANNEL_MULTIPLE) -> tuple[An
         w = inits.get(conv.input[1])
         group = next((a.i for a in conv.attribute if a.name == "group"), 1)
         t = producer.get(conv.input[0])
-        if w is None or len(w.dims) != 4 or group != 1 or w.dims[1] % multiple == 0 or t is None:
+        if w is None or len(w.dims) not in (3, 4) or group != 1 or w.dims[1] % multiple == 0 or t is None:
             continue
         perm = next((list(a.ints) for a in t.attribute if a.name == "perm"), None)
-        if (t.op_type != "Transpose" or perm != [0, 3, 1, 2] or t.input[0] not in graph_inputs
+        rank = len(w.dims)
+        if (t.op_type != "Transpose" or perm != [0, rank - 1, *range(1, rank - 1)] or t.input[0] not in graph_inputs
                 or len(consumers.get(conv.input[0], [])) != 1 or len(consumers.get(conv.input[1], [])) != 1):
             continue
         weight = numpy_helper.to_array(w)

@@ -285,3 +285,45 @@ def test_the_batch1_timing_runs_both_graphs_as_the_runtime_loads_them():
     opt, _ = optimize_model(m, passes=(("fold", fold_static_shapes),), speed_check_s=0)
     before, after = time_batch1(m, opt, probe_feeds(m, 1), 0.05)
     assert 0 < before < 1e4 and 0 < after < 1e4
+
+
+def test_a_one_channel_series_reaches_its_conv_through_one_transpose():
+    import keras
+
+    from seqdeploy.export.convert import convert_model
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((16, 1))
+    x = keras.layers.Conv1D(4, 3, padding="same", activation="relu")(inp)
+    x = keras.layers.Conv1D(4, 3)(x)
+    model = keras.Model(inp, keras.layers.GlobalAveragePooling1D()(x))
+    _randomize(model)
+    proto = convert_model(model).model
+    ops = [n.op_type for n in proto.graph.node]
+    assert ops[:2] == ["Transpose", "Conv"] and "Unsqueeze" not in ops and "Reshape" not in ops
+    first = proto.graph.node[0]
+    assert first.input[0] == proto.graph.input[0].name and list(first.attribute[0].ints) == [0, 2, 1]
+    _exact(model, proto, np.random.default_rng(3).standard_normal((4, 16, 1)).astype(np.float32))
+
+
+def _one_channel_graph(target):
+    from onnx import helper
+
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("Reshape", ["x", "shape"], ["xr"], name="to_nchw"),
+             helper.make_node("Conv", ["xr", "w"], ["y"], name="conv")]
+    return _graph(nodes, {"shape": np.array(target, np.int64), "w": rng.standard_normal((3, 1, 2, 2)).astype(np.float32)},
+                  ["batch", 4, 6, 1], ["batch", 3, None, None])
+
+
+def test_single_channel_transpose_is_exact_and_only_where_the_reshape_moves_no_data():
+    from seqdeploy.export.rewrites_conv import single_channel_transpose
+
+    x = np.random.default_rng(1).standard_normal((3, 4, 6, 1)).astype(np.float32)
+    m = _one_channel_graph([-1, 1, 4, 6])  # NHWC -> NCHW with C = 1: the same bytes
+    ref = _ort(m, x)
+    assert single_channel_transpose(m) == 1
+    assert [n.op_type for n in m.graph.node] == ["Transpose", "Conv"] and "shape" not in {i.name for i in m.graph.initializer}
+    np.testing.assert_array_equal(_ort(m, x), ref)
+    other = _one_channel_graph([-1, 1, 6, 4])  # a real reshape (H and W change): not a transpose, left alone
+    assert single_channel_transpose(other) == 0 and [n.op_type for n in other.graph.node] == ["Reshape", "Conv"]

@@ -118,7 +118,8 @@ def test_settings_validation(kw, fragment):
 def test_recipe_settings_are_typed_and_derived():
     s = q.QuantizeSettings(calibration_samples=32, calibration_method="entropy", per_channel=False, reduce_range=False)
     assert s.static_settings() == q.StaticInt8Settings(calibration_samples=32, calibration_method="entropy", per_channel=False,
-                                                       pad_input_channels=q.default_pad_input_channels())
+                                                       pad_input_channels=q.default_pad_input_channels(),
+                                                       unfold_input_conv=q.default_pad_input_channels())
     assert s.dynamic_settings().per_channel is False
     assert q.QuantizeSettings().static_settings().per_channel is True
     assert q.Float16Settings().keep_io_types is True

@@ -30,8 +30,9 @@ slower; the report (``export.json`` ``graph_cleanup``) carries both times.
   :mod:`seqdeploy.export.rewrites_fuse`) -- unmasked self-attention as ``com.microsoft.Attention``, Embedding's
   negative-id wrap dropped (Gather wraps itself), and ``Add -> LayerNormalization`` kept out of onnxruntime's
   slower ``SkipLayerNormalization``.
-* :func:`fold_input_scale`, :func:`drop_repeated_relu` (in :mod:`seqdeploy.export.rewrites_conv`) -- Keras
-  Rescaling folded into the first Conv's weights, ``Relu(Relu(x))`` as one Relu.
+* :func:`fold_input_scale`, :func:`drop_repeated_relu`, :func:`single_channel_transpose` (in
+  :mod:`seqdeploy.export.rewrites_conv`) -- Keras Rescaling folded into the first Conv's weights,
+  ``Relu(Relu(x))`` as one Relu, a one-channel input's Reshape chain to its Conv as one Transpose.
 
 Measured on benchmarks/real_zoo.py's models (see benchmarks/REAL_ZOO.md). Tried and not kept:
 onnxruntime's transformer optimizer (``onnxruntime.transformers.optimizer``, model types ``bert`` and
@@ -68,7 +69,7 @@ class OptimizeReport:
 
 from seqdeploy.export.rewrites import PROBE_BATCHES, fold_conv_affine, fold_static_shapes, native_conv1d, probe_feeds, probe_session
 from seqdeploy.export.rewrites_attention import collapse_transposes, drop_tensordot_reshapes, fuse_layer_norm, hoist_scalar_mul
-from seqdeploy.export.rewrites_conv import drop_repeated_relu, fold_input_scale
+from seqdeploy.export.rewrites_conv import drop_repeated_relu, fold_input_scale, single_channel_transpose
 from seqdeploy.export.rewrites_fuse import fuse_attention, native_gather_index, residual_sum
 
 
@@ -86,6 +87,7 @@ PASSES: tuple[tuple[str, Callable[[Any], int]], ...] = (
     ("residual_sum", residual_sum),
     ("fold_input_scale", fold_input_scale),
     ("drop_repeated_relu", drop_repeated_relu),
+    ("single_channel_transpose", single_channel_transpose),
 )
 
 

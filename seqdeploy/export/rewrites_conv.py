@@ -5,6 +5,12 @@
   the scale moves into the weights and the two full-tensor passes over the input go away.
 * :func:`drop_repeated_relu` -- ``Relu(Relu(x))`` is ``Relu(x)`` (Keras models that apply an Activation twice,
   as the keras-io Xception entry flow does).
+* :func:`single_channel_transpose` -- a one-channel channels-last input (a grey image ``N x H x W x 1``, a series
+  ``N x T x 1``) reaches its Conv through ``Reshape``/``Unsqueeze``/``Squeeze`` (tf2onnx writes NHWC -> NCHW as
+  a Reshape when C = 1, and Conv1D adds an Unsqueeze): one ``Transpose(0, r-1, 1, ..., r-2)`` moves the same
+  bytes. It is the form onnxruntime's NHWC transformer cancels against the Transpose it puts in front of an
+  int8 ``QLinearConv`` (channels last), and the one the int8 recipe's channel padding
+  (:func:`seqdeploy.quantize.recipes.int8_static.pad_input_channels`) looks for.
 
 Measured on benchmarks/real_zoo.py's Xception-like CNN (one thread, interleaved p50): 1.01-1.015x at batch 1
 and 32 -- the float32 CNNs are Conv-bound (the MNIST convnet's second Conv runs at ~100 GFLOP/s, near one
@@ -17,9 +23,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from seqdeploy.export.rewrites import add_initializer, const_value, consumer_map, producer_map, remove_dead_nodes
+from seqdeploy.export.rewrites import (add_initializer, attr, const_value, consumer_map, producer_map, remove_dead_nodes,
+                                      unsqueeze_axes)
 
 PASS_THROUGH = ("Transpose", "Reshape")
+SHAPE_ONLY = ("Reshape", "Unsqueeze", "Squeeze")  # ops that move no data
 
 
 def _bypass(g, node, keep: str) -> None:
@@ -89,4 +97,73 @@ def drop_repeated_relu(model) -> int:
     return done
 
 
-__all__ = ["drop_repeated_relu", "fold_input_scale"]
+def _shape_after(g, chain: list, shape: tuple[int, ...]) -> tuple[int, ...] | None:
+    """The shape ``chain`` (Reshape/Unsqueeze/Squeeze nodes, first to last) makes of a tensor of ``shape``."""
+    a = np.zeros(shape, dtype=np.bool_)
+    for n in chain:
+        if n.op_type == "Reshape":
+            t = const_value(g, n.input[1])
+            if t is None or attr(n, "allowzero", 0):
+                return None
+            t = [int(v) for v in np.asarray(t).reshape(-1)]
+            t = [a.shape[k] if v == 0 else v for k, v in enumerate(t)]  # 0 copies the input's dimension
+            a = a.reshape(t)
+        else:
+            axes = unsqueeze_axes(g, n)
+            if n.op_type == "Unsqueeze":
+                if axes is None:
+                    return None
+                rank = a.ndim + len(axes)
+                for ax in sorted(v % rank for v in axes):
+                    a = np.expand_dims(a, ax)
+            else:
+                a = np.squeeze(a) if axes is None else np.squeeze(a, axis=tuple(axes))
+    return a.shape
+
+
+def single_channel_transpose(model) -> int:
+    """``x (N, d1..dk, 1) -> Reshape/Unsqueeze/Squeeze... -> (N, 1, d1..dk) -> Conv`` as ``Transpose(x) -> Conv``
+    (see the module docstring); only when the chain's shapes, worked out at two batch sizes, say so."""
+    from onnx import helper
+
+    g = model.graph
+    outputs = {o.name for o in g.output}
+    inits = {i.name for i in g.initializer}
+    inputs = {i.name: i for i in g.input if i.name not in inits}
+    done = 0
+    for conv in [n for n in g.node if n.op_type == "Conv" and n.domain in ("", "ai.onnx")]:
+        prod = producer_map(g)
+        w = const_value(g, conv.input[1]) if len(conv.input) > 1 else None
+        if w is None or w.ndim < 3 or w.shape[1] != 1:
+            continue
+        chain, t = [], conv.input[0]
+        while t in prod and prod[t].op_type in SHAPE_ONLY and len(chain) < 4:
+            chain.append(prod[t])
+            t = prod[t].input[0]
+            if t in outputs:
+                break
+        if not chain or t not in inputs or t in outputs:
+            continue
+        dims = inputs[t].type.tensor_type.shape.dim
+        rank = w.ndim
+        static = [d.dim_value if d.HasField("dim_value") else 0 for d in dims[1:]]
+        if len(dims) != rank or any(v <= 0 for v in static) or static[-1] != 1:
+            continue
+        chain.reverse()
+        try:
+            ok = all(_shape_after(g, chain, (b, *static)) == (b, 1, *static[:-1]) for b in (2, 3))
+        except (ValueError, IndexError):
+            ok = False
+        if not ok:
+            continue
+        last = chain[-1]
+        tr = helper.make_node("Transpose", [t], [last.output[0]], name=(last.name or last.output[0]) + "/as_transpose",
+                              perm=[0, rank - 1, *range(1, rank - 1)])
+        g.node.insert(list(g.node).index(last), tr)
+        g.node.remove(last)
+        remove_dead_nodes(model)
+        done += 1
+    return done
+
+
+__all__ = ["drop_repeated_relu", "fold_input_scale", "single_channel_transpose"]

@@ -226,6 +226,8 @@ def default_pad_input_channels(cpuinfo: str | None = None) -> bool:
     Measured on an AVX-512 VNNI EPYC (onnxruntime 1.32), 32/64/128 conv net on 32x32x3: that
     first QLinearConv cost 37 of 97 us at batch 1; padded, the whole model ran 17 % faster at
     batch 1 and 10-17 % at batch 64. Not measured on AVX2-only or ARM CPUs: off there.
+    The same rule turns on the int8-static recipe's ``unfold_input_conv`` (a one-channel first Conv as a
+    float tap-copying Conv + a 1 x 1 int8 Conv; measured in benchmarks/conv_int8_zoo.py).
 
         >>> default_pad_input_channels("flags : avx2 avx512_vnni")
         True

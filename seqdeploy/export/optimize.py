@@ -30,6 +30,11 @@ slower; the report (``export.json`` ``graph_cleanup``) carries both times.
   :mod:`seqdeploy.export.rewrites_fuse`) -- unmasked self-attention as ``com.microsoft.Attention``, Embedding's
   negative-id wrap dropped (Gather wraps itself), and ``Add -> LayerNormalization`` kept out of onnxruntime's
   slower ``SkipLayerNormalization``.
+* :func:`rows_as_2d`, :func:`residual_into_gemm`, :func:`mean_as_matmul`, :func:`attention_per_sample` (in
+  :mod:`seqdeploy.export.rewrites_attention`) -- a Transformer block's row-wise ops on ``[batch * seq, C]`` so each
+  Dense is a ``Gemm`` with bias/ReLU, the residual Adds read by those Gemms (bias moved into the residual's
+  source), GlobalAveragePooling1D as a MatMul, and, above batch 1, a large Attention run one sample at a time in a
+  ``Scan`` so its scores stay in cache.
 * :func:`fold_input_scale`, :func:`drop_repeated_relu`, :func:`single_channel_transpose` (in
   :mod:`seqdeploy.export.rewrites_conv`) -- Keras Rescaling folded into the first Conv's weights,
   ``Relu(Relu(x))`` as one Relu, a one-channel input's Reshape chain to its Conv as one Transpose.
@@ -68,7 +73,16 @@ class OptimizeReport:
 
 
 from seqdeploy.export.rewrites import PROBE_BATCHES, fold_conv_affine, fold_static_shapes, native_conv1d, probe_feeds, probe_session
-from seqdeploy.export.rewrites_attention import collapse_transposes, drop_tensordot_reshapes, fuse_layer_norm, hoist_scalar_mul
+from seqdeploy.export.rewrites_attention import (
+    attention_per_sample,
+    collapse_transposes,
+    drop_tensordot_reshapes,
+    fuse_layer_norm,
+    hoist_scalar_mul,
+    mean_as_matmul,
+    residual_into_gemm,
+    rows_as_2d,
+)
 from seqdeploy.export.rewrites_conv import drop_repeated_relu, fold_input_scale, single_channel_transpose
 from seqdeploy.export.rewrites_fuse import fuse_attention, native_gather_index, residual_sum
 
@@ -85,6 +99,10 @@ PASSES: tuple[tuple[str, Callable[[Any], int]], ...] = (
     ("fuse_attention", fuse_attention),
     ("native_gather_index", native_gather_index),
     ("residual_sum", residual_sum),
+    ("rows_as_2d", rows_as_2d),
+    ("residual_into_gemm", residual_into_gemm),
+    ("mean_as_matmul", mean_as_matmul),
+    ("attention_per_sample", attention_per_sample),
     ("fold_input_scale", fold_input_scale),
     ("drop_repeated_relu", drop_repeated_relu),
     ("single_channel_transpose", single_channel_transpose),

@@ -83,6 +83,18 @@ def unsqueeze_axes(g, node) -> list[int] | None:
     return None if a is None else [int(v) for v in a]
 
 
+def _subgraph_reads(node) -> set[str]:
+    """Every name read inside ``node``'s subgraphs (If/Loop/Scan bodies), nested ones included: outer names the
+    bodies may use."""
+    names: set[str] = set()
+    for a in node.attribute:
+        for sub in ([a.g] if a.HasField("g") else []) + list(a.graphs):
+            for sn in sub.node:
+                names.update(sn.input)
+                names.update(_subgraph_reads(sn))
+    return names
+
+
 def remove_dead_nodes(model) -> int:
     """Drop nodes whose outputs nothing uses and the initializers no node uses; return nodes dropped."""
     g = model.graph
@@ -92,9 +104,7 @@ def remove_dead_nodes(model) -> int:
         if any(o in needed for o in n.output):
             keep.append(n)
             needed.update(n.input)
-            for a in n.attribute:  # subgraphs (If/Loop/Scan) read outer names
-                for sub in ([a.g] if a.HasField("g") else []) + list(a.graphs):
-                    needed.update(i for sn in sub.node for i in sn.input)
+            needed.update(_subgraph_reads(n))
     dropped = len(g.node) - len(keep)
     if dropped:
         keep.reverse()

@@ -472,6 +472,25 @@ def _write_run(z: ZooModel, run: Path, model: Any, x_train: np.ndarray, x_test: 
     (run / "training.json").write_text(json.dumps(training))
 
 
+def settle_batchnorm(model: Any, x: np.ndarray, y: np.ndarray, loss: str, steps: int = 60) -> None:
+    """BatchNormalization's moving statistics lag the weights after a short training (momentum 0.99): the
+    inference-mode model then answers one class. A few batches with the weights frozen (learning rate 0) and a
+    fast momentum settle them on the final weights, as a long training would."""
+    import keras
+
+    bns = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    if not bns:
+        return
+    saved = [bn.momentum for bn in bns]
+    for bn in bns:
+        bn.momentum = 0.9
+    model.compile(keras.optimizers.SGD(learning_rate=0.0), loss)
+    n = min(len(x), 32 * steps)
+    model.fit(x[:n], y[:n], batch_size=32, epochs=1, verbose=0)
+    for bn, m in zip(bns, saved):
+        bn.momentum = m
+
+
 def train_model(z: ZooModel, run: Path, steps: int | None) -> None:
     """Build, train on the teacher's rows (``steps`` batches of 32 per epoch), save the run's files."""
     import keras
@@ -489,6 +508,7 @@ def train_model(z: ZooModel, run: Path, steps: int | None) -> None:
                 "regression": "mse"}[z.task]
         model.compile(keras.optimizers.Adam(z.lr), loss, metrics=[] if z.task == "regression" else ["accuracy"])
         hist = model.fit(x_fit, y_fit, batch_size=32, epochs=z.epochs, verbose=0).history
+        settle_batchnorm(model, x_fit, y_fit, loss)
     training = {"train_s": round(time.perf_counter() - t0, 1), "train_steps": steps * z.epochs,
                 "train_metric": round(float(hist["accuracy" if "accuracy" in hist else "loss"][-1]), 4),
                 "train_metric_name": "accuracy" if "accuracy" in hist else "mse"}

@@ -123,3 +123,29 @@ def test_a_peer_that_disagrees_is_listed_not_timed(conv_run):
         assert bad.status == "error" and bad.latency is None
         assert bad.reason.startswith("answers disagree with Keras: output 0: max |diff|")
         assert res.get("ort:fp32", b, 1).speedup["tflite_best"] is None  # no time, so never a win
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("ai_edge_litert") is None, reason="ai-edge-litert is not installed (peers extra)")
+def test_litert_falls_back_to_select_tf_ops_for_a_string_model_and_the_interpreter_refuses_it(tmp_path):
+    """A TextVectorization model has no LiteRT builtins: fp32 converts with Select TF ops (Flex) as the last
+    resort, says so in its notes, and an interpreter without the Flex delegate refuses it with the real error."""
+    import keras
+
+    from seqdeploy.bench.runners.tflite import TfliteRunner, convert_tflite
+
+    keras.utils.set_random_seed(0)
+    vec = keras.layers.TextVectorization(max_tokens=20, output_mode="int", output_sequence_length=6)
+    vec.adapt(np.asarray(["a good film", "a bad film", "Great acting!"]))
+    inp = keras.Input(shape=(1,), dtype="string", name="text")
+    x = keras.layers.GlobalAveragePooling1D()(keras.layers.Embedding(20, 4)(vec(inp)))
+    keras.Model(inp, keras.layers.Dense(1, activation="sigmoid")(x)).save(tmp_path / "m.keras")
+    models, errors = convert_tflite(tmp_path / "m.keras", ("fp32", "int8-dynamic"))
+    assert set(models) == {"fp32"} and "int8-dynamic" in errors, (models, errors)
+    notes = " ".join(models["fp32"].notes)
+    assert "Select TF ops" in notes and "earlier attempts failed" in notes and "StringLower" in notes
+    r = TfliteRunner(models["fp32"])
+    with pytest.raises(Exception, match="Flex delegate"):
+        r.prepare(1)
+        r.set_batch(2)
+        r.infer({"text": np.asarray([["a good film"], ["bad"]], dtype=object)})

@@ -107,3 +107,19 @@ def test_dict_of_raw_features_equals_keras_on_unseen_categories(models, tmp_path
     assert not [op for op in manifest["contrib_ops"] if op.startswith("ai.onnx.contrib")]
     zoo.write_csv(tmp_path / "rows.csv", {"id": list(range(len(h["age"]))), **h})
     assert np.abs(_predict_cli(out, tmp_path / "rows.csv", tmp_path / "a.csv") - want).max() <= 1e-5
+
+
+def test_quantize_is_not_skipped_for_onnxruntime_contrib_ops(monkeypatch, tmp_path):
+    """Only ops that need a custom-op library (onnxruntime-extensions) stop quantization: onnxruntime's own
+    ``com.microsoft`` ops (a Transformer's fused Attention) load in its quantization tools."""
+    from types import SimpleNamespace
+
+    import seqdeploy.runtime.manifest as manifest
+    from seqdeploy.app.pipeline_keras import quantize_skip_reason
+
+    ops = {"ms": ("com.microsoft:Attention", "com.microsoft:SkipLayerNormalization"),
+           "mixed": ("ai.onnx.contrib:StringRegexReplace", "com.microsoft:Attention"), "none": ()}
+    monkeypatch.setattr(manifest, "load_manifest", lambda bundle, check_files=True: SimpleNamespace(contrib_ops=ops[bundle]))
+    assert quantize_skip_reason("ms") is None and quantize_skip_reason("none") is None
+    reason = quantize_skip_reason("mixed")
+    assert "ai.onnx.contrib:StringRegexReplace" in reason and "Attention" not in reason

@@ -151,3 +151,20 @@ def test_feature_space_bundle_takes_the_dict_of_raw_features(string_bundles):
     want = keras.saving.load_model(bundle / "model.keras")(rows).numpy()[:, 0]
     got = Predictor.from_bundle(bundle).answers({k: v.tolist() for k, v in rows.items()})  # plain lists, per key
     np.testing.assert_allclose(got["probabilities"][:, 1], want, atol=1e-6)
+
+
+def test_bench_onnxruntime_runners_register_the_library_of_a_string_graph(string_bundles):
+    """``ort:fp32`` (plain session.run) and the deployed runner without a manifest load a graph with
+    ``ai.onnx.contrib`` ops as an application does (the library registered) and answer like Predictor."""
+    from seqdeploy.bench.runners.onnxruntime import DeployedRunner, OrtRunner, graph_libraries
+
+    bundle = string_bundles["text"]
+    assert graph_libraries(bundle / "model.onnx") == [extensions.extensions_library_path()]
+    assert graph_libraries(string_bundles["lookup"] / "model.onnx") == []
+    x = np.asarray(TEXTS, dtype=object).reshape(len(TEXTS), *load_manifest(bundle).inputs[0].shape[1:])
+    want = next(iter(Predictor.from_bundle(bundle).run({load_manifest(bundle).inputs[0].name: x}).values()))
+    for runner in (OrtRunner(bundle / "model.onnx"), DeployedRunner(bundle / "model.onnx")):
+        runner.prepare(1)
+        runner.set_batch(len(x))
+        np.testing.assert_allclose(runner.infer({"x": x})[0], want, atol=1e-6)
+        runner.close()

@@ -202,14 +202,18 @@ def quantize_skip_reason(bundle: Path) -> str | None:
     """Why the quantize stage cannot run on this bundle's graph, or None when it can.
 
     onnxruntime's quantization tools load the graph without custom-op libraries, so a graph with
-    onnxruntime-extensions ops (TextVectorization's standardize/split) stays float32.
+    onnxruntime-extensions ops (TextVectorization's standardize/split) stays float32. onnxruntime's own
+    contrib ops (``com.microsoft``, e.g. the fused ``Attention`` of a Transformer) need no library: they quantize.
     """
+    from seqdeploy.runtime.extensions import domains_of
     from seqdeploy.runtime.manifest import load_manifest
 
     contrib = load_manifest(bundle, check_files=False).contrib_ops
-    if not contrib:
+    domains = set(domains_of(contrib))
+    library_ops = [op for op in contrib if op.rsplit(":", 1)[0] in domains]
+    if not library_ops:
         return None
-    return (f"the graph uses onnxruntime-extensions ops ({', '.join(contrib)}), which onnxruntime's quantization "
+    return (f"the graph uses onnxruntime-extensions ops ({', '.join(library_ops)}), which onnxruntime's quantization "
             f"tools cannot load; the bundle serves the verified float32 model")
 
 

@@ -23,6 +23,22 @@ from seqdeploy.errors import BenchError, InputValidationError
 from seqdeploy.runtime.session import ORT_TYPES, SessionSettings, make_session
 
 
+def graph_libraries(path: str | os.PathLike) -> list[str]:
+    """The custom-op libraries a plain session of the ONNX file at ``path`` needs (onnxruntime-extensions for a
+    ``TextVectorization``'s ``ai.onnx.contrib`` string ops; none for core + ``ai.onnx.ml`` graphs), from its
+    opset imports, as an application registers them (``SessionOptions.register_custom_ops_library``)."""
+    from seqdeploy.runtime.extensions import LIBRARIES, library_paths
+
+    try:
+        import onnx
+    except ImportError:  # a runtime-only install: no graph to read (onnxruntime then names the missing op)
+        return []
+    if not Path(path).is_file():
+        return []  # make_session reports the missing file
+    model = onnx.load(str(path), load_external_data=False)
+    return library_paths([o.domain for o in model.opset_import if o.domain in LIBRARIES], str(path))
+
+
 @dataclass(frozen=True)
 class OrtSettings(SessionSettings):
     """The ONNX runners' settings: the session settings (their ``threads`` is replaced by each measured thread
@@ -119,7 +135,8 @@ class OrtRunner:
         if self._factory is not None:
             self._sess = self._factory(self.path, threads)
         else:
-            self._sess = make_session(self.path, self.settings, threads=threads, cache_dir=self.settings.cache_dir)
+            self._sess = make_session(self.path, self.settings, threads=threads, cache_dir=self.settings.cache_dir,
+                                      custom_ops_libraries=graph_libraries(self.path))
         self._describe()
 
     def _describe(self) -> None:
@@ -231,7 +248,8 @@ class DeployedRunner(OrtRunner):
                 self._sess, self._call, self._as_list = pred.session, pred.run, False
                 self.via, fast = "Predictor.run", pred.fast_session
         if self._call is None:
-            fs = rt.FastSession(make_session(self.path, threads=threads), fastpath=self.fastpath)
+            fs = rt.FastSession(make_session(self.path, threads=threads, custom_ops_libraries=graph_libraries(self.path)),
+                                fastpath=self.fastpath)
             self._sess, self._call, self._as_list = fs.session, fs.run, True
             self.via, fast = "FastSession.run", fs
         used = fast.path + (f" (asked for {fast.requested}: {fast.fallback_reason})" if fast.fallback_reason else "")

@@ -4,7 +4,9 @@ int8 with dynamic-range weights, and full-integer int8 calibrated on representat
 The one LiteRT path is what users run: ``tf.lite.TFLiteConverter.from_keras_model`` on the loaded
 model and ``ai_edge_litert.interpreter.Interpreter`` (``tf.lite.Interpreter`` only when LiteRT is
 not installed), the input resized to the batch. A frozen concrete function with a fixed batch of 1
-is the fallback for models ``from_keras_model`` rejects (some LSTM/GRU graphs).
+is the fallback for models ``from_keras_model`` rejects (some LSTM/GRU graphs); float32 with Select TF ops
+(Flex kernels) is the last resort for ops LiteRT has no builtin for (a ``TextVectorization``'s string ops): the
+converter accepts it and an interpreter without the Flex delegate then refuses it, which the benchmark reports.
 
 The converter runs in a child process (``python -m seqdeploy.bench.runners.tflite --tflite-child``):
 int8 calibration of LSTM/GRU can segfault, and a crash must cost one attempt, not the benchmark.
@@ -43,9 +45,10 @@ class TfliteModel:
 
 #: precision -> attempts (signature, kernels): "keras" = from_keras_model (dynamic batch), "batch1" = a frozen
 #: concrete function with a fixed batch of 1; kernels None = float, "dynamic" = dynamic-range int8 weights,
-#: "int8-only" = full-integer kernels, "mixed" = int8 with float fallback kernels
+#: "int8-only" = full-integer kernels, "mixed" = int8 with float fallback kernels, "select" = float with Select TF
+#: ops (Flex kernels; the last resort: a model with ops LiteRT has no builtin for, e.g. TextVectorization's strings)
 _TFLITE_ATTEMPTS = {
-    "fp32": (("keras", None), ("batch1", None)),
+    "fp32": (("keras", None), ("batch1", None), ("keras", "select")),
     "int8-dynamic": (("keras", "dynamic"), ("batch1", "dynamic")),
     "int8": (("keras", "int8-only"), ("keras", "mixed"), ("batch1", "int8-only"), ("batch1", "mixed")),
 }
@@ -72,6 +75,9 @@ def _convert_attempt(model: Any, precision: str, batch: str, kernels: str | None
     import tensorflow as tf
 
     conv = _converter(model, batch)
+    if kernels == "select":
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS, tf.lite.OpsSet.SELECT_TF_OPS]
+        return conv.convert()
     if kernels is not None:
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
     if kernels in ("int8-only", "mixed"):
@@ -125,6 +131,8 @@ def _tflite_child(spec_path: str) -> int:
                 notes.append("dynamic-range int8 weights (Optimize.DEFAULT), float activations")
             elif kernels == "mixed":
                 notes.append("int8 with float fallback kernels (integer-only conversion failed)")
+            elif kernels == "select":
+                notes.append("Select TF ops (Flex kernels): the interpreter needs the Flex delegate to run them")
             elif kernels == "int8-only":
                 notes.append("full-integer int8 kernels, float32 input/output")
             if errors:

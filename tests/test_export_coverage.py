@@ -376,6 +376,11 @@ def _lookup_rows(kind: str) -> list[LayerCase]:
     ]
 
 
+def _id_pairs(batch: int) -> np.ndarray:
+    """Pairs of integer ids, negative and large ones included."""
+    return np.random.RandomState(batch).randint(-(1 << 40), 1 << 40, (batch, 2)).astype("int64")
+
+
 STRING_CASES: list[LayerCase] = [
     LayerCase("text_vectorization_default", "TextVectorization (lower_and_strip_punctuation, whitespace)",
               _tv(vocabulary=WORDS[:4], output_sequence_length=6), (), "converted",
@@ -418,19 +423,29 @@ STRING_CASES: list[LayerCase] = [
               "FarmHash Fingerprint64 / SipHash (integers hashed as their decimal strings): no ONNX op computes "
               "them, and the onnxruntime-extensions hash kernel uses another FarmHash variant; use a "
               "StringLookup / IntegerLookup adapted on the training data", "string", _texts),
-    LayerCase("hashed_crossing", "HashedCrossing", lambda: [], (), "refused",
-              "TensorFlow's sparse_cross_hashed (FarmHash Fingerprint64 + FingerprintCat64): no ONNX op computes it; "
-              "drop the cross (FeatureSpace crosses=[]) or use a StringLookup over the joined values",
-              "string", _texts, model=lambda: _crossing_model()),
+    LayerCase("hashed_crossing", "HashedCrossing of integers (FeatureSpace crosses)", lambda: [], (2,), "converted",
+              "TensorFlow's FingerprintCat64 in uint64 Mul / BitShift / BitwiseXor, Mod num_bins (opset 18, chosen "
+              "automatically)", "int64", _id_pairs, model=lambda: _crossing_model("int64", "int"), slow=False),
+    LayerCase("hashed_crossing_one_hot", "HashedCrossing one_hot", lambda: [], (2,), "converted",
+              "as above, then one-hot over num_bins", "int64", _id_pairs,
+              model=lambda: _crossing_model("int64", "one_hot")),
+    LayerCase("hashed_crossing_strings", "HashedCrossing of strings", lambda: [], (), "refused",
+              "TensorFlow hashes each string with FarmHash Fingerprint64 first: no ONNX op computes it; cross the "
+              "values' lookup indices (as FeatureSpace does) or drop the cross",
+              "string", _texts, model=lambda: _crossing_model("string", "int")),
 ]
 
 
-def _crossing_model():
+def _crossing_model(dtype: str, mode: str):
     import keras
 
-    a = keras.Input((), dtype="string", name="x")
-    b = keras.Input((), dtype="string", name="y")
-    return keras.Model([a, b], keras.layers.HashedCrossing(num_bins=5)((a, b)))
+    if dtype == "string":
+        a = keras.Input((), dtype="string", name="x")
+        b = keras.Input((), dtype="string", name="y")
+        return keras.Model([a, b], keras.layers.HashedCrossing(num_bins=5)((a, b)))
+    x = keras.Input((2,), dtype=dtype, name="x")
+    cross = keras.layers.HashedCrossing(num_bins=7, output_mode=mode)
+    return keras.Model(x, cross((x[:, :1], x[:, 1:])))
 
 
 LAYER_CASES: list[LayerCase] = [

@@ -1,5 +1,5 @@
 """Dict-input Functional models (``keras.Model(inputs={key: Input})``) and Keras FeatureSpace in a model:
-one ONNX input per key, named by the key, same answers as Keras; HashedCrossing refused with the reason."""
+one ONNX input per key, named by the key, same answers as Keras, crosses included."""
 
 from __future__ import annotations
 
@@ -74,11 +74,20 @@ def test_feature_space_model_exports_exactly():
     np.testing.assert_allclose(run_onnx(conv.model, {k: v.reshape(-1, 1) for k, v in ROWS.items()}), want, atol=1e-6)
 
 
-def test_feature_space_cross_is_refused_with_the_reason():
+def test_feature_space_crosses_export_exactly_at_opset_18():
+    """keras-io's FeatureSpace with crosses: HashedCrossing over the lookups' indices is TensorFlow's
+    FingerprintCat64 in ONNX integer ops (BitwiseXor: opset 18, chosen because the layer needs it); a lower
+    opset asked for is refused naming the layer."""
+    from seqdeploy.errors import OpsetError
     from seqdeploy.export.convert import convert_model
 
-    with pytest.raises(UnsupportedLayerError, match=r"layer 'sex_X_cp' \(HashedCrossing\).*FarmHash Fingerprint64"):
-        convert_model(feature_space_model(crosses=True))
+    model = feature_space_model(crosses=True)
+    conv = convert_model(model)
+    assert conv.opset == 18 and any("sex_X_cp: FingerprintCat64" in n for n in conv.native_layers)
+    rows = {k: v.reshape(-1, 1) for k, v in ROWS.items()}
+    np.testing.assert_allclose(run_onnx(conv.model, rows), model(rows).numpy(), atol=1e-6)
+    with pytest.raises(OpsetError, match=r"opset 17 is too low for layer\(s\) \['sex_X_cp'\]"):
+        convert_model(model, opset=17)
 
 
 def test_feature_space_dict_mode_and_dict_outputs():

@@ -169,7 +169,7 @@ def test_registry_holds_the_families_and_resolves_by_order():
     assert converter_for(L.StringLookup(vocabulary=["a"])).name == "string_lookup"
     assert converter_for(L.TextVectorization(vocabulary=["a"])).name == "text_vectorization"
     assert converter_for(L.Hashing(num_bins=4)).name == "hashing"  # refused with its reason
-    assert converter_for(L.HashedCrossing(num_bins=4)).name == "hashed_crossing"  # refused with its reason
+    assert converter_for(L.HashedCrossing(num_bins=4)).name == "hashed_crossing"  # integers exact, strings refused
     assert converter_for(L.Dense(2)) is None
 
 

@@ -140,6 +140,7 @@ class Conversion:
     opset_domains: dict[str, int] = dataclasses.field(default_factory=dict)
     needs_extensions: bool = False
     graph_cleanup: dict = dataclasses.field(default_factory=dict)  # see :func:`cleanup_summary`
+    opset: int = DEFAULT_OPSET  # the default-domain opset the graph was converted at
 
 
 # --------------------------------------------------------------------------- loading
@@ -366,7 +367,24 @@ def cleanup_summary(report: OptimizeReport | None) -> dict:
     }
 
 
-def convert_model(model, *, opset: int = DEFAULT_OPSET) -> Conversion:
+def required_opset(model) -> tuple[int, list[str]]:
+    """The lowest opset the model's layer converters need (``LayerConverter.min_opset``; 0: none) and the layers
+    that need it."""
+    from seqdeploy.export.layers import converter_for
+    from seqdeploy.export.native import iter_layers
+
+    need, who = 0, []
+    for layer in iter_layers(model):
+        conv = converter_for(layer)
+        m = int(getattr(conv, "min_opset", 0) or 0) if conv is not None else 0
+        if m > need:
+            need, who = m, [layer.name]
+        elif m and m == need:
+            who.append(layer.name)
+    return need, who
+
+
+def convert_model(model, *, opset: int | None = None) -> Conversion:
     """Convert a loaded Keras model to an ONNX ``ModelProto`` (no files written).
 
     Applies every graph fix and checks the result (checker, shape inference,
@@ -378,7 +396,12 @@ def convert_model(model, *, opset: int = DEFAULT_OPSET) -> Conversion:
     """
     import onnx
 
+    need, who = required_opset(model)
+    opset = max(DEFAULT_OPSET, need) if opset is None else opset  # default: 17, or what a layer needs
     check_opset(opset)
+    if opset < need:
+        raise OpsetError(f"opset {opset} is too low for layer(s) {who}: their ONNX form needs opset >= {need}; "
+                         f"export at opset {need} (or leave the opset unset)")
     if not getattr(model, "built", True) or not getattr(model, "inputs", None):
         raise ExportError(
             f"model {model.name!r} has no defined inputs (it was never built); build it with keras.Input(shape=...) "
@@ -391,7 +414,7 @@ def convert_model(model, *, opset: int = DEFAULT_OPSET) -> Conversion:
         traced = convert_native(model, opset, input_specs=_io_specs(model), output_names=keras_output_names(model),
                                 from_function=_from_function, layer_names=layer_names)
     proto = traced.model
-    conv = Conversion(model=proto, native_recurrent=tuple(n.description for n in traced.native if n.converter == "recurrent"),
+    conv = Conversion(model=proto, opset=opset, native_recurrent=tuple(n.description for n in traced.native if n.converter == "recurrent"),
                       notes=traced.notes, strategy="tf2onnx+native" if traced.native else "tf2onnx",
                       native_layers=tuple(n.description for n in traced.native),
                       opset_domains=dict(sorted(traced.domains.items())),
@@ -501,8 +524,8 @@ def export_onnx(
     """
     import onnx
 
-    opset = DEFAULT_OPSET if opset is None else opset
-    check_opset(opset)
+    if opset is not None:
+        check_opset(opset)
     model_file, run_dir = _resolve_source(source)
     if out is not None:
         onnx_path = Path(out)
@@ -520,6 +543,7 @@ def export_onnx(
     start = time.perf_counter()
     conv = convert_model(model, opset=opset)
     proto = conv.model
+    opset = conv.opset
     layer_names = _all_layer_names(model)
     warnings = loop_and_contrib_warnings(proto, layer_names)
     onnx.helper.set_model_props(proto, _metadata(model_file, run_dir, opset))

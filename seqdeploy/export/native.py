@@ -38,7 +38,7 @@ import dataclasses
 import inspect
 from typing import Any, Callable, Iterator
 
-from seqdeploy.errors import ExportError
+from seqdeploy.errors import ExportError, UnsupportedLayerError
 from seqdeploy.export.graph import keep_io, rename_inputs, rename_io, sanitize_name, toposort
 from seqdeploy.export.layers import Call, Cut, LayerConverter, NotNative, converter_for
 
@@ -256,10 +256,15 @@ def _discover(claims: list[_Claim], run_model, input_specs: list, notes: list[st
     import tensorflow as tf
 
     calls: list[_Call] = []
+    refused: list[Exception] = []  # a converter refusing one call (e.g. by its inputs' dtype): raised after tracing
 
     def discover(claim: _Claim):
         def call(*args, **kwargs):
-            cut = _record(claim, args, kwargs, notes)
+            try:
+                cut = _record(claim, args, kwargs, notes)
+            except UnsupportedLayerError as exc:  # TensorFlow would wrap it in its own staging error
+                refused.append(exc)
+                cut = None
             calls.append(_Call(claim, cut))
             if cut is None:
                 return claim.base(*args, **kwargs)
@@ -268,6 +273,8 @@ def _discover(claims: list[_Claim], run_model, input_specs: list, notes: list[st
 
     with _patched([(c.layer, discover(c)) for c in claims]):
         tf.function(lambda *xs: run_model(xs)).get_concrete_function(*input_specs)
+    if refused:
+        raise refused[0]
     return calls
 
 

@@ -25,6 +25,8 @@ How a converter takes part in the export (:mod:`seqdeploy.export.native` runs it
 * ``domains``: opset domains the nodes use besides the default one, e.g. ``{"ai.onnx.ml": 3}`` or
   ``{"ai.onnx.contrib": 1}``; the latter (:data:`seqdeploy.export.opsets.EXTENSION_DOMAINS`) needs
   onnxruntime-extensions at run time, which the export result records (``needs_extensions``).
+* ``min_opset``: the lowest default-domain opset the nodes need (0: any); a model holding such a layer is
+  exported at that opset unless one was asked for, and a lower one asked for is refused naming the layer.
 
 A tiny converter (a custom ``Scale2`` layer that doubles its input), as one file in this package::
 
@@ -111,6 +113,7 @@ class LayerConverter:
     order: int = 0
     domains: Mapping[str, int] = MappingProxyType({})
     stays: str = "is left to tf2onnx"  # how a note says what happens to a layer that is not converted
+    min_opset: int = 0  # the lowest default-domain opset build() needs (0: any supported)
 
     def claims(self, layer: Any) -> bool:
         return type(layer).__name__ in self.classes

@@ -467,19 +467,6 @@ class HashingConverter(LayerConverter):
         build_hashing(layer, "", "")
 
 
-class HashedCrossingConverter(LayerConverter):
-    """Keras ``HashedCrossing`` (FeatureSpace crosses): always refused, naming the layer and why."""
-
-    name, classes = "hashed_crossing", ("HashedCrossing",)
-
-    def prepare(self, layer: Any) -> None:
-        raise UnsupportedLayerError(
-            f"{layer_kind(layer)} crosses its inputs with TensorFlow's sparse_cross_hashed (FarmHash Fingerprint64 "
-            f"of each value, combined with FingerprintCat64, modulo num_bins={layer.num_bins}), which no ONNX op "
-            f"computes, so the exported buckets could not match; drop the cross (e.g. FeatureSpace crosses=[]) or "
-            f"replace it with a StringLookup over the joined values, adapted on the training data")
-
-
 class DiscretizationConverter(LayerConverter):
     name, classes = "discretization", ("Discretization",)
 
@@ -504,6 +491,6 @@ class DiscretizationConverter(LayerConverter):
                                  f"boundaries")
 
 
-for _conv in (StringLookupConverter(), IntegerLookupConverter(), HashingConverter(), HashedCrossingConverter(),
+for _conv in (StringLookupConverter(), IntegerLookupConverter(), HashingConverter(),
               DiscretizationConverter()):
     REGISTRY.add(_conv.name, _conv)

@@ -159,7 +159,7 @@ def _attention_graph(seq: int, heads: int, dim: int = 8):
 
 
 def test_attention_per_sample_runs_a_large_attention_one_sample_at_a_time_above_batch_1():
-    from seqdeploy.export.rewrites_attention import SCAN_MIN_SCORES, attention_per_sample
+    from seqdeploy.export.rewrites_block import SCAN_MIN_SCORES, attention_per_sample
 
     seq = 128
     assert 2 * seq * seq >= SCAN_MIN_SCORES
@@ -183,7 +183,7 @@ def test_attention_per_sample_runs_a_large_attention_one_sample_at_a_time_above_
 def test_attention_per_sample_leaves_small_or_masked_attention_alone():
     from onnx import TensorProto, helper
 
-    from seqdeploy.export.rewrites_attention import attention_per_sample
+    from seqdeploy.export.rewrites_block import attention_per_sample
 
     assert attention_per_sample(_attention_graph(16, heads=2)) == 0  # 512 scores a sample: fits any cache
     m = _attention_graph(128, heads=2)

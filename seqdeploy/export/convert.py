@@ -125,7 +125,7 @@ class ExportResult:
     native_layers: tuple[str, ...] = ()  # every layer call a converter emitted ("name: what"), recurrent ones too
     opset_domains: dict[str, int] = dataclasses.field(default_factory=dict)  # imported besides the default domain
     needs_extensions: bool = False  # the graph has ai.onnx.contrib ops: onnxruntime-extensions must be installed
-    graph_cleanup: dict = dataclasses.field(default_factory=dict)  # what the graph cleanup did: see cleanup_summary
+    graph_cleanup: dict = dataclasses.field(default_factory=dict)  # what the graph cleanup did: OptimizeReport.summary
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,7 +139,7 @@ class Conversion:
     native_layers: tuple[str, ...] = ()
     opset_domains: dict[str, int] = dataclasses.field(default_factory=dict)
     needs_extensions: bool = False
-    graph_cleanup: dict = dataclasses.field(default_factory=dict)  # see :func:`cleanup_summary`
+    graph_cleanup: dict = dataclasses.field(default_factory=dict)  # :meth:`OptimizeReport.summary`
     opset: int = DEFAULT_OPSET  # the default-domain opset the graph was converted at
 
 
@@ -350,23 +350,6 @@ def _all_layer_names(model) -> list[str]:
     return names
 
 
-def cleanup_summary(report: OptimizeReport | None) -> dict:
-    """The graph cleanup's report as ``export.json`` records it: nodes before/after, the rewrites each pass made,
-    the largest answer difference, the batch-1 times of the exported and the cleaned graph, and why the exported
-    graph was kept (None when the cleaned one was)."""
-    if report is None:
-        return {}
-    return {
-        "nodes_before": report.nodes_before,
-        "nodes_after": report.nodes_after,
-        "rewrites": {name: n for name, n in report.applied.items() if n},
-        "max_abs_diff": report.max_abs_diff,
-        "batch1_us_exported": None if report.us_before is None else round(report.us_before, 2),
-        "batch1_us_cleaned": None if report.us_after is None else round(report.us_after, 2),
-        "kept_exported_graph": report.kept_original,
-    }
-
-
 def required_opset(model) -> tuple[int, list[str]]:
     """The lowest opset the model's layer converters need (``LayerConverter.min_opset``; 0: none) and the layers
     that need it."""
@@ -420,8 +403,8 @@ def convert_model(model, *, opset: int | None = None) -> Conversion:
                       opset_domains=dict(sorted(traced.domains.items())),
                       needs_extensions=bool(extension_domains(proto)))
     reports = apply_graph_fixes(proto)
-    conv = dataclasses.replace(conv, graph_cleanup=cleanup_summary(
-        next((r for r in reports if isinstance(r, OptimizeReport)), None)))
+    cleanup = next((r for r in reports if isinstance(r, OptimizeReport)), None)
+    conv = dataclasses.replace(conv, graph_cleanup=cleanup.summary() if cleanup is not None else {})
     check_opset_support(proto, opset, layer_names)
     try:
         onnx.checker.check_model(proto, full_check=False)

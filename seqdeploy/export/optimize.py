@@ -31,7 +31,7 @@ slower; the report (``export.json`` ``graph_cleanup``) carries both times.
   negative-id wrap dropped (Gather wraps itself), and ``Add -> LayerNormalization`` kept out of onnxruntime's
   slower ``SkipLayerNormalization``.
 * :func:`rows_as_2d`, :func:`residual_into_gemm`, :func:`mean_as_matmul`, :func:`attention_per_sample` (in
-  :mod:`seqdeploy.export.rewrites_attention`) -- a Transformer block's row-wise ops on ``[batch * seq, C]`` so each
+  :mod:`seqdeploy.export.rewrites_block`) -- a Transformer block's row-wise ops on ``[batch * seq, C]`` so each
   Dense is a ``Gemm`` with bias/ReLU, the residual Adds read by those Gemms (bias moved into the residual's
   source), GlobalAveragePooling1D as a MatMul, and, above batch 1, a large Attention run one sample at a time in a
   ``Scan`` so its scores stay in cache.
@@ -71,18 +71,23 @@ class OptimizeReport:
     us_before: float | None = None  # batch-1 p50 of the exported graph (onnxruntime defaults, 1 thread)
     us_after: float | None = None  # batch-1 p50 of the cleaned graph, timed interleaved with it
 
+    def summary(self) -> dict:
+        """As ``export.json`` records it (``graph_cleanup``): nodes before/after, the rewrites each pass made, the
+        largest answer difference, both batch-1 times and why the exported graph was kept (None: it was not)."""
+        return {
+            "nodes_before": self.nodes_before,
+            "nodes_after": self.nodes_after,
+            "rewrites": {name: n for name, n in self.applied.items() if n},
+            "max_abs_diff": self.max_abs_diff,
+            "batch1_us_exported": None if self.us_before is None else round(self.us_before, 2),
+            "batch1_us_cleaned": None if self.us_after is None else round(self.us_after, 2),
+            "kept_exported_graph": self.kept_original,
+        }
+
 
 from seqdeploy.export.rewrites import PROBE_BATCHES, fold_conv_affine, fold_static_shapes, native_conv1d, probe_feeds, probe_session
-from seqdeploy.export.rewrites_attention import (
-    attention_per_sample,
-    collapse_transposes,
-    drop_tensordot_reshapes,
-    fuse_layer_norm,
-    hoist_scalar_mul,
-    mean_as_matmul,
-    residual_into_gemm,
-    rows_as_2d,
-)
+from seqdeploy.export.rewrites_attention import collapse_transposes, drop_tensordot_reshapes, fuse_layer_norm, hoist_scalar_mul
+from seqdeploy.export.rewrites_block import attention_per_sample, mean_as_matmul, residual_into_gemm, rows_as_2d
 from seqdeploy.export.rewrites_conv import drop_repeated_relu, fold_input_scale, single_channel_transpose
 from seqdeploy.export.rewrites_fuse import fuse_attention, native_gather_index, residual_sum
 

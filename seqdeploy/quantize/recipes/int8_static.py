@@ -27,6 +27,17 @@ from seqdeploy.quantize.settings import (
 CHANNEL_MULTIPLE = 4
 
 
+def _graph_maps(g: Any) -> tuple[dict[str, Any], set[str], dict[str, Any], dict[str, list[Any]]]:
+    """(initializers by name, graph inputs that are not initializers, producer by tensor, consumers by tensor)."""
+    inits = {t.name: t for t in g.initializer}
+    producer = {o: n for n in g.node for o in n.output}
+    consumers: dict[str, list[Any]] = {}
+    for n in g.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    return inits, {i.name for i in g.input} - set(inits), producer, consumers
+
+
 def pad_input_channels(model: Any, multiple: int = CHANNEL_MULTIPLE, skip: tuple[str, ...] = ()) -> tuple[Any, list[str]]:
     """Pad the input channels of each 2-D or 1-D Conv fed by a model input through ``Transpose(0, 3, 1, 2)``
     (``Transpose(0, 2, 1)`` for a series) to ``multiple``.
@@ -41,13 +52,7 @@ def pad_input_channels(model: Any, multiple: int = CHANNEL_MULTIPLE, skip: tuple
     from onnx import helper, numpy_helper
 
     g = model.graph
-    inits = {t.name: t for t in g.initializer}
-    graph_inputs = {i.name for i in g.input} - set(inits)
-    producer = {o: n for n in g.node for o in n.output}
-    consumers: dict[str, list[Any]] = {}
-    for n in g.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
+    inits, graph_inputs, producer, consumers = _graph_maps(g)
     added: list[str] = []
     for conv in list(g.node):
         found = _input_conv(conv, inits, producer, consumers, graph_inputs)
@@ -105,13 +110,7 @@ def unfold_input_conv(model: Any, multiple: int = CHANNEL_MULTIPLE) -> tuple[Any
     from onnx import helper, numpy_helper
 
     g = model.graph
-    inits = {t.name: t for t in g.initializer}
-    graph_inputs = {i.name for i in g.input} - set(inits)
-    producer = {o: n for n in g.node for o in n.output}
-    consumers: dict[str, list[Any]] = {}
-    for n in g.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
+    inits, graph_inputs, producer, consumers = _graph_maps(g)
     added: list[str] = []
     for conv in list(g.node):
         found = _input_conv(conv, inits, producer, consumers, graph_inputs)

@@ -38,38 +38,7 @@ sys.path.insert(0, str(HERE))
 WORK = HERE / "work" / "conv_int8_zoo"
 
 from int8_mlp import _lock, interleaved, machine  # noqa: E402
-
-
-def mnist_convnet() -> Any:
-    """keras-io "Simple MNIST convnet" (as in real_zoo.py)."""
-    import keras
-    from keras import layers
-
-    inp = keras.Input((28, 28, 1), name="image")
-    x = layers.Conv2D(32, kernel_size=(3, 3), activation="relu")(inp)
-    x = layers.MaxPooling2D(pool_size=(2, 2))(x)
-    x = layers.Conv2D(64, kernel_size=(3, 3), activation="relu")(x)
-    x = layers.MaxPooling2D(pool_size=(2, 2))(x)
-    x = layers.Flatten()(x)
-    x = layers.Dropout(0.5)(x)
-    out = layers.Dense(10, activation="softmax")(x)
-    return keras.Model(inp, out, name="mnist_convnet")
-
-
-def fcn_timeseries() -> Any:
-    """keras-io "Timeseries classification from scratch" (as in real_zoo.py)."""
-    import keras
-    from keras import layers
-
-    inp = keras.Input((500, 1), name="series")
-    x = inp
-    for _ in range(3):
-        x = layers.Conv1D(64, 3, padding="same")(x)
-        x = layers.BatchNormalization()(x)
-        x = layers.ReLU()(x)
-    x = layers.GlobalAveragePooling1D()(x)
-    out = layers.Dense(2, activation="softmax")(x)
-    return keras.Model(inp, out, name="fcn_timeseries")
+from real_zoo import fcn_timeseries, mnist_convnet  # noqa: E402,F401 - the zoo's keras-io models
 
 
 def templates(name: str, rng: np.random.Generator) -> np.ndarray:

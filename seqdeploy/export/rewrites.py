@@ -95,6 +95,14 @@ def _subgraph_reads(node) -> set[str]:
     return names
 
 
+def replace_node(g, old, *new) -> None:
+    """Put the nodes ``new`` (in order) where ``old`` was in ``g``'s node list."""
+    idx = list(g.node).index(old)
+    g.node.remove(old)
+    for n in reversed(new):
+        g.node.insert(idx, n)
+
+
 def remove_dead_nodes(model) -> int:
     """Drop nodes whose outputs nothing uses and the initializers no node uses; return nodes dropped."""
     g = model.graph

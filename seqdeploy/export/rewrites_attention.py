@@ -18,6 +18,7 @@ from seqdeploy.export.rewrites import (
     opset_version,
     producer_map,
     remove_dead_nodes,
+    replace_node,
 )
 
 MS_DOMAIN = "com.microsoft"
@@ -187,10 +188,7 @@ def collapse_transposes(model) -> int:
         r_new = helper.make_node("Reshape", [t_new.output[0], add_initializer(g, f"{rs.output[0]}_collapsed",
                                                                           np.array(new_target, np.int64))],
                                  [t2.output[0]], name=fresh_name(g, f"{rs.name}_collapsed_reshape"))
-        idx = list(g.node).index(t2)
-        g.node.remove(t2)
-        g.node.insert(idx, r_new)
-        g.node.insert(idx, t_new)
+        replace_node(g, t2, t_new, r_new)
         done += 1
     if done:
         remove_dead_nodes(model)

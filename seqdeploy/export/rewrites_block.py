@@ -36,6 +36,7 @@ from seqdeploy.export.rewrites import (
     opset_version,
     producer_map,
     remove_dead_nodes,
+    replace_node,
 )
 from seqdeploy.export.rewrites_attention import MS_DOMAIN, run_shapes
 
@@ -362,10 +363,7 @@ def mean_as_matmul(model) -> int:
         mm = helper.make_node("MatMul", [avg, rm.input[0]], [mid], name=fresh_name(g, f"{rm.name or 'mean'}_matmul"))
         rs = helper.make_node("Reshape", [mid, add_initializer(g, f"{rm.name or 'mean'}_shape", np.array([-1, c], np.int64))],
                               [rm.output[0]], name=fresh_name(g, f"{rm.name or 'mean'}_reshape"))
-        idx = list(g.node).index(rm)
-        g.node.remove(rm)
-        g.node.insert(idx, rs)
-        g.node.insert(idx, mm)
+        replace_node(g, rm, mm, rs)
         done += 1
     if done:
         remove_dead_nodes(model)

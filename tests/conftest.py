@@ -9,6 +9,9 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "-1")
+# exports keep every exact graph cleanup without timing it (timing decides nothing in tests; the check itself is
+# tested with injected times in test_export_optimize.py)
+os.environ["SEQDEPLOY_CLEANUP_CHECK_S"] = "0"
 
 REPO = Path(__file__).resolve().parent.parent
 MODELS = REPO / "models"
